@@ -1,0 +1,268 @@
+"""JSON endpoints: validate input, call the domain, shape the output.
+
+No SQL and no FFmpeg here. Job ids that are not canonical UUIDs are answered 404 before
+they reach the store or the file system; every error is a ``VfeError`` rendered by the
+one handler in ``app.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from .cache import job_key, recent_key
+from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
+from .frames import FRAME_NAME, is_job_id
+from .models import JobSpec, SourceType, frame_view, job_view
+from .services import services
+from .sources import receive_upload, resolve_local
+
+MAX_JSON_BYTES = 64 * 1024
+RECENT_TTL = 5.0  # seconds: recent-frames answers also age out as time passes
+_MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+def job_id_param(request: Request) -> str:
+    job_id = str(request.path_params["job_id"])
+    if not is_job_id(job_id):
+        raise NotFound("job not found")
+    return job_id
+
+
+def _query_number(
+    request: Request, name: str, default: float, low: float, high: float, integer: bool = False
+) -> Any:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value: float = int(raw) if integer else float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # also false for NaN
+        kind = "a whole number" if integer else "a number"
+        msg = f"must be {kind} from {low:g} to {high:g}"
+        raise ValidationFailed([{"loc": ["query", name], "msg": msg, "type": "value_error"}])
+    return value
+
+
+def _validation_errors(exc: ValidationError, origin: Mapping[str, str]) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        field = str(err["loc"][0]) if err["loc"] else ""
+        errors.append(
+            {
+                "loc": [origin.get(field, "body"), *err["loc"]],
+                "msg": err["msg"],
+                "type": err["type"],
+            }
+        )
+    return errors
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise PayloadTooLarge(f"JSON body larger than {MAX_JSON_BYTES // 1024} KiB")
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest(
+            'the JSON body must be an object like {"video_source": ..., "interval": 5}'
+        )
+    return data
+
+
+async def submit_job(request: Request) -> Response:
+    """POST /video-job: JSON body, query string, or multipart with a ``file`` part."""
+    svc = services(request)
+    content_type = request.headers.get("content-type", "")
+    data: dict[str, Any] = dict(request.query_params)
+    origin = {name: "query" for name in data}
+    upload = None
+    if content_type.startswith("multipart/form-data"):
+        upload = await receive_upload(
+            content_type,
+            request.headers.get("content-length"),
+            request.stream(),
+            svc.settings.uploads_path,
+            svc.settings.max_upload_bytes,
+        )
+        data.update(upload.fields)
+        origin.update({name: "body" for name in upload.fields})
+    else:
+        body = await _json_body(request)
+        data.update(body)
+        origin.update({name: "body" for name in body})
+    try:
+        if upload is not None and upload.path is not None:
+            if data.get("video_source"):
+                raise BadRequest("send either a file or video_source, not both")
+            data["video_source"] = upload.filename
+        try:
+            spec = JobSpec.model_validate(data)
+        except ValidationError as exc:
+            raise ValidationFailed(_validation_errors(exc, origin)) from None
+        if upload is not None and upload.path is not None:
+            source_type, path = SourceType.UPLOAD, upload.path
+        else:
+            source_type = SourceType.PATH
+            path = await asyncio.to_thread(
+                resolve_local, spec.video_source, svc.settings.videos_base_path
+            )
+        job = await svc.jobs.submit(spec.video_source, source_type, path, spec.interval)
+    except BaseException:
+        if upload is not None and upload.path is not None:
+            await asyncio.to_thread(upload.path.unlink, True)
+        raise
+    return JSONResponse(
+        {"job_id": job.id, "status": job.status.value, "message": "Job submitted successfully"}
+    )
+
+
+async def job_status(request: Request) -> Response:
+    """GET /job-status/{job_id}: the job's fields, progress, timings and video facts."""
+    svc = services(request)
+    job_id = job_id_param(request)
+    key = job_key(job_id)
+    cached = await svc.cache.get(key)
+    if cached is not None:
+        return Response(cached, media_type="application/json")
+    job = await svc.store.get_job(job_id)
+    if job is None:
+        raise NotFound("job not found")
+    body = json.dumps(job_view(job, time.time()))
+    await svc.cache.set(key, body, svc.settings.cache_ttl)
+    return Response(body, media_type="application/json")
+
+
+async def list_jobs(request: Request) -> Response:
+    """GET /jobs: the newest jobs first (``limit``, default 50)."""
+    svc = services(request)
+    limit = _query_number(request, "limit", 50, 1, 1000, integer=True)
+    now = time.time()
+    jobs = await svc.store.list_jobs(limit=limit)
+    return JSONResponse({"jobs": [job_view(j, now) for j in jobs], "count": len(jobs)})
+
+
+async def list_frames(request: Request) -> Response:
+    """GET /frames/{job_id}: frames in time order, each with its URL; offset/limit paging."""
+    svc = services(request)
+    job_id = job_id_param(request)
+    offset = _query_number(request, "offset", 0, 0, 10**9, integer=True)
+    limit = _query_number(request, "limit", 1000, 1, 10000, integer=True)
+    if await svc.store.get_job(job_id) is None:
+        raise NotFound("job not found")
+    frames = await svc.store.list_frames(job_id, offset, limit)
+    total = await svc.store.count_frames(job_id)
+    return JSONResponse(
+        {
+            "job_id": job_id,
+            "frames": [frame_view(f) for f in frames],
+            "total_count": total,
+            "offset": offset,
+            "limit": limit,
+        }
+    )
+
+
+async def frame_image(request: Request) -> Response:
+    """GET /frames/{job_id}/{name}: the image, with an ETag (its SHA-256)."""
+    svc = services(request)
+    job_id = job_id_param(request)
+    name = str(request.path_params["name"])
+    if not FRAME_NAME.match(name):
+        raise NotFound("frame not found")
+    frame = await svc.store.get_frame(job_id, name)
+    if frame is None:
+        raise NotFound("frame not found")
+    etag = f'"{frame.checksum}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    path = svc.frames.path(job_id, name)
+    if not await asyncio.to_thread(path.is_file):
+        raise NotFound("frame not found")
+    media_type = _MEDIA_TYPES[name.rsplit(".", 1)[1]]
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+async def recent_frames(request: Request) -> Response:
+    """GET /dashboard/recent-frames: frames made in the last ``since_minutes`` (cached)."""
+    svc = services(request)
+    since_minutes = _query_number(request, "since_minutes", 60.0, 0.0, 525600.0)
+    limit = _query_number(request, "limit", 100, 1, 1000, integer=True)
+    job_id = request.query_params.get("job_id") or None
+    if job_id is not None and len(job_id) > 200:
+        raise ValidationFailed(
+            [{"loc": ["query", "job_id"], "msg": "too long", "type": "value_error"}]
+        )
+    key = recent_key(since_minutes, job_id) + f":{limit}"
+    cached = await svc.cache.get(key)
+    if cached is not None:
+        return Response(cached, media_type="application/json")
+    frames = await svc.store.recent_frames(time.time() - since_minutes * 60, job_id, limit)
+    body = json.dumps(
+        {
+            "frames": [frame_view(f) for f in frames],
+            "total_count": len(frames),
+            "since_minutes": since_minutes,
+            "job_id": job_id,
+        }
+    )
+    await svc.cache.set(key, body, min(RECENT_TTL, svc.settings.cache_ttl))
+    return Response(body, media_type="application/json")
+
+
+async def delete_job(request: Request) -> Response:
+    """DELETE /job/{job_id}: cancel the job if it runs, remove it and its files."""
+    svc = services(request)
+    job = await svc.jobs.delete(job_id_param(request))
+    if job.status.finished:
+        status, message = job.status.value, "Job and its frames removed"
+    else:
+        status, message = "cancelled", "Job cancelled; it and its frames removed"
+    return JSONResponse({"job_id": job.id, "status": status, "message": message})
+
+
+async def health(request: Request) -> Response:
+    """GET /health: each component's state; 200 when the service can serve, else 503."""
+    svc = services(request)
+    database_ok = await svc.store.ping()
+    backend = await svc.cache.refresh()
+    ffmpeg_ok = all(shutil.which(name) for name in ("ffmpeg", "ffprobe"))
+    free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
+    can_serve = database_ok and ffmpeg_ok and svc.jobs.accepting
+    stats = svc.cache.stats
+    body = {
+        "status": "ok" if can_serve else "unavailable",
+        "database": {"ok": database_ok, "backend": "sqlite"},
+        "cache": {
+            "backend": backend,
+            "redis": "connected" if backend == "redis" else "unreachable",
+            "hits": stats.hits,
+            "misses": stats.misses,
+        },
+        "ffmpeg": {"ok": ffmpeg_ok, "version": svc.ffmpeg_version},
+        "queue": {"depth": svc.jobs.queue_depth, "max": svc.settings.max_queue_size},
+        "jobs": {
+            "running": len(svc.jobs.running),
+            "max_concurrent": svc.settings.max_concurrent_jobs,
+        },
+        "disk": {"free_mb": free_mb},
+    }
+    return JSONResponse(body, status_code=200 if can_serve else 503)

@@ -1,0 +1,120 @@
+"""``create_app(settings)``: routes, middleware, error handlers, and the lifespan.
+
+The lifespan owns every resource: it creates the runtime folders, opens the store, the
+cache (Redis if it answers, memory otherwise), the event bus and the job manager (which
+queues again any job a crash left unfinished), and closes them in reverse order. Nothing
+starts at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import api, ffmpeg, sse
+from . import logging as vfe_logging
+from .cache import FallbackCache, MemoryCache, RedisCache
+from .errors import VfeError
+from .events import EventBus
+from .frames import FrameStore
+from .jobs import JobManager
+from .services import Services
+from .settings import Settings
+from .store import SqliteStore
+
+WEB = Path(__file__).parent / "web"
+log = logging.getLogger("vfe.app")
+
+
+async def vfe_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, VfeError)
+    if exc.status >= 500:
+        log.error("request failed: %s", exc.detail, exc_info=exc.__cause__ or exc)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+async def dashboard(request: Request) -> Response:
+    return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the vfe ASGI app for ``settings``; resources open in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        vfe_logging.configure(settings)
+        store = SqliteStore(settings.database_path)
+        await store.open()
+        cache = FallbackCache(
+            RedisCache(settings.redis_host, settings.redis_port, settings.redis_db),
+            MemoryCache(settings.max_cache_bytes),
+            retry_seconds=settings.redis_retry_seconds,
+        )
+        await cache.connect()
+        bus = EventBus()
+        frames = FrameStore(settings.frames_base_path)
+        jobs = JobManager(settings, store, cache, bus, frames)
+        version = await ffmpeg.version()
+        if version is None:
+            log.warning("FFmpeg was not found; jobs will fail until it is installed")
+        await jobs.start()
+        app.state.services = Services(settings, store, cache, bus, frames, jobs, version)
+        log.info(
+            "vfe started",
+            extra={"cache": cache.name, "ffmpeg": version, "database": "sqlite"},
+        )
+        try:
+            yield
+        finally:
+            jobs.accepting = False
+            bus.close()
+            await jobs.stop()
+            await cache.close()
+            await store.close()
+            log.info("vfe stopped")
+            vfe_logging.shutdown()
+
+    routes = [
+        Route("/", dashboard, methods=["GET"]),
+        Route("/video-job", api.submit_job, methods=["POST"]),
+        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/job-status/{job_id}", api.job_status, methods=["GET"]),
+        Route("/job-status/{job_id}/events", sse.job_events, methods=["GET"]),
+        Route("/frames/{job_id}", api.list_frames, methods=["GET"]),
+        Route("/frames/{job_id}/{name}", api.frame_image, methods=["GET"]),
+        Route("/dashboard/recent-frames", api.recent_frames, methods=["GET"]),
+        Route("/job/{job_id}", api.delete_job, methods=["DELETE"]),
+        Route("/health", api.health, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=WEB), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(vfe_logging.RequestIdMiddleware)],
+        exception_handlers={
+            VfeError: vfe_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+        lifespan=lifespan,
+    )

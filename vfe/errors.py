@@ -1,0 +1,71 @@
+"""One exception tree for vfe; every error a client can see is one of these.
+
+    VfeError (500)
+    ├── BadRequest (400)          bad video_source, bad multipart body
+    ├── NotFound (404)            unknown job, frame or route
+    ├── PayloadTooLarge (413)     upload over MAX_UPLOAD_MB
+    ├── ValidationFailed (422)    fields that fail validation; carries [{loc, msg, type}]
+    ├── Unavailable (503)         queue full, service shutting down, database down
+    ├── StoreError (500)          SQLite failed (translated inside store.py)
+    └── ExtractionError (500)     FFmpeg/ffprobe failed; its message is shown on the job
+
+The single handler in ``app.py`` renders each as ``{"detail": ...}`` with its status.
+Messages are written for the client: they never contain server paths, argv or tracebacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VfeError(Exception):
+    """Base of every vfe error; ``status`` is the HTTP status it maps to."""
+
+    status = 500
+
+    def __init__(self, detail: Any = "internal error", *, headers: dict[str, str] | None = None):
+        super().__init__(detail if isinstance(detail, str) else repr(detail))
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(VfeError):
+    """The request is well-formed but asks for something vfe will not do."""
+
+    status = 400
+
+
+class NotFound(VfeError):
+    """No such job, frame or route."""
+
+    status = 404
+
+
+class PayloadTooLarge(VfeError):
+    """The request body is over a configured size limit."""
+
+    status = 413
+
+
+class ValidationFailed(VfeError):
+    """Fields failed validation; ``detail`` is a list of ``{loc, msg, type}``."""
+
+    status = 422
+
+
+class Unavailable(VfeError):
+    """The service cannot take this request now (queue full, shutting down)."""
+
+    status = 503
+
+
+class StoreError(VfeError):
+    """The database failed; raised from inside ``store.py`` only."""
+
+    status = 500
+
+
+class ExtractionError(VfeError):
+    """FFmpeg or ffprobe could not do the job; the message is safe to show on the job."""
+
+    status = 500

@@ -1,0 +1,186 @@
+"""Runs one extraction plan: FFmpeg writes frames, this turns them into finished frames.
+
+While FFmpeg runs, ``showinfo`` lines on stderr give the exact presentation time of each
+frame it keeps (in output order), and every ``-progress`` block is a cue to look for newly
+completed files. Each complete file is hashed, renamed to its stable name and handed to
+``on_frames`` in batches; a frame is never reported before its file is whole.
+
+Knows nothing of HTTP, jobs or the database, so the CLI can use it as well as the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from fractions import Fraction
+from pathlib import Path
+
+from . import ffmpeg
+from .errors import ExtractionError
+from .frames import FrameStore, frame_name
+from .models import Frame
+from .planner import Plan
+from .probe import VideoInfo
+
+FramesCallback = Callable[[list[Frame]], Awaitable[None]]
+
+_SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:(\S+)")
+_TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
+_SCAN_EVERY = 0.5  # seconds between scans for finished files when FFmpeg is quiet
+
+
+class _Run:
+    """The state of one FFmpeg run: timestamps seen, files finished."""
+
+    def __init__(self) -> None:
+        self.time_base: Fraction | None = None
+        self.times: list[float] = []
+        self.finished = 0
+        self.errors: list[str] = []
+        self.wakeup = asyncio.Event()
+        self.ffmpeg_done = False
+
+    def on_line(self, line: str) -> bool:
+        level, text = ffmpeg.strip_level(line)
+        if "showinfo" in line:
+            match = _SHOWINFO.search(text)
+            if match:
+                self._add_time(int(match.group(2)), match.group(3))
+                self.wakeup.set()
+            elif base := _TIME_BASE.search(text):
+                if int(base.group(2)) > 0:
+                    self.time_base = Fraction(int(base.group(1)), int(base.group(2)))
+            return True
+        if level in ("error", "fatal", "panic"):
+            self.errors.append(text)
+            return False
+        return level not in ("warning", "")
+
+    def _add_time(self, pts: int, pts_time: str) -> None:
+        if self.time_base is not None:
+            self.times.append(float(pts * self.time_base))
+        else:
+            self.times.append(float(pts_time))
+
+    def on_progress(self, block: dict[str, str]) -> None:
+        self.wakeup.set()
+
+
+class Extractor:
+    """Extracts the frames of a plan from a local video into a ``FrameStore``."""
+
+    def __init__(self, frames: FrameStore) -> None:
+        self.frames = frames
+
+    async def run(
+        self,
+        job_id: str,
+        source: Path,
+        info: VideoInfo,
+        plan: Plan,
+        on_frames: FramesCallback,
+    ) -> int:
+        """Extract every frame of ``plan``; return how many were written.
+
+        Cancelling the caller stops FFmpeg (``ffmpeg.run`` reaps it) and removes the work
+        folder; frames already reported stay, each a complete file.
+        """
+        work = await self.frames.prepare(job_id)
+        argv = ffmpeg.select_frames_argv(str(source), plan.select_expr, str(work / "%06d.jpg"))
+        state = _Run()
+        runner = asyncio.create_task(
+            ffmpeg.run(argv, on_progress=state.on_progress, on_line=state.on_line)
+        )
+        collector = asyncio.create_task(self._collect(job_id, work, info, plan, state, on_frames))
+        try:
+            await asyncio.wait([runner, collector], return_when=asyncio.FIRST_COMPLETED)
+            if collector.done():  # it only ends by failing: stop FFmpeg and report that
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+                collector.result()
+            done = runner.result()
+            state.ffmpeg_done = True  # the collector ends after its current batch
+            state.wakeup.set()
+            await collector
+            await self._finish_ready(job_id, work, info, plan, state, on_frames)
+        finally:
+            for task in (runner, collector):
+                task.cancel()
+            await asyncio.gather(runner, collector, return_exceptions=True)
+            await self.frames.discard_work(job_id)
+        if done.returncode != 0:
+            raise ExtractionError(_failure_message(done, state, [str(source), str(work)]))
+        if state.errors and state.finished < plan.total:
+            raise ExtractionError(
+                f"the video ends early or is damaged: got {state.finished} of {plan.total} "
+                f"frames ({state.errors[-1][:200]})"
+            )
+        return state.finished
+
+    async def _collect(
+        self,
+        job_id: str,
+        work: Path,
+        info: VideoInfo,
+        plan: Plan,
+        state: _Run,
+        on_frames: FramesCallback,
+    ) -> None:
+        while not state.ffmpeg_done:
+            try:
+                async with asyncio.timeout(_SCAN_EVERY):
+                    await state.wakeup.wait()
+            except TimeoutError:
+                pass
+            state.wakeup.clear()
+            await self._finish_ready(job_id, work, info, plan, state, on_frames)
+
+    async def _finish_ready(
+        self,
+        job_id: str,
+        work: Path,
+        info: VideoInfo,
+        plan: Plan,
+        state: _Run,
+        on_frames: FramesCallback,
+    ) -> None:
+        """Finalize every complete file whose timestamp is known, in order."""
+        names = set(await asyncio.to_thread(os.listdir, work))
+        batch: list[Frame] = []
+        while state.finished < len(state.times):
+            seq = state.finished
+            produced = f"{seq:06d}.jpg"
+            if produced not in names:
+                break
+            timestamp = round(state.times[seq], 6)
+            index = plan.target_index(timestamp)
+            name = frame_name(index, timestamp)
+            size, checksum = await self.frames.finalize(job_id, work / produced, name)
+            batch.append(
+                Frame(
+                    job_id=job_id,
+                    index=index,
+                    timestamp=timestamp,
+                    target_time=plan.target_time(index),
+                    filename=name,
+                    size_bytes=size,
+                    checksum=checksum,
+                    width=info.width,
+                    height=info.height,
+                    created_at=time.time(),
+                )
+            )
+            state.finished += 1
+        if batch:
+            await on_frames(batch)
+
+
+def _failure_message(done: ffmpeg.Completed, state: _Run, private: list[str]) -> str:
+    """FFmpeg's last error, with server paths taken out."""
+    detail = state.errors[-1] if state.errors else done.error_text()
+    for path in private:
+        detail = detail.replace(f"file:{path}", "video").replace(path, "video")
+    return f"FFmpeg could not decode the video: {detail[:300] or 'unknown error'}"

@@ -1,0 +1,217 @@
+"""The only module that starts processes: FFmpeg and ffprobe as asyncio subprocesses.
+
+Discipline (see STYLE.md): argv lists, never a shell; every pipe opened is read
+continuously (a pipe nobody reads deadlocks the child); each child starts in a new
+session so its whole process group can be signalled; stopping is terminate, a bounded
+wait, kill, and always ``await proc.wait()``, also when the caller is cancelled.
+
+Deliberate oddity: stderr runs at ``info`` level (with level tags) because the
+``showinfo`` filter reports the real presentation time of each frame written there;
+lines that are not showinfo lines feed the error tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import ffmpeg as ffmpeg_python  # ffmpeg-python: the argv / filter-graph builder
+
+from .errors import ExtractionError
+
+STOP_GRACE_SECONDS = 1.0
+READ_CHUNK = 64 * 1024
+MAX_LINE = 256 * 1024
+
+ProgressCallback = Callable[[dict[str, str]], None]
+LineCallback = Callable[[str], bool]
+
+
+def binary(name: str) -> str:
+    """Full path of ``ffmpeg`` or ``ffprobe``; ``ExtractionError`` if it is not installed."""
+    found = shutil.which(name)
+    if found is None:
+        raise ExtractionError(f"{name} is not installed on the server")
+    return found
+
+
+@dataclass
+class Completed:
+    """A finished process: exit code, captured stdout, and the last stderr lines."""
+
+    returncode: int
+    stdout: bytes
+    stderr_tail: list[str]
+
+    def error_text(self) -> str:
+        return "; ".join(line for line in self.stderr_tail if line)[-1000:]
+
+
+async def _read_lines(stream: asyncio.StreamReader, on_line: Callable[[str], None]) -> None:
+    """Call ``on_line`` for each line of ``stream`` until EOF; over-long lines are cut."""
+    pending = b""
+    skipping = False  # inside a line longer than MAX_LINE whose start was already sent
+    while chunk := await stream.read(READ_CHUNK):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            if skipping:
+                skipping = False
+                continue
+            on_line(_decode(raw))
+        if len(pending) > MAX_LINE:
+            if not skipping:
+                on_line(_decode(pending))
+            skipping = True
+            pending = b""
+    if pending and not skipping:
+        on_line(_decode(pending))
+
+
+def _decode(raw: bytes) -> str:
+    return raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r")
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop ``proc``'s process group: SIGTERM, wait ``grace`` s, SIGKILL, then reap it.
+
+    Safe to call on a process that already exited. Waits at most about ``grace`` + 1 s.
+    """
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_line: LineCallback | None = None,
+    tail_lines: int = 50,
+) -> Completed:
+    """Run ``argv`` to the end, feeding ``-progress`` blocks and stderr lines to callbacks.
+
+    stdout is parsed as ``key=value`` progress blocks when ``on_progress`` is given and
+    captured otherwise. Each stderr line goes to ``on_line``; lines it does not consume
+    (returns False) are kept, the last ``tail_lines`` of them, for error messages.
+    If the caller is cancelled, the process group is stopped before the cancellation
+    propagates, so no child outlives its job.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ExtractionError(f"could not start {os.path.basename(argv[0])}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    tail: deque[str] = deque(maxlen=tail_lines)
+    captured: list[bytes] = []
+    block: dict[str, str] = {}
+
+    def stderr_line(line: str) -> None:
+        if on_line is None or not on_line(line):
+            tail.append(line)
+
+    def stdout_line(line: str) -> None:
+        if on_progress is None:
+            captured.append(line.encode() + b"\n")
+            return
+        key, sep, value = line.partition("=")
+        if not sep:
+            return
+        block[key.strip()] = value.strip()
+        if key.strip() == "progress":
+            on_progress(dict(block))
+            block.clear()
+
+    readers = asyncio.gather(
+        _read_lines(proc.stdout, stdout_line), _read_lines(proc.stderr, stderr_line)
+    )
+    try:
+        await readers
+        await proc.wait()
+    except BaseException:
+        readers.cancel()
+        await asyncio.shield(stop_process(proc))
+        with contextlib.suppress(BaseException):
+            await readers
+        raise
+    return Completed(proc.returncode or 0, b"".join(captured), list(tail))
+
+
+_LEVEL_TAG = re.compile(r"^(?:\[[^\]]*@ 0x[0-9a-f]+\] )*\[(\w+)\] ?")
+
+
+def strip_level(line: str) -> tuple[str, str]:
+    """Split ``[ctx @ 0x..] [error] text`` into (``error``, ``text``)."""
+    match = _LEVEL_TAG.match(line)
+    if not match:
+        return "", line
+    return match.group(1), line[match.end() :]
+
+
+async def version() -> str | None:
+    """FFmpeg's version string, or None when FFmpeg is missing or broken."""
+    try:
+        done = await run([binary("ffmpeg"), "-hide_banner", "-version"])
+    except ExtractionError:
+        return None
+    first = done.stdout.decode("utf-8", "replace").splitlines()[:1]
+    if done.returncode != 0 or not first:
+        return None
+    parts = first[0].split()
+    return parts[2] if len(parts) > 2 and parts[0] == "ffmpeg" else first[0]
+
+
+GLOBAL_ARGS = (
+    "-nostdin",
+    "-hide_banner",
+    "-loglevel",
+    "level+info",
+    "-progress",
+    "pipe:1",
+    "-nostats",
+    "-stats_period",
+    "0.5",
+    "-y",
+)
+
+
+def select_frames_argv(source: str, select_expr: str, pattern: str, quality: int = 2) -> list[str]:
+    """argv that decodes ``source`` once and writes the frames ``select_expr`` keeps.
+
+    Frames go to ``pattern`` (an image2 ``%06d`` pattern numbered from 0), each written
+    under a temp name and renamed when complete; ``showinfo`` reports each kept frame's
+    presentation time on stderr in output order. Rotation metadata is applied (FFmpeg's
+    default autorotate).
+    """
+    stream = (
+        ffmpeg_python.input(f"file:{source}").video.filter("select", select_expr).filter("showinfo")
+    )
+    out = ffmpeg_python.output(
+        stream,
+        pattern,
+        f="image2",
+        start_number=0,
+        atomic_writing=1,
+        fps_mode="passthrough",
+        **{"q:v": quality},
+    )
+    return [binary("ffmpeg"), *GLOBAL_ARGS, *ffmpeg_python.get_args(out)]

@@ -1,0 +1,108 @@
+"""Frame files on disk: layout, naming, checksums, and removal.
+
+Layout: ``FRAMES_BASE_PATH/<job_id>/<index>_<seconds>.<ext>``, e.g. ``000012_60.000.jpg``.
+FFmpeg writes into ``<job_id>/.work/`` with atomic writing (a temp name renamed when the
+file is complete); ``finalize`` hashes a complete file and renames it to its final name.
+A frame is recorded in the store only after that rename, so a listed frame is always a
+whole file. All disk work runs in a thread so the event loop never waits on it.
+
+Only ``job_dir`` turns a job id into a path, and it accepts canonical UUIDs only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+WORK_DIR = ".work"
+FRAME_NAME = re.compile(r"^\d{6,}_\d+\.\d{3}\.(jpg|png|webp)$")
+
+
+def is_job_id(value: str) -> bool:
+    """True for a canonical lowercase UUID string (the only ids vfe issues)."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def frame_name(index: int, timestamp: float, ext: str = "jpg") -> str:
+    return f"{index:06d}_{timestamp:.3f}.{ext}"
+
+
+def _sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+class FrameStore:
+    """Frame files under one base folder."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def job_dir(self, job_id: str) -> Path:
+        if not is_job_id(job_id):
+            raise ValueError("not a job id")
+        return self.base / job_id
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / WORK_DIR
+
+    def path(self, job_id: str, name: str) -> Path:
+        if not FRAME_NAME.match(name):
+            raise ValueError("not a frame name")
+        return self.job_dir(job_id) / name
+
+    async def prepare(self, job_id: str) -> Path:
+        """Create the job's folders and empty its work folder; return the work folder."""
+        work = self.work_dir(job_id)
+
+        def _prepare() -> None:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True, exist_ok=True)
+
+        await asyncio.to_thread(_prepare)
+        return work
+
+    async def finalize(self, job_id: str, done: Path, name: str) -> tuple[int, str]:
+        """Hash the complete file ``done`` and move it to ``name``; return (size, sha256)."""
+        target = self.path(job_id, name)
+
+        def _finalize() -> tuple[int, str]:
+            size, checksum = _sha256(done)
+            os.replace(done, target)
+            return size, checksum
+
+        return await asyncio.to_thread(_finalize)
+
+    async def discard_work(self, job_id: str) -> None:
+        """Remove the work folder (partial files of a stopped or finished run)."""
+        await asyncio.to_thread(shutil.rmtree, self.work_dir(job_id), True)
+
+    async def remove(self, job_id: str, names: list[str] | None = None) -> None:
+        """Remove some frame files of a job, or (``names=None``) its whole folder."""
+        if names is None:
+            await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
+            return
+        paths = [self.path(job_id, n) for n in names]
+
+        def _unlink() -> None:
+            for p in paths:
+                p.unlink(missing_ok=True)
+
+        await asyncio.to_thread(_unlink)
+
+    async def free_bytes(self) -> int:
+        usage = await asyncio.to_thread(shutil.disk_usage, self.base)
+        return usage.free

@@ -1,0 +1,346 @@
+"""Job lifecycle: the bounded queue, the worker pool, cancellation and recovery.
+
+``JobManager`` owns a bounded ``asyncio.Queue`` of job ids and ``MAX_CONCURRENT_JOBS``
+worker tasks; each job runs as its own task (so it can be cancelled without touching its
+worker) under a semaphore and a timeout. Every status write that ends a run is shielded
+from cancellation, so no job is ever left ``processing`` by a cancel, a timeout or a crash
+of the extraction code. A job a crash did leave behind (``pending`` or ``processing`` in
+the store) is queued again at start-up; its re-run replaces frames by index, never
+duplicates them, and ``processed_frames`` never goes down.
+
+Why a job stopped is told apart: a user's ``DELETE`` ends it ``cancelled``; a shutdown
+puts it back to ``pending`` so the next start runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .cache import RECENT_PREFIX, FallbackCache, job_key
+from .errors import ExtractionError, NotFound, StoreError, Unavailable, VfeError
+from .events import Event, EventBus
+from .extractor import Extractor
+from .frames import FrameStore
+from .models import Frame, Job, JobStatus, SourceType, frame_view, job_view
+from .planner import plan as make_plan
+from .probe import probe
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("vfe.jobs")
+
+PROGRESS_EVERY = 1.0  # seconds between progress events of one job
+STOP_WAIT = 5.0  # seconds to wait for a cancelled job task to write its final status
+_USER = "user"
+_SHUTDOWN = "shutdown"
+
+
+class _Gone(Exception):
+    """The job was finished or deleted by someone else while this run went on."""
+
+
+class JobManager:
+    """Queues, runs, cancels and recovers jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        cache: FallbackCache,
+        bus: EventBus,
+        frames: FrameStore,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = cache
+        self.bus = bus
+        self.frames = frames
+        self.extractor = Extractor(frames)
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.max_queue_size)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.peak_running = 0
+        self.accepting = False
+        self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
+        self._workers: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stop_reason: dict[str, str] = {}
+
+    # --- life of the manager -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the workers and queue again every job a previous run left unfinished."""
+        for n in range(self.settings.max_concurrent_jobs):
+            self._workers.add(asyncio.create_task(self._worker(), name=f"vfe-worker-{n}"))
+        unfinished = await self.store.list_jobs(
+            (JobStatus.PENDING, JobStatus.PROCESSING), limit=1_000_000, oldest_first=True
+        )
+        for job in unfinished:
+            if job.status is JobStatus.PROCESSING:
+                await self.store.update_job(job.id, status=JobStatus.PENDING)
+                log.info("recovered job left processing", extra={"job_id": job.id})
+        self.accepting = True
+        if unfinished:
+            self._spawn(self._requeue([j.id for j in unfinished]))
+
+    async def _requeue(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            await self.queue.put(job_id)  # waits for room: recovery may exceed the bound
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace: float = STOP_WAIT) -> None:
+        """Stop taking jobs, stop running ones (back to ``pending``), end the workers.
+
+        Waits at most about ``grace`` seconds for running jobs to record their status.
+        """
+        self.accepting = False
+        for job_id, task in list(self.running.items()):
+            self._stop_reason.setdefault(job_id, _SHUTDOWN)
+            task.cancel()
+        jobs = list(self.running.values())
+        if jobs:
+            await asyncio.wait(jobs, timeout=grace)
+        for task in [*self._workers, *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        self._workers.clear()
+
+    # --- submit, cancel, delete --------------------------------------------------------
+
+    async def submit(
+        self, video_source: str, source_type: SourceType, source_path: Path, interval: float
+    ) -> Job:
+        """Record a job and queue it; ``Unavailable`` (503) when the queue is full."""
+        if not self.accepting:
+            raise Unavailable("the service is shutting down; try again shortly")
+        if self.queue.full():
+            raise Unavailable(
+                f"the job queue is full ({self.queue.maxsize} waiting); try again later",
+                headers={"Retry-After": "10"},
+            )
+        now = time.time()
+        job = Job(
+            id=str(uuid.uuid4()),
+            status=JobStatus.PENDING,
+            video_source=video_source,
+            source_type=source_type,
+            source_path=str(source_path),
+            interval=interval,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.create_job(job)
+        try:
+            self.queue.put_nowait(job.id)
+        except asyncio.QueueFull:
+            await self.store.delete_job(job.id)
+            raise Unavailable(
+                "the job queue is full; try again later", headers={"Retry-After": "10"}
+            ) from None
+        self._publish("status", job)
+        return job
+
+    async def delete(self, job_id: str) -> Job:
+        """Cancel ``job_id`` if it is queued or running, then remove it and its files.
+
+        Returns the job as it was before the call.
+
+        Waits for a running job's FFmpeg to stop (at most about ``STOP_WAIT`` seconds).
+        """
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFound("job not found")
+        task = self.running.get(job_id)
+        if task is not None:
+            self._stop_reason[job_id] = _USER
+            task.cancel()
+            await asyncio.wait([task], timeout=STOP_WAIT)
+        elif not job.status.finished:
+            await self.store.update_job(job_id, status=JobStatus.CANCELLED, finished_at=time.time())
+        was_active = not job.status.finished
+        await self.frames.remove(job_id)
+        await self.store.delete_job(job_id)
+        if job.source_type is SourceType.UPLOAD:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(Path(job.source_path).unlink, True)
+        await self._invalidate(job_id, frames=True)
+        if was_active and task is None:
+            self._publish("cancelled", replace(job, status=JobStatus.CANCELLED))
+        return job
+
+    # --- workers -------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            job_id = await self.queue.get()
+            try:
+                async with self._slots:
+                    task = asyncio.create_task(self._execute(job_id), name=f"vfe-job-{job_id}")
+                    self.running[job_id] = task
+                    self.peak_running = max(self.peak_running, len(self.running))
+                    try:
+                        await asyncio.wait([task])  # returns however the job task ends
+                    except asyncio.CancelledError:
+                        # This worker is being stopped; stop the job and let it record that.
+                        self._stop_reason.setdefault(job_id, _SHUTDOWN)
+                        task.cancel()
+                        await asyncio.wait([task], timeout=STOP_WAIT)
+                        raise
+                    finally:
+                        self.running.pop(job_id, None)
+            finally:
+                self.queue.task_done()
+
+    async def _execute(self, job_id: str) -> None:
+        """Run one job to a final status; never raises except to propagate a cancel."""
+        job = await self.store.get_job(job_id)
+        if job is None or job.status.finished:
+            return
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_seconds):
+                await self._extract(job)
+        except asyncio.CancelledError:
+            reason = self._stop_reason.pop(job_id, _SHUTDOWN)
+            if reason == _USER:
+                await self._settle(job_id, JobStatus.CANCELLED, None, "cancelled")
+            else:
+                await self._settle(job_id, JobStatus.PENDING, None, "status")
+            raise
+        except _Gone:
+            return
+        except TimeoutError:
+            limit = self.settings.job_timeout_seconds
+            await self._settle(
+                job_id, JobStatus.FAILED, f"the job took longer than {limit:g} s", "failed"
+            )
+        except VfeError as exc:
+            await self._settle(job_id, JobStatus.FAILED, str(exc.detail), "failed")
+        except Exception:
+            log.exception("job crashed", extra={"job_id": job_id})
+            await self._settle(
+                job_id, JobStatus.FAILED, "internal error while extracting frames", "failed"
+            )
+        finally:
+            self._stop_reason.pop(job_id, None)
+
+    async def _settle(self, job_id: str, status: JobStatus, error: str | None, event: str) -> None:
+        """Write a run's final status, shielded from cancellation, and announce it."""
+
+        async def write() -> Job | None:
+            values: dict[str, Any] = {"status": status, "error_message": error}
+            if status.finished:
+                values["finished_at"] = time.time()
+            if status is JobStatus.CANCELLED:
+                await self.frames.discard_work(job_id)
+            return await self.store.update_job(job_id, **values)
+
+        try:
+            job = await asyncio.shield(write())
+        except StoreError:
+            log.exception("could not record job status", extra={"job_id": job_id})
+            return
+        await self._invalidate(job_id)
+        if job is not None:
+            log.info("job %s", status.value, extra={"job_id": job_id, "error": error})
+            self._publish(event, job)
+
+    async def _extract(self, job: Job) -> None:
+        started = await self.store.update_job(
+            job.id,
+            status=JobStatus.PROCESSING,
+            started_at=time.time(),
+            finished_at=None,
+            error_message=None,
+            attempts=job.attempts + 1,
+        )
+        if started is None:
+            return  # cancelled or deleted meanwhile
+        job = started
+        await self._invalidate(job.id)
+        self._publish("status", job)
+        source = Path(job.source_path)
+        try:
+            exists = await asyncio.to_thread(source.is_file)
+        except OSError:
+            exists = False
+        if not exists:
+            raise ExtractionError("the video file is no longer there")
+        info = await probe(source)
+        plan = make_plan(job.interval, info)
+        job = await self._update(
+            job.id,
+            total_frames=max(plan.total, job.processed_frames),
+            duration=info.duration,
+            fps=info.fps,
+            width=info.width,
+            height=info.height,
+            codec=info.codec,
+        )
+        self._publish("progress", job)
+        before = {f.index: f.filename for f in await self.store.list_frames(job.id, 0, 10**9)}
+        produced: set[int] = set()
+        last_progress = time.monotonic()
+
+        async def on_frames(batch: list[Frame]) -> None:
+            nonlocal job, last_progress
+            await self.store.add_frames(batch)
+            produced.update(f.index for f in batch)
+            job = await self._update(
+                job.id, processed_frames=max(job.processed_frames, len(produced))
+            )
+            await self.cache.delete_prefix(RECENT_PREFIX)
+            for frame in batch:
+                self.bus.publish(Event("frame", job.id, frame_view(frame)))
+            if time.monotonic() - last_progress >= PROGRESS_EVERY:
+                last_progress = time.monotonic()
+                self._publish("progress", job)
+
+        written = await self.extractor.run(job.id, source, info, plan, on_frames)
+        stale = sorted(set(before) - produced)
+        if stale:  # frames of an earlier attempt this run did not produce again
+            await self.store.delete_frames(job.id, stale)
+            await self.frames.remove(job.id, [before[i] for i in stale])
+        count = await self.store.count_frames(job.id)
+        log.info("extracted %d frames", written, extra={"job_id": job.id})
+        final = await asyncio.shield(
+            self.store.update_job(
+                job.id,
+                status=JobStatus.COMPLETED,
+                total_frames=count,
+                processed_frames=count,
+                finished_at=time.time(),
+            )
+        )
+        await self._invalidate(job.id, frames=True)
+        if final is not None:
+            self._publish("done", final)
+
+    async def _update(self, job_id: str, **values: Any) -> Job:
+        job = await self.store.update_job(job_id, **values)
+        if job is None:
+            raise _Gone  # the job was cancelled or deleted meanwhile
+        await self._invalidate(job_id)
+        return job
+
+    async def _invalidate(self, job_id: str, frames: bool = False) -> None:
+        await self.cache.delete(job_key(job_id))
+        if frames:
+            await self.cache.delete_prefix(RECENT_PREFIX)
+
+    def _publish(self, event: str, job: Job) -> None:
+        self.bus.publish(Event(event, job.id, job_view(job, time.time())))
+
+    @property
+    def queue_depth(self) -> int:
+        return self.queue.qsize()

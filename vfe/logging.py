@@ -1,0 +1,138 @@
+"""JSON log lines, one object per line, to ``LOG_PATH`` and stdout, with request ids.
+
+Records go through a ``QueueHandler``; a listener thread does the actual writing, so a
+slow disk never stalls the event loop. ``RequestIdMiddleware`` (pure ASGI, so streamed
+responses pass straight through) takes ``X-Request-ID`` or makes one, echoes it, and logs
+each request once it ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import logging.handlers
+import queue
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .settings import Settings
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_listener: logging.handlers.QueueListener | None = None
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object; extra fields are kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None) or request_id.get()
+        if rid:
+            entry["request_id"] = rid
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key != "request_id" and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _ContextFilter(logging.Filter):
+    """Stamps the request id on the record in the caller's context (before the queue)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id.get()
+        return True
+
+
+def configure(settings: Settings) -> None:
+    """Send vfe's and uvicorn's logs as JSON to stdout and ``LOG_PATH``. Idempotent."""
+    shutdown()
+    formatter = JsonFormatter()
+    stdout = logging.StreamHandler(sys.stdout)
+    logfile = logging.handlers.WatchedFileHandler(settings.log_path, encoding="utf-8")
+    for handler in (stdout, logfile):
+        handler.setFormatter(formatter)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    global _listener
+    _listener = logging.handlers.QueueListener(records, stdout, logfile)
+    _listener.start()
+    front = logging.handlers.QueueHandler(records)
+    front.addFilter(_ContextFilter())
+    for name in ("vfe", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [front] if name in ("vfe", "uvicorn") else []
+        logger.setLevel(settings.log_level)
+        logger.propagate = name == "uvicorn.error"
+
+
+def shutdown() -> None:
+    """Flush and stop the writer thread (end of the lifespan)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        for handler in _listener.handlers:
+            handler.close()
+        _listener = None
+    for name in ("vfe", "uvicorn"):
+        logging.getLogger(name).handlers = []
+
+
+access = logging.getLogger("vfe.http")
+
+
+class RequestIdMiddleware:
+    """Gives every HTTP request an id (``X-Request-ID``) and logs it when it ends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers") or [])
+                headers.append((b"x-request-id", rid.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access.info(
+                "%s %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                extra={
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            request_id.reset(token)

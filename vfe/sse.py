@@ -1,0 +1,66 @@
+"""Server-Sent Events: a job's live progress, fed by the event bus.
+
+A stream subscribes before it reads the job, so nothing between the snapshot and the
+first live event is lost. It sends ``snapshot`` first, then ``status``, ``progress`` and
+``frame`` events as they happen, and ends after the final ``done``, ``failed`` or
+``cancelled`` event. sse-starlette sends heartbeat comments on idle streams, notices
+clients that leave, and ends streams when uvicorn shuts down.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .api import job_id_param
+from .errors import NotFound
+from .events import TERMINAL_EVENTS
+from .models import JobStatus, job_view
+from .services import services
+
+_FINAL_EVENT = {
+    JobStatus.COMPLETED: "done",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "cancelled",
+}
+
+
+def _sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(data), event=event)
+
+
+async def job_events(request: Request) -> Response:
+    """GET /job-status/{job_id}/events: the job's events until it finishes."""
+    svc = services(request)
+    job_id = job_id_param(request)
+    subscription = svc.bus.subscribe(job_id)
+    job = await svc.store.get_job(job_id)
+    if job is None:
+        subscription.close()
+        raise NotFound("job not found")
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        try:
+            view = job_view(job)
+            yield _sse("snapshot", view)
+            if job.status.finished:
+                yield _sse(_FINAL_EVENT[job.status], view)
+                return
+            async for event in subscription:
+                yield _sse(event.type, event.data)
+                if event.type in TERMINAL_EVENTS:
+                    return
+        finally:
+            subscription.close()
+
+    return EventSourceResponse(
+        stream(),
+        ping=svc.settings.sse_heartbeat_seconds,
+        send_timeout=30,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,347 @@
+"""Job and frame metadata: the ``Store`` interface and its SQLite back-end.
+
+``SqliteStore`` keeps one long-lived aiosqlite connection (aiosqlite runs SQLite in its
+own thread, so the event loop never waits on disk). WAL mode lets readers go on while a
+worker writes. The schema carries a version (``PRAGMA user_version``) and is moved
+forward by the ordered ``MIGRATIONS``; a database newer than this code is refused.
+
+Every ``sqlite3`` error is translated here into ``StoreError``, so callers never see a
+driver exception.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from .errors import StoreError
+from .models import Frame, Job, JobStatus, SourceType
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs and frames.
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        video_source TEXT NOT NULL,
+        source_type TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        interval REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        total_frames INTEGER NOT NULL DEFAULT 0,
+        processed_frames INTEGER NOT NULL DEFAULT 0,
+        started_at REAL,
+        finished_at REAL,
+        error_message TEXT,
+        duration REAL,
+        fps REAL,
+        width INTEGER,
+        height INTEGER,
+        codec TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_by_status ON jobs (status, created_at);
+    CREATE INDEX jobs_by_created ON jobs (created_at);
+    CREATE TABLE frames (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        timestamp REAL NOT NULL,
+        target_time REAL NOT NULL,
+        filename TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        checksum TEXT NOT NULL,
+        width INTEGER,
+        height INTEGER,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE INDEX frames_by_job_time ON frames (job_id, timestamp);
+    CREATE UNIQUE INDEX frames_by_job_name ON frames (job_id, filename);
+    CREATE INDEX frames_by_created ON frames (created_at);
+    """,
+)
+
+_JOB_COLUMNS = (
+    "id, status, video_source, source_type, source_path, interval, created_at, updated_at, "
+    "total_frames, processed_frames, started_at, finished_at, error_message, duration, fps, "
+    "width, height, codec, attempts"
+)
+_FRAME_COLUMNS = (
+    "job_id, idx, timestamp, target_time, filename, size_bytes, checksum, width, height, created_at"
+)
+_JOB_FIELDS = tuple(_JOB_COLUMNS.replace(" ", "").split(","))
+_UPDATABLE = frozenset(_JOB_FIELDS) - {"id", "created_at"}
+_FINISHED = tuple(s.value for s in JobStatus if s.finished)
+
+
+class Store(Protocol):
+    """What the rest of vfe needs from a metadata store (SQLite now, PostgreSQL later)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> bool: ...
+    async def create_job(self, job: Job) -> None: ...
+    async def get_job(self, job_id: str) -> Job | None: ...
+    async def update_job(
+        self, job_id: str, *, unless_finished: bool = True, **values: Any
+    ) -> Job | None: ...
+    async def list_jobs(
+        self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
+    ) -> list[Job]: ...
+    async def delete_job(self, job_id: str) -> bool: ...
+    async def add_frames(self, frames: Sequence[Frame]) -> None: ...
+    async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]: ...
+    async def count_frames(self, job_id: str) -> int: ...
+    async def get_frame(self, job_id: str, filename: str) -> Frame | None: ...
+    async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None: ...
+    async def recent_frames(
+        self, since: float, job_id: str | None = None, limit: int = 500
+    ) -> list[Frame]: ...
+
+
+def _job(row: sqlite3.Row | Sequence[Any]) -> Job:
+    (id_, status, source, stype, spath, interval, created, updated, total, processed, started,
+     finished, error, duration, fps, width, height, codec, attempts) = row  # fmt: skip
+    return Job(
+        id=id_,
+        status=JobStatus(status),
+        video_source=source,
+        source_type=SourceType(stype),
+        source_path=spath,
+        interval=interval,
+        created_at=created,
+        updated_at=updated,
+        total_frames=total,
+        processed_frames=processed,
+        started_at=started,
+        finished_at=finished,
+        error_message=error,
+        duration=duration,
+        fps=fps,
+        width=width,
+        height=height,
+        codec=codec,
+        attempts=attempts,
+    )
+
+
+def _frame(row: sqlite3.Row | Sequence[Any]) -> Frame:
+    job_id, idx, ts, target, name, size, checksum, width, height, created = row
+    return Frame(
+        job_id=job_id,
+        index=idx,
+        timestamp=ts,
+        target_time=target,
+        filename=name,
+        size_bytes=size,
+        checksum=checksum,
+        width=width,
+        height=height,
+        created_at=created,
+    )
+
+
+def _db_value(value: Any) -> Any:
+    if isinstance(value, JobStatus | SourceType):
+        return value.value
+    return value
+
+
+class SqliteStore:
+    """The embedded ``Store``: one aiosqlite connection to ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("database is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error while {what}") from exc
+        except ValueError as exc:  # aiosqlite raises this on a closed connection
+            raise StoreError(f"database unavailable while {what}") from exc
+
+    async def open(self) -> None:
+        async with self._guard("opening the database"):
+            self._db = await aiosqlite.connect(self.path, timeout=30)
+            await self.db.execute("PRAGMA journal_mode=WAL")
+            await self.db.execute("PRAGMA synchronous=NORMAL")
+            await self.db.execute("PRAGMA foreign_keys=ON")
+            await self._migrate()
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {version} is newer than this vfe "
+                f"(knows {len(MIGRATIONS)}); upgrade vfe or use another DATABASE_PATH"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def ping(self) -> bool:
+        try:
+            async with self._guard("checking the database"):
+                async with self.db.execute("SELECT 1") as cur:
+                    return (await cur.fetchone()) is not None
+        except StoreError:
+            return False
+
+    async def create_job(self, job: Job) -> None:
+        values = [_db_value(getattr(job, c)) for c in _JOB_FIELDS]
+        async with self._guard("creating a job"):
+            await self.db.execute(
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                values,
+            )
+            await self.db.commit()
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self._guard("reading a job"):
+            async with self.db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+            ) as cur:
+                row = await cur.fetchone()
+        return _job(row) if row else None
+
+    async def update_job(
+        self, job_id: str, *, unless_finished: bool = True, **values: Any
+    ) -> Job | None:
+        """Set ``values`` on a job and return it; a finished job is left as it is.
+
+        Returns None when the job does not exist or (with ``unless_finished``) has already
+        finished, so a late write can never move a finished status.
+        """
+        unknown = set(values) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not job columns: {sorted(unknown)}")
+        values.setdefault("updated_at", time.time())
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        params: list[Any] = [_db_value(v) for v in values.values()]
+        where = "id = ?"
+        params.append(job_id)
+        if unless_finished:
+            where += f" AND status NOT IN ({', '.join('?' * len(_FINISHED))})"
+            params.extend(_FINISHED)
+        async with self._guard("updating a job"):
+            cur = await self.db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params)
+            changed = cur.rowcount
+            await cur.close()
+            await self.db.commit()
+        if not changed:
+            return None
+        return await self.get_job(job_id)
+
+    async def list_jobs(
+        self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
+    ) -> list[Job]:
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        params: list[Any] = []
+        if statuses:
+            sql += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            params.extend(s.value for s in statuses)
+        sql += f" ORDER BY created_at {'ASC' if oldest_first else 'DESC'} LIMIT ?"
+        params.append(limit)
+        async with self._guard("listing jobs"):
+            async with self.db.execute(sql, params) as cur:
+                rows = await cur.fetchall()
+        return [_job(r) for r in rows]
+
+    async def delete_job(self, job_id: str) -> bool:
+        async with self._guard("deleting a job"):
+            cur = await self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            deleted = cur.rowcount > 0
+            await cur.close()
+            await self.db.commit()
+        return deleted
+
+    async def add_frames(self, frames: Sequence[Frame]) -> None:
+        """Insert frames in one transaction; a frame with the same index replaces the old."""
+        if not frames:
+            return
+        rows: Iterable[tuple[Any, ...]] = (
+            (f.job_id, f.index, f.timestamp, f.target_time, f.filename, f.size_bytes,
+             f.checksum, f.width, f.height, f.created_at)
+            for f in frames
+        )  # fmt: skip
+        async with self._guard("saving frames"):
+            await self.db.executemany(
+                f"INSERT OR REPLACE INTO frames ({_FRAME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            await self.db.commit()
+
+    async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]:
+        async with self._guard("listing frames"):
+            async with self.db.execute(
+                f"SELECT {_FRAME_COLUMNS} FROM frames WHERE job_id = ? "
+                "ORDER BY timestamp, idx LIMIT ? OFFSET ?",
+                (job_id, limit, offset),
+            ) as cur:
+                rows = await cur.fetchall()
+        return [_frame(r) for r in rows]
+
+    async def count_frames(self, job_id: str) -> int:
+        async with self._guard("counting frames"):
+            async with self.db.execute(
+                "SELECT COUNT(*) FROM frames WHERE job_id = ?", (job_id,)
+            ) as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def get_frame(self, job_id: str, filename: str) -> Frame | None:
+        async with self._guard("reading a frame"):
+            async with self.db.execute(
+                f"SELECT {_FRAME_COLUMNS} FROM frames WHERE job_id = ? AND filename = ?",
+                (job_id, filename),
+            ) as cur:
+                row = await cur.fetchone()
+        return _frame(row) if row else None
+
+    async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None:
+        """Delete the frames of ``job_id`` with these indexes."""
+        if not indexes:
+            return
+        async with self._guard("deleting frames"):
+            await self.db.executemany(
+                "DELETE FROM frames WHERE job_id = ? AND idx = ?", [(job_id, i) for i in indexes]
+            )
+            await self.db.commit()
+
+    async def recent_frames(
+        self, since: float, job_id: str | None = None, limit: int = 500
+    ) -> list[Frame]:
+        """Frames created at or after ``since`` (epoch seconds), newest first."""
+        sql = f"SELECT {_FRAME_COLUMNS} FROM frames WHERE created_at >= ?"
+        params: list[Any] = [since]
+        if job_id is not None:
+            sql += " AND job_id = ?"
+            params.append(job_id)
+        sql += " ORDER BY created_at DESC, idx DESC LIMIT ?"
+        params.append(limit)
+        async with self._guard("listing recent frames"):
+            async with self.db.execute(sql, params) as cur:
+                rows = await cur.fetchall()
+        return [_frame(r) for r in rows]
