@@ -1,0 +1,360 @@
+"""Shared fixtures: generated clips, settings in a temp folder, the app in-process,
+a real redis-server on a free port, and a real vfe server in a subprocess.
+
+Every clip is made here with FFmpeg's lavfi sources; nothing outside the repository
+is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from vfe.app import create_app
+from vfe.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run_ffmpeg(*args: str) -> None:
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+        check=True,
+        timeout=120,
+    )
+
+
+class Media:
+    """Generates test clips on first use and keeps them for the session."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def clip(
+        self,
+        name: str,
+        *,
+        duration: float = 2.0,
+        rate: str = "25",
+        size: str = "320x240",
+        codec: str = "libx264",
+        gop: int | None = None,
+        audio: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> Path:
+        """A testsrc2 clip; same name, same clip (made once per session)."""
+        path = self.folder / name
+        if path.exists():
+            return path
+        args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={duration}"]
+        if audio:
+            args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}"]
+        args += ["-c:v", codec, "-pix_fmt", "yuv420p"]
+        if codec == "libx264":
+            args += ["-preset", "ultrafast"]
+        if codec == "libvpx-vp9":
+            args += ["-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"]
+        if gop is not None:
+            args += ["-g", str(gop)]
+        if audio:
+            args += ["-c:a", "aac" if path.suffix == ".mp4" else "libopus", "-shortest"]
+        run_ffmpeg(*args, *extra, str(path))
+        return path
+
+    def standard(self) -> Path:
+        """2 s, 25 fps, 320x240 H.264: the workhorse clip."""
+        return self.clip("standard.mp4")
+
+    def long(self) -> Path:
+        """20 s, 25 fps, small: long enough to cancel or kill mid-run."""
+        return self.clip("long.mp4", duration=20, size="640x360")
+
+    def truncated(self) -> Path:
+        path = self.folder / "truncated.mp4"
+        if not path.exists():
+            whole = self.clip("to-truncate.mp4", duration=3).read_bytes()
+            path.write_bytes(whole[: len(whole) // 2])
+        return path
+
+    def not_a_video(self) -> Path:
+        path = self.folder / "notes.mp4"
+        if not path.exists():
+            path.write_text("this is a text file, not a video\n" * 50)
+        return path
+
+    def audio_only(self) -> Path:
+        path = self.folder / "tone.m4a"
+        if not path.exists():
+            run_ffmpeg(
+                "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(path)
+            )
+        return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("FFmpeg is not installed; run ./scripts/test, which installs it")
+    return Media(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture
+def videos(tmp_path: Path) -> Path:
+    """This test's VIDEOS_BASE_PATH."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    return folder
+
+
+def place(video: Path, videos: Path, name: str | None = None) -> str:
+    """Copy (hard-link when possible) ``video`` into the videos folder; return its name."""
+    target = videos / (name or video.name)
+    if not target.exists():
+        try:
+            os.link(video, target)
+        except OSError:
+            shutil.copyfile(video, target)
+    return target.name
+
+
+def vfe_env(tmp_path: Path, videos: Path, **extra: Any) -> dict[str, str]:
+    """Environment for a vfe process rooted in ``tmp_path``; Redis off unless given."""
+    env = {
+        "DATABASE_PATH": str(tmp_path / "runtime" / "db" / "metadata.db"),
+        "FRAMES_BASE_PATH": str(tmp_path / "runtime" / "frames"),
+        "VIDEOS_BASE_PATH": str(videos),
+        "UPLOADS_PATH": str(tmp_path / "runtime" / "uploads"),
+        "LOG_PATH": str(tmp_path / "runtime" / "logs" / "app.log"),
+        "REDIS_PORT": str(free_port()),  # nothing listens there: memory cache
+        "REDIS_RETRY_SECONDS": "0.5",
+        "SSE_HEARTBEAT_SECONDS": "1",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, videos: Path) -> Callable[..., Settings]:
+    def make(**extra: Any) -> Settings:
+        return Settings.from_env(vfe_env(tmp_path, videos, **extra))
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+class AppClient:
+    """The app running in-process with its lifespan; ``http`` is an httpx client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://vfe.test"
+        )
+        self._lifespan: Any = None
+
+    async def __aenter__(self) -> AppClient:
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self._lifespan.__aexit__(None, None, None)
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+    async def submit(self, video_source: str, interval: float = 1.0) -> str:
+        res = await self.http.post(
+            "/video-job", json={"video_source": video_source, "interval": interval}
+        )
+        assert res.status_code == 200, res.text
+        job_id: str = res.json()["job_id"]
+        return job_id
+
+    async def wait(self, job_id: str, limit: float = 60.0) -> dict[str, Any]:
+        """Poll until the job is finished; return its status document."""
+        deadline = time.monotonic() + limit
+        while True:
+            res = await self.http.get(f"/job-status/{job_id}")
+            assert res.status_code == 200, res.text
+            body: dict[str, Any] = res.json()
+            if body["status"] in ("completed", "failed", "cancelled"):
+                return body
+            assert time.monotonic() < deadline, f"job still {body['status']}"
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[[Settings], AppClient]]:
+    """Factory for in-process apps; every app made is shut down after the test."""
+    opened: list[AppClient] = []
+
+    def make(settings: Settings) -> AppClient:
+        client = AppClient(settings)
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        if client._lifespan is not None:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AppClient]:
+    async with AppClient(settings) as running:
+        yield running
+
+
+class RedisServer:
+    """A real redis-server on a free port, with no persistence; can be stopped and restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed; run ./scripts/test, which installs it")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class LiveServer:
+    """vfe served by a real uvicorn in a subprocess (``python -m vfe serve``)."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vfe", "serve"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=1).status_code in (200, 503):
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("vfe did not start:\n" + self.log.read_text()[-3000:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the server and wait for it; returns its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash or an OOM kill would."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, videos: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: ``live_server(**env)`` starts a server; all are stopped after the test."""
+    started: list[LiveServer] = []
+
+    def start(**extra: Any) -> LiveServer:
+        server = LiveServer(vfe_env(tmp_path, videos, **extra), tmp_path / "server.log")
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc is not None:
+            server.stop()

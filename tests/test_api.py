@@ -1,0 +1,540 @@
+"""The HTTP API in-process: submit, status, frames, images, recent frames, delete, health,
+and a clear 4xx for every bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import AppClient, Media, place
+from vfe.settings import Settings
+
+SOURCE_MESSAGE = "video_source must name an existing video file inside the videos folder"
+
+
+def no_server_paths(text: str, *paths: Path) -> None:
+    for path in paths:
+        assert str(path) not in text
+    assert "Traceback" not in text
+
+
+# --- submit ---------------------------------------------------------------------------
+
+
+async def test_submit_json_returns_pending_job(client: AppClient, media: Media, videos: Path):
+    name = place(media.standard(), videos)
+    res = await client.http.post("/video-job", json={"video_source": name, "interval": 1})
+    assert res.status_code == 200
+    body = res.json()
+    assert body["status"] == "pending"
+    assert body["message"] == "Job submitted successfully"
+    assert uuid.UUID(body["job_id"])
+    done = await client.wait(body["job_id"])
+    assert done["status"] == "completed"
+    assert done["total_frames"] == done["processed_frames"] == 2
+
+
+async def test_submit_by_query_string_with_default_interval(
+    client: AppClient, media: Media, videos: Path
+):
+    name = place(media.clip("six.mp4", duration=6), videos)
+    res = await client.http.post("/video-job", params={"video_source": name})
+    assert res.status_code == 200, res.text
+    done = await client.wait(res.json()["job_id"])
+    assert done["interval"] == 5.0
+    assert done["total_frames"] == 2
+
+
+async def test_submit_absolute_path_inside_videos(client: AppClient, media: Media, videos: Path):
+    name = place(media.standard(), videos)
+    job_id = await client.submit(str(videos / name), 1)
+    assert (await client.wait(job_id))["status"] == "completed"
+
+
+async def test_upload_multipart_runs_and_delete_removes_upload(
+    client: AppClient, media: Media, settings: Settings
+):
+    data = media.standard().read_bytes()
+    res = await client.http.post(
+        "/video-job",
+        data={"interval": "0.5"},
+        files={"file": ("../../etc/my clip.mp4", data, "video/mp4")},
+    )
+    assert res.status_code == 200, res.text
+    job_id = res.json()["job_id"]
+    done = await client.wait(job_id)
+    assert done["status"] == "completed"
+    assert done["source_type"] == "upload"
+    assert done["video_source"] == "my clip.mp4"  # display name only, never a path
+    stored = list(settings.uploads_path.iterdir())
+    assert len(stored) == 1 and stored[0].read_bytes() == data
+    assert "etc" not in stored[0].name
+    assert (await client.http.delete(f"/job/{job_id}")).status_code == 200
+    assert list(settings.uploads_path.iterdir()) == []
+
+
+async def test_upload_over_limit_is_413_and_leaves_nothing(
+    make_client: Any, make_settings: Any, media: Media
+):
+    settings = make_settings(MAX_UPLOAD_MB="0.01")  # about 10 KiB
+    async with make_client(settings) as client:
+        res = await client.http.post(
+            "/video-job",
+            data={"interval": "1"},
+            files={"file": ("big.mp4", os.urandom(64 * 1024), "video/mp4")},
+        )
+        assert res.status_code == 413
+        assert "MAX_UPLOAD_MB" in res.json()["detail"]
+        assert list(settings.uploads_path.iterdir()) == []
+        jobs = (await client.http.get("/jobs")).json()
+        assert jobs["count"] == 0
+
+
+async def test_upload_and_video_source_together_is_400(
+    client: AppClient, media: Media, settings: Settings
+):
+    res = await client.http.post(
+        "/video-job",
+        data={"interval": "1", "video_source": "x.mp4"},
+        files={"file": ("a.mp4", b"data", "video/mp4")},
+    )
+    assert res.status_code == 400
+    assert "either a file or video_source" in res.json()["detail"]
+    assert list(settings.uploads_path.iterdir()) == []
+
+
+async def test_upload_with_bad_interval_is_422_and_upload_removed(
+    client: AppClient, settings: Settings
+):
+    res = await client.http.post(
+        "/video-job", data={"interval": "-1"}, files={"file": ("a.mp4", b"xx", "video/mp4")}
+    )
+    assert res.status_code == 422
+    assert res.json()["detail"][0]["loc"] == ["body", "interval"]
+    assert list(settings.uploads_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("interval", "kind"),
+    [
+        (0, "greater_than"),
+        (-1, "greater_than"),
+        ("NaN", "finite_number"),
+        ("inf", "finite_number"),
+        ("abc", "float_parsing"),
+        (None, "float_type"),
+    ],
+)
+async def test_bad_interval_is_422_naming_the_field(
+    client: AppClient, media: Media, videos: Path, interval: Any, kind: str
+):
+    name = place(media.standard(), videos)
+    res = await client.http.post("/video-job", json={"video_source": name, "interval": interval})
+    assert res.status_code == 422
+    [error] = res.json()["detail"]
+    assert error["loc"] == ["body", "interval"]
+    assert error["type"] == kind
+    assert error["msg"]
+
+
+async def test_bad_interval_in_query_string_names_the_query(client: AppClient):
+    res = await client.http.post("/video-job", params={"video_source": "a.mp4", "interval": "0"})
+    assert res.status_code == 422
+    assert res.json()["detail"][0]["loc"] == ["query", "interval"]
+
+
+async def test_missing_source_and_unknown_field_are_422(client: AppClient):
+    res = await client.http.post("/video-job", json={"interval": 1})
+    assert res.status_code == 422
+    assert res.json()["detail"][0]["loc"] == ["body", "video_source"]
+    res = await client.http.post("/video-job", json={"video_source": "a.mp4", "intervall": 1})
+    assert res.status_code == 422
+    assert res.json()["detail"][0]["loc"] == ["body", "intervall"]
+    res = await client.http.post("/video-job")
+    assert res.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"not json", "not valid JSON"), (b"[1, 2]", "must be an object")],
+)
+async def test_malformed_json_is_400(client: AppClient, body: bytes, message: str):
+    res = await client.http.post(
+        "/video-job", content=body, headers={"content-type": "application/json"}
+    )
+    assert res.status_code == 400
+    assert message in res.json()["detail"]
+
+
+async def test_oversized_json_body_is_413(client: AppClient):
+    res = await client.http.post(
+        "/video-job", json={"video_source": "a" * 100_000}, headers={"x": "y"}
+    )
+    assert res.status_code == 413
+
+
+async def test_bad_local_paths_are_400_with_one_message(
+    client: AppClient, media: Media, videos: Path, tmp_path: Path
+):
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(media.standard().read_bytes())
+    (videos / "folder").mkdir()
+    (videos / "escape.mp4").symlink_to(outside)
+    sources = [
+        "missing.mp4",
+        "folder",
+        "../secret.mp4",
+        str(outside),
+        "/etc/passwd",
+        "/nonexistent/file.mp4",
+        "escape.mp4",
+        "folder/../../secret.mp4",
+    ]
+    for source in sources:
+        res = await client.http.post("/video-job", json={"video_source": source})
+        assert res.status_code == 400, source
+        detail = res.json()["detail"]
+        assert detail.startswith(SOURCE_MESSAGE), source
+        no_server_paths(res.text, tmp_path, videos)
+
+
+async def test_url_sources_are_refused_for_now(client: AppClient):
+    res = await client.http.post("/video-job", json={"video_source": "http://example.com/v.mp4"})
+    assert res.status_code == 400
+    assert "URL sources are not supported" in res.json()["detail"]
+
+
+# --- jobs that fail -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        ("not_a_video", "not a video"),
+        ("truncated", "not a video"),
+        ("audio_only", "no video stream"),
+    ],
+)
+async def test_bad_videos_fail_with_a_message_and_service_keeps_serving(
+    client: AppClient, media: Media, videos: Path, tmp_path: Path, make: str, message: str
+):
+    name = place(getattr(media, make)(), videos)
+    job_id = await client.submit(name, 1)
+    done = await client.wait(job_id)
+    assert done["status"] == "failed"
+    assert message in done["error_message"]
+    no_server_paths(json.dumps(done), tmp_path, videos)
+    assert (await client.http.get("/health")).status_code == 200
+    good = await client.submit(place(media.standard(), videos), 1)
+    assert (await client.wait(good))["status"] == "completed"
+
+
+# --- status, frames, images -----------------------------------------------------------
+
+
+async def test_job_status_has_progress_timings_and_video_facts(
+    client: AppClient, media: Media, videos: Path
+):
+    job_id = await client.submit(place(media.standard(), videos), 0.5)
+    body = await client.wait(job_id)
+    for field in (
+        "job_id",
+        "status",
+        "video_source",
+        "interval",
+        "total_frames",
+        "processed_frames",
+        "created_at",
+        "updated_at",
+        "error_message",
+    ):
+        assert field in body
+    assert body["percent"] == 100.0
+    assert body["duration"] == pytest.approx(2.0)
+    assert body["fps"] == pytest.approx(25.0)
+    assert (body["width"], body["height"]) == (320, 240)
+    assert body["codec"] == "h264"
+    assert body["started_at"] and body["finished_at"]
+    assert body["elapsed_seconds"] >= 0
+    assert body["created_at"].endswith("Z")
+
+
+async def test_job_status_is_cached_and_invalidated(client: AppClient, media: Media, videos: Path):
+    job_id = await client.submit(place(media.standard(), videos), 1)
+    await client.wait(job_id)
+    stats = client.services.cache.stats
+    hits = stats.hits["memory"]
+    first = (await client.http.get(f"/job-status/{job_id}")).json()
+    second = (await client.http.get(f"/job-status/{job_id}")).json()
+    assert first == second
+    assert stats.hits["memory"] >= hits + 1
+
+
+async def test_interval_half_second_at_25_fps_does_not_drift(
+    client: AppClient, media: Media, videos: Path
+):
+    job_id = await client.submit(place(media.clip("25fps-4s.mp4", duration=4), videos), 0.5)
+    await client.wait(job_id)
+    frames = (await client.http.get(f"/frames/{job_id}")).json()["frames"]
+    assert [f["target_time"] for f in frames] == [k * 0.5 for k in range(8)]
+    # 0.5 s is not a 25 fps frame boundary: the frame at or after k*0.5 is at 0.52, 1.52...
+    expected = [0.0, 0.52, 1.0, 1.52, 2.0, 2.52, 3.0, 3.52]
+    assert [f["timestamp"] for f in frames] == pytest.approx(expected, abs=1e-9)
+    for frame in frames:
+        assert 0 <= frame["timestamp"] - frame["target_time"] < 1 / 25
+
+
+@pytest.mark.parametrize(
+    ("duration", "rate", "interval", "count"),
+    [
+        (10, "30", 1, 10),
+        (10, "30", 5, 2),
+        (15, "25", 1, 15),
+        (15, "25", 5, 3),
+        (118.5, "30", 1, 119),
+        (118.5, "30", 5, 24),
+    ],
+)
+async def test_shapes_of_the_reference_clips_give_the_expected_counts(
+    client: AppClient,
+    media: Media,
+    videos: Path,
+    duration: float,
+    rate: str,
+    interval: float,
+    count: int,
+):
+    """The three reference clips' durations and rates (made small): exact multiples."""
+    clip = media.clip(f"ref-{duration}-{rate}.mp4", duration=duration, rate=rate, size="96x64")
+    job_id = await client.submit(place(clip, videos), interval)
+    body = await client.wait(job_id, limit=90)
+    assert body["status"] == "completed"
+    assert body["total_frames"] == body["processed_frames"] == count
+    frames = (await client.http.get(f"/frames/{job_id}")).json()["frames"]
+    assert [f["timestamp"] for f in frames] == [k * interval for k in range(count)]
+
+
+async def test_frames_listing_order_paging_and_urls(client: AppClient, media: Media, videos: Path):
+    job_id = await client.submit(place(media.standard(), videos), 0.25)
+    await client.wait(job_id)
+    whole = (await client.http.get(f"/frames/{job_id}")).json()
+    assert whole["job_id"] == job_id and whole["total_count"] == 8
+    stamps = [f["timestamp"] for f in whole["frames"]]
+    assert stamps == sorted(stamps)
+    assert whole["frames"][3]["filename"] == "000003_0.760.jpg"
+    assert whole["frames"][3]["url"] == f"/frames/{job_id}/000003_0.760.jpg"
+    page = (await client.http.get(f"/frames/{job_id}", params={"offset": 2, "limit": 3})).json()
+    assert [f["index"] for f in page["frames"]] == [2, 3, 4]
+    assert page["total_count"] == 8
+    for params in ({"offset": -1}, {"limit": 0}, {"limit": "x"}, {"limit": 10001}):
+        res = await client.http.get(f"/frames/{job_id}", params=params)
+        assert res.status_code == 422, params
+        assert res.json()["detail"][0]["loc"][0] == "query"
+
+
+async def test_frame_image_with_etag(client: AppClient, media: Media, videos: Path):
+    job_id = await client.submit(place(media.standard(), videos), 1)
+    await client.wait(job_id)
+    frame = (await client.http.get(f"/frames/{job_id}")).json()["frames"][1]
+    res = await client.http.get(frame["url"])
+    assert res.status_code == 200
+    assert res.headers["content-type"] == "image/jpeg"
+    assert res.content[:3] == b"\xff\xd8\xff"
+    assert len(res.content) == frame["size_bytes"]
+    assert res.headers["etag"] == f'"{frame["checksum"]}"'
+    again = await client.http.get(frame["url"], headers={"If-None-Match": res.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+async def test_frame_image_bad_or_unknown_names_are_404(
+    client: AppClient, media: Media, videos: Path
+):
+    job_id = await client.submit(place(media.standard(), videos), 1)
+    await client.wait(job_id)
+    for name in ("000009_9.000.jpg", "..%2F..%2Fmetadata.db", "x.jpg", "000000_0.000.gif"):
+        res = await client.http.get(f"/frames/{job_id}/{name}")
+        assert res.status_code == 404, name
+        assert res.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/job-status/{bad}",
+        "/job-status/{bad}/events",
+        "/frames/{bad}",
+        "/frames/{bad}/000000_0.000.jpg",
+    ],
+)
+@pytest.mark.parametrize(
+    "bad", ["not-a-uuid", "%2e%2e%2f%2e%2e", "..%2F..%2Fdb", str(uuid.uuid4())]
+)
+async def test_unknown_or_malformed_ids_are_404(client: AppClient, path: str, bad: str):
+    res = await client.http.get(path.format(bad=bad))
+    assert res.status_code == 404
+    assert res.json()["detail"] in ("job not found", "frame not found", "Not Found")
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", "..%2F..%2Fetc", str(uuid.uuid4()).upper()])
+async def test_delete_with_bad_id_is_404_and_touches_nothing(
+    client: AppClient, settings: Settings, bad: str
+):
+    res = await client.http.delete(f"/job/{bad}")
+    assert res.status_code == 404
+    assert settings.frames_base_path.is_dir()
+
+
+async def test_delete_finished_job_removes_it_and_its_frames(
+    client: AppClient, media: Media, videos: Path, settings: Settings
+):
+    job_id = await client.submit(place(media.standard(), videos), 1)
+    await client.wait(job_id)
+    assert (settings.frames_base_path / job_id).is_dir()
+    res = await client.http.delete(f"/job/{job_id}")
+    assert res.status_code == 200
+    assert res.json()["status"] == "completed"
+    assert not (settings.frames_base_path / job_id).exists()
+    assert (await client.http.get(f"/job-status/{job_id}")).status_code == 404
+    assert (await client.http.get(f"/frames/{job_id}")).status_code == 404
+    assert (await client.http.delete(f"/job/{job_id}")).status_code == 404
+
+
+async def test_list_jobs_newest_first(client: AppClient, media: Media, videos: Path):
+    name = place(media.standard(), videos)
+    first = await client.submit(name, 1)
+    second = await client.submit(name, 1)
+    await client.wait(first)
+    await client.wait(second)
+    body = (await client.http.get("/jobs", params={"limit": 5})).json()
+    assert [j["job_id"] for j in body["jobs"]] == [second, first]
+    assert (await client.http.get("/jobs", params={"limit": 0})).status_code == 422
+
+
+# --- recent frames ---------------------------------------------------------------------
+
+
+async def test_recent_frames_filters_and_matches_job_id_literally(
+    client: AppClient, media: Media, videos: Path
+):
+    name = place(media.standard(), videos)
+    a = await client.submit(name, 1)
+    b = await client.submit(name, 0.5)
+    await client.wait(a)
+    await client.wait(b)
+    everything = (await client.http.get("/dashboard/recent-frames")).json()
+    assert everything["total_count"] == 2 + 4
+    assert everything["since_minutes"] == 60
+    only_a = (await client.http.get("/dashboard/recent-frames", params={"job_id": a})).json()
+    assert {f["job_id"] for f in only_a["frames"]} == {a}
+    assert only_a["total_count"] == 2
+    for pattern in ("%", "_", a[:8] + "%", "*"):
+        res = await client.http.get("/dashboard/recent-frames", params={"job_id": pattern})
+        assert res.json()["total_count"] == 0, pattern
+    tiny = await client.http.get("/dashboard/recent-frames", params={"since_minutes": 1e-9})
+    assert tiny.json()["total_count"] == 0
+
+
+async def test_recent_frames_are_cached_and_invalidated_by_new_frames(
+    client: AppClient, media: Media, videos: Path
+):
+    name = place(media.standard(), videos)
+    await client.wait(await client.submit(name, 1))
+    stats = client.services.cache.stats
+    first = (await client.http.get("/dashboard/recent-frames")).json()
+    hits = stats.hits["memory"]
+    second = (await client.http.get("/dashboard/recent-frames")).json()
+    assert stats.hits["memory"] == hits + 1
+    assert first == second
+    await client.wait(await client.submit(name, 1))
+    third = (await client.http.get("/dashboard/recent-frames")).json()
+    assert third["total_count"] == first["total_count"] + 2
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since_minutes": "-1"},
+        {"since_minutes": "abc"},
+        {"since_minutes": "nan"},
+        {"job_id": "x" * 201},
+        {"limit": "5000"},
+    ],
+)
+async def test_recent_frames_bad_parameters_are_422(client: AppClient, params: dict[str, str]):
+    res = await client.http.get("/dashboard/recent-frames", params=params)
+    assert res.status_code == 422
+    assert res.json()["detail"][0]["loc"][0] == "query"
+
+
+# --- health, errors, dashboard --------------------------------------------------------
+
+
+async def test_health_reports_each_component(client: AppClient):
+    res = await client.http.get("/health")
+    assert res.status_code == 200
+    body = res.json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] is True
+    assert body["cache"]["backend"] == "memory"  # nothing listens on the test REDIS_PORT
+    assert body["ffmpeg"]["ok"] is True and body["ffmpeg"]["version"]
+    assert body["queue"] == {"depth": 0, "max": 1000}
+    assert body["jobs"] == {"running": 0, "max_concurrent": 5}
+    assert body["disk"]["free_mb"] > 0
+
+
+async def test_health_is_503_without_ffmpeg(
+    client: AppClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # fault: FFmpeg uninstalled
+    res = await client.http.get("/health")
+    assert res.status_code == 503
+    assert res.json()["ffmpeg"]["ok"] is False
+    assert res.json()["status"] == "unavailable"
+
+
+async def test_health_is_503_when_the_database_is_gone(client: AppClient):
+    await client.services.store.close()  # fault: the database connection is lost
+    res = await client.http.get("/health")
+    assert res.status_code == 503
+    assert res.json()["database"]["ok"] is False
+    status = await client.http.get(f"/job-status/{uuid.uuid4()}")
+    assert status.status_code == 500
+    assert status.json()["detail"].startswith("database")
+
+
+async def test_unknown_route_and_method_use_the_error_shape(client: AppClient):
+    res = await client.http.get("/no/such/route")
+    assert res.status_code == 404 and res.json() == {"detail": "Not Found"}
+    res = await client.http.put("/video-job")
+    assert res.status_code == 405 and "detail" in res.json()
+
+
+async def test_dashboard_and_static_files(client: AppClient):
+    page = await client.http.get("/")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert "/static/app.js" in page.text
+    script = await client.http.get("/static/app.js")
+    assert script.status_code == 200
+    assert "EventSource" in script.text
+    assert "innerHTML" not in script.text  # server data goes in as text only
+
+
+async def test_request_id_is_echoed(client: AppClient):
+    res = await client.http.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert res.headers["x-request-id"] == "abc-123"
+
+
+def test_percent_is_finite_for_an_unplanned_job():
+    from vfe.models import JobStatus, percent
+
+    assert percent(0, 0, JobStatus.PENDING) == 0.0
+    assert percent(3, 2, JobStatus.PROCESSING) == 100.0
+    assert math.isfinite(percent(1, 3, JobStatus.PROCESSING))

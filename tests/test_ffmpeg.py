@@ -1,0 +1,309 @@
+"""The process runner: pipes read to the end, progress parsed, children always stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from vfe import ffmpeg
+from vfe.errors import ExtractionError
+
+PY = sys.executable
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes in process group ``pgid``."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    return bool(group_members(pgid))
+
+
+async def wait_group_gone(pgid: int, within: float = 2.0) -> None:
+    deadline = time.monotonic() + within
+    while group_alive(pgid):
+        assert time.monotonic() < deadline, f"process group {pgid} still alive"
+        await asyncio.sleep(0.05)
+
+
+def write_script(folder: Path, name: str, body: str) -> Path:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+async def test_run_captures_stdout_and_exit_code() -> None:
+    done = await ffmpeg.run(
+        [PY, "-c", "import sys; print('one'); print('two'); sys.stdout.write('end'); sys.exit(3)"]
+    )
+    assert done.returncode == 3
+    assert done.stdout == b"one\ntwo\nend\n"
+    assert done.stderr_tail == []
+
+
+async def test_run_parses_progress_blocks() -> None:
+    script = (
+        "print('frame=1'); print('out_time=00:00:00.04'); print('progress=continue');"
+        "print('not a key value line'); print(' frame = 2 '); print('progress=end')"
+    )
+    blocks: list[dict[str, str]] = []
+    done = await ffmpeg.run([PY, "-c", script], on_progress=blocks.append)
+    assert blocks == [
+        {"frame": "1", "out_time": "00:00:00.04", "progress": "continue"},
+        {"frame": "2", "progress": "end"},
+    ]
+    assert done.stdout == b""  # parsed, not captured
+
+
+async def test_real_ffmpeg_progress_and_stdout(tmp_path: Path) -> None:
+    blocks: list[dict[str, str]] = []
+    argv = [
+        ffmpeg.binary("ffmpeg"), *ffmpeg.GLOBAL_ARGS,
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",
+        "-f", "null", "-",
+    ]  # fmt: skip
+    done = await ffmpeg.run(argv, on_progress=blocks.append)
+    assert done.returncode == 0
+    assert blocks and blocks[-1]["progress"] == "end"
+    assert blocks[-1]["frame"] == "25"
+
+
+async def test_stderr_tail_keeps_only_unconsumed_lines() -> None:
+    script = (
+        "import sys\n"
+        "for i in range(80): print(f'eat {i}' if i % 2 else f'keep {i}', file=sys.stderr)\n"
+        "sys.stderr.write('last without newline\\r')"
+    )
+    consumed: list[str] = []
+
+    def on_line(line: str) -> bool:
+        consumed.append(line)
+        return line.startswith("eat")
+
+    done = await ffmpeg.run([PY, "-c", script], on_line=on_line, tail_lines=5)
+    assert len(consumed) == 81  # every line reaches the callback, in order
+    assert consumed[:2] == ["keep 0", "eat 1"]
+    assert done.stderr_tail == ["keep 72", "keep 74", "keep 76", "keep 78", "last without newline"]
+    assert done.error_text() == "keep 72; keep 74; keep 76; keep 78; last without newline"
+
+
+async def test_stderr_tail_without_callback_keeps_the_last_lines() -> None:
+    script = "import sys\nfor i in range(60): print(i, file=sys.stderr)"
+    done = await ffmpeg.run([PY, "-c", script])
+    assert done.stderr_tail == [str(i) for i in range(10, 60)]
+
+
+def test_error_text_is_bounded_and_skips_blank_lines() -> None:
+    done = ffmpeg.Completed(1, b"", ["", "x" * 3000, "", "tail"])
+    text = done.error_text()
+    assert len(text) == 1000
+    assert text.endswith("x; tail")
+
+
+async def test_very_long_lines_are_cut_not_fatal() -> None:
+    big = ffmpeg.MAX_LINE * 3
+    script = (
+        "import sys\n"
+        f"sys.stderr.write('A' * {big} + '\\n')\n"
+        "sys.stderr.write('after\\n')\n"
+        f"sys.stderr.write('B' * {ffmpeg.MAX_LINE - 10} + 'tail\\n')\n"
+        f"sys.stdout.write('C' * {big} + '\\nok\\n')\n"
+        f"sys.stderr.write('D' * {big})\n"  # an endless last line: cut, sent once
+    )
+    lines: list[str] = []
+    done = await ffmpeg.run([PY, "-c", script], on_line=lambda line: lines.append(line) or True)
+    assert done.returncode == 0
+    assert [len(line) for line in lines] == [
+        ffmpeg.MAX_LINE,
+        5,
+        ffmpeg.MAX_LINE - 6,
+        ffmpeg.MAX_LINE,
+    ]
+    assert set(lines[0]) == {"A"} and lines[1] == "after"
+    assert lines[2].endswith("tail") and set(lines[3]) == {"D"}
+    # stdout too: the long line is cut at MAX_LINE and the next line survives
+    out = done.stdout.split(b"\n")
+    assert len(out[0]) == ffmpeg.MAX_LINE and out[1] == b"ok"
+
+
+async def test_undecodable_output_is_replaced_not_fatal() -> None:
+    done = await ffmpeg.run(
+        [PY, "-c", "import sys; sys.stderr.buffer.write(b'bad \\xff\\xfe bytes\\n')"]
+    )
+    assert done.stderr_tail == ["bad \ufffd\ufffd bytes"]
+
+
+async def test_run_of_a_missing_program_is_an_extraction_error(tmp_path: Path) -> None:
+    with pytest.raises(ExtractionError) as caught:
+        await ffmpeg.run([str(tmp_path / "nothing-here")])
+    assert str(caught.value) == "could not start nothing-here"  # no server path
+
+
+async def start(*argv: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*argv, start_new_session=True)
+
+
+async def test_stop_process_terminates_politely() -> None:
+    proc = await start("sleep", "30")
+    began = time.monotonic()
+    await ffmpeg.stop_process(proc, grace=5)
+    assert proc.returncode == -signal.SIGTERM
+    assert time.monotonic() - began < 4  # did not need the grace period
+    await wait_group_gone(proc.pid)
+
+
+async def test_stop_process_kills_a_group_that_ignores_sigterm() -> None:
+    # bash and its sleep child both ignore TERM (ignored signals survive exec)
+    proc = await start("bash", "-c", 'trap "" TERM; sleep 30 & sleep 30; wait')
+    await asyncio.sleep(0.3)
+    assert len(group_members(proc.pid)) == 3, "bash and its two sleeps share the group"
+    await ffmpeg.stop_process(proc, grace=0.3)
+    assert proc.returncode == -signal.SIGKILL
+    await wait_group_gone(proc.pid)
+
+
+async def test_stop_process_on_a_finished_process_is_harmless() -> None:
+    proc = await start("true")
+    await proc.wait()
+    await ffmpeg.stop_process(proc)
+    assert proc.returncode == 0
+
+
+async def test_cancelling_run_kills_the_child_and_its_group() -> None:
+    me = psutil.Process()
+    task = asyncio.create_task(
+        ffmpeg.run(["bash", "-c", 'trap "" TERM; sleep 30 & sleep 30 & wait'])
+    )
+    deadline = time.monotonic() + 5
+    while not [c for c in me.children() if c.name() == "bash"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # let bash start its children
+    (bash,) = [c for c in me.children() if c.name() == "bash"]
+    children = bash.children()
+    assert len(children) == 2
+    began = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_group_gone(bash.pid, within=2.5)
+    assert time.monotonic() - began < 3
+    for child in [bash, *children]:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(ProcessLookupError):
+        os.kill(bash.pid, 0)  # reaped, not a zombie
+
+
+async def test_run_under_a_timeout_stops_real_ffmpeg() -> None:
+    argv = [
+        ffmpeg.binary("ffmpeg"), *ffmpeg.GLOBAL_ARGS, "-re",
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=60", "-f", "null", "-",
+    ]  # fmt: skip
+    seen: list[int] = []
+
+    def on_progress(block: dict[str, str]) -> None:
+        seen.extend(c.pid for c in psutil.Process().children() if "ffmpeg" in c.name())
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.5):
+            await ffmpeg.run(argv, on_progress=on_progress)
+    assert seen
+    for pid in set(seen):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_binary_finds_ffmpeg_and_rejects_missing_programs() -> None:
+    assert ffmpeg.binary("ffmpeg") == shutil.which("ffmpeg")
+    assert os.path.isabs(ffmpeg.binary("ffprobe"))
+    with pytest.raises(ExtractionError, match="vfe-no-such-tool is not installed"):
+        ffmpeg.binary("vfe-no-such-tool")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("[error] plain", ("error", "plain")),
+        ("[h264 @ 0x55aa01] [warning] mmco: unref short", ("warning", "mmco: unref short")),
+        (
+            "[Parsed_showinfo_1 @ 0x7f00] [info] n:   0 pts:   0",
+            ("info", "n:   0 pts:   0"),
+        ),
+        ("[a @ 0x1] [b @ 0xabc] [fatal] nested", ("fatal", "nested")),
+        ("no level here", ("", "no level here")),
+        ("[h264 @ 0xZZ] [error] bad address", ("", "[h264 @ 0xZZ] [error] bad address")),
+        ("", ("", "")),
+    ],
+)
+def test_strip_level(line: str, expected: tuple[str, str]) -> None:
+    assert ffmpeg.strip_level(line) == expected
+
+
+async def test_version_reports_installed_ffmpeg() -> None:
+    found = await ffmpeg.version()
+    assert found is not None
+    assert found[0].isdigit() and "." in found
+    assert found.startswith("5.") or found.startswith(("6.", "7.", "8."))
+
+
+async def test_version_is_none_when_ffmpeg_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert await ffmpeg.version() is None
+
+
+async def test_version_is_none_when_ffmpeg_is_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_script(tmp_path, "ffmpeg", "echo 'ffmpeg version 9.9'; exit 1\n")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert await ffmpeg.version() is None
+
+
+async def test_version_of_an_unusual_build_is_its_first_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_script(tmp_path, "ffmpeg", "echo 'avconv 12 custom'; echo second\n")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert await ffmpeg.version() == "avconv 12 custom"
+    write_script(tmp_path, "ffmpeg", "true\n")  # no output at all
+    assert await ffmpeg.version() is None
+
+
+def test_select_frames_argv_starts_with_global_args_and_has_no_shell(tmp_path: Path) -> None:
+    pattern = str(tmp_path / "%06d.jpg")
+    source = "/videos/a b;rm -rf ~ $(x).mp4"
+    argv = ffmpeg.select_frames_argv(source, "gte(t,0)", pattern, quality=4)
+    assert argv[0] == shutil.which("ffmpeg")
+    assert argv[1 : 1 + len(ffmpeg.GLOBAL_ARGS)] == list(ffmpeg.GLOBAL_ARGS)
+    for flag in ("-nostdin", "-hide_banner", "-nostats"):
+        assert flag in argv
+    assert argv[argv.index("-progress") + 1] == "pipe:1"
+    assert argv[argv.index("-i") + 1] == f"file:{source}"  # one argument, file protocol
+    assert argv[-1] == pattern
+    assert argv[argv.index("-q:v") + 1] == "4"
+    assert argv[argv.index("-start_number") + 1] == "0"
+    assert argv[argv.index("-fps_mode") + 1] == "passthrough"
+    assert argv[argv.index("-atomic_writing") + 1] == "1"
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert "select=gte(t\\,0)" in graph and "showinfo" in graph
+    assert not any(os.path.basename(a) in ("sh", "bash") for a in argv)
+    assert "-c" not in argv

@@ -1,0 +1,269 @@
+"""Job lifecycle in-process: recovery after a crash, re-runs that replace frames,
+timeouts, cancellation of queued jobs, shutdown, the queue bound, and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import AppClient, Media, place
+from vfe.events import Event
+from vfe.extractor import Extractor
+from vfe.models import Frame, Job, JobStatus, SourceType
+from vfe.settings import Settings
+from vfe.store import SqliteStore
+
+
+async def _seed(settings: Settings, job: Job, frames: list[Frame]) -> None:
+    """Write rows the way a crashed earlier process would have left them."""
+    settings.ensure_dirs()
+    store = SqliteStore(settings.database_path)
+    await store.open()
+    try:
+        await store.create_job(job)
+        await store.add_frames(frames)
+    finally:
+        await store.close()
+
+
+def _job(source: Path, status: JobStatus, interval: float = 0.5, **extra: Any) -> Job:
+    now = time.time()
+    return Job(
+        id=str(uuid.uuid4()),
+        status=status,
+        video_source=source.name,
+        source_type=SourceType.PATH,
+        source_path=str(source),
+        interval=interval,
+        created_at=now,
+        updated_at=now,
+        **extra,
+    )
+
+
+async def test_jobs_left_processing_are_run_again_replacing_frames(
+    make_client: Any, settings: Settings, media: Media, videos: Path
+):
+    source = videos / place(media.standard(), videos)
+    job = _job(source, JobStatus.PROCESSING, total_frames=4, processed_frames=3, attempts=1)
+    folder = settings.frames_base_path / job.id
+    folder.mkdir(parents=True)
+    earlier = []
+    for index, name in [(0, "000000_0.000.jpg"), (1, "000001_0.520.jpg"), (7, "000007_3.500.jpg")]:
+        (folder / name).write_bytes(b"partial from the crashed run")
+        earlier.append(Frame(job.id, index, index / 2, index / 2, name, 28, "old", None, None, 1.0))
+    (folder / ".work").mkdir()
+    (folder / ".work" / "000002.jpg.tmp").write_bytes(b"half")
+    await _seed(settings, job, earlier)
+
+    async with make_client(settings) as client:
+        done = await client.wait(job.id)
+        listing = (await client.http.get(f"/frames/{job.id}")).json()
+    assert done["status"] == "completed"
+    assert done["attempts"] == 2
+    assert done["total_frames"] == done["processed_frames"] == listing["total_count"] == 4
+    names = [f["filename"] for f in listing["frames"]]
+    assert names == ["000000_0.000.jpg", "000001_0.520.jpg", "000002_1.000.jpg", "000003_1.520.jpg"]
+    assert all(f["checksum"] != "old" for f in listing["frames"])
+    assert sorted(p.name for p in folder.iterdir()) == names  # stale frame 7 and .work gone
+    assert (folder / names[0]).read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+async def test_pending_jobs_are_queued_at_start(
+    make_client: Any, settings: Settings, media: Media, videos: Path
+):
+    source = videos / place(media.standard(), videos)
+    jobs = [_job(source, JobStatus.PENDING, interval=1) for _ in range(3)]
+    for job in jobs:
+        await _seed(settings, job, [])
+    async with make_client(settings) as client:
+        for job in jobs:
+            assert (await client.wait(job.id))["status"] == "completed"
+
+
+async def test_processed_frames_never_decrease_on_a_rerun(
+    make_client: Any, settings: Settings, media: Media, videos: Path
+):
+    source = videos / place(media.standard(), videos)
+    job = _job(source, JobStatus.PROCESSING, total_frames=4, processed_frames=3)
+    await _seed(settings, job, [])
+    seen: list[int] = []
+    async with make_client(settings) as client:
+        sub = client.services.bus.subscribe(job.id)
+        await client.wait(job.id)
+        while not sub.closed and (event := await asyncio.wait_for(sub.get(), 5)) is not None:
+            if "processed_frames" in event.data:
+                seen.append(event.data["processed_frames"])
+            if event.type == "done":
+                break
+    assert seen == sorted(seen)
+    assert seen[-1] == 4
+    assert min(seen) >= 3
+
+
+async def test_job_timeout_fails_the_job_and_stops_ffmpeg(
+    make_client: Any, make_settings: Any, media: Media, videos: Path
+):
+    settings = make_settings(JOB_TIMEOUT_SECONDS="1")
+    name = place(media.long(), videos)
+    async with make_client(settings) as client:
+        job_id = await client.submit(name, 0.04)
+        done = await client.wait(job_id)
+        assert done["status"] == "failed"
+        assert done["error_message"] == "the job took longer than 1 s"
+        assert not (settings.frames_base_path / job_id / ".work").exists()
+        listed = (await client.http.get(f"/frames/{job_id}")).json()
+        for frame in listed["frames"]:  # what was listed before the timeout is whole
+            assert (settings.frames_base_path / job_id / frame["filename"]).stat().st_size > 0
+
+
+async def test_source_removed_before_the_run_fails_clearly(
+    make_client: Any, settings: Settings, media: Media, videos: Path
+):
+    source = videos / place(media.standard(), videos, "vanishing.mp4")
+    job = _job(source, JobStatus.PENDING)
+    await _seed(settings, job, [])
+    source.unlink()
+    async with make_client(settings) as client:
+        done = await client.wait(job.id)
+    assert done["status"] == "failed"
+    assert done["error_message"] == "the video file is no longer there"
+
+
+async def test_unexpected_crash_in_extraction_fails_the_job_without_leaking(
+    client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
+):
+    async def broken(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("/secret/path exploded")  # fault injection: a bug in our code
+
+    monkeypatch.setattr(Extractor, "run", broken)
+    job_id = await client.submit(place(media.standard(), videos), 1)
+    done = await client.wait(job_id)
+    assert done["status"] == "failed"
+    assert done["error_message"] == "internal error while extracting frames"
+    assert (await client.http.get("/health")).status_code == 200
+
+
+async def test_cancel_a_queued_job(
+    make_client: Any, make_settings: Any, media: Media, videos: Path
+):
+    settings = make_settings(MAX_CONCURRENT_JOBS="1")
+    long_name = place(media.long(), videos)
+    async with make_client(settings) as client:
+        running = await client.submit(long_name, 0.04)
+        queued = await client.submit(long_name, 1)
+        sub = client.services.bus.subscribe(queued)
+        res = await client.http.delete(f"/job/{queued}")
+        assert res.status_code == 200
+        assert res.json()["status"] == "cancelled"
+        event = await asyncio.wait_for(sub.get(), 5)
+        assert event is not None and event.type == "cancelled"
+        assert (await client.http.get(f"/job-status/{queued}")).status_code == 404
+        res = await client.http.delete(f"/job/{running}")
+        assert res.status_code == 200 and res.json()["status"] == "cancelled"
+        assert not (settings.frames_base_path / running).exists()
+        assert all(task.done() for task in client.services.jobs.running.values())
+
+
+async def test_cancel_a_running_job_publishes_cancelled(
+    client: AppClient, media: Media, videos: Path, settings: Settings
+):
+    job_id = await client.submit(place(media.long(), videos), 0.04)
+    sub = client.services.bus.subscribe(job_id)
+    deadline = time.monotonic() + 30
+    while (await client.http.get(f"/job-status/{job_id}")).json()["processed_frames"] == 0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    started = time.monotonic()
+    res = await client.http.delete(f"/job/{job_id}")
+    assert time.monotonic() - started < 3
+    assert res.json() == {
+        "job_id": job_id,
+        "status": "cancelled",
+        "message": "Job cancelled; it and its frames removed",
+    }
+    events: list[Event] = []
+    while (event := await asyncio.wait_for(sub.get(), 5)) is not None:
+        events.append(event)
+        if event.type == "cancelled":
+            break
+    assert events[-1].type == "cancelled"
+    assert not (settings.frames_base_path / job_id).exists()
+
+
+async def test_shutdown_puts_a_running_job_back_to_pending(
+    make_client: Any, settings: Settings, media: Media, videos: Path
+):
+    name = place(media.long(), videos)
+    client = make_client(settings)
+    async with client:
+        job_id = await client.submit(name, 0.04)
+        deadline = time.monotonic() + 30
+        while (await client.http.get(f"/job-status/{job_id}")).json()["status"] != "processing":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    store = SqliteStore(settings.database_path)
+    await store.open()
+    try:
+        job = await store.get_job(job_id)
+    finally:
+        await store.close()
+    assert job is not None and job.status is JobStatus.PENDING
+    assert not (settings.frames_base_path / job_id / ".work").exists()
+
+
+async def test_full_queue_is_503_with_retry_after(
+    make_client: Any, make_settings: Any, media: Media, videos: Path
+):
+    settings = make_settings(MAX_CONCURRENT_JOBS="1", MAX_QUEUE_SIZE="1")
+    name = place(media.long(), videos)
+    async with make_client(settings) as client:
+        first = await client.submit(name, 0.04)
+        deadline = time.monotonic() + 30
+        while (await client.http.get(f"/job-status/{first}")).json()["status"] != "processing":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await client.submit(name, 1)  # waits in the queue
+        res = await client.http.post("/video-job", json={"video_source": name, "interval": 1})
+        assert res.status_code == 503
+        assert res.headers["retry-after"] == "10"
+        assert "queue is full" in res.json()["detail"]
+        assert (await client.http.get("/jobs")).json()["count"] == 2  # nothing half-made
+
+
+async def test_eight_jobs_never_exceed_the_concurrency_bound(
+    make_client: Any, make_settings: Any, media: Media, videos: Path
+):
+    settings = make_settings(MAX_CONCURRENT_JOBS="3")
+    name = place(media.clip("eight.mp4", duration=3), videos)
+    async with make_client(settings) as client:
+        ids = await asyncio.gather(*(client.submit(name, 0.2) for _ in range(8)))
+        results = [await client.wait(job_id) for job_id in ids]
+        assert client.services.jobs.peak_running <= 3
+    assert [r["status"] for r in results] == ["completed"] * 8
+    assert all(r["processed_frames"] == 15 for r in results)
+
+
+async def test_finished_status_never_moves(client: AppClient, media: Media, videos: Path):
+    job_id = await client.submit(place(media.standard(), videos), 1)
+    await client.wait(job_id)
+    store = client.services.store
+    assert await store.update_job(job_id, status=JobStatus.PROCESSING) is None
+    job = await store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.COMPLETED
+
+
+async def test_submit_is_refused_while_shutting_down(client: AppClient, media: Media, videos: Path):
+    client.services.jobs.accepting = False
+    res = await client.http.post(
+        "/video-job", json={"video_source": place(media.standard(), videos)}
+    )
+    assert res.status_code == 503
+    assert "shutting down" in res.json()["detail"]
+    health = await client.http.get("/health")
+    assert health.status_code == 503

@@ -1,0 +1,261 @@
+"""ffprobe: facts about real generated clips, and the parser's edge branches."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vfe import probe
+from vfe.errors import ExtractionError
+from vfe.probe import VideoInfo, parse
+
+
+def remux(source: Path, target: Path, *args: str) -> Path:
+    if not target.exists():
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+             "-i", str(source), "-c", "copy", *args, str(target)],
+            check=True, timeout=60,
+        )  # fmt: skip
+    return target
+
+
+def ffprobe_rotation(path: Path) -> str:
+    return subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0",
+         "-show_entries", "stream_side_data=rotation", "-of", "csv=p=0", str(path)],
+        capture_output=True, check=True, text=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+
+
+async def test_25fps_h264(media: Any) -> None:
+    info = await probe.probe(media.clip("probe-25.mp4", duration=2, audio=True))
+    assert info == VideoInfo(
+        duration=pytest.approx(2.0, abs=0.05),  # type: ignore[arg-type]
+        fps=25.0,
+        width=320,
+        height=240,
+        rotation=0,
+        codec="h264",
+        pix_fmt="yuv420p",
+        start_time=0.0,
+    )
+
+
+async def test_ntsc_frame_rate(media: Any) -> None:
+    info = await probe.probe(media.clip("probe-2997.mp4", duration=2, rate="30000/1001"))
+    assert info.fps == pytest.approx(30000 / 1001, abs=1e-3)
+    assert info.duration == pytest.approx(2.0, abs=0.05)
+
+
+async def test_odd_size(media: Any) -> None:
+    clip = media.clip(
+        "probe-odd.mp4",
+        duration=1,
+        size="322x242",
+        extra=("-vf", "format=yuv444p,crop=321:241:0:0", "-pix_fmt", "yuv444p"),
+    )
+    info = await probe.probe(clip)
+    assert (info.width, info.height) == (321, 241)
+    assert info.pix_fmt == "yuv444p"
+
+
+@pytest.mark.parametrize("degrees", [90, 270, 180])
+async def test_rotation_metadata(media: Any, degrees: int) -> None:
+    clip = remux(
+        media.clip("probe-wide.mp4", duration=1, size="320x240"),
+        media.folder / f"probe-rot{degrees}.mp4",
+        "-metadata:s:v:0",
+        f"rotate={degrees}",
+    )
+    # ffprobe 5.1 reports the tag as display-matrix side data
+    assert ffprobe_rotation(clip) == {90: "90", 270: "-90", 180: "-180"}[degrees]
+    info = await probe.probe(clip)
+    assert info.rotation in (90, 270) if degrees != 180 else info.rotation == 180
+    if degrees == 180:
+        assert (info.width, info.height) == (320, 240)
+    else:
+        assert (info.width, info.height) == (240, 320)  # as displayed
+
+
+async def test_vp9_webm(media: Any) -> None:
+    info = await probe.probe(media.clip("probe-vp9.webm", duration=1, codec="libvpx-vp9"))
+    assert info.codec == "vp9"
+    assert info.fps == 25.0
+    assert info.duration == pytest.approx(1.0, abs=0.05)
+    assert (info.width, info.height) == (320, 240)
+
+
+async def test_audio_only_file(media: Any) -> None:
+    with pytest.raises(ExtractionError, match="no video stream"):
+        await probe.probe(media.audio_only())
+
+
+async def test_text_file_named_mp4(media: Any) -> None:
+    with pytest.raises(ExtractionError) as caught:
+        await probe.probe(media.not_a_video())
+    assert str(caught.value) == "the file is not a video FFmpeg can read"
+
+
+async def test_truncated_mp4(media: Any) -> None:
+    path = media.truncated()
+    with pytest.raises(ExtractionError) as caught:
+        await probe.probe(path)
+    assert str(path.parent) not in str(caught.value)
+
+
+async def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ExtractionError, match="not a video FFmpeg can read"):
+        await probe.probe(tmp_path / "nothing.mp4")
+
+
+async def test_a_name_like_a_protocol_is_read_as_a_file(media: Any, tmp_path: Path) -> None:
+    weird = tmp_path / "http:" / "example.com" / "x.mp4"
+    weird.parent.mkdir(parents=True)
+    weird.write_bytes(media.clip("probe-25.mp4", duration=2, audio=True).read_bytes())
+    info = await probe.probe(weird)
+    assert info.codec == "h264"
+
+
+async def test_ffprobe_printing_garbage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "ffprobe"
+    fake.write_text("#!/bin/sh\necho '{not json'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ExtractionError, match="not a video FFmpeg can read"):
+        await probe.probe(tmp_path / "any.mp4")
+
+
+async def test_slow_probe_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "ffprobe"
+    fake.write_text("#!/bin/sh\nexec /bin/sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(probe, "PROBE_TIMEOUT", 0.3)  # fault injection: a hung ffprobe
+    with pytest.raises(ExtractionError, match="took too long"):
+        await probe.probe(tmp_path / "any.mp4")
+
+
+def video(**fields: Any) -> dict[str, Any]:
+    stream = {
+        "codec_type": "video",
+        "codec_name": "h264",
+        "width": 640,
+        "height": 480,
+        "avg_frame_rate": "30/1",
+        "r_frame_rate": "30/1",
+        "duration": "10.0",
+        "pix_fmt": "yuv420p",
+        "start_time": "0.000000",
+    }
+    stream.update(fields)
+    return stream
+
+
+def doc(*streams: dict[str, Any], fmt: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"streams": list(streams), "format": fmt if fmt is not None else {"duration": "10.0"}}
+
+
+def test_parse_plain() -> None:
+    info = parse(doc(video()))
+    assert info == VideoInfo(10.0, 30.0, 640, 480, 0, "h264", "yuv420p", 0.0)
+
+
+def test_parse_skips_cover_art_and_audio() -> None:
+    cover = video(codec_name="mjpeg", width=600, height=600, disposition={"attached_pic": 1})
+    audio = {"codec_type": "audio", "codec_name": "aac", "duration": "10.0"}
+    info = parse(doc(audio, cover, video(codec_name="hevc", disposition={"attached_pic": 0})))
+    assert info.codec == "hevc" and (info.width, info.height) == (640, 480)
+    with pytest.raises(ExtractionError, match="no video stream"):
+        parse(doc(audio, cover))
+    with pytest.raises(ExtractionError, match="no video stream"):
+        parse({})
+    with pytest.raises(ExtractionError, match="no video stream"):
+        parse({"streams": None, "format": None})
+
+
+def test_parse_duration_falls_back_to_the_container() -> None:
+    assert parse(doc(video(duration=None), fmt={"duration": "12.5"})).duration == 12.5
+    assert parse(doc(video(duration="N/A"), fmt={"duration": "7"})).duration == 7.0
+    assert parse(doc(video(duration="0"), fmt={"duration": "3"})).duration == 3.0
+
+
+@pytest.mark.parametrize(
+    ("stream_duration", "fmt"),
+    [
+        (None, {}),
+        ("N/A", {"duration": "N/A"}),
+        ("nan", {"duration": "inf"}),
+        ("-1", {"duration": "-2"}),
+        (None, None),
+    ],
+)
+def test_parse_without_a_duration(stream_duration: Any, fmt: Any) -> None:
+    document = {"streams": [video(duration=stream_duration)], "format": fmt}
+    with pytest.raises(ExtractionError, match="how long"):
+        parse(document)
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(0, 480), (640, 0), (None, None), ("0", "0"), (-2, 480)]
+)
+def test_parse_zero_size(width: Any, height: Any) -> None:
+    with pytest.raises(ExtractionError, match="no picture size"):
+        parse(doc(video(width=width, height=height)))
+
+
+def matrix(rotation: Any) -> dict[str, Any]:
+    return {"side_data_type": "Display Matrix", "rotation": rotation}
+
+
+@pytest.mark.parametrize(
+    ("fields", "rotation", "size"),
+    [
+        ({"side_data_list": [matrix(-90)]}, 270, (480, 640)),
+        ({"side_data_list": [matrix(90)]}, 90, (480, 640)),
+        ({"side_data_list": [matrix(180)]}, 180, (640, 480)),
+        ({"side_data_list": [matrix("-89.9")]}, 270, (480, 640)),
+        ({"side_data_list": [{"side_data_type": "CPB"}], "tags": {"rotate": "90"}}, 90, (480, 640)),
+        ({"side_data_list": None, "tags": {"rotate": "-90"}}, 270, (480, 640)),
+        ({"tags": {"rotate": "270"}}, 270, (480, 640)),
+        ({"tags": {"rotate": "360"}}, 0, (640, 480)),
+        ({"tags": {"rotate": "ninety"}}, 0, (640, 480)),
+        ({"tags": {"rotate": ""}}, 0, (640, 480)),
+        ({"tags": None}, 0, (640, 480)),
+        # side data wins over the legacy tag
+        ({"side_data_list": [{"rotation": 0}], "tags": {"rotate": "90"}}, 0, (640, 480)),
+    ],
+)  # fmt: skip
+def test_parse_rotation(fields: dict[str, Any], rotation: int, size: tuple[int, int]) -> None:
+    info = parse(doc(video(**fields)))
+    assert info.rotation == rotation
+    assert (info.width, info.height) == size
+
+
+@pytest.mark.parametrize(
+    ("avg", "real", "fps"),
+    [
+        ("30000/1001", "30000/1001", 30000 / 1001),
+        ("0/0", "25/1", 25.0),  # avg unknown: fall back to r_frame_rate
+        ("0/1", "24/1", 24.0),
+        ("garbage", "12.5", 12.5),
+        ("-5/1", "0/0", None),
+        (None, None, None),
+        ("1/0", "x/y", None),
+    ],
+)
+def test_parse_rates(avg: Any, real: Any, fps: float | None) -> None:
+    info = parse(doc(video(avg_frame_rate=avg, r_frame_rate=real)))
+    assert info.fps == (pytest.approx(fps) if fps is not None else None)
+
+
+def test_parse_defaults_for_missing_fields() -> None:
+    stream = {"codec_type": "video", "width": "100", "height": "50"}
+    info = parse(doc(stream, fmt={"duration": "1.5"}))
+    assert info == VideoInfo(1.5, None, 100, 50, 0, "unknown", None, 0.0)
+    info = parse(doc(video(start_time="N/A")))
+    assert info.start_time == 0.0
+    assert parse(doc(video(start_time="1.4"))).start_time == 1.4
