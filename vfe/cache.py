@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 PREFIX = "vfe:"
@@ -118,6 +120,9 @@ class RedisCache:
             db=db,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            # One immediate retry (a pooled connection may be stale after a restart), no
+            # backoff: redis-py's default backs off for seconds before the failover.
+            retry=Retry(NoBackoff(), 1),
             decode_responses=True,
         )
 

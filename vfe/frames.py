@@ -60,7 +60,7 @@ class FrameStore:
         return self.job_dir(job_id) / WORK_DIR
 
     def path(self, job_id: str, name: str) -> Path:
-        if not FRAME_NAME.match(name):
+        if not FRAME_NAME.fullmatch(name):  # match() lets a trailing newline through
             raise ValueError("not a frame name")
         return self.job_dir(job_id) / name
 

@@ -8,6 +8,7 @@ each request once it ends.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import logging
@@ -27,6 +28,7 @@ from .settings import Settings
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_DROPPED = {"request_id", "color_message"}  # color_message: uvicorn's ANSI copy of msg
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _listener: logging.handlers.QueueListener | None = None
 
@@ -45,11 +47,19 @@ class JsonFormatter(logging.Formatter):
         if rid:
             entry["request_id"] = rid
         for key, value in vars(record).items():
-            if key not in _STANDARD and key != "request_id" and not key.startswith("_"):
+            if key not in _STANDARD and key not in _DROPPED and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Queues the record itself: the stock ``prepare`` would format it first, merging the
+    traceback into ``msg`` and dropping ``exc_info``, so the JSON would lose its ``exc``."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
 
 
 class _ContextFilter(logging.Filter):
@@ -73,7 +83,11 @@ def configure(settings: Settings) -> None:
     global _listener
     _listener = logging.handlers.QueueListener(records, stdout, logfile)
     _listener.start()
-    front = logging.handlers.QueueHandler(records)
+    # The writer thread is a daemon: without this, lines still queued at exit are lost,
+    # e.g. why start-up failed (the lifespan's own shutdown() never runs then).
+    atexit.unregister(shutdown)
+    atexit.register(shutdown)
+    front = _QueueHandler(records)
     front.addFilter(_ContextFilter())
     for name in ("vfe", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)

@@ -86,6 +86,7 @@ class _Receiver:
         self.buffer = bytearray()
         self.pending: list[bytes] = []  # file data waiting to be written off the loop
         self.parts = 0
+        self.ended = False  # the closing boundary was seen
 
     def on_part_begin(self) -> None:
         self.parts += 1
@@ -137,6 +138,9 @@ class _Receiver:
         if not self.is_file:
             self.upload.fields[self.name] = self.buffer.decode("utf-8", "replace")
 
+    def on_end(self) -> None:
+        self.ended = True
+
 
 def _too_large(limit: int) -> str:
     return f"the upload is larger than MAX_UPLOAD_MB ({limit / 1024 / 1024:g} MiB)"
@@ -163,20 +167,21 @@ async def receive_upload(
         raise PayloadTooLarge(_too_large(limit))
     target = uploads_dir / f"{uuid.uuid4()}.upload"
     receiver = _Receiver(target, limit)
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": receiver.on_part_begin,
-            "on_part_data": receiver.on_part_data,
-            "on_part_end": receiver.on_part_end,
-            "on_header_field": receiver.on_header_field,
-            "on_header_value": receiver.on_header_value,
-            "on_header_end": receiver.on_header_end,
-            "on_headers_finished": receiver.on_headers_finished,
-        },
-    )
     handle: IO[bytes] | None = None
     try:
+        parser = MultipartParser(  # raises FormParserError for an over-long boundary
+            boundary,
+            {
+                "on_part_begin": receiver.on_part_begin,
+                "on_part_data": receiver.on_part_data,
+                "on_part_end": receiver.on_part_end,
+                "on_header_field": receiver.on_header_field,
+                "on_header_value": receiver.on_header_value,
+                "on_header_end": receiver.on_header_end,
+                "on_headers_finished": receiver.on_headers_finished,
+                "on_end": receiver.on_end,
+            },
+        )
         async for chunk in stream:
             parser.write(chunk)
             if receiver.pending:
@@ -186,6 +191,8 @@ async def receive_upload(
                 receiver.pending.clear()
                 await asyncio.to_thread(handle.write, data)
         parser.finalize()
+        if not receiver.ended:  # python-multipart's finalize() does not check this
+            raise BadRequest("incomplete multipart body: the closing boundary is missing")
         if receiver.upload.path is not None and handle is None:
             handle = await asyncio.to_thread(target.open, "wb")  # an empty file part
     except FormParserError:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -172,6 +172,11 @@ class SqliteStore:
         try:
             yield
         except sqlite3.Error as exc:
+            if self._db is not None and self._db.in_transaction:
+                # A failed statement leaves the earlier ones of its transaction pending;
+                # the next commit (of any later write) would save half a batch.
+                with suppress(sqlite3.Error, ValueError):
+                    await self._db.rollback()
             raise StoreError(f"database error while {what}") from exc
         except ValueError as exc:  # aiosqlite raises this on a closed connection
             raise StoreError(f"database unavailable while {what}") from exc
@@ -179,10 +184,14 @@ class SqliteStore:
     async def open(self) -> None:
         async with self._guard("opening the database"):
             self._db = await aiosqlite.connect(self.path, timeout=30)
-            await self.db.execute("PRAGMA journal_mode=WAL")
-            await self.db.execute("PRAGMA synchronous=NORMAL")
-            await self.db.execute("PRAGMA foreign_keys=ON")
-            await self._migrate()
+            try:
+                await self.db.execute("PRAGMA journal_mode=WAL")
+                await self.db.execute("PRAGMA synchronous=NORMAL")
+                await self.db.execute("PRAGMA foreign_keys=ON")
+                await self._migrate()
+            except BaseException:
+                await self.close()  # else its worker thread outlives a failed start-up
+                raise
 
     async def _migrate(self) -> None:
         async with self.db.execute("PRAGMA user_version") as cur:

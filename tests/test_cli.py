@@ -1,0 +1,158 @@
+"""``vfe serve`` / ``python -m vfe``: exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, free_port, vfe_env
+
+from vfe.cli import main
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, videos: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from an empty folder with every path setting inside ``tmp_path``."""
+    for name, value in vfe_env(tmp_path, videos).items():
+        monkeypatch.setenv(name, value)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PORT", "eighty"), ("MAX_CONCURRENT_JOBS", "0"), ("LOG_LEVEL", "loud"), ("CACHE_TTL", "nan")],
+)
+def test_bad_setting_returns_2_and_names_it(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    name: str, value: str,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(name, value)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vfe: bad setting: ")
+    assert name in err
+    assert list(clean_env.iterdir()) == []  # nothing was created
+
+
+def test_uncreatable_folder_returns_2(
+    clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("FRAMES_BASE_PATH", str(blocker / "frames"))
+    assert main(["serve"]) == 2
+    assert "cannot create folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "required"),
+        (["bogus"], "invalid choice"),
+        (["serve", "--port", "abc"], "--port"),
+        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--port", "0"], "--port"),
+        (["serve", "--port", "-1"], "--port"),
+        (["serve", "--nope"], "unrecognized arguments"),
+    ],
+)
+def test_argument_errors_exit_2(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    assert "--port" in capsys.readouterr().out
+
+
+def run_module(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vfe", *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_python_m_vfe_bad_setting_exits_2(tmp_path: Path, videos: Path) -> None:
+    result = run_module(vfe_env(tmp_path, videos, REDIS_PORT="not-a-port"), "serve")
+    assert result.returncode == 2
+    assert "REDIS_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_python_m_vfe_without_command_exits_2(tmp_path: Path, videos: Path) -> None:
+    result = run_module(vfe_env(tmp_path, videos))
+    assert result.returncode == 2
+    assert "usage: vfe" in result.stderr
+
+
+def test_serve_runs_and_stops_cleanly_on_sigterm(tmp_path: Path, videos: Path) -> None:
+    """The command-line overrides win over HOST/PORT; SIGTERM stops it gracefully.
+
+    uvicorn re-raises the signal after its graceful shutdown, so the exit status is
+    "killed by SIGTERM"; the log shows the lifespan ran to its end.
+    """
+    port = free_port()
+    env = vfe_env(tmp_path, videos, HOST="256.0.0.1", PORT="1")  # both overridden below
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vfe", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, **env},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                res = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        assert res.status_code in (200, 503)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert '"vfe stopped"' in log.read_text()
+
+
+def test_start_up_failure_exits_3(tmp_path: Path, videos: Path) -> None:
+    """A database newer than this vfe stops start-up: uvicorn's code 3, and no hang."""
+    env = vfe_env(tmp_path, videos, PORT=str(free_port()))
+    database = Path(env["DATABASE_PATH"])
+    database.parent.mkdir(parents=True)
+    con = sqlite3.connect(database)
+    con.execute("PRAGMA user_version = 999")
+    con.close()
+    result = run_module(env, "serve")
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "newer than this vfe" in result.stdout + result.stderr

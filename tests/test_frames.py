@@ -1,0 +1,190 @@
+"""FrameStore: ids, names, the work folder, finalize (hash + rename), removal."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vfe.frames import FRAME_NAME, WORK_DIR, FrameStore, frame_name, is_job_id
+
+JOB = str(uuid.uuid4())
+
+
+@pytest.fixture
+def frames(tmp_path: Path) -> FrameStore:
+    base = tmp_path / "frames"
+    base.mkdir()
+    return FrameStore(base)
+
+
+def test_is_job_id_accepts_canonical_uuids_only() -> None:
+    value = uuid.uuid4()
+    assert is_job_id(str(value))
+    assert not is_job_id(str(value).upper())
+    assert not is_job_id(value.hex)  # no hyphens
+    assert not is_job_id("{" + str(value) + "}")
+    assert not is_job_id("urn:uuid:" + str(value))
+    assert not is_job_id("")
+    assert not is_job_id("..")
+    assert not is_job_id(f"../{value}")
+    assert not is_job_id(str(value) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("index", "timestamp", "ext", "expected"),
+    [
+        (12, 60.0, "jpg", "000012_60.000.jpg"),
+        (0, 0.0, "png", "000000_0.000.png"),
+        (1234567, 1.23456, "webp", "1234567_1.235.webp"),
+    ],
+)
+def test_frame_name(index: int, timestamp: float, ext: str, expected: str) -> None:
+    name = frame_name(index, timestamp, ext)
+    assert name == expected
+    assert FRAME_NAME.fullmatch(name)
+
+
+@pytest.mark.parametrize("bad", ["", "..", "not-a-uuid", JOB.upper(), f"{JOB}/..", f"../{JOB}"])
+def test_job_dir_rejects_non_uuid(frames: FrameStore, bad: str) -> None:
+    with pytest.raises(ValueError, match="not a job id"):
+        frames.job_dir(bad)
+    with pytest.raises(ValueError):
+        frames.work_dir(bad)
+    with pytest.raises(ValueError):
+        frames.path(bad, "000001_1.000.jpg")
+
+
+def test_layout(frames: FrameStore) -> None:
+    assert frames.job_dir(JOB) == frames.base / JOB
+    assert frames.work_dir(JOB) == frames.base / JOB / WORK_DIR
+    assert frames.path(JOB, "000001_1.500.jpg") == frames.base / JOB / "000001_1.500.jpg"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "../000001_1.000.jpg",
+        "000001_1.000.jpg/../../etc/passwd",
+        "/etc/passwd",
+        "00001_1.000.jpg",  # index under six digits
+        "000001_1.00.jpg",  # two decimals
+        "000001_1.000.gif",
+        "000001_1.000.JPG",
+        "000001_-1.000.jpg",
+        "000001_1.000.jpg\n",
+        " 000001_1.000.jpg",
+        ".work",
+    ],
+)
+def test_path_rejects_bad_names(frames: FrameStore, bad: str) -> None:
+    with pytest.raises(ValueError, match="not a frame name"):
+        frames.path(JOB, bad)
+
+
+async def test_prepare_creates_and_empties_the_work_folder(frames: FrameStore) -> None:
+    work = await frames.prepare(JOB)
+    assert work == frames.work_dir(JOB)
+    assert work.is_dir()
+    (work / "partial.tmp").write_bytes(b"half a frame")
+    (work / "nested").mkdir()
+    final = frames.path(JOB, "000000_0.000.jpg")
+    final.write_bytes(b"a finished frame")
+    again = await frames.prepare(JOB)
+    assert again == work and list(work.iterdir()) == []
+    assert final.read_bytes() == b"a finished frame"  # finished frames are kept
+
+
+@pytest.mark.parametrize("size", [0, 10, 3 * 1024 * 1024 + 7])  # last: several read chunks
+async def test_finalize_hashes_and_renames(frames: FrameStore, size: int) -> None:
+    work = await frames.prepare(JOB)
+    content = os.urandom(size)
+    done = work / "tmp-000003.jpg"
+    done.write_bytes(content)
+    name = frame_name(3, 1.5)
+    got_size, checksum = await frames.finalize(JOB, done, name)
+    assert got_size == size
+    assert checksum == hashlib.sha256(content).hexdigest()
+    target = frames.path(JOB, name)
+    assert target.read_bytes() == content
+    assert not done.exists()
+
+
+async def test_finalize_replaces_an_older_file(frames: FrameStore) -> None:
+    work = await frames.prepare(JOB)
+    name = frame_name(1, 1.0)
+    frames.path(JOB, name).write_bytes(b"old")
+    (work / "new").write_bytes(b"new")
+    assert (await frames.finalize(JOB, work / "new", name))[0] == 3
+    assert frames.path(JOB, name).read_bytes() == b"new"
+
+
+async def test_finalize_bad_name_leaves_the_file(frames: FrameStore) -> None:
+    work = await frames.prepare(JOB)
+    done = work / "tmp"
+    done.write_bytes(b"data")
+    with pytest.raises(ValueError):
+        await frames.finalize(JOB, done, "../escape.jpg")
+    assert done.read_bytes() == b"data"
+
+
+async def test_finalize_missing_file_raises(frames: FrameStore) -> None:
+    work = await frames.prepare(JOB)
+    with pytest.raises(FileNotFoundError):
+        await frames.finalize(JOB, work / "never-written", frame_name(0, 0.0))
+    assert not frames.path(JOB, frame_name(0, 0.0)).exists()
+
+
+async def test_discard_work_keeps_frames(frames: FrameStore) -> None:
+    work = await frames.prepare(JOB)
+    (work / "partial").write_bytes(b"x")
+    kept = frames.path(JOB, frame_name(0, 0.0))
+    kept.write_bytes(b"frame")
+    await frames.discard_work(JOB)
+    assert not work.exists()
+    assert kept.exists()
+    await frames.discard_work(JOB)  # nothing left: no error
+
+
+async def test_remove_named_frames(frames: FrameStore) -> None:
+    await frames.prepare(JOB)
+    names = [frame_name(i, float(i)) for i in range(4)]
+    for name in names:
+        frames.path(JOB, name).write_bytes(b"f")
+    await frames.remove(JOB, [names[0], names[2], frame_name(99, 99.0)])  # missing: ignored
+    left = sorted(p.name for p in frames.job_dir(JOB).iterdir() if p.name != WORK_DIR)
+    assert left == [names[1], names[3]]
+
+
+async def test_remove_with_a_bad_name_removes_nothing(frames: FrameStore) -> None:
+    await frames.prepare(JOB)
+    good = frame_name(0, 0.0)
+    frames.path(JOB, good).write_bytes(b"f")
+    outside = frames.base / "outside.jpg"
+    outside.write_bytes(b"o")
+    with pytest.raises(ValueError):
+        await frames.remove(JOB, [good, "../outside.jpg"])
+    assert frames.path(JOB, good).exists()
+    assert outside.exists()
+
+
+async def test_remove_whole_folder(frames: FrameStore) -> None:
+    other = str(uuid.uuid4())
+    await frames.prepare(JOB)
+    await frames.prepare(other)
+    frames.path(JOB, frame_name(0, 0.0)).write_bytes(b"f")
+    frames.path(other, frame_name(0, 0.0)).write_bytes(b"g")
+    await frames.remove(JOB)
+    assert not frames.job_dir(JOB).exists()
+    assert frames.path(other, frame_name(0, 0.0)).exists()
+    await frames.remove(JOB)  # already gone: no error
+    assert frames.base.is_dir()
+
+
+async def test_free_bytes(frames: FrameStore) -> None:
+    free = await frames.free_bytes()
+    assert isinstance(free, int) and free > 0
