@@ -89,6 +89,11 @@ class Media:
         """20 s, 25 fps, small: long enough to cancel or kill mid-run."""
         return self.clip("long.mp4", duration=20, size="640x360")
 
+    def slow(self) -> Path:
+        """30 s of 1280x720: at interval 0.04 a job runs for seconds even on an idle
+        machine, long enough to cancel, time out, kill or signal it mid-run."""
+        return self.clip("slow-720p.mp4", duration=30, size="1280x720")
+
     def truncated(self) -> Path:
         path = self.folder / "truncated.mp4"
         if not path.exists():

@@ -110,7 +110,7 @@ async def test_job_timeout_fails_the_job_and_stops_ffmpeg(
     make_client: Any, make_settings: Any, media: Media, videos: Path
 ):
     settings = make_settings(JOB_TIMEOUT_SECONDS="1")
-    name = place(media.long(), videos)
+    name = place(media.slow(), videos)
     async with make_client(settings) as client:
         job_id = await client.submit(name, 0.04)
         done = await client.wait(job_id)
@@ -153,7 +153,7 @@ async def test_cancel_a_queued_job(
     make_client: Any, make_settings: Any, media: Media, videos: Path
 ):
     settings = make_settings(MAX_CONCURRENT_JOBS="1")
-    long_name = place(media.long(), videos)
+    long_name = place(media.slow(), videos)
     async with make_client(settings) as client:
         running = await client.submit(long_name, 0.04)
         queued = await client.submit(long_name, 1)
@@ -173,7 +173,7 @@ async def test_cancel_a_queued_job(
 async def test_cancel_a_running_job_publishes_cancelled(
     client: AppClient, media: Media, videos: Path, settings: Settings
 ):
-    job_id = await client.submit(place(media.long(), videos), 0.04)
+    job_id = await client.submit(place(media.slow(), videos), 0.04)
     sub = client.services.bus.subscribe(job_id)
     deadline = time.monotonic() + 30
     while (await client.http.get(f"/job-status/{job_id}")).json()["processed_frames"] == 0:
@@ -199,7 +199,7 @@ async def test_cancel_a_running_job_publishes_cancelled(
 async def test_shutdown_puts_a_running_job_back_to_pending(
     make_client: Any, settings: Settings, media: Media, videos: Path
 ):
-    name = place(media.long(), videos)
+    name = place(media.slow(), videos)
     client = make_client(settings)
     async with client:
         job_id = await client.submit(name, 0.04)
@@ -221,7 +221,7 @@ async def test_full_queue_is_503_with_retry_after(
     make_client: Any, make_settings: Any, media: Media, videos: Path
 ):
     settings = make_settings(MAX_CONCURRENT_JOBS="1", MAX_QUEUE_SIZE="1")
-    name = place(media.long(), videos)
+    name = place(media.slow(), videos)
     async with make_client(settings) as client:
         first = await client.submit(name, 0.04)
         deadline = time.monotonic() + 30

@@ -242,8 +242,11 @@ def access_records() -> Any:
     access.setLevel(old_level)
 
 
-async def test_app_crash_is_logged_as_500_with_its_id(access_records: Collect) -> None:
+async def test_app_crash_is_a_json_500_logged_with_its_id(access_records: Collect) -> None:
     seen: list[str | None] = []
+    sent: list[dict[str, Any]] = []
+    errors = Collect()
+    logging.getLogger("vfe.app").addHandler(errors)
 
     async def crashing_app(scope: Any, receive: Any, send: Any) -> None:
         seen.append(request_id.get())
@@ -253,16 +256,40 @@ async def test_app_crash_is_logged_as_500_with_its_id(access_records: Collect) -
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: Any) -> None:
-        raise AssertionError("nothing is sent by a crashing app")
+        sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/boom", "headers": []}
-    with pytest.raises(RuntimeError, match="handler blew up"):
+    try:
         await RequestIdMiddleware(crashing_app)(scope, receive, send)
+    finally:
+        logging.getLogger("vfe.app").removeHandler(errors)
     assert len(seen) == 1 and GENERATED.match(seen[0] or "")
+    start, body = sent
+    assert start["status"] == 500
+    assert (b"x-request-id", (seen[0] or "").encode()) in start["headers"]
+    assert json.loads(body["body"]) == {"detail": "internal error"}
     assert [r.getMessage() for r in access_records.records] == ["POST /boom 500"]
-    assert access_records.entries[0]["status"] == 500
     assert access_records.entries[0]["request_id"] == seen[0]
+    [error] = errors.entries
+    assert error["request_id"] == seen[0] and "handler blew up" in error["exc"]
     assert request_id.get() is None
+
+
+async def test_crash_after_the_response_started_is_raised(access_records: Collect) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def half_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("mid-stream")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/s", "headers": []}
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        await RequestIdMiddleware(half_app)(scope, None, send)  # type: ignore[arg-type]
+    assert len(sent) == 1
+    assert access_records.entries[0]["status"] == 200
 
 
 async def test_non_http_scopes_pass_through(access_records: Collect) -> None:

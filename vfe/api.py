@@ -185,7 +185,7 @@ async def frame_image(request: Request) -> Response:
     svc = services(request)
     job_id = job_id_param(request)
     name = str(request.path_params["name"])
-    if not FRAME_NAME.match(name):
+    if not FRAME_NAME.fullmatch(name):
         raise NotFound("frame not found")
     frame = await svc.store.get_frame(job_id, name)
     if frame is None:

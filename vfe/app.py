@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -48,11 +48,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-async def internal_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error", exc_info=exc)
-    return JSONResponse({"detail": "internal error"}, status_code=500)
-
-
 async def dashboard(request: Request) -> Response:
     return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -64,36 +59,35 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.ensure_dirs()
         vfe_logging.configure(settings)
-        store = SqliteStore(settings.database_path)
-        await store.open()
-        cache = FallbackCache(
-            RedisCache(settings.redis_host, settings.redis_port, settings.redis_db),
-            MemoryCache(settings.max_cache_bytes),
-            retry_seconds=settings.redis_retry_seconds,
-        )
-        await cache.connect()
-        bus = EventBus()
-        frames = FrameStore(settings.frames_base_path)
-        jobs = JobManager(settings, store, cache, bus, frames)
-        version = await ffmpeg.version()
-        if version is None:
-            log.warning("FFmpeg was not found; jobs will fail until it is installed")
-        await jobs.start()
-        app.state.services = Services(settings, store, cache, bus, frames, jobs, version)
-        log.info(
-            "vfe started",
-            extra={"cache": cache.name, "ffmpeg": version, "database": "sqlite"},
-        )
-        try:
+        # Each resource is closed in reverse order, also when a later one fails to open.
+        async with AsyncExitStack() as resources:
+            resources.callback(vfe_logging.shutdown)
+            resources.callback(log.info, "vfe stopped")
+            store = SqliteStore(settings.database_path)
+            await store.open()
+            resources.push_async_callback(store.close)
+            cache = FallbackCache(
+                RedisCache(settings.redis_host, settings.redis_port, settings.redis_db),
+                MemoryCache(settings.max_cache_bytes),
+                retry_seconds=settings.redis_retry_seconds,
+            )
+            resources.push_async_callback(cache.close)
+            await cache.connect()
+            bus = EventBus()
+            frames = FrameStore(settings.frames_base_path)
+            jobs = JobManager(settings, store, cache, bus, frames)
+            resources.push_async_callback(jobs.stop)
+            resources.callback(bus.close)  # streams end first, then the workers stop
+            version = await ffmpeg.version()
+            if version is None:
+                log.warning("FFmpeg was not found; jobs will fail until it is installed")
+            await jobs.start()
+            app.state.services = Services(settings, store, cache, bus, frames, jobs, version)
+            log.info(
+                "vfe started",
+                extra={"cache": cache.name, "ffmpeg": version, "database": "sqlite"},
+            )
             yield
-        finally:
-            jobs.accepting = False
-            bus.close()
-            await jobs.stop()
-            await cache.close()
-            await store.close()
-            log.info("vfe stopped")
-            vfe_logging.shutdown()
 
     routes = [
         Route("/", dashboard, methods=["GET"]),
@@ -114,7 +108,6 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             VfeError: vfe_error,
             HTTPException: http_error,
-            Exception: internal_error,
         },
         lifespan=lifespan,
     )

@@ -225,6 +225,8 @@ class JobManager:
                 job_id, JobStatus.FAILED, f"the job took longer than {limit:g} s", "failed"
             )
         except VfeError as exc:
+            if not isinstance(exc, ExtractionError):  # ours, not the video's: keep the cause
+                log.error("job failed", exc_info=exc, extra={"job_id": job_id})
             await self._settle(job_id, JobStatus.FAILED, str(exc.detail), "failed")
         except Exception:
             log.exception("job crashed", extra={"job_id": job_id})

@@ -3,7 +3,8 @@
 Records go through a ``QueueHandler``; a listener thread does the actual writing, so a
 slow disk never stalls the event loop. ``RequestIdMiddleware`` (pure ASGI, so streamed
 responses pass straight through) takes ``X-Request-ID`` or makes one, echoes it, and logs
-each request once it ends.
+each request once it ends. An exception no handler took becomes a JSON 500 here, inside
+the middleware, so it keeps the request's id.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def shutdown() -> None:
 
 
 access = logging.getLogger("vfe.http")
+errors = logging.getLogger("vfe.app")
+_INTERNAL_ERROR = b'{"detail":"internal error"}'
+_JSON_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_INTERNAL_ERROR)).encode()),
+]
 
 
 class RequestIdMiddleware:
@@ -126,11 +133,13 @@ class RequestIdMiddleware:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        status_sent = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_sent = True
                 headers = list(message.get("headers") or [])
                 headers.append((b"x-request-id", rid.encode("latin-1")))
                 message = {**message, "headers": headers}
@@ -138,6 +147,17 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Here, not in Starlette's outermost error middleware, so the 500 and its log
+            # line carry this request's id.
+            errors.exception("unhandled error")
+            if status_sent:
+                raise  # the response already started: the server closes the connection
+            status = 500
+            await send_with_id(
+                {"type": "http.response.start", "status": 500, "headers": _JSON_HEADERS}
+            )
+            await send_with_id({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
             access.info(
                 "%s %s %s",

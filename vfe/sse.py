@@ -4,15 +4,18 @@ A stream subscribes before it reads the job, so nothing between the snapshot and
 first live event is lost. It sends ``snapshot`` first, then ``status``, ``progress`` and
 ``frame`` events as they happen, and ends after the final ``done``, ``failed`` or
 ``cancelled`` event. sse-starlette sends heartbeat comments on idle streams, notices
-clients that leave, and ends streams when uvicorn shuts down.
+clients that leave, and tells streams when uvicorn shuts down: a stream then ends the way
+a finished job's does (a complete response), instead of being cancelled mid-response.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +26,7 @@ from .events import TERMINAL_EVENTS
 from .models import JobStatus, job_view
 from .services import services
 
+SHUTDOWN_GRACE = 2.0  # seconds a stream gets to end itself before it is cancelled
 _FINAL_EVENT = {
     JobStatus.COMPLETED: "done",
     JobStatus.FAILED: "failed",
@@ -44,7 +48,12 @@ async def job_events(request: Request) -> Response:
         subscription.close()
         raise NotFound("job not found")
 
+    shutdown = anyio.Event()
+
     async def stream() -> AsyncIterator[ServerSentEvent]:
+        # On shutdown, close the subscription: the loop below drains it and returns.
+        watcher = asyncio.ensure_future(shutdown.wait())
+        watcher.add_done_callback(lambda _: subscription.close())
         try:
             view = job_view(job)
             yield _sse("snapshot", view)
@@ -56,11 +65,14 @@ async def job_events(request: Request) -> Response:
                 if event.type in TERMINAL_EVENTS:
                     return
         finally:
+            watcher.cancel()
             subscription.close()
 
     return EventSourceResponse(
         stream(),
         ping=svc.settings.sse_heartbeat_seconds,
         send_timeout=30,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

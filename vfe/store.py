@@ -181,13 +181,28 @@ class SqliteStore:
         except ValueError as exc:  # aiosqlite raises this on a closed connection
             raise StoreError(f"database unavailable while {what}") from exc
 
+    async def _write(self, sql: str, params: Any = (), *, many: bool = False) -> int:
+        """Run one statement and close its cursor at once; return the rows it changed.
+
+        A cursor left for the garbage collector is finalized on the event-loop thread while
+        aiosqlite's thread may reuse the same cached statement: under load that fails with
+        ``InterfaceError: bad parameter or other API misuse``.
+        """
+        if many:
+            cur = await self.db.executemany(sql, params)
+        else:
+            cur = await self.db.execute(sql, params)
+        try:
+            return cur.rowcount
+        finally:
+            await cur.close()
+
     async def open(self) -> None:
         async with self._guard("opening the database"):
             self._db = await aiosqlite.connect(self.path, timeout=30)
             try:
-                await self.db.execute("PRAGMA journal_mode=WAL")
-                await self.db.execute("PRAGMA synchronous=NORMAL")
-                await self.db.execute("PRAGMA foreign_keys=ON")
+                for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+                    await self._write(f"PRAGMA {pragma}")
                 await self._migrate()
             except BaseException:
                 await self.close()  # else its worker thread outlives a failed start-up
@@ -203,7 +218,10 @@ class SqliteStore:
                 f"(knows {len(MIGRATIONS)}); upgrade vfe or use another DATABASE_PATH"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+            cur = await self.db.executescript(
+                f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;"
+            )
+            await cur.close()
 
     async def close(self) -> None:
         if self._db is not None:
@@ -221,7 +239,7 @@ class SqliteStore:
     async def create_job(self, job: Job) -> None:
         values = [_db_value(getattr(job, c)) for c in _JOB_FIELDS]
         async with self._guard("creating a job"):
-            await self.db.execute(
+            await self._write(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
@@ -255,9 +273,7 @@ class SqliteStore:
             where += f" AND status NOT IN ({', '.join('?' * len(_FINISHED))})"
             params.extend(_FINISHED)
         async with self._guard("updating a job"):
-            cur = await self.db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params)
-            changed = cur.rowcount
-            await cur.close()
+            changed = await self._write(f"UPDATE jobs SET {assignments} WHERE {where}", params)
             await self.db.commit()
         if not changed:
             return None
@@ -280,9 +296,7 @@ class SqliteStore:
 
     async def delete_job(self, job_id: str) -> bool:
         async with self._guard("deleting a job"):
-            cur = await self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            deleted = cur.rowcount > 0
-            await cur.close()
+            deleted = await self._write("DELETE FROM jobs WHERE id = ?", (job_id,)) > 0
             await self.db.commit()
         return deleted
 
@@ -296,9 +310,10 @@ class SqliteStore:
             for f in frames
         )  # fmt: skip
         async with self._guard("saving frames"):
-            await self.db.executemany(
+            await self._write(
                 f"INSERT OR REPLACE INTO frames ({_FRAME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 rows,
+                many=True,
             )
             await self.db.commit()
 
@@ -334,8 +349,10 @@ class SqliteStore:
         if not indexes:
             return
         async with self._guard("deleting frames"):
-            await self.db.executemany(
-                "DELETE FROM frames WHERE job_id = ? AND idx = ?", [(job_id, i) for i in indexes]
+            await self._write(
+                "DELETE FROM frames WHERE job_id = ? AND idx = ?",
+                [(job_id, i) for i in indexes],
+                many=True,
             )
             await self.db.commit()
 

@@ -1,0 +1,610 @@
+"""End-to-end behaviour of a real vfe server: SSE, cancel, crash and SIGTERM recovery,
+Redis going away and coming back, the concurrency bound, and /health under load.
+
+Each test starts ``python -m vfe serve`` in a subprocess (the ``live_server`` fixture)
+with real FFmpeg and a real redis-server, and talks to it over TCP with httpx. SSE
+streams are read line by line in a background thread, so a test can act (cancel, kill,
+signal) while a stream is open and then check how the stream ended.
+
+Servers run on the in-memory cache (the bare-machine default) unless a test asks for
+Redis: the restart tests use a real redis-server too, since a cache that outlives the
+server is where a stale "processing" answer would come from after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import redis
+
+from tests.conftest import LiveServer, Media, RedisServer, place
+
+pytestmark = pytest.mark.live
+
+FINISHED = ("completed", "failed", "cancelled")
+HTTP_TIMEOUT = httpx.Timeout(10.0)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+class Api:
+    """A small sync client for one server."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=HTTP_TIMEOUT, **kwargs)
+
+    def submit(self, video_source: str, interval: float) -> str:
+        res = httpx.post(
+            self.url + "/video-job",
+            json={"video_source": video_source, "interval": interval},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert res.status_code == 200, res.text
+        body = res.json()
+        assert body["status"] == "pending", body
+        job_id: str = body["job_id"]
+        return job_id
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        res = self.get(f"/job-status/{job_id}")
+        assert res.status_code == 200, res.text
+        body: dict[str, Any] = res.json()
+        return body
+
+    def frames(self, job_id: str) -> dict[str, Any]:
+        res = self.get(f"/frames/{job_id}", params={"limit": 10000})
+        assert res.status_code == 200, res.text
+        body: dict[str, Any] = res.json()
+        return body
+
+    def health(self) -> dict[str, Any]:
+        res = self.get("/health")
+        assert res.status_code == 200, res.text
+        body: dict[str, Any] = res.json()
+        return body
+
+    def wait_running(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the job is processing and has listed at least one frame."""
+
+        def running() -> dict[str, Any] | None:
+            body = self.status(job_id)
+            assert body["status"] not in FINISHED, f"job ended too soon: {body}"
+            ok = body["status"] == "processing" and body["processed_frames"] > 0
+            return body if ok else None
+
+        result: dict[str, Any] = wait_until(running, timeout, "the job to be mid-run")
+        return result
+
+    def wait_finished(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        def finished() -> dict[str, Any] | None:
+            body = self.status(job_id)
+            return body if body["status"] in FINISHED else None
+
+        result: dict[str, Any] = wait_until(finished, timeout, f"job {job_id} to finish", 0.1)
+        return result
+
+
+class SseReader:
+    """Reads ``GET /job-status/{id}/events`` in a thread; ``events`` grows as they come.
+
+    ``ended`` is set when the stream ends, for whatever reason: ``error`` then holds the
+    exception if it did not end cleanly (the server closing the response is clean).
+    """
+
+    def __init__(self, url: str, read_timeout: float = 10.0) -> None:
+        self.url = url
+        self.read_timeout = read_timeout
+        self.status_code: int | None = None
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.error: BaseException | None = None
+        self.ended = threading.Event()
+        self.ended_at: float | None = None
+        self.connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self.connected.wait(10), "the SSE request got no answer"
+
+    def _run(self) -> None:
+        timeout = httpx.Timeout(10.0, read=self.read_timeout)
+        try:
+            with httpx.stream("GET", self.url, timeout=timeout) as res:
+                self.status_code = res.status_code
+                self.connected.set()
+                if res.status_code != 200:
+                    res.read()
+                    return
+                name, data = "message", []
+                for line in res.iter_lines():
+                    if line == "":
+                        if data:
+                            self.events.append((name, json.loads("\n".join(data))))
+                        name, data = "message", []
+                    elif line.startswith(":"):
+                        continue  # heartbeat comment
+                    else:
+                        field, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if field == "event":
+                            name = value
+                        elif field == "data":
+                            data.append(value)
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+            self.connected.set()
+            self.ended.set()
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [data for n, data in self.events if n == name]
+
+    def wait_for(self, name: str, timeout: float) -> dict[str, Any]:
+        wait_until(lambda: self.of(name) or self.ended.is_set(), timeout, f"SSE {name!r}")
+        assert self.of(name), f"stream ended without {name!r}: {self.names} ({self.error!r})"
+        return self.of(name)[-1]
+
+    def wait_ended(self, timeout: float) -> None:
+        assert self.ended.wait(timeout), f"SSE stream still open after {timeout:g} s"
+
+
+def job_processes(job_id: str) -> list[psutil.Process]:
+    """Every process on the machine whose command line mentions the job."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if job_id in cmdline:
+            found.append(proc)
+    return found
+
+
+def ffmpeg_children(server: LiveServer) -> list[psutil.Process]:
+    assert server.proc is not None
+    try:
+        children = psutil.Process(server.proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    alive = []
+    for child in children:
+        try:
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                if child.name().startswith("ff"):
+                    alive.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def frames_dir(server: LiveServer, job_id: str) -> Path:
+    return Path(server.env["FRAMES_BASE_PATH"]) / job_id
+
+
+def db_status(server: LiveServer, job_id: str) -> str | None:
+    """The job's status as stored, read straight from SQLite (server stopped)."""
+    db = server.env["DATABASE_PATH"]
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def check_frames_complete(api: Api, job_id: str) -> dict[str, Any]:
+    """A finished job's frames: counted, unique, in order, and exactly the files on disk."""
+    job = api.status(job_id)
+    assert job["status"] == "completed", job
+    listing = api.frames(job_id)
+    frames = listing["frames"]
+    total = job["total_frames"]
+    assert total > 0
+    assert listing["total_count"] == total == job["processed_frames"] == len(frames)
+    indexes = [f["index"] for f in frames]
+    names = [f["filename"] for f in frames]
+    stamps = [f["timestamp"] for f in frames]
+    assert len(set(indexes)) == len(indexes), "duplicate frame index"
+    assert len(set(names)) == len(names), "duplicate frame filename"
+    assert len(set(stamps)) == len(stamps), "duplicate frame timestamp"
+    assert indexes == list(range(total)), "frames missing or out of order"
+    assert stamps == sorted(stamps)
+    folder = frames_dir(api.server, job_id)
+    on_disk = sorted(os.listdir(folder))
+    assert on_disk == sorted(names), "files on disk differ from the frames listed"
+    return job
+
+
+def max_overlap(jobs: list[dict[str, Any]]) -> int:
+    """The largest number of jobs whose [started_at, finished_at] spans overlap."""
+    points: list[tuple[float, int]] = []
+    for job in jobs:
+        start = datetime.fromisoformat(job["started_at"].replace("Z", "+00:00")).timestamp()
+        end = datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00")).timestamp()
+        points += [(start, 1), (end, -1)]
+    running = peak = 0
+    for _, step in sorted(points):  # at equal times an end (-1) sorts before a start
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+class HealthSampler:
+    """Polls /health in a thread while a test runs; keeps every answer and its latency."""
+
+    def __init__(self, url: str, every: float = 0.05) -> None:
+        self.url = url
+        self.every = every
+        self.samples: list[tuple[float, int, dict[str, Any]]] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    res = client.get(self.url + "/health")
+                    self.samples.append((time.monotonic() - started, res.status_code, res.json()))
+                except Exception as exc:
+                    self.errors.append(exc)
+                self._stop.wait(self.every)
+
+    def __enter__(self) -> HealthSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    @property
+    def running(self) -> list[int]:
+        return [body["jobs"]["running"] for _, _, body in self.samples]
+
+
+@pytest.fixture
+def serve(
+    live_server: Callable[..., LiveServer], request: pytest.FixtureRequest
+) -> Callable[..., Api]:
+    """``serve(redis=False, **env)`` starts a server and returns its Api.
+
+    With ``redis=True`` the server uses the test's redis-server, started on demand.
+    """
+
+    def start(redis: bool = False, **env: Any) -> Api:
+        if redis:
+            server: RedisServer = request.getfixturevalue("redis_server")
+            env["REDIS_PORT"] = server.port
+        return Api(live_server(**env))
+
+    return start
+
+
+# --- 1. SSE --------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_sse_streams_progress_frames_and_done_then_closes(
+    serve: Callable[..., Api], media: Media, videos: Path
+) -> None:
+    api = serve()
+    name = place(media.long(), videos)
+    job_id = api.submit(name, 0.04)
+    stream = SseReader(f"{api.url}/job-status/{job_id}/events")
+    assert stream.status_code == 200
+
+    stream.wait_for("done", 60)
+    stream.wait_ended(5)  # the server closes the stream after the final event
+    assert stream.error is None, f"stream did not end cleanly: {stream.error!r}"
+
+    names = stream.names
+    assert names[0] == "snapshot"
+    assert names[-1] == "done"
+    assert names.count("done") == 1
+    assert "progress" in names
+    snapshot = stream.of("snapshot")[0]
+    assert snapshot["job_id"] == job_id
+
+    done = stream.of("done")[0]
+    total = done["total_frames"]
+    assert done["status"] == "completed"
+    assert total == done["processed_frames"] == 500
+
+    progress = stream.of("progress")
+    assert all(p["total_frames"] == total for p in progress)
+    counts = [p["processed_frames"] for p in progress]
+    assert counts == sorted(counts), "processed_frames went down"
+
+    frames = stream.of("frame")
+    seen = [f["index"] for f in frames]
+    assert len(seen) == len(set(seen)), "a frame was announced twice"
+    # Subscribed before the snapshot was read: every frame after it arrives as an event.
+    missing = set(range(snapshot["processed_frames"], total)) - set(seen)
+    assert not missing, f"frame events missing: {sorted(missing)[:10]}"
+    assert len(frames) >= total // 2, "the stream attached too late to test frame events"
+    listed = {f["filename"]: f for f in api.frames(job_id)["frames"]}
+    for frame in frames:
+        assert frame["job_id"] == job_id
+        assert listed[frame["filename"]]["url"] == frame["url"]
+        assert frame["url"] == f"/frames/{job_id}/{frame['filename']}"
+
+    # A finished job: snapshot and its final event, then the stream closes by itself.
+    again = SseReader(f"{api.url}/job-status/{job_id}/events")
+    again.wait_ended(5)
+    assert again.error is None, repr(again.error)
+    assert again.status_code == 200
+    assert again.names == ["snapshot", "done"]
+    assert again.of("snapshot")[0]["status"] == "completed"
+
+    # Unknown and malformed ids.
+    for bad in ("2f1e4a8e-0d4b-4bd8-9a3e-5f3a1c1c0b7e", "not-a-job"):
+        res = api.get(f"/job-status/{bad}/events")
+        assert res.status_code == 404, res.text
+        assert res.json() == {"detail": "job not found"}
+
+
+# --- 2. cancel -----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_cancel_running_job_stops_ffmpeg_and_removes_everything(
+    serve: Callable[..., Api], media: Media, videos: Path
+) -> None:
+    api = serve()
+    name = place(media.slow(), videos)
+    job_id = api.submit(name, 0.04)
+    stream = SseReader(f"{api.url}/job-status/{job_id}/events")
+    api.wait_running(job_id)
+    folder = frames_dir(api.server, job_id)
+    assert folder.is_dir()
+    running = ffmpeg_children(api.server)
+    assert any(job_id in " ".join(p.cmdline()) for p in running), "no FFmpeg ran for the job"
+
+    started = time.monotonic()
+    res = httpx.delete(f"{api.url}/job/{job_id}", timeout=HTTP_TIMEOUT)
+    took = time.monotonic() - started
+    assert res.status_code == 200, res.text
+    assert res.json()["status"] == "cancelled"
+    assert took < 3.0, f"cancel took {took:.2f} s"
+
+    # Checked at once: DELETE returns only after FFmpeg is reaped and the files are gone.
+    assert job_processes(job_id) == []
+    assert ffmpeg_children(api.server) == []
+    assert not folder.exists()
+    assert api.get(f"/job-status/{job_id}").status_code == 404
+    assert api.get(f"/frames/{job_id}").status_code == 404
+
+    stream.wait_ended(3)
+    assert stream.error is None, repr(stream.error)
+    assert stream.names[-1] == "cancelled"
+    assert "done" not in stream.names
+
+    # Nothing comes back later (no late writer recreating the folder or the job).
+    time.sleep(1.0)
+    assert not folder.exists()
+    assert job_processes(job_id) == []
+    assert api.get(f"/job-status/{job_id}").status_code == 404
+    assert api.health()["jobs"]["running"] == 0
+
+
+# --- 3. crash recovery ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_crash_mid_job_then_restart_completes_without_duplicates(
+    serve: Callable[..., Api], media: Media, videos: Path
+) -> None:
+    api = serve(redis=True)
+    name = place(media.slow(), videos)
+    job_id = api.submit(name, 0.04)
+    api.wait_running(job_id)
+    listed_before = wait_until(lambda: api.frames(job_id)["total_count"], 30, "frames to be listed")
+    assert listed_before > 0
+
+    api.server.kill()  # SIGKILL: no shutdown code runs
+    assert db_status(api.server, job_id) == "processing"
+    # The orphaned FFmpeg dies on its next write to a closed pipe.
+    wait_until(lambda: not job_processes(job_id), 5, "the orphaned FFmpeg to exit")
+
+    api.server.start()
+    job = api.wait_finished(job_id, 60)
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 2, job
+    assert job["error_message"] is None
+    assert check_frames_complete(api, job_id)["total_frames"] == 750
+    assert not (frames_dir(api.server, job_id) / ".work").exists()
+
+
+# --- 4. Redis goes away and comes back -----------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_redis_outage_keeps_serving_and_reconnects(
+    live_server: Callable[..., LiveServer],
+    redis_server: RedisServer,
+    media: Media,
+    videos: Path,
+) -> None:
+    api = Api(live_server(REDIS_PORT=redis_server.port))  # REDIS_RETRY_SECONDS is 0.5
+    health = api.health()
+    assert health["cache"]["backend"] == "redis"
+    assert health["cache"]["redis"] == "connected"
+
+    name = place(media.slow(), videos)
+    job_id = api.submit(name, 0.04)
+    api.wait_running(job_id)
+    cached_in_redis(api, redis_server, job_id)
+
+    redis_server.stop()
+    latencies: dict[str, float] = {}
+    requests = 0
+    job: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for path in (
+            f"/job-status/{job_id}",
+            f"/frames/{job_id}",
+            "/dashboard/recent-frames",
+            f"/dashboard/recent-frames?job_id={job_id}",
+        ):
+            started = time.monotonic()
+            res = api.get(path)
+            took = time.monotonic() - started
+            latencies[path] = max(latencies.get(path, 0.0), took)
+            requests += 1
+            assert res.status_code == 200, f"{path}: {res.status_code} {res.text}"
+            if path.startswith("/job-status"):
+                job = res.json()
+        if job.get("status") in FINISHED:
+            break
+        time.sleep(0.1)
+    assert job.get("status") == "completed", job
+    assert requests >= 8, "the job ended before the outage was exercised"
+    check_frames_complete(api, job_id)
+    recent = api.get("/dashboard/recent-frames", params={"job_id": job_id, "limit": 1000})
+    assert recent.status_code == 200
+    assert recent.json()["total_count"] > 0
+
+    health = api.health()
+    assert health["status"] == "ok"
+    assert health["cache"]["backend"] == "memory"
+
+    redis_server.start()
+    wait_until(lambda: api.health()["cache"]["backend"] == "redis", 5, "cache back on Redis")
+    assert api.status(job_id)["status"] == "completed"  # nothing stale served from Redis
+    cached_in_redis(api, redis_server, job_id)
+
+    # Without Redis a request may wait for one failed connect (1 s), never much longer.
+    slow = {path: round(took, 2) for path, took in latencies.items() if took > 2.0}
+    assert not slow, f"requests were slow while Redis was down ({requests} made): {slow}"
+
+
+def cached_in_redis(api: Api, redis_server: RedisServer, job_id: str) -> None:
+    """A status answer lands in Redis (running jobs invalidate it often, hence the retry)."""
+    raw = redis.Redis(port=redis_server.port)
+    try:
+
+        def cached() -> bool:
+            api.status(job_id)
+            return bool(raw.exists(f"vfe:job:{job_id}"))
+
+        wait_until(cached, 5, "the job status to be cached in Redis")
+    finally:
+        raw.close()
+
+
+# --- 5. concurrency bound ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_at_most_max_concurrent_jobs_run_together(
+    serve: Callable[..., Api], media: Media, videos: Path
+) -> None:
+    limit = 2
+    api = serve(MAX_CONCURRENT_JOBS=limit)
+    name = place(media.long(), videos)
+    with HealthSampler(api.url) as sampler:
+        with ThreadPoolExecutor(8) as pool:
+            job_ids = list(pool.map(lambda _: api.submit(name, 0.2), range(8)))
+        assert len(set(job_ids)) == 8
+        jobs = [api.wait_finished(job_id, 60) for job_id in job_ids]
+    assert [job["status"] for job in jobs] == ["completed"] * 8, jobs
+    assert all(job["processed_frames"] == job["total_frames"] == 100 for job in jobs)
+
+    assert max_overlap(jobs) == limit, "jobs ran beyond the bound, or never side by side"
+    assert sampler.samples, sampler.errors
+    assert max(sampler.running) <= limit
+    assert limit in sampler.running
+    assert all(body["jobs"]["max_concurrent"] == limit for _, _, body in sampler.samples)
+
+
+# --- 6. /health under load -----------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_health_answers_quickly_while_five_jobs_run(
+    serve: Callable[..., Api], media: Media, videos: Path
+) -> None:
+    api = serve(MAX_CONCURRENT_JOBS=5)
+    name = place(media.long(), videos)
+    with HealthSampler(api.url, every=0.02) as sampler:
+        job_ids = [api.submit(name, 0.04) for _ in range(5)]
+        jobs = [api.wait_finished(job_id, 60) for job_id in job_ids]
+    assert [job["status"] for job in jobs] == ["completed"] * 5
+    assert not sampler.errors, sampler.errors
+    assert len(sampler.samples) >= 10
+    assert all(code == 200 for _, code, _ in sampler.samples)
+    assert 5 in sampler.running, f"never saw five jobs running: {sorted(set(sampler.running))}"
+    busy = [took for took, _, body in sampler.samples if body["jobs"]["running"] > 0]
+    assert busy
+    assert max(busy) < 1.0, f"/health took {max(busy):.2f} s while jobs ran"
+
+
+# --- 7. SIGTERM with a running job and an open stream --------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_mid_job_ends_stream_and_job_resumes_after_restart(
+    serve: Callable[..., Api], media: Media, videos: Path
+) -> None:
+    api = serve(redis=True)
+    name = place(media.slow(), videos)
+    job_id = api.submit(name, 0.04)
+    stream = SseReader(f"{api.url}/job-status/{job_id}/events")
+    api.wait_running(job_id)
+    stream.wait_for("frame", 10)
+
+    started = time.monotonic()
+    code = api.server.stop(signal.SIGTERM, timeout=20)
+    took = time.monotonic() - started
+    assert took < 10.0, f"the server took {took:.1f} s to stop"
+    # uvicorn re-raises the signal it caught once it has shut down cleanly.
+    assert code in (0, -signal.SIGTERM), code
+    assert "vfe stopped" in api.server.log.read_text(), "the lifespan shutdown did not run"
+    stream.wait_ended(1)
+    assert stream.ended_at is not None and stream.ended_at - started < 10.0
+    # Ended by the server like a finished job's stream, not cut off mid-response.
+    assert stream.error is None, f"stream cut off: {stream.error!r}"
+    assert not {"done", "failed", "cancelled"} & set(stream.names), stream.names
+    assert db_status(api.server, job_id) == "pending"
+    assert job_processes(job_id) == []
+    assert not (frames_dir(api.server, job_id) / ".work").exists()
+
+    api.server.start()
+    job = api.wait_finished(job_id, 60)
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 2
+    assert check_frames_complete(api, job_id)["total_frames"] == 750
