@@ -4,6 +4,7 @@ timeouts, cancellation of queued jobs, shutdown, the queue bound, and concurrenc
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -267,3 +268,36 @@ async def test_submit_is_refused_while_shutting_down(client: AppClient, media: M
     assert "shutting down" in res.json()["detail"]
     health = await client.http.get("/health")
     assert health.status_code == 503
+
+
+async def test_a_status_read_racing_a_delete_cannot_keep_the_job_alive(
+    client: AppClient, media: Media, videos: Path
+):
+    from vfe.cache import job_key
+
+    job_id = await client.submit(place(media.standard(), videos), 1)
+    view = await client.wait(job_id)
+    assert (await client.http.delete(f"/job/{job_id}")).status_code == 200
+    # A reader that fetched the job just before the delete stores it just after:
+    await client.services.cache.set(job_key(job_id), json.dumps(view), 3600)
+    await asyncio.sleep(1.3)
+    assert (await client.http.get(f"/job-status/{job_id}")).status_code == 404
+
+
+async def test_unfinished_job_status_is_cached_briefly(
+    make_client: Any, make_settings: Any, media: Media, videos: Path
+):
+    from vfe.cache import job_key
+
+    settings = make_settings(MAX_CONCURRENT_JOBS="1")
+    async with make_client(settings) as client:
+        running = await client.submit(place(media.slow(), videos), 0.04)
+        body = (await client.http.get(f"/job-status/{running}")).json()
+        assert body["status"] in ("pending", "processing")
+        expires, _, _ = client.services.cache.memory._items[job_key(running)]
+        assert expires - time.monotonic() <= 2.0
+        await client.http.delete(f"/job/{running}")
+        done = await client.submit(place(media.standard(), videos), 1)
+        await client.wait(done)
+        expires, _, _ = client.services.cache.memory._items[job_key(done)]
+        assert expires - time.monotonic() > 3000

@@ -27,6 +27,7 @@ from .sources import receive_upload, resolve_local
 
 MAX_JSON_BYTES = 64 * 1024
 RECENT_TTL = 5.0  # seconds: recent-frames answers also age out as time passes
+UNFINISHED_TTL = 2.0  # seconds a running or queued job's cached status may live
 _MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
@@ -146,7 +147,14 @@ async def job_status(request: Request) -> Response:
     if job is None:
         raise NotFound("job not found")
     body = json.dumps(job_view(job, time.time()))
-    await svc.cache.set(key, body, svc.settings.cache_ttl)
+    # A read racing an update can store the view from just before it; for a running job
+    # that must not outlive the next second or two, a finished job's view does not change.
+    ttl = (
+        svc.settings.cache_ttl
+        if job.status.finished
+        else min(UNFINISHED_TTL, svc.settings.cache_ttl)
+    )
+    await svc.cache.set(key, body, ttl)
     return Response(body, media_type="application/json")
 
 

@@ -39,6 +39,7 @@ log = logging.getLogger("vfe.jobs")
 
 PROGRESS_EVERY = 1.0  # seconds between progress events of one job
 STOP_WAIT = 5.0  # seconds to wait for a cancelled job task to write its final status
+REINVALIDATE_AFTER = 1.0  # seconds after a delete to drop its cache entries once more
 _USER = "user"
 _SHUTDOWN = "shutdown"
 
@@ -175,6 +176,9 @@ class JobManager:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(Path(job.source_path).unlink, True)
         await self._invalidate(job_id, frames=True)
+        # A status read that raced this delete may cache the job again just after the
+        # invalidation above: drop it once more when such a read has surely finished.
+        self._spawn(self._invalidate_later(job_id))
         if was_active and task is None:
             self._publish("cancelled", replace(job, status=JobStatus.CANCELLED))
         return job
@@ -339,6 +343,10 @@ class JobManager:
         await self.cache.delete(job_key(job_id))
         if frames:
             await self.cache.delete_prefix(RECENT_PREFIX)
+
+    async def _invalidate_later(self, job_id: str) -> None:
+        await asyncio.sleep(REINVALIDATE_AFTER)
+        await self._invalidate(job_id, frames=True)
 
     def _publish(self, event: str, job: Job) -> None:
         self.bus.publish(Event(event, job.id, job_view(job, time.time())))
