@@ -117,8 +117,10 @@ async def test_memory_delete_and_delete_prefix() -> None:
 
 def test_keys() -> None:
     assert job_key("abc") == "vfe:job:abc"
-    assert recent_key(5, None) == "vfe:recent:5:"
-    assert recent_key(2.5, "j") == "vfe:recent:2.5:j"
+    assert recent_key("0", 5, 100, None) == "vfe:recent:0:5:100:"
+    assert recent_key("3", 2.5, 10, "j") == "vfe:recent:3:2.5:10:j"
+    # distinct values never share a key (a %g format once mixed 100000.1 and 100000.4)
+    assert recent_key("0", 100000.1, 1, None) != recent_key("0", 100000.4, 1, None)
     assert job_key("x").startswith(PREFIX) and RECENT_PREFIX.startswith(PREFIX)
 
 
@@ -255,7 +257,17 @@ async def op_delete_prefix(cache: FallbackCache) -> None:
     assert len(cache.memory) == 0
 
 
-@pytest.mark.parametrize("first_call", [op_get, op_set, op_delete, op_delete_prefix])
+async def op_incr(cache: FallbackCache) -> None:
+    assert await cache.incr("vfe:gen") == 1  # a fresh counter in memory
+
+
+async def op_check(cache: FallbackCache) -> None:
+    assert await cache.check() == "memory"
+
+
+@pytest.mark.parametrize(
+    "first_call", [op_get, op_set, op_delete, op_delete_prefix, op_incr, op_check]
+)
 async def test_redis_dies_mid_use_every_call_fails_over_without_raising(
     redis_server: RedisServer,
     make_fallback: Any,
@@ -381,3 +393,26 @@ async def test_close_with_redis_gone_does_not_raise(
     assert len(cache.memory) == 0
     monkeypatch.undo()
     await real_close()
+
+
+async def test_incr_counts_on_each_backend(
+    redis_server: RedisServer, raw: aioredis.Redis, make_fallback: Any
+) -> None:
+    memory = MemoryCache(10_000)
+    assert [await memory.incr("vfe:n") for _ in range(3)] == [1, 2, 3]
+    cache = await make_fallback(redis_server.port)
+    assert [await cache.incr("vfe:n") for _ in range(2)] == [1, 2]
+    assert await raw.get("vfe:n") == "2"
+    assert await raw.ttl("vfe:n") == -1  # a counter does not expire
+
+
+async def test_check_sees_redis_die_without_waiting_for_a_cache_call(
+    redis_server: RedisServer, make_fallback: Any
+) -> None:
+    cache = await make_fallback(redis_server.port, retry_seconds=0.1)
+    assert await cache.check() == "redis"
+    redis_server.stop()
+    assert await cache.check() == "memory"
+    redis_server.start()
+    await asyncio.sleep(0.15)
+    assert await cache.check() == "redis"

@@ -171,6 +171,25 @@ async def test_cancel_a_queued_job(
         assert all(task.done() for task in client.services.jobs.running.values())
 
 
+async def test_delete_right_after_submit_always_ends_the_stream(
+    client: AppClient, media: Media, videos: Path
+):
+    """A delete can land between a worker taking the job and its run starting."""
+    name = place(media.standard(), videos)
+    for _ in range(5):
+        sub = client.services.bus.subscribe(None)
+        job_id = await client.submit(name, 1)
+        assert (await client.http.delete(f"/job/{job_id}")).status_code == 200
+        finals = []
+        while (event := await asyncio.wait_for(sub.get(), 5)) is not None:
+            if event.job_id == job_id and event.type in ("done", "failed", "cancelled"):
+                finals.append(event.type)
+                break
+        sub.close()
+        assert finals == ["cancelled"]
+        assert client.services.jobs._stop_reason == {}
+
+
 async def test_cancel_a_running_job_publishes_cancelled(
     client: AppClient, media: Media, videos: Path, settings: Settings
 ):
@@ -271,16 +290,20 @@ async def test_submit_is_refused_while_shutting_down(client: AppClient, media: M
 
 
 async def test_a_status_read_racing_a_delete_cannot_keep_the_job_alive(
-    client: AppClient, media: Media, videos: Path
+    client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    from vfe import jobs
     from vfe.cache import job_key
+
+    monkeypatch.setattr(jobs, "REINVALIDATE_AFTER", 0.3)
 
     job_id = await client.submit(place(media.standard(), videos), 1)
     view = await client.wait(job_id)
     assert (await client.http.delete(f"/job/{job_id}")).status_code == 200
     # A reader that fetched the job just before the delete stores it just after:
     await client.services.cache.set(job_key(job_id), json.dumps(view), 3600)
-    await asyncio.sleep(1.3)
+    assert (await client.http.get(f"/job-status/{job_id}")).status_code == 200  # the race
+    await asyncio.sleep(0.5)
     assert (await client.http.get(f"/job-status/{job_id}")).status_code == 404
 
 

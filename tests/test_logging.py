@@ -308,3 +308,26 @@ async def test_non_http_scopes_pass_through(access_records: Collect) -> None:
     await RequestIdMiddleware(app)({"type": "websocket", "headers": []}, receive, send)
     assert calls == ["lifespan", "websocket"]
     assert access_records.records == []
+
+
+async def test_client_that_leaves_mid_body_is_not_an_error(access_records: Collect) -> None:
+    from starlette.requests import ClientDisconnect
+
+    async def reading_app(scope: Any, receive: Any, send: Any) -> None:
+        raise ClientDisconnect()
+
+    errors = Collect()
+    logging.getLogger("vfe.app").addHandler(errors)
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/video-job", "headers": []}
+    try:
+        await RequestIdMiddleware(reading_app)(scope, None, send)  # type: ignore[arg-type]
+    finally:
+        logging.getLogger("vfe.app").removeHandler(errors)
+    assert sent == []
+    assert errors.records == []
+    assert access_records.entries[0]["status"] == 499

@@ -482,3 +482,19 @@ async def test_connection_closed_underneath_is_a_store_error(db_path: Path) -> N
     with pytest.raises(StoreError, match="unavailable"):
         await store.update_job(job.id, processed_frames=2)
     await store.close()
+
+
+async def test_a_failing_write_never_undoes_a_concurrent_one(store: SqliteStore) -> None:
+    """Writers share one connection; a rollback must only undo its own statements."""
+    job = make_job()
+    await store.create_job(job)
+    good = [make_frame(job.id, i) for i in range(50)]
+    orphan = [make_frame(str(uuid.uuid4()), i) for i in range(50)]  # no such job: FK fails
+    for _ in range(20):
+        results = await asyncio.gather(
+            store.add_frames(good), store.add_frames(orphan), return_exceptions=True
+        )
+        assert results[0] is None
+        assert isinstance(results[1], StoreError)
+        assert await store.count_frames(job.id) == 50
+    assert not store.db.in_transaction

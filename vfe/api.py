@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from .cache import job_key, recent_key
+from .cache import RECENT_GENERATION, job_key, recent_key
 from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
 from .models import JobSpec, SourceType, frame_view, job_view
@@ -219,7 +219,8 @@ async def recent_frames(request: Request) -> Response:
         raise ValidationFailed(
             [{"loc": ["query", "job_id"], "msg": "too long", "type": "value_error"}]
         )
-    key = recent_key(since_minutes, job_id) + f":{limit}"
+    generation = await svc.cache.get(RECENT_GENERATION) or "0"
+    key = recent_key(generation, since_minutes, limit, job_id)
     cached = await svc.cache.get(key)
     if cached is not None:
         return Response(cached, media_type="application/json")
@@ -251,7 +252,7 @@ async def health(request: Request) -> Response:
     """GET /health: each component's state; 200 when the service can serve, else 503."""
     svc = services(request)
     database_ok = await svc.store.ping()
-    backend = await svc.cache.refresh()
+    backend = await svc.cache.check()
     ffmpeg_ok = all(shutil.which(name) for name in ("ffmpeg", "ffprobe"))
     free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
     can_serve = database_ok and ffmpeg_ok and svc.jobs.accepting

@@ -11,6 +11,7 @@ Values are strings (JSON); keys share the ``vfe:`` prefix.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import OrderedDict
@@ -23,6 +24,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 PREFIX = "vfe:"
+REDIS_TIMEOUT = 1.0  # seconds, to connect and for each reply
+REDIS_ATTEMPTS = 2  # one retry: a pooled connection may be stale after a Redis restart
+WORST_CALL_SECONDS = REDIS_TIMEOUT * REDIS_ATTEMPTS  # longest one cache call can wait
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Cache(Protocol):
     async def set(self, key: str, value: str, ttl: float) -> None: ...
     async def delete(self, *keys: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> None: ...
+    async def incr(self, key: str) -> int: ...
     async def clear(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -100,6 +105,12 @@ class MemoryCache:
         for key in [k for k in self._items if k.startswith(prefix)]:
             self._drop(key)
 
+    async def incr(self, key: str) -> int:
+        """Add one to the counter at ``key`` (0 when absent); counters do not expire."""
+        value = int(await self.get(key) or 0) + 1
+        await self.set(key, str(value), math.inf)
+        return value
+
     async def clear(self) -> None:
         self._items.clear()
         self._bytes = 0
@@ -113,16 +124,16 @@ class RedisCache:
 
     name = "redis"
 
-    def __init__(self, host: str, port: int, db: int, timeout: float = 1.0) -> None:
+    def __init__(self, host: str, port: int, db: int) -> None:
         self.client = aioredis.Redis(
             host=host,
             port=port,
             db=db,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
             # One immediate retry (a pooled connection may be stale after a restart), no
             # backoff: redis-py's default backs off for seconds before the failover.
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), REDIS_ATTEMPTS - 1),
             decode_responses=True,
         )
 
@@ -149,6 +160,9 @@ class RedisCache:
                 batch.clear()
         if batch:
             await self.client.unlink(*batch)
+
+    async def incr(self, key: str) -> int:
+        return int(await self.client.incr(key))
 
     async def clear(self) -> None:
         await self.delete_prefix(PREFIX)
@@ -187,7 +201,7 @@ class FallbackCache:
     async def refresh(self) -> str:
         """While on memory, try Redis if the retry interval has passed. Returns the name.
 
-        Waits at most the Redis client's connect timeout (1 s).
+        Waits at most about ``WORST_CALL_SECONDS`` twice (a ping, then clearing stale keys).
         """
         if self.redis is None or self._using_redis:
             return self.name
@@ -204,6 +218,17 @@ class FallbackCache:
         self._using_redis = True
         self.last_error = None
         return self.name
+
+    async def check(self) -> str:
+        """Find out which back-end works now (``/health``): ping Redis if in use, else
+        ``refresh``. Returns the name; waits at most about ``WORST_CALL_SECONDS``."""
+        if self._using_redis and self.redis is not None:
+            try:
+                await self.redis.ping()
+            except _REDIS_FAILURES as exc:
+                await self._fail_over(exc)
+            return self.name
+        return await self.refresh()
 
     async def _fail_over(self, exc: BaseException) -> None:
         self.last_error = type(exc).__name__
@@ -256,6 +281,14 @@ class FallbackCache:
                 await self._fail_over(exc)
         await self.memory.delete_prefix(prefix)
 
+    async def incr(self, key: str) -> int:
+        if self._using_redis and self.redis is not None:
+            try:
+                return await self.redis.incr(key)
+            except _REDIS_FAILURES as exc:
+                await self._fail_over(exc)
+        return await self.memory.incr(key)
+
     async def close(self) -> None:
         await self.memory.close()
         if self.redis is not None:
@@ -270,7 +303,10 @@ def job_key(job_id: str) -> str:
 
 
 RECENT_PREFIX = f"{PREFIX}recent:"
+# Bumped whenever frames change: recent-frames keys carry it, so one INCR invalidates them
+# all (a SCAN for them would cost time in proportion to everything stored in Redis).
+RECENT_GENERATION = f"{PREFIX}recent-generation"
 
 
-def recent_key(since_minutes: float, job_id: str | None) -> str:
-    return f"{RECENT_PREFIX}{since_minutes:g}:{job_id or ''}"
+def recent_key(generation: str, since_minutes: float, limit: int, job_id: str | None) -> str:
+    return f"{RECENT_PREFIX}{generation}:{since_minutes!r}:{limit}:{job_id or ''}"

@@ -5,7 +5,7 @@
     ├── NotFound (404)            unknown job, frame or route
     ├── PayloadTooLarge (413)     upload over MAX_UPLOAD_MB
     ├── ValidationFailed (422)    fields that fail validation; carries [{loc, msg, type}]
-    ├── Unavailable (503)         queue full, service shutting down, database down
+    ├── Unavailable (503)         queue full, service shutting down
     ├── StoreError (500)          SQLite failed (translated inside store.py)
     └── ExtractionError (500)     FFmpeg/ffprobe failed; its message is shown on the job
 

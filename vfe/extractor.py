@@ -111,12 +111,14 @@ class Extractor:
                 task.cancel()
             await asyncio.gather(runner, collector, return_exceptions=True)
             await self.frames.discard_work(job_id)
+        private = [str(source), str(work)]
         if done.returncode != 0:
-            raise ExtractionError(_failure_message(done, state, [str(source), str(work)]))
+            detail = _scrub(state.errors[-1] if state.errors else done.error_text(), private)
+            raise ExtractionError(f"FFmpeg could not decode the video: {detail}")
         if state.errors and _ended_early(state, plan):
             raise ExtractionError(
                 f"the video ends early or is damaged: got {state.finished} of {plan.total} "
-                f"frames ({state.errors[-1][:200]})"
+                f"frames ({_scrub(state.errors[-1], private)})"
             )
         return state.finished
 
@@ -185,9 +187,8 @@ def _ended_early(state: _Run, plan: Plan) -> bool:
     return last < plan.duration - plan.interval - 1.0
 
 
-def _failure_message(done: ffmpeg.Completed, state: _Run, private: list[str]) -> str:
-    """FFmpeg's last error, with server paths taken out."""
-    detail = state.errors[-1] if state.errors else done.error_text()
+def _scrub(detail: str, private: list[str]) -> str:
+    """FFmpeg's error text, cut short, with server paths taken out."""
     for path in private:
         detail = detail.replace(f"file:{path}", "video").replace(path, "video")
-    return f"FFmpeg could not decode the video: {detail[:300] or 'unknown error'}"
+    return detail[:300] or "unknown error"

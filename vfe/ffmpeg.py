@@ -27,6 +27,7 @@ import ffmpeg as ffmpeg_python  # ffmpeg-python: the argv / filter-graph builder
 from .errors import ExtractionError
 
 STOP_GRACE_SECONDS = 1.0
+VERSION_TIMEOUT = 10.0
 READ_CHUNK = 64 * 1024
 MAX_LINE = 256 * 1024
 
@@ -170,8 +171,9 @@ def strip_level(line: str) -> tuple[str, str]:
 async def version() -> str | None:
     """FFmpeg's version string, or None when FFmpeg is missing or broken."""
     try:
-        done = await run([binary("ffmpeg"), "-hide_banner", "-version"])
-    except ExtractionError:
+        async with asyncio.timeout(VERSION_TIMEOUT):
+            done = await run([binary("ffmpeg"), "-hide_banner", "-version"])
+    except (ExtractionError, TimeoutError):
         return None
     first = done.stdout.decode("utf-8", "replace").splitlines()[:1]
     if done.returncode != 0 or not first:

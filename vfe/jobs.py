@@ -24,9 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cache import RECENT_PREFIX, FallbackCache, job_key
+from .cache import RECENT_GENERATION, WORST_CALL_SECONDS, FallbackCache, job_key
 from .errors import ExtractionError, NotFound, StoreError, Unavailable, VfeError
-from .events import Event, EventBus
+from .events import TERMINAL_EVENTS, Event, EventBus
 from .extractor import Extractor
 from .frames import FrameStore
 from .models import Frame, Job, JobStatus, SourceType, frame_view, job_view
@@ -39,7 +39,9 @@ log = logging.getLogger("vfe.jobs")
 
 PROGRESS_EVERY = 1.0  # seconds between progress events of one job
 STOP_WAIT = 5.0  # seconds to wait for a cancelled job task to write its final status
-REINVALIDATE_AFTER = 1.0  # seconds after a delete to drop its cache entries once more
+# After a delete, when to drop its cache entries once more: later than any read that
+# raced the delete can still be storing (its cache get and set may each wait this long).
+REINVALIDATE_AFTER = 2 * WORST_CALL_SECONDS + 0.5
 _USER = "user"
 _SHUTDOWN = "shutdown"
 
@@ -73,6 +75,8 @@ class JobManager:
         self._workers: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_reason: dict[str, str] = {}
+        self._backlog = 0  # recovered jobs not yet in the queue; they go before new ones
+        self._deleting: dict[str, bool] = {}  # job id -> a final event was published
 
     # --- life of the manager -------------------------------------------------------------
 
@@ -89,11 +93,13 @@ class JobManager:
                 log.info("recovered job left processing", extra={"job_id": job.id})
         self.accepting = True
         if unfinished:
+            self._backlog = len(unfinished)
             self._spawn(self._requeue([j.id for j in unfinished]))
 
     async def _requeue(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
             await self.queue.put(job_id)  # waits for room: recovery may exceed the bound
+            self._backlog -= 1
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -125,7 +131,7 @@ class JobManager:
         """Record a job and queue it; ``Unavailable`` (503) when the queue is full."""
         if not self.accepting:
             raise Unavailable("the service is shutting down; try again shortly")
-        if self.queue.full():
+        if self.queue.qsize() + self._backlog >= self.queue.maxsize:
             raise Unavailable(
                 f"the job queue is full ({self.queue.maxsize} waiting); try again later",
                 headers={"Retry-After": "10"},
@@ -162,24 +168,32 @@ class JobManager:
         job = await self.store.get_job(job_id)
         if job is None:
             raise NotFound("job not found")
-        task = self.running.get(job_id)
-        if task is not None:
-            self._stop_reason[job_id] = _USER
-            task.cancel()
-            await asyncio.wait([task], timeout=STOP_WAIT)
-        elif not job.status.finished:
-            await self.store.update_job(job_id, status=JobStatus.CANCELLED, finished_at=time.time())
         was_active = not job.status.finished
-        await self.frames.remove(job_id)
-        await self.store.delete_job(job_id)
-        if job.source_type is SourceType.UPLOAD:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(Path(job.source_path).unlink, True)
-        await self._invalidate(job_id, frames=True)
-        # A status read that raced this delete may cache the job again just after the
-        # invalidation above: drop it once more when such a read has surely finished.
-        self._spawn(self._invalidate_later(job_id))
-        if was_active and task is None:
+        self._deleting[job_id] = False
+        try:
+            task = self.running.get(job_id)
+            if task is not None:
+                self._stop_reason[job_id] = _USER
+                task.cancel()
+                await asyncio.wait([task], timeout=STOP_WAIT)
+                self._stop_reason.pop(job_id, None)
+            elif was_active:
+                await self.store.update_job(
+                    job_id, status=JobStatus.CANCELLED, finished_at=time.time()
+                )
+            await self.store.delete_job(job_id)  # rows first: never list a removed file
+            await self.frames.remove(job_id)
+            if job.source_type is SourceType.UPLOAD:
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(Path(job.source_path).unlink, True)
+            await self._invalidate(job_id)
+            # A status read that raced this delete may cache the job again just after the
+            # invalidation above: drop it once more when such a read has surely finished.
+            self._spawn(self._invalidate_later(job_id))
+        finally:
+            announced = self._deleting.pop(job_id)
+        if was_active and not announced:
+            # Its run had not started (or recorded nothing): streams still need an end.
             self._publish("cancelled", replace(job, status=JobStatus.CANCELLED))
         return job
 
@@ -195,6 +209,8 @@ class JobManager:
                     self.peak_running = max(self.peak_running, len(self.running))
                     try:
                         await asyncio.wait([task])  # returns however the job task ends
+                        if not task.cancelled() and task.exception() is not None:
+                            log.error("job task failed", exc_info=task.exception())
                     except asyncio.CancelledError:
                         # This worker is being stopped; stop the job and let it record that.
                         self._stop_reason.setdefault(job_id, _SHUTDOWN)
@@ -208,10 +224,10 @@ class JobManager:
 
     async def _execute(self, job_id: str) -> None:
         """Run one job to a final status; never raises except to propagate a cancel."""
-        job = await self.store.get_job(job_id)
-        if job is None or job.status.finished:
-            return
         try:
+            job = await self.store.get_job(job_id)
+            if job is None or job.status.finished:
+                return
             async with asyncio.timeout(self.settings.job_timeout_seconds):
                 await self._extract(job)
         except asyncio.CancelledError:
@@ -240,26 +256,31 @@ class JobManager:
         finally:
             self._stop_reason.pop(job_id, None)
 
-    async def _settle(self, job_id: str, status: JobStatus, error: str | None, event: str) -> None:
-        """Write a run's final status, shielded from cancellation, and announce it."""
+    async def _settle(
+        self, job_id: str, status: JobStatus, error: str | None, event: str, **values: Any
+    ) -> None:
+        """Write a run's final status and announce it, all shielded from cancellation.
 
-        async def write() -> Job | None:
-            values: dict[str, Any] = {"status": status, "error_message": error}
+        The one path every run ends by (completed, failed, cancelled, back to pending), so
+        a cancel arriving mid-write can never record a status without its event.
+        """
+
+        async def write_and_announce() -> None:
+            values.update(status=status, error_message=error)
             if status.finished:
                 values["finished_at"] = time.time()
             if status is JobStatus.CANCELLED:
                 await self.frames.discard_work(job_id)
-            return await self.store.update_job(job_id, **values)
+            job = await self.store.update_job(job_id, **values)
+            await self._invalidate(job_id)
+            if job is not None:
+                log.info("job %s", status.value, extra={"job_id": job_id, "error": error})
+                self._publish(event, job)
 
         try:
-            job = await asyncio.shield(write())
+            await asyncio.shield(write_and_announce())
         except StoreError:
             log.exception("could not record job status", extra={"job_id": job_id})
-            return
-        await self._invalidate(job_id)
-        if job is not None:
-            log.info("job %s", status.value, extra={"job_id": job_id, "error": error})
-            self._publish(event, job)
 
     async def _extract(self, job: Job) -> None:
         started = await self.store.update_job(
@@ -305,7 +326,6 @@ class JobManager:
             job = await self._update(
                 job.id, processed_frames=max(job.processed_frames, len(produced))
             )
-            await self.cache.delete_prefix(RECENT_PREFIX)
             for frame in batch:
                 self.bus.publish(Event("frame", job.id, frame_view(frame)))
             if time.monotonic() - last_progress >= PROGRESS_EVERY:
@@ -319,18 +339,9 @@ class JobManager:
             await self.frames.remove(job.id, [before[i] for i in stale])
         count = await self.store.count_frames(job.id)
         log.info("extracted %d frames", written, extra={"job_id": job.id})
-        final = await asyncio.shield(
-            self.store.update_job(
-                job.id,
-                status=JobStatus.COMPLETED,
-                total_frames=count,
-                processed_frames=count,
-                finished_at=time.time(),
-            )
+        await self._settle(
+            job.id, JobStatus.COMPLETED, None, "done", total_frames=count, processed_frames=count
         )
-        await self._invalidate(job.id, frames=True)
-        if final is not None:
-            self._publish("done", final)
 
     async def _update(self, job_id: str, **values: Any) -> Job:
         job = await self.store.update_job(job_id, **values)
@@ -339,16 +350,18 @@ class JobManager:
         await self._invalidate(job_id)
         return job
 
-    async def _invalidate(self, job_id: str, frames: bool = False) -> None:
+    async def _invalidate(self, job_id: str) -> None:
+        """Drop the job's cached status and every cached recent-frames answer."""
         await self.cache.delete(job_key(job_id))
-        if frames:
-            await self.cache.delete_prefix(RECENT_PREFIX)
+        await self.cache.incr(RECENT_GENERATION)
 
     async def _invalidate_later(self, job_id: str) -> None:
         await asyncio.sleep(REINVALIDATE_AFTER)
-        await self._invalidate(job_id, frames=True)
+        await self._invalidate(job_id)
 
     def _publish(self, event: str, job: Job) -> None:
+        if event in TERMINAL_EVENTS and job.id in self._deleting:
+            self._deleting[job.id] = True
         self.bus.publish(Event(event, job.id, job_view(job, time.time())))
 
     @property

@@ -22,6 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .settings import Settings
@@ -147,6 +148,8 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = 499  # the client left mid-request: nobody to answer, nothing wrong here
         except Exception:
             # Here, not in Starlette's outermost error middleware, so the 500 and its log
             # line carry this request's id.

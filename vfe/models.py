@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MIN_INTERVAL = 0.001  # a millisecond: finer than any real frame spacing
 
 
 class JobStatus(StrEnum):
@@ -47,11 +49,18 @@ class JobSpec(BaseModel):
     )
     interval: float = Field(
         default=5.0,
-        gt=0,
+        ge=MIN_INTERVAL,
         le=86400,
         allow_inf_nan=False,
-        description="Seconds between sampled frames.",
+        description="Seconds between sampled frames (0.001 to 86400).",
     )
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true would otherwise pass as 1.0
+            raise ValueError("interval must be a number of seconds, not true/false")
+        return value
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,7 +44,11 @@ async def job_events(request: Request) -> Response:
     svc = services(request)
     job_id = job_id_param(request)
     subscription = svc.bus.subscribe(job_id)
-    job = await svc.store.get_job(job_id)
+    try:
+        job = await svc.store.get_job(job_id)
+    except BaseException:
+        subscription.close()
+        raise
     if job is None:
         subscription.close()
         raise NotFound("job not found")
@@ -55,7 +60,7 @@ async def job_events(request: Request) -> Response:
         watcher = asyncio.ensure_future(shutdown.wait())
         watcher.add_done_callback(lambda _: subscription.close())
         try:
-            view = job_view(job)
+            view = job_view(job, time.time())
             yield _sse("snapshot", view)
             if job.status.finished:
                 yield _sse(_FINAL_EVENT[job.status], view)

@@ -11,6 +11,7 @@ driver exception.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -160,6 +161,7 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -172,14 +174,27 @@ class SqliteStore:
         try:
             yield
         except sqlite3.Error as exc:
-            if self._db is not None and self._db.in_transaction:
-                # A failed statement leaves the earlier ones of its transaction pending;
-                # the next commit (of any later write) would save half a batch.
-                with suppress(sqlite3.Error, ValueError):
-                    await self._db.rollback()
             raise StoreError(f"database error while {what}") from exc
         except ValueError as exc:  # aiosqlite raises this on a closed connection
             raise StoreError(f"database unavailable while {what}") from exc
+
+    @asynccontextmanager
+    async def _transaction(self, what: str) -> AsyncIterator[None]:
+        """Run the writes in the block as one transaction: committed together or not at all.
+
+        Every coroutine shares the one connection and so its transaction: without the lock,
+        one write's rollback would undo another's uncommitted rows, and one's commit would
+        save another's half-done batch. Commit and rollback are shielded from cancellation.
+        """
+        async with self._guard(what), self._write_lock:
+            try:
+                yield
+            except BaseException:
+                if self._db is not None and self._db.in_transaction:
+                    with suppress(sqlite3.Error, ValueError):
+                        await asyncio.shield(self._db.rollback())
+                raise
+            await asyncio.shield(self.db.commit())
 
     async def _write(self, sql: str, params: Any = (), *, many: bool = False) -> int:
         """Run one statement and close its cursor at once; return the rows it changed.
@@ -238,12 +253,11 @@ class SqliteStore:
 
     async def create_job(self, job: Job) -> None:
         values = [_db_value(getattr(job, c)) for c in _JOB_FIELDS]
-        async with self._guard("creating a job"):
+        async with self._transaction("creating a job"):
             await self._write(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
-            await self.db.commit()
 
     async def get_job(self, job_id: str) -> Job | None:
         async with self._guard("reading a job"):
@@ -272,9 +286,8 @@ class SqliteStore:
         if unless_finished:
             where += f" AND status NOT IN ({', '.join('?' * len(_FINISHED))})"
             params.extend(_FINISHED)
-        async with self._guard("updating a job"):
+        async with self._transaction("updating a job"):
             changed = await self._write(f"UPDATE jobs SET {assignments} WHERE {where}", params)
-            await self.db.commit()
         if not changed:
             return None
         return await self.get_job(job_id)
@@ -295,9 +308,8 @@ class SqliteStore:
         return [_job(r) for r in rows]
 
     async def delete_job(self, job_id: str) -> bool:
-        async with self._guard("deleting a job"):
+        async with self._transaction("deleting a job"):
             deleted = await self._write("DELETE FROM jobs WHERE id = ?", (job_id,)) > 0
-            await self.db.commit()
         return deleted
 
     async def add_frames(self, frames: Sequence[Frame]) -> None:
@@ -309,13 +321,12 @@ class SqliteStore:
              f.checksum, f.width, f.height, f.created_at)
             for f in frames
         )  # fmt: skip
-        async with self._guard("saving frames"):
+        async with self._transaction("saving frames"):
             await self._write(
                 f"INSERT OR REPLACE INTO frames ({_FRAME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 rows,
                 many=True,
             )
-            await self.db.commit()
 
     async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]:
         async with self._guard("listing frames"):
@@ -348,13 +359,12 @@ class SqliteStore:
         """Delete the frames of ``job_id`` with these indexes."""
         if not indexes:
             return
-        async with self._guard("deleting frames"):
+        async with self._transaction("deleting frames"):
             await self._write(
                 "DELETE FROM frames WHERE job_id = ? AND idx = ?",
                 [(job_id, i) for i in indexes],
                 many=True,
             )
-            await self.db.commit()
 
     async def recent_frames(
         self, since: float, job_id: str | None = None, limit: int = 500
