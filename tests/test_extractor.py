@@ -438,8 +438,14 @@ async def test_failing_callback_stops_ffmpeg_and_propagates(media: Any, tmp_path
     assert not store.work_dir(job_id).exists()
 
 
-def test_run_state_reads_showinfo_and_sorts_other_lines() -> None:
-    state = _Run()
+async def test_run_state_reads_showinfo_and_sorts_other_lines(tmp_path: Path) -> None:
+    async def ignore(batch: list[Frame]) -> None:
+        raise AssertionError("no frames expected")
+
+    info = probe.VideoInfo(2.0, 25.0, 320, 240, 0, "h264", "yuv420p", 0.0)
+    state = _Run(
+        FrameStore(tmp_path), str(uuid.uuid4()), tmp_path, info, planner.plan(1, info), ignore
+    )
     ctx = "[Parsed_showinfo_1 @ 0x55d0c0a0b0c0] "
     assert state.on_line(ctx + "[info] config in time_base: 0/0, frame_rate: 25/1")
     assert state.time_base is None  # a zero time base is ignored

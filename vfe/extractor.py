@@ -33,9 +33,23 @@ _SCAN_EVERY = 0.5  # seconds between scans for finished files when FFmpeg is qui
 
 
 class _Run:
-    """The state of one FFmpeg run: timestamps seen, files finished."""
+    """One FFmpeg run: what it is for, the timestamps seen, the files finished."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        frames: FrameStore,
+        job_id: str,
+        work: Path,
+        info: VideoInfo,
+        plan: Plan,
+        on_frames: FramesCallback,
+    ) -> None:
+        self.frames = frames
+        self.job_id = job_id
+        self.work = work
+        self.info = info
+        self.plan = plan
+        self.on_frames = on_frames
         self.time_base: Fraction | None = None
         self.times: list[float] = []
         self.finished = 0
@@ -68,6 +82,48 @@ class _Run:
     def on_progress(self, block: dict[str, str]) -> None:
         self.wakeup.set()
 
+    async def collect(self) -> None:
+        """Finalize frames as FFmpeg completes them, until it has exited."""
+        while not self.ffmpeg_done:
+            try:
+                async with asyncio.timeout(_SCAN_EVERY):
+                    await self.wakeup.wait()
+            except TimeoutError:
+                pass
+            self.wakeup.clear()
+            await self.finish_ready()
+
+    async def finish_ready(self) -> None:
+        """Finalize every complete file whose timestamp is known, in order."""
+        names = set(await asyncio.to_thread(os.listdir, self.work))
+        batch: list[Frame] = []
+        while self.finished < len(self.times):
+            seq = self.finished
+            produced = f"{seq:06d}.jpg"
+            if produced not in names:
+                break
+            timestamp = round(self.times[seq], 6)
+            index = self.plan.target_index(timestamp)
+            name = frame_name(index, timestamp)
+            size, checksum = await self.frames.finalize(self.job_id, self.work / produced, name)
+            batch.append(
+                Frame(
+                    job_id=self.job_id,
+                    index=index,
+                    timestamp=timestamp,
+                    target_time=self.plan.target_time(index),
+                    filename=name,
+                    size_bytes=size,
+                    checksum=checksum,
+                    width=self.info.width,
+                    height=self.info.height,
+                    created_at=time.time(),
+                )
+            )
+            self.finished += 1
+        if batch:
+            await self.on_frames(batch)
+
 
 class Extractor:
     """Extracts the frames of a plan from a local video into a ``FrameStore``."""
@@ -90,11 +146,11 @@ class Extractor:
         """
         work = await self.frames.prepare(job_id)
         argv = ffmpeg.select_frames_argv(str(source), plan.select_expr, str(work / "%06d.jpg"))
-        state = _Run()
+        state = _Run(self.frames, job_id, work, info, plan, on_frames)
         runner = asyncio.create_task(
             ffmpeg.run(argv, on_progress=state.on_progress, on_line=state.on_line)
         )
-        collector = asyncio.create_task(self._collect(job_id, work, info, plan, state, on_frames))
+        collector = asyncio.create_task(state.collect())
         try:
             await asyncio.wait([runner, collector], return_when=asyncio.FIRST_COMPLETED)
             if collector.done():  # it only ends by failing: stop FFmpeg and report that
@@ -105,7 +161,7 @@ class Extractor:
             state.ffmpeg_done = True  # the collector ends after its current batch
             state.wakeup.set()
             await collector
-            await self._finish_ready(job_id, work, info, plan, state, on_frames)
+            await state.finish_ready()
         finally:
             for task in (runner, collector):
                 task.cancel()
@@ -121,63 +177,6 @@ class Extractor:
                 f"frames ({_scrub(state.errors[-1], private)})"
             )
         return state.finished
-
-    async def _collect(
-        self,
-        job_id: str,
-        work: Path,
-        info: VideoInfo,
-        plan: Plan,
-        state: _Run,
-        on_frames: FramesCallback,
-    ) -> None:
-        while not state.ffmpeg_done:
-            try:
-                async with asyncio.timeout(_SCAN_EVERY):
-                    await state.wakeup.wait()
-            except TimeoutError:
-                pass
-            state.wakeup.clear()
-            await self._finish_ready(job_id, work, info, plan, state, on_frames)
-
-    async def _finish_ready(
-        self,
-        job_id: str,
-        work: Path,
-        info: VideoInfo,
-        plan: Plan,
-        state: _Run,
-        on_frames: FramesCallback,
-    ) -> None:
-        """Finalize every complete file whose timestamp is known, in order."""
-        names = set(await asyncio.to_thread(os.listdir, work))
-        batch: list[Frame] = []
-        while state.finished < len(state.times):
-            seq = state.finished
-            produced = f"{seq:06d}.jpg"
-            if produced not in names:
-                break
-            timestamp = round(state.times[seq], 6)
-            index = plan.target_index(timestamp)
-            name = frame_name(index, timestamp)
-            size, checksum = await self.frames.finalize(job_id, work / produced, name)
-            batch.append(
-                Frame(
-                    job_id=job_id,
-                    index=index,
-                    timestamp=timestamp,
-                    target_time=plan.target_time(index),
-                    filename=name,
-                    size_bytes=size,
-                    checksum=checksum,
-                    width=info.width,
-                    height=info.height,
-                    created_at=time.time(),
-                )
-            )
-            state.finished += 1
-        if batch:
-            await on_frames(batch)
 
 
 def _ended_early(state: _Run, plan: Plan) -> bool:
