@@ -541,3 +541,91 @@ def test_percent_is_finite_for_an_unplanned_job():
     assert percent(0, 0, JobStatus.PENDING) == 0.0
     assert percent(3, 2, JobStatus.PROCESSING) == 100.0
     assert math.isfinite(percent(1, 3, JobStatus.PROCESSING))
+
+
+# --- sampling modes and output options (the same engine, through the API) -------------
+
+
+async def test_modes_through_the_api(client: AppClient, media: Media, videos: Path):
+    name = place(media.clip("modes-6s.mp4", duration=6, gop=25), videos)
+    cases: list[tuple[dict[str, Any], list[float]]] = [
+        ({"fps": 0.5}, [0.0, 2.0, 4.0]),
+        ({"count": 3}, [0.0, 2.0, 4.0]),
+        ({"timestamps": [5.5, 1.02, 1.02, 9.0]}, [1.04, 5.52]),  # 9.0 is past the end
+        ({"mode": "keyframes"}, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+        ({"interval": 1, "start": 2, "end": 4.5}, [2.0, 3.0, 4.0]),
+        ({"interval": 0.5, "max_frames": 2}, [0.0, 0.52]),
+    ]
+    for fields, expected in cases:
+        res = await client.http.post("/video-job", json={"video_source": name, **fields})
+        assert res.status_code == 200, (fields, res.text)
+        job = await client.wait(res.json()["job_id"])
+        assert job["status"] == "completed", (fields, job)
+        frames = (await client.http.get(f"/frames/{job['job_id']}")).json()["frames"]
+        assert [f["timestamp"] for f in frames] == pytest.approx(expected, abs=1e-9), fields
+        assert job["plan"]["frames"] == len(expected)
+        assert job["plan"]["strategy"] in ("select", "seek", "keyframes")
+
+
+async def test_timestamps_in_a_query_string_and_job_view_options(
+    client: AppClient, media: Media, videos: Path
+):
+    name = place(media.standard(), videos)
+    res = await client.http.post(
+        "/video-job", params={"video_source": name, "timestamps": "0.1, 1.5"}
+    )
+    assert res.status_code == 200, res.text
+    job = await client.wait(res.json()["job_id"])
+    assert job["mode"] == "timestamps"
+    assert job["interval"] is None
+    assert job["options"]["timestamps"] == [0.1, 1.5]
+    assert job["total_frames"] == 2
+
+
+async def test_output_format_and_size(client: AppClient, media: Media, videos: Path):
+    name = place(media.standard(), videos)
+    for fmt, magic, media_type in [
+        ("png", b"\x89PNG", "image/png"),
+        ("webp", b"RIFF", "image/webp"),
+        ("jpg", b"\xff\xd8\xff", "image/jpeg"),
+    ]:
+        res = await client.http.post(
+            "/video-job",
+            json={"video_source": name, "interval": 1, "format": fmt, "width": 160, "quality": 60},
+        )
+        job = await client.wait(res.json()["job_id"])
+        frames = (await client.http.get(f"/frames/{job['job_id']}")).json()["frames"]
+        assert [f["filename"].rsplit(".", 1)[1] for f in frames] == [fmt, fmt]
+        assert (frames[0]["width"], frames[0]["height"]) == (160, 120)
+        image = await client.http.get(frames[0]["url"])
+        assert image.content.startswith(magic)
+        assert image.headers["content-type"] == media_type
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"fps": 0}, ["body", "fps"]),
+        ({"count": 0}, ["body", "count"]),
+        ({"count": 2.5}, ["body", "count"]),
+        ({"timestamps": []}, ["body", "timestamps"]),
+        ({"timestamps": [1, -2]}, ["body", "timestamps"]),
+        ({"timestamps": "1,x"}, ["body", "timestamps", 1]),
+        ({"mode": "fps"}, ["body"]),
+        ({"mode": "scene"}, ["body", "mode"]),
+        ({"fps": 1, "count": 3}, ["body"]),
+        ({"start": 5, "end": 2}, ["body"]),
+        ({"format": "gif"}, ["body", "format"]),
+        ({"quality": 101}, ["body", "quality"]),
+        ({"width": 0}, ["body", "width"]),
+        ({"max_frames": 0}, ["body", "max_frames"]),
+    ],
+)
+async def test_bad_sampling_or_output_fields_are_422(
+    client: AppClient, fields: dict[str, Any], loc: list[Any]
+):
+    res = await client.http.post("/video-job", json={"video_source": "a.mp4", **fields})
+    assert res.status_code == 422, res.text
+    [error] = res.json()["detail"]
+    assert error["loc"] == loc
+    assert error["msg"]

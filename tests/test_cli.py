@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -156,3 +159,66 @@ def test_start_up_failure_exits_3(tmp_path: Path, videos: Path) -> None:
     result = run_module(env, "serve")
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
     assert "newer than this vfe" in result.stdout + result.stderr
+
+
+# --- vfe extract --------------------------------------------------------------------------
+
+
+def test_extract_writes_frames_manifest_and_prints_the_plan(
+    media: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = main(["extract", str(media.standard()), "--interval", "0.5", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    plan = json.loads(printed.splitlines()[0].removeprefix("plan: "))
+    assert plan["strategy"] in ("select", "seek") and plan["frames"] == 4
+    assert "wrote 4 frames" in printed
+    manifest = json.loads((out / "frames.json").read_text())
+    assert [f["timestamp"] for f in manifest] == [0.0, 0.52, 1.0, 1.52]
+    assert [f["target_time"] for f in manifest] == [0.0, 0.5, 1.0, 1.5]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f["filename"] for f in manifest] + ["frames.json"])
+    for frame in manifest:
+        data = (out / frame["filename"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == frame["checksum"]
+
+
+def test_extract_count_png_resized_and_keyframes(media: Any, tmp_path: Path) -> None:
+    clip = media.clip("cli-gop.mp4", duration=4, gop=25)
+    out = tmp_path / "png"
+    argv = ["extract", str(clip), "--count", "3", "--format", "png", "--width", "100"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "frames.json").read_text())
+    assert len(manifest) == 3
+    assert all(f["filename"].endswith(".png") and f["width"] == 100 for f in manifest)
+    assert (out / manifest[0]["filename"]).read_bytes()[:4] == b"\x89PNG"
+    keys = tmp_path / "keys"
+    assert main(["extract", str(clip), "--keyframes", "--out", str(keys), "--quiet"]) == 0
+    stamps = [f["timestamp"] for f in json.loads((keys / "frames.json").read_text())]
+    assert stamps == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_extract_errors_have_clear_exit_codes(
+    media: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "out")
+    assert main(["extract", str(media.standard()), "--count", "0", "--out", out]) == 2
+    assert "bad argument count" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path / "missing.mp4"), "--out", out]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert main(["extract", str(media.not_a_video()), "--out", out]) == 1
+    assert "not a video" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["extract", str(media.standard()), "--interval", "1", "--count", "2", "--out", out])
+    assert exited.value.code == 2
+
+
+def test_python_m_vfe_extract_quiet(media: Any, tmp_path: Path, videos: Path) -> None:
+    out = tmp_path / "out"
+    done = run_module(
+        vfe_env(tmp_path, videos), "extract", str(media.standard()), "--out", str(out), "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert len(json.loads((out / "frames.json").read_text())) == 1  # default interval 5

@@ -1,13 +1,18 @@
-"""Extractor: exact frames checked against an independent reference decode.
+"""Extractor: exact frames of every mode and strategy, checked against a reference decode.
 
-For every clip the reference is ffprobe's list of every frame's presentation time; the
-expected frame for target ``k*I`` is the first frame whose time is ``>= k*I`` (computed
-with exact decimals), and pixels are compared against FFmpeg decoding that frame alone.
+The reference is ffprobe decoding every frame (``best_effort_timestamp_time``), not our
+packet index. For each target ``t`` the expected frame is the first frame whose time is
+``>= t`` (exact decimals), written once under the latest target it answers; pixels are
+compared with FFmpeg alone decoding that frame sequentially (``select=eq(n,N)``). Seek
+plans are forced on small clips by planning with a large picture size (the cost model
+then prices a process start at a frame or two); the extraction itself uses the real info.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hashlib
 import itertools
 import subprocess
@@ -25,7 +30,8 @@ from vfe import extractor, planner, probe
 from vfe.errors import ExtractionError
 from vfe.extractor import Extractor, _Run
 from vfe.frames import FrameStore, frame_name
-from vfe.models import Frame
+from vfe.models import Frame, ImageFormat, Mode, Output
+from vfe.planner import Sampling, Strategy
 
 
 def run_ffmpeg(*args: str) -> None:
@@ -49,6 +55,23 @@ class Clips:
             run_ffmpeg(*args, str(path))
         return path
 
+    def g10(self) -> Path:
+        """4 s, 25 fps, a keyframe every 10 frames."""
+        return self.media.clip("ext-g10.mp4", duration=4, gop=10)
+
+    def ntsc(self) -> Path:
+        """3 s at 29.97 fps, a keyframe every 15 frames."""
+        return self.media.clip("ext-2997.mp4", duration=3, rate="30000/1001", gop=15)
+
+    def vp9(self) -> Path:
+        return self.media.clip("ext-vp9.webm", duration=3, codec="libvpx-vp9", gop=10)
+
+    def bframes(self) -> Path:
+        """B-frames (an edit list shifts the first pts), a keyframe every 25 frames."""
+        return self.media.clip(
+            "ext-bf.mp4", duration=4, gop=25, extra=("-preset", "veryfast", "-bf", "2")
+        )
+
     def vfr(self) -> Path:
         """Jittered 25 fps for 1 s (gaps 53/53/14 ms), then 10 fps: variable frame rate."""
         expr = "(if(lt(N,25),N*0.04+0.013*mod(N,3),1+(N-25)*0.1))/TB"
@@ -57,16 +80,18 @@ class Clips:
             "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=2",
             "-vf", f"settb=1/1000,setpts='{expr}'",
             "-fps_mode", "vfr", "-enc_time_base", "1/1000", "-video_track_timescale", "1000",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "8",
         )  # fmt: skip
 
     def rotated(self) -> Path:
-        """The 25 fps clip with rotation metadata (portrait phone video)."""
+        """The short-GOP clip with rotation metadata (portrait phone video)."""
         return self._make(
-            "ext-rot90.mp4",
-            "-i", str(self.media.clip("ext-25.mp4")),
-            "-c", "copy", "-metadata:s:v:0", "rotate=90",
-        )  # fmt: skip
+            "ext-rot90.mp4", "-i", str(self.g10()), "-c", "copy", "-metadata:s:v:0", "rotate=90"
+        )
+
+    def mpegts(self) -> Path:
+        """The B-frame clip remuxed to MPEG-TS: the container starts at 1.4 s or so."""
+        return self._make("ext-bf.ts", "-i", str(self.bframes()), "-c", "copy", "-f", "mpegts")
 
     def damaged(self) -> Path:
         """A faststart mp4 cut in half: the index is whole, so it probes, but data ends early."""
@@ -84,16 +109,24 @@ def clips(media: Any) -> Clips:
     return Clips(media)
 
 
-def frame_times(path: Path) -> list[Decimal]:
-    """Every video frame's presentation time, in presentation order, from ffprobe."""
-    out = subprocess.run(
-        ["ffprobe", "-v", "quiet", "-select_streams", "v:0", "-show_frames",
-         "-show_entries", "frame=best_effort_timestamp_time", "-of", "csv=p=0", str(path)],
-        capture_output=True, check=True, text=True, timeout=60,
-    ).stdout  # fmt: skip
-    times = sorted(Decimal(line.split(",")[0]) for line in out.splitlines() if line.strip())
+@functools.cache
+def frame_times(path: Path) -> tuple[Decimal, ...]:
+    """Every video frame's presentation time from a real decode, on FFmpeg's timeline
+    (the container start subtracted), in presentation order."""
+
+    def ffprobe(*args: str) -> list[str]:
+        return subprocess.run(
+            ["ffprobe", "-v", "quiet", *args, "-of", "csv=p=0", str(path)],
+            capture_output=True, check=True, text=True, timeout=60,
+        ).stdout.splitlines()  # fmt: skip
+
+    (start,) = ffprobe("-show_entries", "format=start_time")
+    out = ffprobe("-select_streams", "v:0", "-show_frames",
+                  "-show_entries", "frame=best_effort_timestamp_time")  # fmt: skip
+    # side data (an SEI message) may follow a time on its line, after a comma
+    times = sorted(Decimal(line.split(",")[0]) - Decimal(start) for line in out if line.strip())
     assert times, "the reference decode found no frames"
-    return times
+    return tuple(times)
 
 
 @dataclass
@@ -104,27 +137,26 @@ class Expected:
     frame_number: int  # position of the source frame in presentation order
 
 
-def expected_frames(times: list[Decimal], interval: float, total: int) -> list[Expected]:
+def expected_frames(times: tuple[Decimal, ...], targets: tuple[float, ...]) -> list[Expected]:
     """Brute force: for each target the first frame at or after it; each frame once,
     under the latest target that maps to it."""
-    step = Decimal(repr(interval))
     by_frame: dict[int, int] = {}
-    for k in range(total):
-        n = bisect_left(times, step * k)
+    for k, target in enumerate(targets):
+        n = bisect_left(times, Decimal(repr(target)))
         if n < len(times):
             by_frame[n] = k
-    return [
-        Expected(k, float(times[n]), round(k * interval, 6), n) for n, k in sorted(by_frame.items())
-    ]
+    return [Expected(k, float(times[n]), targets[k], n) for n, k in sorted(by_frame.items())]
 
 
 @dataclass
 class Result:
     store: FrameStore
     job_id: str
+    clip: Path
     info: probe.VideoInfo
     plan: planner.Plan
     written: int
+    output: Output
     frames: list[Frame] = field(default_factory=list)
     batches: int = 0
 
@@ -132,11 +164,40 @@ class Result:
         return self.store.path(self.job_id, frame.filename)
 
 
-async def extract(tmp_path: Path, clip: Path, interval: float) -> Result:
+MAGIC = {
+    ImageFormat.JPG: lambda d: d[:2] == b"\xff\xd8" and d[-2:] == b"\xff\xd9",
+    ImageFormat.PNG: lambda d: d[:8] == b"\x89PNG\r\n\x1a\n" and d[-8:-4] == b"IEND",
+    ImageFormat.WEBP: lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP",
+}
+
+
+async def make_plan(
+    clip: Path, sampling: Sampling, strategy: Strategy | None = None
+) -> tuple[probe.VideoInfo, planner.Plan]:
+    info = await probe.probe(clip)
+    index = await probe.frame_index(clip, info)
+    priced = info
+    if strategy is Strategy.SEEK:  # a process start now costs about a frame decode
+        priced = dataclasses.replace(info, width=7680, height=4320)
+    plan = planner.plan(sampling, priced, index, cpus=2)
+    if strategy is not None:
+        assert plan.strategy is strategy, plan.describe()
+    return info, plan
+
+
+async def extract(
+    tmp_path: Path,
+    clip: Path,
+    sampling: Sampling | float,
+    strategy: Strategy | None = None,
+    output: Output | None = None,
+) -> Result:
+    if not isinstance(sampling, Sampling):
+        sampling = Sampling(interval=sampling)
+    output = output or Output()
     store = FrameStore(tmp_path / "frames")
     job_id = str(uuid.uuid4())
-    info = await probe.probe(clip)
-    plan = planner.plan(interval, info)
+    info, plan = await make_plan(clip, sampling, strategy)
     frames: list[Frame] = []
     batches = 0
 
@@ -147,32 +208,34 @@ async def extract(tmp_path: Path, clip: Path, interval: float) -> Result:
             data = store.path(job_id, frame.filename).read_bytes()
             assert len(data) == frame.size_bytes > 0
             assert hashlib.sha256(data).hexdigest() == frame.checksum
-            assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"  # a whole JPEG
+            assert MAGIC[output.format](data), frame.filename  # a whole image of the format
         frames.extend(batch)
 
-    written = await Extractor(store).run(job_id, clip, info, plan, on_frames)
+    written = await Extractor(store).run(job_id, clip, info, plan, on_frames, output)
     assert not store.work_dir(job_id).exists()
-    return Result(store, job_id, info, plan, written, frames, batches)
+    frames.sort(key=lambda f: f.index)  # seek groups finish in any order
+    return Result(store, job_id, clip, info, plan, written, output, frames, batches)
 
 
-def check_exact(result: Result, clip: Path, interval: float) -> list[Expected]:
-    want = expected_frames(frame_times(clip), interval, result.plan.total)
+def check_exact(result: Result) -> list[Expected]:
+    want = expected_frames(frame_times(result.clip), result.plan.targets)
     got = result.frames
     assert [f.index for f in got] == [e.index for e in want]
     assert [f.target_time for f in got] == [e.target_time for e in want]
     assert [f.timestamp for f in got] == pytest.approx([e.timestamp for e in want], abs=1e-6)
-    assert [f.filename for f in got] == [frame_name(e.index, e.timestamp) for e in want]
-    assert result.written == len(want)
+    ext = result.output.format.value
+    assert [f.filename for f in got] == [frame_name(f.index, f.timestamp, ext) for f in got]
+    assert result.written == len(want) == result.plan.total
     on_disk = sorted(p.name for p in result.store.job_dir(result.job_id).iterdir())
     assert on_disk == sorted(f.filename for f in got)  # nothing else left behind
     for frame in got:
         assert frame.job_id == result.job_id
-        assert frame.target_time <= frame.timestamp + 1e-9
+        assert frame.target_time <= frame.timestamp + 1e-6
     return want
 
 
 def decode_reference(clip: Path, number: int, out: Path) -> bytes:
-    """FFmpeg alone decodes frame ``number`` (presentation order) to a JPEG."""
+    """FFmpeg alone decodes frame ``number`` (presentation order, sequentially) to a JPEG."""
     run_ffmpeg(
         "-i", f"file:{clip}", "-vf", rf"select=eq(n\,{number})",
         "-fps_mode", "passthrough", "-frames:v", "1", "-q:v", "2", "-f", "image2", str(out),
@@ -180,22 +243,21 @@ def decode_reference(clip: Path, number: int, out: Path) -> bytes:
     return out.read_bytes()
 
 
-def check_pixels(
-    result: Result, clip: Path, want: list[Expected], tmp_path: Path, picks: list[int]
-) -> None:
-    """Ours is byte-identical to the reference decode of the expected frame (the MJPEG
-    encoder is deterministic for identical input), and differs from its neighbour
-    (testsrc2 changes every frame), so identity is not an accident."""
-    times = frame_times(clip)
+def check_pixels(result: Result, want: list[Expected], tmp_path: Path, picks: list[int]) -> None:
+    """Ours is byte-identical to the sequential reference decode of the expected frame
+    (the MJPEG encoder is deterministic for identical input; a frame decoded after a seek
+    is the same picture), and differs from its neighbour (testsrc2 changes every frame),
+    so identity is not an accident."""
+    count = len(frame_times(result.clip))
     for pick in picks:
         frame, exp = result.frames[pick], want[pick]
         ours = result.path(frame).read_bytes()
-        ref = decode_reference(clip, exp.frame_number, tmp_path / f"ref{pick}.jpg")
+        ref = decode_reference(result.clip, exp.frame_number, tmp_path / f"ref{pick}.jpg")
         assert ours == ref, f"frame {frame.filename} is not source frame {exp.frame_number}"
-        neighbour = (
-            exp.frame_number + 1 if exp.frame_number + 1 < len(times) else exp.frame_number - 1
+        n = exp.frame_number
+        other = decode_reference(
+            result.clip, n + 1 if n + 1 < count else n - 1, tmp_path / "nb.jpg"
         )
-        other = decode_reference(clip, neighbour, tmp_path / f"nb{pick}.jpg")
         assert other != ours
 
 
@@ -209,10 +271,14 @@ def image_size(path: Path) -> tuple[int, int]:
     return int(width), int(height)
 
 
+# --- interval mode on assorted clips ----------------------------------------------------
+
+
 async def test_25fps_half_second_is_exact(media: Any, tmp_path: Path) -> None:
     clip = media.clip("ext-25.mp4")
     result = await extract(tmp_path, clip, 0.5)
-    want = check_exact(result, clip, 0.5)
+    assert result.plan.strategy is Strategy.SELECT
+    want = check_exact(result)
     assert [f.timestamp for f in result.frames] == [0.0, 0.52, 1.0, 1.52]
     assert [f.target_time for f in result.frames] == [0.0, 0.5, 1.0, 1.5]
     assert [f.filename for f in result.frames][:2] == ["000000_0.000.jpg", "000001_0.520.jpg"]
@@ -220,66 +286,53 @@ async def test_25fps_half_second_is_exact(media: Any, tmp_path: Path) -> None:
         assert abs(frame.timestamp - frame.target_time) < 1 / 25
         assert (frame.width, frame.height) == (320, 240)
         assert image_size(result.path(frame)) == (320, 240)
-    check_pixels(result, clip, want, tmp_path, [0, 1, 3])
+    check_pixels(result, want, tmp_path, [0, 1, 3])
 
 
-async def test_25fps_one_second(media: Any, tmp_path: Path) -> None:
-    clip = media.clip("ext-25-4s.mp4", duration=4)
-    result = await extract(tmp_path, clip, 1.0)
-    want = check_exact(result, clip, 1.0)
-    assert [f.timestamp for f in result.frames] == [0.0, 1.0, 2.0, 3.0]
-    assert [f.index for f in result.frames] == [0, 1, 2, 3]
-    check_pixels(result, clip, want, tmp_path, [2])
-
-
-async def test_ntsc_29_97_is_exact_and_does_not_drift(media: Any, tmp_path: Path) -> None:
-    clip = media.clip("ext-2997.mp4", duration=3, rate="30000/1001")
-    result = await extract(tmp_path, clip, 0.25)
-    want = check_exact(result, clip, 0.25)
+async def test_ntsc_29_97_is_exact_and_does_not_drift(clips: Clips, tmp_path: Path) -> None:
+    result = await extract(tmp_path, clips.ntsc(), 0.25)
+    want = check_exact(result)
     assert len(result.frames) == 12
     for frame in result.frames:
         assert abs(frame.timestamp - frame.target_time) < 1001 / 30000
     # 0.25 s is 7.49 frames: the first frame at or after it is frame 8 (0.266933 s)
     assert result.frames[1].timestamp == pytest.approx(8 * 1001 / 30000, abs=1e-6)
-    check_pixels(result, clip, want, tmp_path, [1, 11])
+    check_pixels(result, want, tmp_path, [1, 11])
 
 
 async def test_variable_frame_rate_is_exact(clips: Clips, tmp_path: Path) -> None:
     clip = clips.vfr()
-    times = frame_times(clip)
-    gaps = {round(float(b - a), 3) for a, b in itertools.pairwise(times)}
+    gaps = {round(float(b - a), 3) for a, b in itertools.pairwise(frame_times(clip))}
     assert len(gaps) >= 3  # really variable
     result = await extract(tmp_path, clip, 0.1)
-    want = check_exact(result, clip, 0.1)
+    want = check_exact(result)
     # target 0.1 falls between 0.053 and 0.106: the frame shown at 0.1 is written
     assert result.frames[1].timestamp == 0.106
     assert result.frames[1].target_time == 0.1
     # in the 10 fps part some frames sit a millisecond before a target (1.399 < 1.4):
     # that target takes the next frame and the next target shares it, written once
-    assert len(result.frames) < result.plan.total
+    assert len(result.frames) < len(result.plan.targets)
     assert len({f.timestamp for f in result.frames}) == len(result.frames)
-    check_pixels(result, clip, want, tmp_path, [1, 4, len(want) - 1])
+    check_pixels(result, want, tmp_path, [1, 4, len(want) - 1])
 
 
 async def test_rotated_clip_comes_out_upright(clips: Clips, tmp_path: Path) -> None:
-    clip = clips.rotated()
-    result = await extract(tmp_path, clip, 0.5)
+    result = await extract(tmp_path, clips.rotated(), 0.5)
     assert result.info.rotation in (90, 270)
-    want = check_exact(result, clip, 0.5)
+    want = check_exact(result)
     for frame in result.frames:
         assert (frame.width, frame.height) == (240, 320)
-        assert image_size(result.path(frame)) == (240, 320)
-    check_pixels(result, clip, want, tmp_path, [1])  # the reference autorotates too
+    assert image_size(result.path(result.frames[0])) == (240, 320)
+    check_pixels(result, want, tmp_path, [1])  # the reference autorotates too
 
 
-async def test_vp9_webm(media: Any, tmp_path: Path) -> None:
-    clip = media.clip("ext-vp9.webm", codec="libvpx-vp9")
-    result = await extract(tmp_path, clip, 0.3)
+async def test_vp9_webm(clips: Clips, tmp_path: Path) -> None:
+    result = await extract(tmp_path, clips.vp9(), 0.3)
     assert result.info.codec == "vp9"
-    want = check_exact(result, clip, 0.3)
-    assert len(want) == 7
+    want = check_exact(result)
+    assert len(want) == 10
     assert [f.timestamp for f in result.frames][:3] == pytest.approx([0.0, 0.32, 0.6])
-    check_pixels(result, clip, want, tmp_path, [1, 6])
+    check_pixels(result, want, tmp_path, [1, 9])
 
 
 async def test_odd_size(media: Any, tmp_path: Path) -> None:
@@ -290,15 +343,15 @@ async def test_odd_size(media: Any, tmp_path: Path) -> None:
         extra=("-vf", "format=yuv444p,crop=321:241:0:0", "-pix_fmt", "yuv444p"),
     )
     result = await extract(tmp_path, clip, 0.4)
-    check_exact(result, clip, 0.4)
+    check_exact(result)
     assert image_size(result.path(result.frames[0])) == (321, 241)
+    assert (result.frames[0].width, result.frames[0].height) == (321, 241)
 
 
 async def test_interval_longer_than_video_gives_the_first_frame(media: Any, tmp_path: Path) -> None:
-    clip = media.clip("ext-25.mp4")
-    result = await extract(tmp_path, clip, 60.0)
+    result = await extract(tmp_path, media.clip("ext-25.mp4"), 60.0)
     assert result.plan.total == 1
-    check_exact(result, clip, 60.0)
+    check_exact(result)
     assert [(f.index, f.timestamp, f.filename) for f in result.frames] == [
         (0, 0.0, "000000_0.000.jpg")
     ]
@@ -309,31 +362,175 @@ async def test_interval_below_frame_spacing_writes_each_frame_once(
 ) -> None:
     clip = media.clip("ext-25.mp4")
     result = await extract(tmp_path, clip, 0.015)  # ~2.7 targets per frame
-    want = check_exact(result, clip, 0.015)
-    times = frame_times(clip)
-    assert result.plan.total > len(times)
+    want = check_exact(result)
+    assert len(result.plan.targets) > len(frame_times(clip))
     # every source frame is the answer to some target, and is written exactly once
-    assert len(result.frames) == len(times) == 50
-    assert len({f.timestamp for f in result.frames}) == 50
+    assert len(result.frames) == len(frame_times(clip)) == 50
     assert len({f.checksum for f in result.frames}) == 50
     for frame in result.frames:  # the index is the latest target the frame answers
         assert frame.index == int(Decimal(repr(frame.timestamp)) / Decimal("0.015"))
-    check_pixels(result, clip, want, tmp_path, [7])
+    check_pixels(result, want, tmp_path, [7])
 
 
 async def test_frames_arrive_in_several_batches_of_whole_files(media: Any, tmp_path: Path) -> None:
-    clip = media.long()
-    result = await extract(tmp_path, clip, 0.2)
-    check_exact(result, clip, 0.2)
+    result = await extract(tmp_path, media.long(), 0.2)
+    check_exact(result)
     assert result.written == 100
     assert result.batches >= 2  # reported while FFmpeg runs, not all at the end
-    assert [f.index for f in result.frames] == sorted(f.index for f in result.frames)
 
 
-async def test_damaged_file_that_probes_raises_without_paths(clips: Clips, tmp_path: Path) -> None:
-    clip = clips.damaged()
-    info = await probe.probe(clip)  # the index is intact
+# --- every mode, every strategy -----------------------------------------------------------
+
+STAMPS = (0.1, 0.13, 1.7, 1.71, 2.5, 2.93, 9.0)  # 9.0 is after the end: not a target
+CASES = [
+    ("g10", Sampling(interval=1.6), Strategy.SEEK),
+    ("g10", Sampling(interval=0.3, start=0.5, end=2.9, max_frames=6), Strategy.SELECT),
+    ("g10", Sampling(mode=Mode.COUNT, count=100, end=1.0), Strategy.SELECT),
+    ("g10", Sampling(mode=Mode.KEYFRAMES, start=0.5, end=3.0, max_frames=3), Strategy.KEYFRAMES),
+    ("ntsc", Sampling(mode=Mode.FPS, fps=3, start=0.7, end=2.5, max_frames=5), Strategy.SELECT),
+    ("ntsc", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS), Strategy.SEEK),
+    ("ntsc", Sampling(mode=Mode.KEYFRAMES), Strategy.KEYFRAMES),
+    ("vfr", Sampling(mode=Mode.COUNT, count=7, start=0.2), Strategy.SEEK),
+    ("vfr", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS, end=2.0), Strategy.SELECT),
+    ("vfr", Sampling(mode=Mode.FPS, fps=2.5), Strategy.SEEK),
+    ("rotated", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS, start=1.0), Strategy.SEEK),
+    ("vp9", Sampling(mode=Mode.COUNT, count=4, start=0.3, end=2.9), Strategy.SEEK),
+    ("vp9", Sampling(mode=Mode.KEYFRAMES, start=0.5, max_frames=2), Strategy.KEYFRAMES),
+    ("bframes", Sampling(interval=1.1, start=0.2), Strategy.SEEK),
+    ("mpegts", Sampling(interval=0.7, start=0.1, end=3.5), Strategy.SELECT),
+    ("mpegts", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS), Strategy.SEEK),
+    ("mpegts", Sampling(mode=Mode.KEYFRAMES), Strategy.KEYFRAMES),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "sampling", "strategy"),
+    CASES,
+    ids=[f"{n}-{s.mode.value}-{st.value}-{i}" for i, (n, s, st) in enumerate(CASES)],
+)
+async def test_every_mode_and_strategy_is_exact(
+    clips: Clips, tmp_path: Path, name: str, sampling: Sampling, strategy: Strategy
+) -> None:
+    clip = getattr(clips, name)()
+    result = await extract(tmp_path, clip, sampling, strategy)
+    want = check_exact(result)
+    assert want, "the case writes frames"
+    if strategy is Strategy.SEEK:
+        assert len(result.plan.groups) > 1
+        assert any(g.seek for g in result.plan.groups)
+    if sampling.max_frames is not None:
+        assert len(result.plan.targets) <= sampling.max_frames
+    window_end = sampling.end if sampling.end is not None else result.info.duration
+    assert all(sampling.start <= t < window_end for t in result.plan.targets)
+    if sampling.mode is Mode.KEYFRAMES:  # every keyframe answers itself
+        assert [f.timestamp for f in result.frames] == pytest.approx(result.plan.targets)
+    check_pixels(result, want, tmp_path, [len(want) - 1])
+
+
+async def test_seek_frames_equal_sequentially_decoded_frames(clips: Clips, tmp_path: Path) -> None:
+    # targets just past a keyframe and just before the next: decoded after a seek
+    result = await extract(
+        tmp_path, clips.g10(), Sampling(mode=Mode.TIMESTAMPS, timestamps=(1.23, 2.75, 3.6)),
+        Strategy.SEEK,
+    )  # fmt: skip
+    assert [g.seek for g in result.plan.groups] == [1.2, 2.4, 3.6]
+    want = check_exact(result)
+    assert [f.timestamp for f in result.frames] == [1.24, 2.76, 3.6]
+    check_pixels(result, want, tmp_path, [0, 1, 2])
+
+
+async def test_targets_after_the_last_frame_are_skipped(clips: Clips, tmp_path: Path) -> None:
+    clip = clips.g10()  # frames up to 3.96 s; the container says 4.0 s
+    s = Sampling(mode=Mode.TIMESTAMPS, timestamps=(1.0, 3.95, 3.97, 3.99))
+    result = await extract(tmp_path, clip, s)
+    assert result.plan.skipped_targets == 2 and result.plan.total == 2
+    check_exact(result)
+    assert [(f.index, f.timestamp) for f in result.frames] == [(0, 1.0), (1, 3.96)]
+
+
+async def test_mpegts_with_a_container_start_is_on_ffmpegs_timeline(
+    clips: Clips, tmp_path: Path
+) -> None:
+    clip = clips.mpegts()
+    result = await extract(tmp_path, clip, 1.0)
+    assert result.info.container_start > 1.0  # -copyts keeps it; vfe subtracts it
+    check_exact(result)
+    assert [f.timestamp for f in result.frames] == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=1e-6)
+
+
+# --- output options -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "size"),
+    [
+        (Output(format=ImageFormat.PNG), (320, 240)),
+        (Output(format=ImageFormat.WEBP, quality=50), (320, 240)),
+        (Output(width=160), (160, 120)),
+        (Output(height=60, format=ImageFormat.PNG), (80, 60)),
+        (Output(width=100, height=100, format=ImageFormat.WEBP), (100, 75)),  # fit inside
+        (Output(width=1000, height=1000), (320, 240)),  # never upscaled
+        (Output(width=4000), (320, 240)),
+    ],
+    ids=["png", "webp", "width", "height", "box", "no-upscale-box", "no-upscale-width"],
+)
+async def test_output_formats_and_sizes(
+    clips: Clips, tmp_path: Path, output: Output, size: tuple[int, int]
+) -> None:
+    result = await extract(tmp_path, clips.g10(), 1.5, output=output)
+    check_exact(result)  # the same frames, whatever the output
+    for frame in result.frames:
+        assert frame.filename.endswith(f".{output.format.value}")
+        assert (frame.width, frame.height) == size  # read from the image header
+        assert image_size(result.path(frame)) == size
+
+
+async def test_rotated_output_fits_the_upright_picture(clips: Clips, tmp_path: Path) -> None:
+    result = await extract(tmp_path, clips.rotated(), 2.0, output=Output(width=120, height=120))
+    assert {(f.width, f.height) for f in result.frames} == {(90, 120)}
+
+
+async def test_quality_maps_to_file_size(clips: Clips, tmp_path: Path) -> None:
+    sizes = {}
+    for fmt, quality in itertools.product((ImageFormat.JPG, ImageFormat.WEBP), (5, 95)):
+        result = await extract(
+            tmp_path / f"{fmt}{quality}", clips.g10(), 2.0, output=Output(fmt, quality)
+        )
+        check_exact(result)
+        sizes[fmt, quality] = sum(f.size_bytes for f in result.frames)
+    assert sizes[ImageFormat.JPG, 5] < sizes[ImageFormat.JPG, 95] / 2
+    assert sizes[ImageFormat.WEBP, 5] < sizes[ImageFormat.WEBP, 95] / 2
+    # the default JPEG (qscale 2) is what quality 100 maps to
+    best = await extract(tmp_path / "best", clips.g10(), 2.0, output=Output(quality=100))
+    default = await extract(tmp_path / "default", clips.g10(), 2.0)
+    assert [f.checksum for f in best.frames] == [f.checksum for f in default.frames]
+
+
+# --- failures and cancellation ------------------------------------------------------------
+
+
+async def test_truncated_file_fails_before_extraction(clips: Clips, tmp_path: Path) -> None:
+    clip = clips.damaged()  # a faststart mp4 cut in half
+    info = await probe.probe(clip)  # the index is intact: it says 6 s
     assert info.duration == pytest.approx(6.0, abs=0.1)
+    with pytest.raises(ExtractionError) as raised:
+        await probe.frame_index(clip, info)  # but the packets stop half-way
+    message = str(raised.value.detail)
+    assert message.startswith("the video ends early or is damaged: its frames stop at")
+    assert str(tmp_path) not in message
+
+
+async def test_file_damaged_after_planning_raises_without_paths(
+    clips: Clips, tmp_path: Path
+) -> None:
+    # a real fault: the file is cut short between the plan and the extraction
+    source = tmp_path / "secret-folder" / "video.mp4"
+    source.parent.mkdir()
+    whole = clips.media.clip("ext-faststart.mp4", duration=6, extra=("-movflags", "+faststart"))
+    source.write_bytes(whole.read_bytes())
+    info, plan = await make_plan(source, Sampling(interval=0.5))
+    assert plan.total == 12
+    source.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     store = FrameStore(tmp_path / "frames")
     job_id = str(uuid.uuid4())
     reported: list[Frame] = []
@@ -342,13 +539,13 @@ async def test_damaged_file_that_probes_raises_without_paths(clips: Clips, tmp_p
         reported.extend(batch)
 
     with pytest.raises(ExtractionError) as caught:
-        await Extractor(store).run(job_id, clip, info, planner.plan(0.5, info), on_frames)
+        await Extractor(store).run(job_id, source, info, plan, on_frames)
     message = str(caught.value)
     assert "ends early or is damaged" in message
-    assert f"of {planner.plan(0.5, info).total} frames" in message
-    assert str(tmp_path) not in message and str(clip.parent) not in message
+    assert f"of {plan.total} frames" in message
+    assert str(tmp_path) not in message and "secret-folder" not in message
     assert "/" not in message.split("(", 1)[1]
-    assert 0 < len(reported) < planner.plan(0.5, info).total
+    assert 0 < len(reported) < plan.total
     assert not store.work_dir(job_id).exists()
     for frame in reported:  # what was reported before the failure is whole
         assert store.path(job_id, frame.filename).stat().st_size == frame.size_bytes
@@ -359,7 +556,7 @@ async def test_ffmpeg_failure_message_hides_server_paths(media: Any, tmp_path: P
     source = tmp_path / "secret-folder" / "gone.mp4"
     source.parent.mkdir()
     source.write_bytes(media.clip("ext-25.mp4").read_bytes())
-    info = await probe.probe(source)
+    info, plan = await make_plan(source, Sampling(interval=1.0))
     source.unlink()
     store = FrameStore(tmp_path / "frames")
     job_id = str(uuid.uuid4())
@@ -368,7 +565,7 @@ async def test_ffmpeg_failure_message_hides_server_paths(media: Any, tmp_path: P
         raise AssertionError("no frame can be written")
 
     with pytest.raises(ExtractionError) as caught:
-        await Extractor(store).run(job_id, source, info, planner.plan(1, info), on_frames)
+        await Extractor(store).run(job_id, source, info, plan, on_frames)
     message = str(caught.value)
     assert message.startswith("FFmpeg could not decode the video: ")
     assert "No such file" in message
@@ -387,10 +584,15 @@ def ffmpeg_children() -> list[psutil.Process]:
     return found
 
 
-async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(media: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", [Strategy.SELECT, Strategy.SEEK])
+async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(
+    media: Any, tmp_path: Path, strategy: Strategy
+) -> None:
     clip = media.long()
-    info = await probe.probe(clip)
-    plan = planner.plan(0.04, info)  # every frame: a long run
+    sampling = Sampling(interval=0.04) if strategy is Strategy.SELECT else Sampling(
+        mode=Mode.TIMESTAMPS, timestamps=tuple(float(t) for t in range(0, 20, 5))
+    )  # fmt: skip
+    info, plan = await make_plan(clip, sampling, strategy)
     store = FrameStore(tmp_path / "frames")
     job_id = str(uuid.uuid4())
     first_batch = asyncio.Event()
@@ -401,6 +603,7 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(media: Any, tmp_path: P
         reported.extend(batch)
         seen_pids.extend(p.pid for p in ffmpeg_children())
         first_batch.set()
+        await asyncio.sleep(3600)  # a slow consumer: cancelled while FFmpeg may still run
 
     task = asyncio.create_task(Extractor(store).run(job_id, clip, info, plan, on_frames))
     async with asyncio.timeout(30):
@@ -409,7 +612,8 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(media: Any, tmp_path: P
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert seen_pids, "FFmpeg was running when the first batch came"
+    if strategy is Strategy.SELECT:
+        assert seen_pids, "FFmpeg was running when the first batch came"
     assert ffmpeg_children() == []
     for pid in seen_pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -422,7 +626,7 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(media: Any, tmp_path: P
 
 async def test_failing_callback_stops_ffmpeg_and_propagates(media: Any, tmp_path: Path) -> None:
     clip = media.long()
-    info = await probe.probe(clip)
+    info, plan = await make_plan(clip, Sampling(interval=0.04))
     store = FrameStore(tmp_path / "frames")
     job_id = str(uuid.uuid4())
 
@@ -433,7 +637,7 @@ async def test_failing_callback_stops_ffmpeg_and_propagates(media: Any, tmp_path
         raise Full("the store refused the batch")
 
     with pytest.raises(Full):
-        await Extractor(store).run(job_id, clip, info, planner.plan(0.04, info), on_frames)
+        await Extractor(store).run(job_id, clip, info, plan, on_frames)
     assert ffmpeg_children() == []
     assert not store.work_dir(job_id).exists()
 
@@ -443,19 +647,22 @@ async def test_run_state_reads_showinfo_and_sorts_other_lines(tmp_path: Path) ->
         raise AssertionError("no frames expected")
 
     info = probe.VideoInfo(2.0, 25.0, 320, 240, 0, "h264", "yuv420p", 0.0)
+    index = probe.FrameIndex(tuple(n / 25 for n in range(50)), (0.0,))
+    plan = planner.plan(Sampling(interval=1.0), info, index)
     state = _Run(
-        FrameStore(tmp_path), str(uuid.uuid4()), tmp_path, info, planner.plan(1, info), ignore
-    )
+        FrameStore(tmp_path), str(uuid.uuid4()), tmp_path, plan, plan.groups[0], "g0000_",
+        "jpg", 0.25, ignore,
+    )  # fmt: skip
     ctx = "[Parsed_showinfo_1 @ 0x55d0c0a0b0c0] "
     assert state.on_line(ctx + "[info] config in time_base: 0/0, frame_rate: 25/1")
     assert state.time_base is None  # a zero time base is ignored
-    # before a time base is known, pts_time is used as printed
+    # before a time base is known, pts_time is used as printed (minus the offset)
     assert state.on_line(ctx + "[info] n:   0 pts:      7 pts_time:0.5    duration: 1")
     assert state.on_line(ctx + "[info] config in time_base: 1/30000, frame_rate: 30000/1001")
     # then the exact pts * time_base, not the rounded pts_time text
     assert state.on_line(ctx + "[info] n:   1 pts:  16016 pts_time:0.533867 duration: 1001")
     assert state.on_line(ctx + "[info] something else from showinfo")
-    assert state.times == [0.5, 16016 / 30000]
+    assert state.times == [0.25, 16016 / 30000 - 0.25]
     assert state.wakeup.is_set()
     assert not state.on_line("[mov,mp4 @ 0x1] [error] stream 0, offset 0x10: partial file")
     assert state.errors == ["stream 0, offset 0x10: partial file"]
@@ -470,7 +677,24 @@ async def test_quiet_ffmpeg_is_still_collected_by_periodic_scans(
 ) -> None:
     # scan far more often than FFmpeg reports, so scans also run on the timer
     monkeypatch.setattr(extractor, "_SCAN_EVERY", 0.001)
-    clip = media.long()
-    result = await extract(tmp_path, clip, 6.0)
-    check_exact(result, clip, 6.0)
+    result = await extract(tmp_path, media.long(), 6.0)
+    check_exact(result)
     assert [f.timestamp for f in result.frames] == [0.0, 6.0, 12.0, 18.0]
+
+
+async def test_thousands_of_timestamps_in_one_pass(media: Any, tmp_path: Path) -> None:
+    """A select expression too deep for a flat sum and too long for one argument."""
+    clip = media.clip("ext-many.mp4", duration=4)
+    stamps = tuple(round(i * 0.0021, 4) for i in range(1800))  # several per frame
+    info, plan = await make_plan(clip, Sampling(mode=Mode.TIMESTAMPS, timestamps=stamps))
+    assert len(plan.targets) == 1800
+    store = FrameStore(tmp_path / "frames")
+    got: list[Frame] = []
+
+    async def on_frames(batch: list[Frame]) -> None:
+        got.extend(batch)
+
+    written = await Extractor(store).run(str(uuid.uuid4()), clip, info, plan, on_frames)
+    assert written == plan.total == len(got) == 96  # every frame up to 3.80 s, once each
+    times = sorted(f.timestamp for f in got)
+    assert times == pytest.approx([k * 0.04 for k in range(96)], abs=1e-9)

@@ -15,6 +15,7 @@ import pytest
 
 from vfe import ffmpeg
 from vfe.errors import ExtractionError
+from vfe.models import ImageFormat, Output
 
 PY = sys.executable
 
@@ -288,22 +289,99 @@ async def test_version_of_an_unusual_build_is_its_first_line(
     assert await ffmpeg.version() is None
 
 
-def test_select_frames_argv_starts_with_global_args_and_has_no_shell(tmp_path: Path) -> None:
+def test_frames_argv_starts_with_global_args_and_has_no_shell(tmp_path: Path) -> None:
     pattern = str(tmp_path / "%06d.jpg")
     source = "/videos/a b;rm -rf ~ $(x).mp4"
-    argv = ffmpeg.select_frames_argv(source, "gte(t,0)", pattern, quality=4)
+    argv = ffmpeg.frames_argv(source, "gte(t,0)", pattern, Output(quality=80), max_frames=7)
     assert argv[0] == shutil.which("ffmpeg")
     assert argv[1 : 1 + len(ffmpeg.GLOBAL_ARGS)] == list(ffmpeg.GLOBAL_ARGS)
-    for flag in ("-nostdin", "-hide_banner", "-nostats"):
+    for flag in ("-nostdin", "-hide_banner", "-nostats", "-copyts"):
         assert flag in argv
+    assert argv.index("-copyts") < argv.index("-i")  # an input option
     assert argv[argv.index("-progress") + 1] == "pipe:1"
     assert argv[argv.index("-i") + 1] == f"file:{source}"  # one argument, file protocol
     assert argv[-1] == pattern
-    assert argv[argv.index("-q:v") + 1] == "4"
+    assert argv[argv.index("-q:v") + 1] == str(ffmpeg.jpeg_qscale(80)) == "8"
+    assert argv[argv.index("-frames:v") + 1] == "7"
     assert argv[argv.index("-start_number") + 1] == "0"
     assert argv[argv.index("-fps_mode") + 1] == "passthrough"
     assert argv[argv.index("-atomic_writing") + 1] == "1"
     graph = argv[argv.index("-filter_complex") + 1]
-    assert "select=gte(t\\,0)" in graph and "showinfo" in graph
+    assert "select=gte(t\\,0)" in graph and "showinfo" in graph and "scale" not in graph
+    for absent in ("-ss", "-noaccurate_seek", "-skip_frame", "-c:v"):
+        assert absent not in argv
     assert not any(os.path.basename(a) in ("sh", "bash") for a in argv)
     assert "-c" not in argv
+
+
+def test_frames_argv_default_jpeg_is_qscale_2() -> None:
+    argv = ffmpeg.frames_argv("a.mp4", "1", "%06d.jpg", Output())
+    assert argv[argv.index("-q:v") + 1] == "2"
+    assert "-frames:v" not in argv
+
+
+def test_frames_argv_seek_and_keyframes_are_input_options() -> None:
+    argv = ffmpeg.frames_argv("a.mp4", "1", "%06d.jpg", Output(), seek=12.5, keyframes_only=True)
+    before_input = argv[: argv.index("-i")]
+    # a hair past the keyframe, so rounding to microseconds never lands before it
+    assert before_input[before_input.index("-ss") + 1] == "12.500001"
+    assert "-noaccurate_seek" in before_input
+    assert before_input[before_input.index("-skip_frame") + 1] == "nokey"
+    assert ffmpeg.frames_argv("a.mp4", "1", "x", Output(), seek=0.0).count("-ss") == 1
+
+
+@pytest.mark.parametrize(
+    ("output", "scale", "encode"),
+    [
+        (Output(ImageFormat.PNG), None, {}),
+        (Output(ImageFormat.WEBP), None, {"-c:v": "libwebp", "-quality": "90"}),
+        (Output(ImageFormat.WEBP, quality=40), None, {"-c:v": "libwebp", "-quality": "40"}),
+        (Output(width=160), "scale=min(iw\\,160):-1:force_original_aspect_ratio=disable", {}),
+        (Output(height=90), "scale=-1:min(ih\\,90):force_original_aspect_ratio=disable", {}),
+        (
+            Output(ImageFormat.PNG, width=100, height=50),
+            "scale=min(iw\\,100):min(ih\\,50):force_original_aspect_ratio=decrease",
+            {},
+        ),
+    ],
+)  # fmt: skip
+def test_frames_argv_output_options(
+    output: Output, scale: str | None, encode: dict[str, str]
+) -> None:
+    argv = ffmpeg.frames_argv("a.mp4", "1", f"%06d.{output.format.value}", output)
+    graph = argv[argv.index("-filter_complex") + 1]
+    if scale is None:
+        assert "scale" not in graph
+    else:
+        assert scale in graph
+    for flag, value in encode.items():
+        assert argv[argv.index(flag) + 1] == value
+    if output.format is not ImageFormat.JPG:
+        assert "-q:v" not in argv
+
+
+@pytest.mark.parametrize(
+    ("quality", "qscale"), [(100, 2), (99, 2), (90, 5), (50, 17), (1, 31), (0, 31), (150, 2)]
+)
+def test_jpeg_qscale(quality: int, qscale: int) -> None:
+    assert ffmpeg.jpeg_qscale(quality) == qscale
+
+
+def test_jpeg_qscale_is_monotonic() -> None:
+    scales = [ffmpeg.jpeg_qscale(q) for q in range(1, 101)]
+    assert scales == sorted(scales, reverse=True)
+    assert set(scales) == set(range(2, 32))  # every qscale is reachable
+
+
+async def test_a_long_filter_graph_moves_into_a_script_file(tmp_path: Path) -> None:
+    short = ["ffmpeg", "-i", "x", "-filter_complex", "[0:v]select=1[s]", "-map", "[s]", "o"]
+    assert await ffmpeg.spill_long_graph(short, tmp_path / "g.txt") == short
+    assert not (tmp_path / "g.txt").exists()
+    graph = "[0:v]select=" + "+".join(["1"] * 40_000) + "[s]"
+    long = ["ffmpeg", "-i", "x", "-filter_complex", graph, "-map", "[s]", "o"]
+    spilled = await ffmpeg.spill_long_graph(long, tmp_path / "g.txt")
+    assert spilled == ["ffmpeg", "-i", "x", "-filter_complex_script", str(tmp_path / "g.txt"),
+                       "-map", "[s]", "o"]  # fmt: skip
+    assert (tmp_path / "g.txt").read_text() == graph
+    no_graph = ["ffmpeg", "-version"]
+    assert await ffmpeg.spill_long_graph(no_graph, tmp_path / "h.txt") == no_graph

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vfe.frames import FRAME_NAME, WORK_DIR, FrameStore, frame_name, is_job_id
+from vfe.frames import FRAME_NAME, WORK_DIR, FrameStore, frame_name, image_size, is_job_id
 
 JOB = str(uuid.uuid4())
 
@@ -106,8 +106,9 @@ async def test_finalize_hashes_and_renames(frames: FrameStore, size: int) -> Non
     done = work / "tmp-000003.jpg"
     done.write_bytes(content)
     name = frame_name(3, 1.5)
-    got_size, checksum = await frames.finalize(JOB, done, name)
+    got_size, checksum, dimensions = await frames.finalize(JOB, done, name)
     assert got_size == size
+    assert dimensions is None  # random bytes are no image
     assert checksum == hashlib.sha256(content).hexdigest()
     target = frames.path(JOB, name)
     assert target.read_bytes() == content
@@ -188,3 +189,77 @@ async def test_remove_whole_folder(frames: FrameStore) -> None:
 async def test_free_bytes(frames: FrameStore) -> None:
     free = await frames.free_bytes()
     assert isinstance(free, int) and free > 0
+
+
+async def test_finalize_reads_the_picture_size(frames: FrameStore) -> None:
+    work = await frames.prepare(JOB)
+    done = work / "tmp"
+    done.write_bytes(PNG_HEAD + b"rest of the image")
+    size, _, dimensions = await frames.finalize(JOB, done, frame_name(0, 0.0, "png"))
+    assert dimensions == (640, 360) and size == len(PNG_HEAD) + 17
+
+
+PNG_HEAD = (
+    b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + (640).to_bytes(4, "big") + (360).to_bytes(4, "big")
+)
+
+
+def webp(chunk: bytes, body: bytes) -> bytes:
+    return b"RIFF" + b"\0\0\0\0" + b"WEBP" + chunk + body
+
+
+def jpeg(*segments: tuple[int, bytes]) -> bytes:
+    out = b"\xff\xd8"
+    for marker, payload in segments:
+        out += bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+    return out + b"\0" * 16
+
+
+SOF = b"\x08" + (241).to_bytes(2, "big") + (321).to_bytes(2, "big") + b"\x03"
+
+
+@pytest.mark.parametrize(
+    ("head", "size"),
+    [
+        (PNG_HEAD, (640, 360)),
+        (PNG_HEAD[:20], None),  # too short
+        (
+            webp(
+                b"VP8 ",
+                b"\0" * 10 + (320).to_bytes(2, "little") + (240 | 0xC000).to_bytes(2, "little"),
+            ),
+            (320, 240),
+        ),
+        (
+            webp(b"VP8L", b"\0" * 5 + (319 | (239 << 14)).to_bytes(4, "little") + b"\0" * 5),
+            (320, 240),
+        ),
+        (
+            webp(b"VP8X", b"\0" * 8 + (99).to_bytes(3, "little") + (74).to_bytes(3, "little")),
+            (100, 75),
+        ),
+        (webp(b"ALPH", b"\0" * 18), None),
+        (jpeg((0xE0, b"JFIF\0" + b"\0" * 9), (0xC0, SOF)), (321, 241)),
+        (jpeg((0xC2, SOF)), (321, 241)),  # progressive
+        (jpeg((0xE0, b"\0" * 4))[:6] + b"\x00" * 20, None),  # not a marker where one belongs
+        (b"\xff\xd8" + b"\0" * 4, None),
+        (b"GIF89a" + b"\0" * 40, None),
+        (b"", None),
+    ],
+    ids=[
+        "png",
+        "png-short",
+        "vp8",
+        "vp8l",
+        "vp8x",
+        "webp-other",
+        "jpeg",
+        "jpeg-progressive",
+        "jpeg-garbage",
+        "jpeg-short",
+        "gif",
+        "empty",
+    ],
+)
+def test_image_size_from_headers(head: bytes, size: tuple[int, int] | None) -> None:
+    assert image_size(head) == size

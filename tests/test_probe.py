@@ -42,6 +42,7 @@ async def test_25fps_h264(media: Any) -> None:
         codec="h264",
         pix_fmt="yuv420p",
         start_time=0.0,
+        time_base="1/12800",
     )
 
 
@@ -259,3 +260,146 @@ def test_parse_defaults_for_missing_fields() -> None:
     info = parse(doc(video(start_time="N/A")))
     assert info.start_time == 0.0
     assert parse(doc(video(start_time="1.4"))).start_time == 1.4
+
+
+# --- the frame index ------------------------------------------------------------------
+
+
+def decoded_frames(path: Path) -> tuple[list[float], list[float]]:
+    """Every frame's time and the keyframes' times from a real decode (not packets),
+    shifted so the container starts at 0, as FFmpeg's default timeline does."""
+
+    def ffprobe(*args: str) -> list[str]:
+        return subprocess.run(
+            ["ffprobe", "-v", "quiet", *args, "-of", "csv=p=0", str(path)],
+            capture_output=True, check=True, text=True, timeout=60,
+        ).stdout.splitlines()  # fmt: skip
+
+    (start,) = ffprobe("-show_entries", "format=start_time")
+    rows = [
+        line.split(",")
+        for line in ffprobe("-select_streams", "v:0", "-show_frames",
+                            "-show_entries", "frame=key_frame,best_effort_timestamp_time")
+        if line.strip()
+    ]  # fmt: skip
+    frames = sorted((float(t) - float(start), key == "1") for key, t, *_ in rows)
+    return [round(t, 6) for t, _ in frames], [round(t, 6) for t, key in frames if key]
+
+
+def rounded(values: tuple[float, ...]) -> list[float]:
+    return [round(v, 6) for v in values]
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("index-g10.mp4", {"duration": 2, "gop": 10}),
+        ("index-2997.mp4", {"duration": 2, "rate": "30000/1001", "gop": 12}),
+        ("index-bf.mp4", {"duration": 2, "gop": 25, "extra": ("-preset", "veryfast", "-bf", "2")}),
+        ("index-vp9.webm", {"duration": 2, "codec": "libvpx-vp9", "gop": 10}),
+    ],
+)
+async def test_frame_index_equals_decoded_frames(
+    media: Any, name: str, options: dict[str, Any]
+) -> None:
+    clip = media.clip(name, **options)
+    info = await probe.probe(clip)
+    index = await probe.frame_index(clip, info)
+    times, keys = decoded_frames(clip)
+    assert rounded(index.times) == times
+    assert rounded(index.keyframes) == keys
+    assert len(keys) >= 2 and not index.variable_rate
+
+
+async def test_mpegts_index_starts_at_zero(media: Any) -> None:
+    source = media.clip(
+        "index-bf.mp4", duration=2, gop=25, extra=("-preset", "veryfast", "-bf", "2")
+    )
+    clip = remux(source, media.folder / "index-bf.ts", "-f", "mpegts")
+    info = await probe.probe(clip)
+    assert info.container_start > 1.0  # MPEG-TS muxers start the clock at 1.4 s
+    index = await probe.frame_index(clip, info)
+    assert index.times[0] == pytest.approx(0.0, abs=1e-6)
+    times, keys = decoded_frames(clip)
+    assert rounded(index.times) == times and rounded(index.keyframes) == keys
+    mp4 = await probe.frame_index(source, await probe.probe(source))
+    assert rounded(index.times) == rounded(mp4.times)  # the same frames, the same times
+
+
+def test_frame_index_lookups() -> None:
+    index = probe.FrameIndex((0.0, 0.04, 0.08, 0.12, 0.16), (0.0, 0.08))
+    assert [index.first_at_or_after(t) for t in (-1, 0.0, 0.01, 0.04, 0.0399999, 0.16)] == [
+        0, 0, 1, 1, 1, 4,
+    ]  # fmt: skip
+    assert index.first_at_or_after(0.1600001) == 4  # within EPSILON
+    assert index.first_at_or_after(0.17) is None
+    assert [index.keyframe_at_or_before(t) for t in (0.0, 0.07, 0.0799999, 0.08, 9)] == [
+        0.0, 0.0, 0.08, 0.08, 0.08,
+    ]  # fmt: skip
+    late = probe.FrameIndex((0.5, 1.0), (1.0,))
+    assert late.keyframe_at_or_before(0.7) == 0.5  # no keyframe before: the first frame
+    assert probe.FrameIndex((), ()).keyframe_at_or_before(3.0) == 0.0
+    assert probe.FrameIndex((), ()).first_at_or_after(0.0) is None
+
+
+def test_variable_rate() -> None:
+    assert not probe.FrameIndex((0.0, 0.04, 0.08, 0.12), (0.0,)).variable_rate
+    assert not probe.FrameIndex((0.0, 0.04, 0.0801, 0.12), (0.0,)).variable_rate  # jitter
+    assert probe.FrameIndex((0.0, 0.04, 0.08, 0.2), (0.0,)).variable_rate
+    assert not probe.FrameIndex((0.0, 1.0), (0.0,)).variable_rate  # one gap: no variation
+
+
+def test_parse_packets_skips_discarded_and_unstamped() -> None:
+    info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, container_start=1.0,
+                     time_base="1/1000")  # fmt: skip
+    text = b"1000,1000,K_\n1080,1040,__\n1040,N/A,_D\nN/A,1120,__\nN/A,N/A,__\nbad\n\n"
+    index = probe._parse_packets(text, info)
+    assert index.times == (0.0, 0.08, 0.12) and index.keyframes == (0.0,)
+    no_base = probe._parse_packets(text, VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0))
+    assert no_base.times == () and no_base.keyframes == ()
+
+
+async def test_frame_index_is_cached_per_file_version(media: Any, tmp_path: Path) -> None:
+    clip = tmp_path / "cached.mp4"
+    clip.write_bytes(media.clip("index-g10.mp4", duration=2, gop=10).read_bytes())
+    info = await probe.probe(clip)
+    first = await probe.frame_index(clip, info)
+    assert await probe.frame_index(clip, info) is first  # a hit: the same object
+    clip.write_bytes(media.clip("probe-25.mp4", duration=2, audio=True).read_bytes())
+    info = await probe.probe(clip)
+    second = await probe.frame_index(clip, info)  # size and mtime changed: a miss
+    assert second is not first and second.keyframes == (0.0,) and len(first.keyframes) == 5
+
+
+async def test_frame_index_cache_is_bounded(
+    media: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(probe, "_INDEX_CACHE_SIZE", 1)
+    source = media.clip("index-g10.mp4", duration=2, gop=10)
+    info = await probe.probe(source)
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    a.write_bytes(source.read_bytes())
+    b.write_bytes(source.read_bytes())
+    first = await probe.frame_index(a, info)
+    await probe.frame_index(b, info)  # evicts a
+    assert await probe.frame_index(a, info) is not first
+    assert len(probe._INDEX_CACHE) == 1
+
+
+async def test_frame_index_of_a_broken_file(media: Any, tmp_path: Path) -> None:
+    info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, time_base="1/1000")
+    with pytest.raises(ExtractionError, match="not a video FFmpeg can read"):
+        await probe.frame_index(media.not_a_video(), info)
+
+
+async def test_slow_frame_index_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    video_file = tmp_path / "any.mp4"
+    video_file.write_bytes(b"x")
+    fake = tmp_path / "ffprobe"
+    fake.write_text("#!/bin/sh\nexec /bin/sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(probe, "PROBE_TIMEOUT", 0.03)  # fault injection: a hung ffprobe
+    info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, time_base="1/1000")
+    with pytest.raises(ExtractionError, match="took too long"):
+        await probe.frame_index(video_file, info)

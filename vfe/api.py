@@ -125,7 +125,7 @@ async def submit_job(request: Request) -> Response:
             path = await asyncio.to_thread(
                 resolve_local, spec.video_source, svc.settings.videos_base_path
             )
-        job = await svc.jobs.submit(spec.video_source, source_type, path, spec.interval)
+        job = await svc.jobs.submit(spec, source_type, path)
     except BaseException:
         if upload is not None and upload.path is not None:
             await asyncio.to_thread(upload.path.unlink, True)

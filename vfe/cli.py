@@ -1,7 +1,12 @@
-"""Command line: ``vfe serve`` runs the service under uvicorn.
+"""Command line: ``vfe serve`` runs the service; ``vfe extract`` runs one extraction.
 
-Exit codes: 2 for a bad setting or argument (the message names it), 3 when start-up
-fails (uvicorn's own code). On SIGINT/SIGTERM uvicorn shuts down gracefully and then
+``vfe extract VIDEO --interval 5 --out DIR`` uses the same engine as the service (probe,
+frame index, planner, FFmpeg) with no server, database or cache: it prints the plan it
+chose, shows a progress bar, writes the frames and a ``frames.json`` manifest to DIR.
+
+Exit codes: 0 done; 1 the video could not be extracted (the message says why); 2 a bad
+setting or argument (the message names it); 3 when the server's start-up fails (uvicorn's
+own code). On SIGINT/SIGTERM uvicorn shuts down gracefully and then
 re-raises the signal, so a clean stop ends "killed by SIGTERM" (-15, shell 143), as
 supervisors expect; 0 only when the server stops without a signal.
 """
@@ -9,12 +14,27 @@ supervisors expect; 0 only when the server stops without a signal.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import shutil
 import sys
+import time
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-import uvicorn
+from pydantic import ValidationError
+from tqdm import tqdm
 
-from .app import create_app
+from .errors import ExtractionError, VfeError
+from .extractor import Extractor
+from .frames import FrameStore
+from .models import Frame, ImageFormat, JobSpec, Mode, frame_view, output_from
+from .planner import plan as make_plan
+from .planner import sampling_from
+from .probe import frame_index, probe
 from .settings import Settings, SettingsError
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -37,11 +57,91 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API and dashboard")
     serve.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port (default: PORT, 8000)")
+    extract = commands.add_parser(
+        "extract", help="extract frames from one video into a folder, without a server"
+    )
+    extract.add_argument("video", type=Path, help="the video file")
+    extract.add_argument("--out", type=Path, required=True, help="folder for the frames")
+    rule = extract.add_mutually_exclusive_group()
+    rule.add_argument("--interval", type=float, help="seconds between frames (default 5)")
+    rule.add_argument("--fps", type=float, help="frames per second")
+    rule.add_argument("--count", type=int, help="N frames evenly spaced")
+    rule.add_argument("--timestamps", help="comma-separated seconds, e.g. 1,2.5,10")
+    rule.add_argument("--keyframes", action="store_true", help="every keyframe")
+    extract.add_argument("--start", type=float, help="window start, seconds")
+    extract.add_argument("--end", type=float, help="window end, seconds")
+    extract.add_argument("--max-frames", type=int, help="at most N frames")
+    extract.add_argument("--format", choices=[f.value for f in ImageFormat], help="jpg (default)")
+    extract.add_argument("--quality", type=int, help="1-100 (jpg, webp)")
+    extract.add_argument("--width", type=int, help="fit inside this width (px)")
+    extract.add_argument("--height", type=int, help="fit inside this height (px)")
+    extract.add_argument("--quiet", action="store_true", help="no plan, no progress bar")
     return parser
+
+
+_SPEC_FIELDS = (
+    "interval", "fps", "count", "timestamps", "start", "end", "max_frames",
+    "format", "quality", "width", "height",
+)  # fmt: skip
+
+
+def _spec(args: argparse.Namespace) -> JobSpec:
+    """The job spec of ``vfe extract``'s arguments (validated like an API request)."""
+    fields = {n: getattr(args, n) for n in _SPEC_FIELDS if getattr(args, n) is not None}
+    if args.keyframes:
+        fields["mode"] = Mode.KEYFRAMES
+    return JobSpec.model_validate({"video_source": str(args.video), **fields})
+
+
+async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
+    """Run ``vfe extract`` into the existing folder ``out``; returns the exit code.
+
+    Ctrl-C cancels it: FFmpeg is stopped and the work folder removed.
+    """
+    info = await probe(source)
+    index = await frame_index(source, info)
+    plan = make_plan(sampling_from(spec.options(), spec.interval), info, index)
+    if not quiet:
+        print(f"plan: {json.dumps(plan.describe())}", flush=True)
+    job_id = str(uuid.uuid4())
+    store = FrameStore(out / ".vfe-work")
+    manifest: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    with tqdm(total=plan.total, unit="frame", disable=quiet, file=sys.stderr) as bar:
+
+        async def on_frames(batch: list[Frame]) -> None:
+            def move() -> None:
+                for frame in batch:
+                    os.replace(store.path(job_id, frame.filename), out / frame.filename)
+
+            await asyncio.to_thread(move)
+            manifest.extend(
+                {k: v for k, v in frame_view(frame).items() if k not in ("job_id", "url")}
+                for frame in batch
+            )
+            bar.update(len(batch))
+
+        try:
+            written = await Extractor(store).run(
+                job_id, source, info, plan, on_frames, output_from(spec.options())
+            )
+        finally:
+            shutil.rmtree(store.base, ignore_errors=True)
+    manifest.sort(key=lambda f: (f["timestamp"], f["index"]))
+    text = json.dumps(manifest, indent=1) + "\n"
+    await asyncio.to_thread((out / "frames.json").write_text, text)
+    if not quiet:
+        elapsed = time.perf_counter() - started
+        print(f"wrote {written} frames to {out} in {elapsed:.2f} s", flush=True)
+    return 0
 
 
 def serve(settings: Settings) -> None:
     """Run uvicorn until SIGINT/SIGTERM; open responses get a bounded time to finish."""
+    import uvicorn  # the server stack is imported only to serve: vfe extract starts faster
+
+    from .app import create_app
+
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -56,6 +156,22 @@ def serve(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "extract":
+        try:
+            spec = _spec(args)
+            source = args.video.resolve()
+            if not source.is_file():
+                raise ExtractionError(f"no such file: {args.video}")
+            args.out.mkdir(parents=True, exist_ok=True)
+            return asyncio.run(extract(spec, source, args.out, args.quiet))
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                where = ".".join(str(part) for part in error["loc"]) or "arguments"
+                print(f"vfe: bad argument {where}: {error['msg']}", file=sys.stderr)
+            return 2
+        except VfeError as exc:
+            print(f"vfe: {exc.detail}", file=sys.stderr)
+            return 1
     overrides = {}
     if args.host:
         overrides["host"] = args.host

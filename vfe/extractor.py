@@ -21,8 +21,8 @@ from pathlib import Path
 from . import ffmpeg
 from .errors import ExtractionError
 from .frames import FrameStore, frame_name
-from .models import Frame
-from .planner import Plan
+from .models import Frame, Output
+from .planner import Group, Plan, Strategy
 from .probe import VideoInfo
 
 FramesCallback = Callable[[list[Frame]], Awaitable[None]]
@@ -40,15 +40,21 @@ class _Run:
         frames: FrameStore,
         job_id: str,
         work: Path,
-        info: VideoInfo,
         plan: Plan,
+        group: Group,
+        prefix: str,
+        ext: str,
+        offset: float,
         on_frames: FramesCallback,
     ) -> None:
         self.frames = frames
         self.job_id = job_id
         self.work = work
-        self.info = info
         self.plan = plan
+        self.group = group
+        self.prefix = prefix
+        self.ext = ext
+        self.offset = offset  # filter timeline minus FFmpeg's usual one (the container start)
         self.on_frames = on_frames
         self.time_base: Fraction | None = None
         self.times: list[float] = []
@@ -74,10 +80,8 @@ class _Run:
         return level not in ("warning", "")
 
     def _add_time(self, pts: int, pts_time: str) -> None:
-        if self.time_base is not None:
-            self.times.append(float(pts * self.time_base))
-        else:
-            self.times.append(float(pts_time))
+        seconds = float(pts * self.time_base) if self.time_base is not None else float(pts_time)
+        self.times.append(seconds - self.offset)
 
     def on_progress(self, block: dict[str, str]) -> None:
         self.wakeup.set()
@@ -99,13 +103,14 @@ class _Run:
         batch: list[Frame] = []
         while self.finished < len(self.times):
             seq = self.finished
-            produced = f"{seq:06d}.jpg"
+            produced = f"{self.prefix}{seq:06d}.{self.ext}"
             if produced not in names:
                 break
             timestamp = round(self.times[seq], 6)
             index = self.plan.target_index(timestamp)
-            name = frame_name(index, timestamp)
-            size, checksum = await self.frames.finalize(self.job_id, self.work / produced, name)
+            name = frame_name(index, timestamp, self.ext)
+            work_file = self.work / produced
+            size, checksum, dimensions = await self.frames.finalize(self.job_id, work_file, name)
             batch.append(
                 Frame(
                     job_id=self.job_id,
@@ -115,8 +120,8 @@ class _Run:
                     filename=name,
                     size_bytes=size,
                     checksum=checksum,
-                    width=self.info.width,
-                    height=self.info.height,
+                    width=dimensions[0] if dimensions else None,
+                    height=dimensions[1] if dimensions else None,
                     created_at=time.time(),
                 )
             )
@@ -138,15 +143,64 @@ class Extractor:
         info: VideoInfo,
         plan: Plan,
         on_frames: FramesCallback,
+        output: Output | None = None,
     ) -> int:
         """Extract every frame of ``plan``; return how many were written.
 
-        Cancelling the caller stops FFmpeg (``ffmpeg.run`` reaps it) and removes the work
-        folder; frames already reported stay, each a complete file.
+        Each group of the plan is one FFmpeg process; up to ``plan.parallel`` run at once.
+        If one fails, or the caller is cancelled, every process is stopped and reaped and
+        the work folder removed; frames already reported stay, each a complete file.
         """
+        output = output or Output()
         work = await self.frames.prepare(job_id)
-        argv = ffmpeg.select_frames_argv(str(source), plan.select_expr, str(work / "%06d.jpg"))
-        state = _Run(self.frames, job_id, work, info, plan, on_frames)
+        slots = asyncio.Semaphore(plan.parallel)
+        written = 0
+
+        async def one(number: int, group: Group) -> None:
+            nonlocal written
+            async with slots:
+                count = await self._run_group(
+                    job_id, source, info, plan, group, f"g{number:04d}_", work, output, on_frames
+                )
+            written += count  # after the await: groups finish concurrently
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for number, group in enumerate(plan.groups):
+                    tasks.create_task(one(number, group))
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None
+        finally:
+            await self.frames.discard_work(job_id)
+        return written
+
+    async def _run_group(
+        self,
+        job_id: str,
+        source: Path,
+        info: VideoInfo,
+        plan: Plan,
+        group: Group,
+        prefix: str,
+        work: Path,
+        output: Output,
+        on_frames: FramesCallback,
+    ) -> int:
+        """Run one FFmpeg process of the plan, finalizing its frames as they complete."""
+        offset = info.container_start  # -copyts: the filters see the file's own times
+        argv = ffmpeg.frames_argv(
+            str(source),
+            plan.select_expr(group, offset),
+            str(work / f"{prefix}%06d.{output.format.value}"),
+            output,
+            seek=group.seek,  # -ss counts from the container start, -copyts or not
+            max_frames=group.frames,
+            keyframes_only=plan.strategy is Strategy.KEYFRAMES,
+        )
+        argv = await ffmpeg.spill_long_graph(argv, work / f"{prefix}graph.txt")
+        state = _Run(
+            self.frames, job_id, work, plan, group, prefix, output.format.value, offset, on_frames
+        )
         runner = asyncio.create_task(
             ffmpeg.run(argv, on_progress=state.on_progress, on_line=state.on_line)
         )
@@ -166,24 +220,16 @@ class Extractor:
             for task in (runner, collector):
                 task.cancel()
             await asyncio.gather(runner, collector, return_exceptions=True)
-            await self.frames.discard_work(job_id)
         private = [str(source), str(work)]
         if done.returncode != 0:
             detail = _scrub(state.errors[-1] if state.errors else done.error_text(), private)
             raise ExtractionError(f"FFmpeg could not decode the video: {detail}")
-        if state.errors and _ended_early(state, plan):
+        if state.errors and state.finished < group.frames:
             raise ExtractionError(
-                f"the video ends early or is damaged: got {state.finished} of {plan.total} "
+                f"the video ends early or is damaged: got {state.finished} of {group.frames} "
                 f"frames ({_scrub(state.errors[-1], private)})"
             )
         return state.finished
-
-
-def _ended_early(state: _Run, plan: Plan) -> bool:
-    """Whether decoding stopped well before the end (fewer frames alone is normal:
-    targets can share a frame, and the container may say the video is a little longer)."""
-    last = state.times[-1] if state.times else 0.0
-    return last < plan.duration - plan.interval - 1.0
 
 
 def _scrub(detail: str, private: list[str]) -> str:

@@ -21,10 +21,13 @@ import signal
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import ffmpeg as ffmpeg_python  # ffmpeg-python: the argv / filter-graph builder
 
 from .errors import ExtractionError
+from .models import ImageFormat, Output
 
 STOP_GRACE_SECONDS = 1.0
 VERSION_TIMEOUT = 10.0
@@ -196,17 +199,49 @@ GLOBAL_ARGS = (
 )
 
 
-def select_frames_argv(source: str, select_expr: str, pattern: str, quality: int = 2) -> list[str]:
-    """argv that decodes ``source`` once and writes the frames ``select_expr`` keeps.
+def frames_argv(
+    source: str,
+    select_expr: str,
+    pattern: str,
+    output: Output,
+    *,
+    seek: float | None = None,
+    max_frames: int | None = None,
+    keyframes_only: bool = False,
+) -> list[str]:
+    """argv that decodes ``source`` and writes the frames ``select_expr`` keeps.
 
-    Frames go to ``pattern`` (an image2 ``%06d`` pattern numbered from 0), each written
-    under a temp name and renamed when complete; ``showinfo`` reports each kept frame's
-    presentation time on stderr in output order. Rotation metadata is applied (FFmpeg's
-    default autorotate).
+    Timestamps are kept as they are in the file (``-copyts``), seeking or not, so the
+    expression and ``showinfo`` share one timeline. With ``seek``, decoding starts at the
+    keyframe at or before it (``-noaccurate_seek``: nothing is dropped before ``select``
+    sees it). Frames go to ``pattern`` (an image2 ``%06d`` pattern numbered from 0), each
+    written under a temp name and renamed when complete; ``showinfo`` reports each kept
+    frame's presentation time on stderr in output order. FFmpeg stops after
+    ``max_frames``. Rotation metadata is applied (FFmpeg's default autorotate).
     """
+    options: dict[str, Any] = {"copyts": None}
+    if seek is not None:
+        # A hair past the keyframe, so rounding to microseconds can never land before it.
+        options.update(ss=f"{seek + 5e-7:.6f}", noaccurate_seek=None)
+    if keyframes_only:
+        options["skip_frame"] = "nokey"
     stream = (
-        ffmpeg_python.input(f"file:{source}").video.filter("select", select_expr).filter("showinfo")
+        ffmpeg_python.input(f"file:{source}", **options)
+        .video.filter("select", select_expr)
+        .filter("showinfo")
     )
+    if output.width or output.height:
+        width = f"min(iw,{output.width})" if output.width else "-1"
+        height = f"min(ih,{output.height})" if output.height else "-1"
+        fit = "decrease" if output.width and output.height else "disable"
+        stream = stream.filter("scale", width, height, force_original_aspect_ratio=fit)
+    encode: dict[str, Any] = {}
+    if output.format is ImageFormat.JPG:
+        encode["q:v"] = 2 if output.quality is None else jpeg_qscale(output.quality)
+    elif output.format is ImageFormat.WEBP:
+        encode.update({"c:v": "libwebp", "quality": output.quality or 90})
+    if max_frames is not None:
+        encode["frames:v"] = max_frames
     out = ffmpeg_python.output(
         stream,
         pattern,
@@ -214,6 +249,27 @@ def select_frames_argv(source: str, select_expr: str, pattern: str, quality: int
         start_number=0,
         atomic_writing=1,
         fps_mode="passthrough",
-        **{"q:v": quality},
+        **encode,
     )
     return [binary("ffmpeg"), *GLOBAL_ARGS, *ffmpeg_python.get_args(out)]
+
+
+MAX_INLINE_GRAPH = 32 * 1024  # Linux refuses a single argument over 128 KiB
+
+
+async def spill_long_graph(argv: list[str], script: Path) -> list[str]:
+    """``argv`` with a filter graph too long for one argument moved into ``script``
+    (``-filter_complex_script``), e.g. the select expression of thousands of timestamps."""
+    if "-filter_complex" not in argv:
+        return argv
+    at = argv.index("-filter_complex")
+    graph = argv[at + 1]
+    if len(graph) <= MAX_INLINE_GRAPH:
+        return argv
+    await asyncio.to_thread(script.write_text, graph)
+    return [*argv[:at], "-filter_complex_script", str(script), *argv[at + 2 :]]
+
+
+def jpeg_qscale(quality: int) -> int:
+    """Quality 1-100 as FFmpeg's JPEG qscale (2 best, 31 worst)."""
+    return round(2 + (100 - min(100, max(1, quality))) * 29 / 99)

@@ -32,7 +32,38 @@ def is_job_id(value: str) -> bool:
 
 
 def frame_name(index: int, timestamp: float, ext: str = "jpg") -> str:
+    """``000012_60.000.jpg``: the target index and the frame's time, to the millisecond."""
     return f"{index:06d}_{timestamp:.3f}.{ext}"
+
+
+def image_size(head: bytes) -> tuple[int, int] | None:
+    """Width and height from the first bytes of a JPEG, PNG or WebP file, if found."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8 ":
+            return (int.from_bytes(head[26:28], "little") & 0x3FFF,
+                    int.from_bytes(head[28:30], "little") & 0x3FFF)  # fmt: skip
+        if chunk == b"VP8L":
+            bits = int.from_bytes(head[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            return (int.from_bytes(head[24:27], "little") + 1,
+                    int.from_bytes(head[27:30], "little") + 1)  # fmt: skip
+        return None
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                return None
+            marker = head[i + 1]
+            length = int.from_bytes(head[i + 2 : i + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3):
+                height = int.from_bytes(head[i + 5 : i + 7], "big")
+                return int.from_bytes(head[i + 7 : i + 9], "big"), height
+            i += 2 + length
+    return None
 
 
 def _sha256(path: Path) -> tuple[int, str]:
@@ -75,14 +106,21 @@ class FrameStore:
         await asyncio.to_thread(_prepare)
         return work
 
-    async def finalize(self, job_id: str, done: Path, name: str) -> tuple[int, str]:
-        """Hash the complete file ``done`` and move it to ``name``; return (size, sha256)."""
+    async def finalize(
+        self, job_id: str, done: Path, name: str
+    ) -> tuple[int, str, tuple[int, int] | None]:
+        """Hash the complete file ``done`` and move it to ``name``.
+
+        Returns its size, SHA-256 and picture size (read from the image header).
+        """
         target = self.path(job_id, name)
 
-        def _finalize() -> tuple[int, str]:
+        def _finalize() -> tuple[int, str, tuple[int, int] | None]:
             size, checksum = _sha256(done)
+            with done.open("rb") as fh:
+                dimensions = image_size(fh.read(64 * 1024))
             os.replace(done, target)
-            return size, checksum
+            return size, checksum, dimensions
 
         return await asyncio.to_thread(_finalize)
 

@@ -29,9 +29,19 @@ from .errors import ExtractionError, NotFound, StoreError, Unavailable, VfeError
 from .events import TERMINAL_EVENTS, Event, EventBus
 from .extractor import Extractor
 from .frames import FrameStore
-from .models import Frame, Job, JobStatus, SourceType, frame_view, job_view
+from .models import (
+    Frame,
+    Job,
+    JobSpec,
+    JobStatus,
+    SourceType,
+    frame_view,
+    job_view,
+    output_from,
+)
 from .planner import plan as make_plan
-from .probe import probe
+from .planner import sampling_from
+from .probe import frame_index, probe
 from .settings import Settings
 from .store import Store
 
@@ -125,9 +135,7 @@ class JobManager:
 
     # --- submit, cancel, delete --------------------------------------------------------
 
-    async def submit(
-        self, video_source: str, source_type: SourceType, source_path: Path, interval: float
-    ) -> Job:
+    async def submit(self, spec: JobSpec, source_type: SourceType, source_path: Path) -> Job:
         """Record a job and queue it; ``Unavailable`` (503) when the queue is full."""
         if not self.accepting:
             raise Unavailable("the service is shutting down; try again shortly")
@@ -140,10 +148,11 @@ class JobManager:
         job = Job(
             id=str(uuid.uuid4()),
             status=JobStatus.PENDING,
-            video_source=video_source,
+            video_source=spec.video_source,
             source_type=source_type,
             source_path=str(source_path),
-            interval=interval,
+            interval=spec.interval,
+            options=spec.options(),
             created_at=now,
             updated_at=now,
         )
@@ -304,9 +313,11 @@ class JobManager:
         if not exists:
             raise ExtractionError("the video file is no longer there")
         info = await probe(source)
-        plan = make_plan(job.interval, info)
+        index = await frame_index(source, info)
+        plan = make_plan(sampling_from(job.options, job.interval), info, index)
         job = await self._update(
             job.id,
+            plan=plan.describe(),
             total_frames=max(plan.total, job.processed_frames),
             duration=info.duration,
             fps=info.fps,
@@ -332,7 +343,8 @@ class JobManager:
                 last_progress = time.monotonic()
                 self._publish("progress", job)
 
-        written = await self.extractor.run(job.id, source, info, plan, on_frames)
+        output = output_from(job.options)
+        written = await self.extractor.run(job.id, source, info, plan, on_frames, output)
         stale = sorted(set(before) - produced)
         if stale:  # frames of an earlier attempt this run did not produce again
             await self.store.delete_frames(job.id, stale)

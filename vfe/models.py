@@ -13,9 +13,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MIN_INTERVAL = 0.001  # a millisecond: finer than any real frame spacing
+
+
+class Mode(StrEnum):
+    """How a job's target times are chosen."""
+
+    INTERVAL = "interval"
+    FPS = "fps"
+    COUNT = "count"
+    TIMESTAMPS = "timestamps"
+    KEYFRAMES = "keyframes"
 
 
 class JobStatus(StrEnum):
@@ -37,6 +47,22 @@ class SourceType(StrEnum):
     UPLOAD = "upload"
 
 
+class ImageFormat(StrEnum):
+    JPG = "jpg"
+    PNG = "png"
+    WEBP = "webp"
+
+
+@dataclass(frozen=True)
+class Output:
+    """How frames are written: format, quality (1-100), and a box to fit them inside."""
+
+    format: ImageFormat = ImageFormat.JPG
+    quality: int | None = None  # None: JPEG qscale 2 (as before), WebP 90, PNG lossless
+    width: int | None = None
+    height: int | None = None
+
+
 class JobSpec(BaseModel):
     """What a client asks for: a video and a sampling rule."""
 
@@ -47,20 +73,78 @@ class JobSpec(BaseModel):
         max_length=4096,
         description="Path of a video inside VIDEOS_BASE_PATH (relative to it, or absolute).",
     )
+    mode: Mode | None = Field(
+        default=None,
+        description="interval, fps, count, timestamps or keyframes; "
+        "by default the one whose parameter is given, else interval.",
+    )
     interval: float = Field(
         default=5.0,
         ge=MIN_INTERVAL,
         le=86400,
         allow_inf_nan=False,
-        description="Seconds between sampled frames (0.001 to 86400).",
+        description="interval mode: seconds between sampled frames (0.001 to 86400).",
     )
+    fps: float | None = Field(
+        default=None, gt=0, le=1000, allow_inf_nan=False, description="fps mode: frames a second."
+    )
+    count: int | None = Field(
+        default=None, ge=1, le=100_000, description="count mode: N frames evenly spaced."
+    )
+    timestamps: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10_000,
+        description="timestamps mode: seconds (a list, or comma-separated in a form).",
+    )
+    start: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="window start, s")
+    end: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="window end")
+    max_frames: int | None = Field(default=None, ge=1, le=1_000_000, description="at most N")
+    format: ImageFormat = Field(default=ImageFormat.JPG, description="jpg, png or webp")
+    quality: int | None = Field(default=None, ge=1, le=100, description="1-100 (jpg, webp)")
+    width: int | None = Field(default=None, ge=1, le=16384, description="fit inside, px")
+    height: int | None = Field(default=None, ge=1, le=16384, description="fit inside, px")
 
-    @field_validator("interval", mode="before")
+    @field_validator("interval", "fps", "count", "start", "end", "max_frames", "quality",
+                     "width", "height", mode="before")  # fmt: skip
     @classmethod
     def _no_booleans(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # JSON true would otherwise pass as 1.0
-            raise ValueError("interval must be a number of seconds, not true/false")
+        if isinstance(value, bool):  # JSON true would otherwise pass as 1
+            raise ValueError("must be a number, not true/false")
         return value
+
+    @field_validator("timestamps", mode="before")
+    @classmethod
+    def _split_timestamps(cls, value: Any) -> Any:
+        if isinstance(value, str):  # query strings and forms: "1,2.5,10"
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("timestamps")
+    @classmethod
+    def _finite_times(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(not math.isfinite(t) or t < 0 for t in value):
+            raise ValueError("timestamps must be finite numbers of seconds >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_and_parameter(self) -> JobSpec:
+        given = [m for m, v in ((Mode.FPS, self.fps), (Mode.COUNT, self.count),
+                                (Mode.TIMESTAMPS, self.timestamps)) if v is not None]  # fmt: skip
+        if self.mode is None:
+            if len(given) > 1:
+                raise ValueError("give one of fps, count and timestamps, or set mode")
+            self.mode = given[0] if given else Mode.INTERVAL
+        needs = {Mode.FPS: self.fps, Mode.COUNT: self.count, Mode.TIMESTAMPS: self.timestamps}
+        if self.mode in needs and needs[self.mode] is None:
+            raise ValueError(f"mode {self.mode.value} needs the field {self.mode.value}")
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """Everything but the source, as stored with the job."""
+        return self.model_dump(mode="json", exclude={"video_source"}, exclude_none=True)
 
 
 @dataclass
@@ -86,6 +170,8 @@ class Job:
     height: int | None = None
     codec: str | None = None
     attempts: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +216,10 @@ def job_view(job: Job, now: float | None = None) -> dict[str, Any]:
         "status": job.status.value,
         "video_source": job.video_source,
         "source_type": job.source_type.value,
-        "interval": job.interval,
+        "mode": job.options.get("mode", Mode.INTERVAL.value),
+        "interval": job.interval if job.options.get("mode", "interval") == "interval" else None,
+        "options": {k: v for k, v in job.options.items() if k != "mode"},
+        "plan": job.plan,
         "total_frames": job.total_frames,
         "processed_frames": job.processed_frames,
         "percent": percent(job.processed_frames, job.total_frames, job.status),
@@ -172,3 +261,13 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def output_from(options: dict[str, Any]) -> Output:
+    """The ``Output`` of a stored job's options."""
+    return Output(
+        format=ImageFormat(options.get("format") or ImageFormat.JPG),
+        quality=options.get("quality"),
+        width=options.get("width"),
+        height=options.get("height"),
+    )

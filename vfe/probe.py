@@ -8,7 +8,9 @@ server paths in it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +35,8 @@ class VideoInfo:
     codec: str
     pix_fmt: str | None
     start_time: float
+    container_start: float = 0.0  # FFmpeg shifts every timestamp by this (format start)
+    time_base: str | None = None  # the video stream's, e.g. "1/15360"
 
 
 def _rate(value: Any) -> float | None:
@@ -80,6 +84,8 @@ def parse(document: dict[str, Any]) -> VideoInfo:
         codec=str(stream.get("codec_name") or "unknown"),
         pix_fmt=stream.get("pix_fmt"),
         start_time=finite_or_none(stream.get("start_time")) or 0.0,
+        container_start=finite_or_none(fmt.get("start_time")) or 0.0,
+        time_base=stream.get("time_base"),
     )
 
 
@@ -108,3 +114,124 @@ async def probe(path: Path) -> VideoInfo:
     if done.returncode != 0 or not document.get("format"):
         raise ExtractionError("the file is not a video FFmpeg can read")
     return parse(document)
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """Every frame's presentation time and which are keyframes, from packets alone.
+
+    Times are on FFmpeg's timeline (the container start shifted to 0), sorted. Reading
+    packets costs a demux of the file, no decoding: tens of milliseconds for minutes of
+    video. Packets the demuxer marks to be discarded (edit lists) are left out.
+    """
+
+    times: tuple[float, ...]
+    keyframes: tuple[float, ...]
+    end: float | None = None  # where the last frame ends (its time plus its duration)
+
+    def first_at_or_after(self, target: float) -> int | None:
+        """Position in ``times`` of the first frame at or after ``target``, if any."""
+        i = bisect.bisect_left(self.times, target - EPSILON)
+        return i if i < len(self.times) else None
+
+    def keyframe_at_or_before(self, time: float) -> float:
+        """The latest keyframe at or before ``time`` (the first frame if there is none)."""
+        i = bisect.bisect_right(self.keyframes, time + EPSILON)
+        if i == 0:
+            return self.times[0] if self.times else 0.0
+        return self.keyframes[i - 1]
+
+    @property
+    def variable_rate(self) -> bool:
+        """True when frame spacing varies by more than a tenth of a frame."""
+        gaps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
+        if len(gaps) < 2:
+            return False
+        return max(gaps) - min(gaps) > 0.1 * (sum(gaps) / len(gaps))
+
+
+EPSILON = 1e-6
+_INDEX_CACHE: OrderedDict[tuple[str, int, int], FrameIndex] = OrderedDict()
+_INDEX_CACHE_SIZE = 64
+
+
+async def frame_index(path: Path, info: VideoInfo) -> FrameIndex:
+    """The frame index of ``path``, cached per file (by path, size and modification time)."""
+    stat = await asyncio.to_thread(path.stat)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    cached = _INDEX_CACHE.get(key)
+    if cached is not None:
+        _INDEX_CACHE.move_to_end(key)
+        return cached
+    argv = [
+        ffmpeg.binary("ffprobe"),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "packet=pts,dts,duration,flags",
+        "-of",
+        "csv=p=0",
+        f"file:{path}",
+    ]
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT * 10):
+            done = await ffmpeg.run(argv)
+    except TimeoutError:
+        raise ExtractionError("indexing the video's frames took too long") from None
+    if done.returncode != 0:
+        raise ExtractionError("the file is not a video FFmpeg can read")
+    index = await asyncio.to_thread(_parse_packets, done.stdout, info)
+    check_complete(info, index)
+    _INDEX_CACHE[key] = index
+    while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+        _INDEX_CACHE.popitem(last=False)
+    return index
+
+
+TRUNCATION_SLACK = 0.5  # seconds the frames may end before the stated duration
+
+
+def check_complete(info: VideoInfo, index: FrameIndex) -> None:
+    """``ExtractionError`` when the frames stop well before the duration the file states:
+    a file cut short whose index survived (a "faststart" MP4 cut in half)."""
+    if not index.times:
+        raise ExtractionError("the video has no frames; the file may be truncated or damaged")
+    end = index.end if index.end is not None else index.times[-1]
+    if end < info.duration - TRUNCATION_SLACK:
+        raise ExtractionError(
+            f"the video ends early or is damaged: its frames stop at {end:.3f} s "
+            f"of {info.duration:.3f} s"
+        )
+
+
+def _parse_packets(text: bytes, info: VideoInfo) -> FrameIndex:
+    """Lines of ``pts,dts[,duration],flags`` (ffprobe's csv, in its field order)."""
+    base = Fraction(info.time_base) if info.time_base else None
+    shift = Fraction(str(info.container_start))
+    times: list[float] = []
+    keys: list[float] = []
+    end: Fraction | None = None
+    for line in text.decode("ascii", "replace").splitlines():
+        parts = line.strip().split(",")
+        while parts and not parts[-1]:  # MPEG-TS lines end with an empty side-data field
+            parts.pop()
+        flags = parts[-1] if parts else ""
+        if len(parts) < 3 or "D" in flags:
+            continue
+        stamp = parts[0] if parts[0] not in ("", "N/A") else parts[1]
+        if stamp in ("", "N/A") or base is None:
+            continue
+        start = int(stamp) * base - shift
+        seconds = float(start)
+        times.append(seconds)
+        if "K" in flags:
+            keys.append(seconds)
+        if len(parts) >= 4 and parts[2].isdigit():
+            finish = start + int(parts[2]) * base
+            end = finish if end is None or finish > end else end
+    times.sort()
+    keys.sort()
+    return FrameIndex(tuple(times), tuple(keys), None if end is None else float(end))

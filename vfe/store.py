@@ -12,6 +12,7 @@ driver exception.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -67,12 +68,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX frames_by_job_name ON frames (job_id, filename);
     CREATE INDEX frames_by_created ON frames (created_at);
     """,
+    # 2: sampling/output options and the chosen plan, as JSON.
+    """
+    ALTER TABLE jobs ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE jobs ADD COLUMN plan TEXT;
+    """,
 )
 
 _JOB_COLUMNS = (
     "id, status, video_source, source_type, source_path, interval, created_at, updated_at, "
     "total_frames, processed_frames, started_at, finished_at, error_message, duration, fps, "
-    "width, height, codec, attempts"
+    "width, height, codec, attempts, options, plan"
 )
 _FRAME_COLUMNS = (
     "job_id, idx, timestamp, target_time, filename, size_bytes, checksum, width, height, created_at"
@@ -109,7 +115,8 @@ class Store(Protocol):
 
 def _job(row: sqlite3.Row | Sequence[Any]) -> Job:
     (id_, status, source, stype, spath, interval, created, updated, total, processed, started,
-     finished, error, duration, fps, width, height, codec, attempts) = row  # fmt: skip
+     finished, error, duration, fps, width, height, codec, attempts, options,
+     plan) = row  # fmt: skip
     return Job(
         id=id_,
         status=JobStatus(status),
@@ -130,6 +137,8 @@ def _job(row: sqlite3.Row | Sequence[Any]) -> Job:
         height=height,
         codec=codec,
         attempts=attempts,
+        options=json.loads(options or "{}"),
+        plan=json.loads(plan) if plan else None,
     )
 
 
@@ -152,6 +161,8 @@ def _frame(row: sqlite3.Row | Sequence[Any]) -> Frame:
 def _db_value(value: Any) -> Any:
     if isinstance(value, JobStatus | SourceType):
         return value.value
+    if isinstance(value, dict):
+        return json.dumps(value)
     return value
 
 
