@@ -403,3 +403,56 @@ async def test_slow_frame_index_times_out(tmp_path: Path, monkeypatch: pytest.Mo
     info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, time_base="1/1000")
     with pytest.raises(ExtractionError, match="took too long"):
         await probe.frame_index(video_file, info)
+
+
+# --- inspect: probe and index in one ffprobe run ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.clip("probe-25.mp4", duration=2, audio=True),
+        lambda m: m.clip("index-g10.mp4", duration=2, gop=10),
+        lambda m: m.clip("inspect.webm", duration=2, codec="libvpx-vp9"),
+    ],
+)
+async def test_inspect_equals_probe_and_frame_index(media: Any, tmp_path: Path, make: Any) -> None:
+    clip = tmp_path / "copy" / make(media).name
+    clip.parent.mkdir()
+    clip.write_bytes(make(media).read_bytes())
+    info, index = await probe.inspect(clip)
+    assert info == await probe.probe(clip)
+    probe._INDEX_CACHE.clear()  # make frame_index read the packets itself
+    assert index == await probe.frame_index(clip, info)
+
+
+async def test_inspect_is_cached_per_file_version(media: Any, tmp_path: Path) -> None:
+    clip = tmp_path / "cached.mp4"
+    clip.write_bytes(media.clip("index-g10.mp4", duration=2, gop=10).read_bytes())
+    first = await probe.inspect(clip)
+    assert await probe.inspect(clip) is first
+    assert await probe.frame_index(clip, first[0]) is first[1]  # shared with frame_index
+    clip.write_bytes(media.clip("probe-25.mp4", duration=2, audio=True).read_bytes())
+    assert (await probe.inspect(clip))[1].keyframes == (0.0,)
+
+
+async def test_inspect_refuses_what_is_not_a_whole_video(
+    media: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ExtractionError, match="not a video FFmpeg can read"):
+        await probe.inspect(media.not_a_video())
+    with pytest.raises(ExtractionError, match="no video stream"):
+        await probe.inspect(media.audio_only())
+    cut = tmp_path / "cut.mp4"
+    whole = media.clip("inspect-faststart.mp4", duration=6, extra=("-movflags", "+faststart"))
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ExtractionError, match="ends early or is damaged"):
+        await probe.inspect(cut)
+    fake = tmp_path / "bin" / "ffprobe"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexec /bin/sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    monkeypatch.setattr(probe, "PROBE_TIMEOUT", 0.03)  # fault injection: a hung ffprobe
+    with pytest.raises(ExtractionError, match="took too long"):
+        await probe.inspect(cut)

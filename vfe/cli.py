@@ -34,7 +34,7 @@ from .frames import FrameStore
 from .models import Frame, ImageFormat, JobSpec, Mode, frame_view, output_from
 from .planner import plan as make_plan
 from .planner import sampling_from
-from .probe import frame_index, probe
+from .probe import inspect
 from .settings import Settings, SettingsError
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -98,8 +98,7 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
 
     Ctrl-C cancels it: FFmpeg is stopped and the work folder removed.
     """
-    info = await probe(source)
-    index = await frame_index(source, info)
+    info, index = await inspect(source)
     plan = make_plan(sampling_from(spec.options(), spec.interval), info, index)
     if not quiet:
         print(f"plan: {json.dumps(plan.describe())}", flush=True)

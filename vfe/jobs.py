@@ -41,7 +41,7 @@ from .models import (
 )
 from .planner import plan as make_plan
 from .planner import sampling_from
-from .probe import frame_index, probe
+from .probe import inspect
 from .settings import Settings
 from .store import Store
 
@@ -312,8 +312,7 @@ class JobManager:
             exists = False
         if not exists:
             raise ExtractionError("the video file is no longer there")
-        info = await probe(source)
-        index = await frame_index(source, info)
+        info, index = await inspect(source)
         plan = make_plan(sampling_from(job.options, job.interval), info, index)
         job = await self._update(
             job.id,

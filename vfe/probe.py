@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import json
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -153,12 +154,70 @@ class FrameIndex:
 EPSILON = 1e-6
 _INDEX_CACHE: OrderedDict[tuple[str, int, int], FrameIndex] = OrderedDict()
 _INDEX_CACHE_SIZE = 64
+_INSPECT_CACHE: OrderedDict[tuple[str, int, int], tuple[VideoInfo, FrameIndex]] = OrderedDict()
+
+
+async def inspect(path: Path) -> tuple[VideoInfo, FrameIndex]:
+    """``probe`` and ``frame_index`` in one ffprobe run (half the start-up cost), cached."""
+    key = await _cache_key(path)
+    cached = _INSPECT_CACHE.get(key)
+    if cached is not None:
+        return cached
+    argv = [
+        ffmpeg.binary("ffprobe"),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-select_streams",
+        "V:0",  # the first video stream that is not cover art
+        "-show_format",
+        "-show_streams",
+        "-show_entries",
+        "packet=pts,dts,duration,flags",
+        "-of",
+        "json=c=1",
+        f"file:{path}",
+    ]
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT * 10):
+            done = await ffmpeg.run(argv)
+    except TimeoutError:
+        raise ExtractionError("reading the video's details took too long") from None
+    try:
+        document = await asyncio.to_thread(json.loads, done.stdout or b"{}")
+    except json.JSONDecodeError:
+        document = {}
+    if done.returncode != 0 or not document.get("format"):
+        raise ExtractionError("the file is not a video FFmpeg can read")
+    info = parse(document)
+    rows = [
+        (str(p.get("pts", "")), str(p.get("dts", "")), str(p.get("duration", "")),
+         str(p.get("flags", "")))
+        for p in document.get("packets") or []
+    ]  # fmt: skip
+    index = await asyncio.to_thread(_index, rows, info)
+    check_complete(info, index)
+    result = (info, index)
+    _remember(_INSPECT_CACHE, key, result)
+    _remember(_INDEX_CACHE, key, index)
+    return result
+
+
+async def _cache_key(path: Path) -> tuple[str, int, int]:
+    stat = await asyncio.to_thread(path.stat)
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _remember(cache: OrderedDict[tuple[str, int, int], Any], key: Any, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _INDEX_CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 async def frame_index(path: Path, info: VideoInfo) -> FrameIndex:
     """The frame index of ``path``, cached per file (by path, size and modification time)."""
-    stat = await asyncio.to_thread(path.stat)
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = await _cache_key(path)
     cached = _INDEX_CACHE.get(key)
     if cached is not None:
         _INDEX_CACHE.move_to_end(key)
@@ -169,7 +228,7 @@ async def frame_index(path: Path, info: VideoInfo) -> FrameIndex:
         "-loglevel",
         "error",
         "-select_streams",
-        "v:0",
+        "V:0",
         "-show_entries",
         "packet=pts,dts,duration,flags",
         "-of",
@@ -185,9 +244,7 @@ async def frame_index(path: Path, info: VideoInfo) -> FrameIndex:
         raise ExtractionError("the file is not a video FFmpeg can read")
     index = await asyncio.to_thread(_parse_packets, done.stdout, info)
     check_complete(info, index)
-    _INDEX_CACHE[key] = index
-    while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-        _INDEX_CACHE.popitem(last=False)
+    _remember(_INDEX_CACHE, key, index)
     return index
 
 
@@ -209,19 +266,27 @@ def check_complete(info: VideoInfo, index: FrameIndex) -> None:
 
 def _parse_packets(text: bytes, info: VideoInfo) -> FrameIndex:
     """Lines of ``pts,dts[,duration],flags`` (ffprobe's csv, in its field order)."""
+    rows: list[tuple[str, str, str, str]] = []
+    for line in text.decode("ascii", "replace").splitlines():
+        parts = line.strip().split(",")
+        while parts and not parts[-1]:  # MPEG-TS lines end with an empty side-data field
+            parts.pop()
+        if len(parts) >= 3:
+            rows.append((parts[0], parts[1], parts[2] if len(parts) >= 4 else "", parts[-1]))
+    return _index(rows, info)
+
+
+def _index(rows: Iterable[tuple[str, str, str, str]], info: VideoInfo) -> FrameIndex:
+    """The index of packet rows ``(pts, dts, duration, flags)``, in stream time base units."""
     base = Fraction(info.time_base) if info.time_base else None
     shift = Fraction(str(info.container_start))
     times: list[float] = []
     keys: list[float] = []
     end: Fraction | None = None
-    for line in text.decode("ascii", "replace").splitlines():
-        parts = line.strip().split(",")
-        while parts and not parts[-1]:  # MPEG-TS lines end with an empty side-data field
-            parts.pop()
-        flags = parts[-1] if parts else ""
-        if len(parts) < 3 or "D" in flags:
+    for pts, dts, duration, flags in rows:
+        if "D" in flags:
             continue
-        stamp = parts[0] if parts[0] not in ("", "N/A") else parts[1]
+        stamp = pts if pts not in ("", "N/A") else dts
         if stamp in ("", "N/A") or base is None:
             continue
         start = int(stamp) * base - shift
@@ -229,8 +294,8 @@ def _parse_packets(text: bytes, info: VideoInfo) -> FrameIndex:
         times.append(seconds)
         if "K" in flags:
             keys.append(seconds)
-        if len(parts) >= 4 and parts[2].isdigit():
-            finish = start + int(parts[2]) * base
+        if duration.isdigit():
+            finish = start + int(duration) * base
             end = finish if end is None or finish > end else end
     times.sort()
     keys.sort()
