@@ -1,0 +1,33 @@
+"""Benchmark ``vfe extract`` against an FFmpeg one-liner, an OpenCV loop and a pure decode.
+
+For every video and sampling (intervals 0.5, 1, 5, 30 s and ``count=10``) it runs, one
+subprocess at a time and interleaved within each round:
+
+  (a) ``vfe extract VIDEO --interval I --out DIR --quiet`` (or ``--count 10``)
+  (b) ``ffmpeg -i VIDEO -vf fps=1/I -q:v 2 DIR/out%05d.jpg`` (``fps=10/duration`` for count)
+  (c) the original service's OpenCV loop (read every frame, write every Nth), run in a
+      benchmark-only virtualenv ``CACHE/venv-opencv`` so OpenCV never enters vfe's deps
+  (d) ``ffmpeg -i VIDEO -an -f null -``: the cost of decoding every frame once
+
+and records wall time, CPU time (user+sys of the child and the descendants it waited
+for, from ``os.wait4``) and peak memory (the summed RSS of the process tree, sampled
+with psutil every 20 ms; never below ``ru_maxrss``, the largest single process). Each
+vfe run is checked for exactness: every frame it wrote must be the first frame whose
+presentation time is ``>= target`` (frame times come from ffprobe's packet list).
+
+Deliberate oddities: (d) does not depend on the sampling, so it runs once per video and
+round and its median is repeated on every row; the script uses blocking ``subprocess``,
+not asyncio, because it runs exactly one child at a time.
+
+Modules: ``videos`` (test videos and ffprobe facts), ``sampling`` (the table's rows),
+``methods`` (each method's argv), ``runner`` (running and measuring one subprocess),
+``exactness`` (checks of vfe's output), ``rounds`` (the interleaved loop over one video),
+``report`` (table and JSON) and ``__main__`` (command line). Run it as
+``python -m benchmark`` with ``scripts/`` on ``PYTHONPATH``, as ``scripts/bench`` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: scripts/benchmark/ is two down

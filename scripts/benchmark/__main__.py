@@ -1,0 +1,154 @@
+"""Command line: ``scripts/bench`` runs ``python -m benchmark``; see the package docstring."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import ROOT
+from .methods import VFE, Method, opencv_python
+from .report import environment, print_table, row_json, write_json
+from .rounds import SKIPPED, Cell, bench_video
+from .runner import BenchError
+from .sampling import SAMPLINGS
+from .videos import QUICK_SPEC, SHARED_CLIPS, SPECS, X264_PRESET, Video, collect_videos
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    keys = ", ".join(
+        [spec.key for spec in (*SPECS, QUICK_SPEC)] + [Path(n).stem for n in SHARED_CLIPS]
+    )
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmark `vfe extract` against an FFmpeg one-liner, an OpenCV loop "
+        "and a pure decode, and check that vfe's frames are exact. Medians of --rounds "
+        "rounds; ratios < 1 mean vfe is faster.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: only the shared clips (else a short generated clip), 1 round",
+    )
+    parser.add_argument(
+        "--videos", metavar="KEYS", help=f"comma-separated videos to run ({keys}) or file paths"
+    )
+    parser.add_argument(
+        "--rounds", type=int, metavar="N", help="rounds per measurement (default 3; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=ROOT / "bench-cache",
+        metavar="DIR",
+        help="generated videos, the OpenCV virtualenv and scratch output (default: bench-cache/)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="where to write every round's numbers (default: CACHE/results.json)",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="WHAT",
+        help="leave out vfe, ffmpeg, opencv, decode, exact or pixels (repeat or comma-separate)",
+    )
+    parser.add_argument(
+        "--vfe",
+        type=Path,
+        default=VFE,
+        metavar="PATH",
+        help="the vfe executable to benchmark (default: .venv/bin/vfe)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        metavar="SECONDS",
+        help="kill a single run after this long (default 1800)",
+    )
+    args = parser.parse_args(argv)
+    args.skip = {part.strip() for item in args.skip for part in item.split(",") if part.strip()}
+    unknown = args.skip - {"vfe", "ffmpeg", "opencv", "decode", "exact", "pixels"}
+    if unknown:
+        parser.error(f"--skip: unknown {', '.join(sorted(unknown))}")
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    args.cache = args.cache.resolve()
+    args.json = (args.json or args.cache / "results.json").resolve()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("ffmpeg", "ffprobe"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} is not on PATH", file=sys.stderr)
+            return 2
+    args.cache.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        videos = collect_videos(args, args.cache)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    opencv, opencv_error = None, SKIPPED
+    if "opencv" not in args.skip:
+        try:
+            opencv = opencv_python(args.cache)
+        except BenchError as exc:
+            opencv_error = f"OpenCV virtualenv: {exc}"
+            print(f"bench: {opencv_error}; the OpenCV column is n/a", flush=True)
+    print(
+        f"test videos: testsrc2, libx264 -preset {X264_PRESET}; VP9 -deadline realtime "
+        f"-cpu-used 8; rounds: {args.rounds}; cpus: {os.cpu_count()}",
+        flush=True,
+    )
+    report: dict[str, Any] = {
+        "schema": 1,
+        "started": started,
+        "finished": None,
+        "environment": environment(args, opencv),
+        "videos": [],
+    }
+    tables: list[tuple[Video, dict[str, dict[Method, Cell]], Cell]] = []
+    for video in videos:
+        print(f"\n-- {video.key}: {video.path}", flush=True)
+        rows, decode = bench_video(video, args, args.cache, opencv, opencv_error)
+        tables.append((video, rows, decode))
+        report["videos"].append(
+            {
+                **video.summary(),
+                "decode": decode.to_json(),
+                "rows": [row_json(video, s, rows[s.label], decode) for s in SAMPLINGS],
+            }
+        )
+        write_json(args.json, report)  # after every video, so a long run keeps its results
+    report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    write_json(args.json, report)
+    for video, rows, decode in tables:
+        print_table(video, rows, decode)
+    print(
+        "\ncells: median wall s, CPU s (user+sys, children included), peak MiB (summed RSS "
+        "of the process tree); ratios: (a) over (b)/(c)/(d), wall/cpu, < 1 = vfe faster;"
+    )
+    print(
+        "exact: vfe frames that are the first frame at or after their target / expected; "
+        "px: sampled frames whose pixels match that frame best (PSNR vs neighbours)"
+    )
+    print(f"results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

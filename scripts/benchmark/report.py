@@ -1,0 +1,139 @@
+"""The results: one table per video on stdout, and every round's numbers as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from .exactness import expected_targets
+from .methods import LETTER, METHODS, Method
+from .rounds import SKIPPED, Cell
+from .runner import HAVE_PSUTIL, last_line, run_text
+from .sampling import SAMPLINGS, Sampling
+from .videos import X264_PRESET, Video
+
+
+def ratio(a: dict[str, float] | None, b: dict[str, float] | None, key: str) -> float | None:
+    if a is None or b is None or b[key] <= 0:
+        return None
+    return a[key] / b[key]
+
+
+def exact_text(cell: Cell | None) -> tuple[str, dict[str, Any] | None]:
+    """The worst round's exactness as ``N/M`` (plus the pixel sample), and its record."""
+    checked = [run.exact for run in cell.good() if run.exact] if cell else []
+    if not checked:
+        return "n/a", None
+    worst = min(checked, key=lambda e: e["exact"] - max(e["expected"], e["written"]))
+    if worst["verified"] == 0 and worst["written"]:
+        text = f"?/{worst['expected']} (no target_time)"
+    else:
+        text = f"{worst['exact']}/{max(worst['expected'], worst['written'])}"
+    pixels = checked[0].get("pixels")
+    if pixels and "error" in pixels:
+        text += " px error"
+    elif pixels:
+        text += f" px {pixels['matched']}/{pixels['sampled']}"
+        if pixels["tied"]:
+            text += f" ({pixels['tied']} tied)"  # neighbouring frames look the same
+    return text, worst
+
+
+def print_table(video: Video, rows: dict[str, dict[Method, Cell]], decode: Cell) -> None:
+    notes: list[str] = []
+
+    def block(cell: Cell | None) -> str:
+        if cell is None or cell.skipped_because == SKIPPED:
+            return f"{'-':^20}"
+        median, error = cell.median(), cell.error()
+        if median is None:
+            note = error or "no runs"
+            if note not in notes:
+                notes.append(note)
+            return f"{f'n/a (error: [{notes.index(note) + 1}])':^20}"
+        return f"{median['wall_s']:6.2f} {median['cpu_s']:6.2f} {median['peak_mib']:6.0f}"
+
+    def pair(a: dict[str, float] | None, b: dict[str, float] | None) -> str:
+        wall, cpu = ratio(a, b, "wall_s"), ratio(a, b, "cpu_s")
+        return f"{wall:.2f}/{cpu:.2f}" if wall is not None and cpu is not None else "n/a"
+
+    print()
+    print(
+        f"== {video.key}: {video.path.name} - {video.width}x{video.height} {video.codec} "
+        f"{video.fps:g} fps {video.duration:g} s, {len(video.frame_times)} frames, "
+        f"{video.gop_text()}"
+    )
+    print(f"   {video.origin}")
+    heads = " | ".join(f"{f'{m} ({LETTER[m]})':^20}" for m in METHODS)
+    print(f"{'sampling':<9} {'targets':>7} | {heads} | {'a/b':>9} {'a/c':>9} {'a/d':>9} | exact")
+    units = " | ".join(f"{'wall s  cpu s    MiB':^20}" for _ in METHODS)
+    print(f"{'':<9} {'':>7} | {units} | {'wall/cpu':>9} {'wall/cpu':>9} {'wall/cpu':>9} |")
+    for sampling in SAMPLINGS:
+        cells = rows[sampling.label]
+        targets = expected_targets(video, sampling)
+        count = len(targets) if targets is not None else sampling.count
+        a = cells["vfe"].median() if "vfe" in cells else None
+        b = cells["ffmpeg"].median() if "ffmpeg" in cells else None
+        c = cells["opencv"].median() if "opencv" in cells else None
+        blocks = " | ".join(block(decode if m == "decode" else cells.get(m)) for m in METHODS)
+        ratios = f"{pair(a, b):>9} {pair(a, c):>9} {pair(a, decode.median()):>9}"
+        exact = exact_text(cells.get("vfe"))[0]
+        print(f"{sampling.label:<9} {count:>7} | {blocks} | {ratios} | {exact}")
+    for n, note in enumerate(notes, 1):
+        print(f"   [{n}] {note}")
+
+
+def row_json(
+    video: Video, sampling: Sampling, cells: dict[Method, Cell], decode: Cell
+) -> dict[str, Any]:
+    a = cells["vfe"].median() if "vfe" in cells else None
+    others: dict[str, dict[str, float] | None] = {
+        "a/b": cells["ffmpeg"].median() if "ffmpeg" in cells else None,
+        "a/c": cells["opencv"].median() if "opencv" in cells else None,
+        "a/d": decode.median(),
+    }
+    targets = expected_targets(video, sampling)
+    return {
+        "sampling": sampling.label,
+        "interval": sampling.interval,
+        "count": sampling.count,
+        "expected_frames": len(targets) if targets is not None else sampling.count,
+        "methods": {method: cell.to_json() for method, cell in cells.items()},
+        "ratios": {
+            name: {"wall": ratio(a, other, "wall_s"), "cpu": ratio(a, other, "cpu_s")}
+            for name, other in others.items()
+        },
+        "exact": exact_text(cells.get("vfe"))[1],
+    }
+
+
+def environment(args: argparse.Namespace, opencv: Path | None) -> dict[str, Any]:
+    ffmpeg_version = last_line(run_text(["ffmpeg", "-version"]).splitlines()[0])
+    cv = None
+    if opencv is not None:
+        cv = run_text([str(opencv), "-c", "import cv2; print(cv2.__version__)"]).strip()
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "ffmpeg": ffmpeg_version,
+        "opencv": cv,
+        "psutil": HAVE_PSUTIL,
+        "x264_preset": X264_PRESET,
+        "rounds": args.rounds,
+        "quick": args.quick,
+        "skip": sorted(args.skip),
+        "timeout_s": args.timeout,
+        "vfe": str(args.vfe),
+    }
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    part.replace(path)
