@@ -174,8 +174,7 @@ MAGIC = {
 async def make_plan(
     clip: Path, sampling: Sampling, strategy: Strategy | None = None
 ) -> tuple[probe.VideoInfo, planner.Plan]:
-    info = await probe.probe(clip)
-    index = await probe.frame_index(clip, info)
+    info, index = await probe.inspect(clip)
     priced = info
     if strategy is Strategy.SEEK:  # a process start now costs about a frame decode
         priced = dataclasses.replace(info, width=7680, height=4320)
@@ -514,7 +513,7 @@ async def test_truncated_file_fails_before_extraction(clips: Clips, tmp_path: Pa
     info = await probe.probe(clip)  # the index is intact: it says 6 s
     assert info.duration == pytest.approx(6.0, abs=0.1)
     with pytest.raises(ExtractionError) as raised:
-        await probe.frame_index(clip, info)  # but the packets stop half-way
+        await probe.inspect(clip)  # but the packets stop half-way
     message = str(raised.value.detail)
     assert message.startswith("the video ends early or is damaged: its frames stop at")
     assert str(tmp_path) not in message

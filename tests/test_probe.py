@@ -303,8 +303,7 @@ async def test_frame_index_equals_decoded_frames(
     media: Any, name: str, options: dict[str, Any]
 ) -> None:
     clip = media.clip(name, **options)
-    info = await probe.probe(clip)
-    index = await probe.frame_index(clip, info)
+    _, index = await probe.inspect(clip)
     times, keys = decoded_frames(clip)
     assert rounded(index.times) == times
     assert rounded(index.keyframes) == keys
@@ -316,13 +315,12 @@ async def test_mpegts_index_starts_at_zero(media: Any) -> None:
         "index-bf.mp4", duration=2, gop=25, extra=("-preset", "veryfast", "-bf", "2")
     )
     clip = remux(source, media.folder / "index-bf.ts", "-f", "mpegts")
-    info = await probe.probe(clip)
+    info, index = await probe.inspect(clip)
     assert info.container_start > 1.0  # MPEG-TS muxers start the clock at 1.4 s
-    index = await probe.frame_index(clip, info)
     assert index.times[0] == pytest.approx(0.0, abs=1e-6)
     times, keys = decoded_frames(clip)
     assert rounded(index.times) == times and rounded(index.keyframes) == keys
-    mp4 = await probe.frame_index(source, await probe.probe(source))
+    _, mp4 = await probe.inspect(source)
     assert rounded(index.times) == rounded(mp4.times)  # the same frames, the same times
 
 
@@ -349,60 +347,34 @@ def test_variable_rate() -> None:
     assert not probe.FrameIndex((0.0, 1.0), (0.0,)).variable_rate  # one gap: no variation
 
 
-def test_parse_packets_skips_discarded_and_unstamped() -> None:
-    info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, container_start=1.0,
-                     time_base="1/1000")  # fmt: skip
-    text = b"1000,1000,K_\n1080,1040,__\n1040,N/A,_D\nN/A,1120,__\nN/A,N/A,__\nbad\n\n"
-    index = probe._parse_packets(text, info)
+def test_index_rows_skip_discarded_and_unstamped() -> None:
+    info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, 1.0, time_base="1/1000")
+    rows = [
+        ("1000", "1000", "40", "K_"),
+        ("1080", "1040", "40", "__"),
+        ("1040", "N/A", "40", "_D"),
+        ("N/A", "1120", "", "__"),
+        ("N/A", "N/A", "", "__"),
+    ]
+    index = probe._index(rows, info)
     assert index.times == (0.0, 0.08, 0.12) and index.keyframes == (0.0,)
-    no_base = probe._parse_packets(text, VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0))
-    assert no_base.times == () and no_base.keyframes == ()
+    assert index.end == pytest.approx(0.12)  # 1080 + 40 ms; the last row had no duration
+    no_base = probe._index(rows, VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0))
+    assert no_base.times == () and no_base.keyframes == () and no_base.end is None
 
 
-async def test_frame_index_is_cached_per_file_version(media: Any, tmp_path: Path) -> None:
-    clip = tmp_path / "cached.mp4"
-    clip.write_bytes(media.clip("index-g10.mp4", duration=2, gop=10).read_bytes())
-    info = await probe.probe(clip)
-    first = await probe.frame_index(clip, info)
-    assert await probe.frame_index(clip, info) is first  # a hit: the same object
-    clip.write_bytes(media.clip("probe-25.mp4", duration=2, audio=True).read_bytes())
-    info = await probe.probe(clip)
-    second = await probe.frame_index(clip, info)  # size and mtime changed: a miss
-    assert second is not first and second.keyframes == (0.0,) and len(first.keyframes) == 5
-
-
-async def test_frame_index_cache_is_bounded(
+async def test_inspect_cache_is_bounded(
     media: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(probe, "_INDEX_CACHE_SIZE", 1)
+    monkeypatch.setattr(probe, "_CACHE_SIZE", 1)
     source = media.clip("index-g10.mp4", duration=2, gop=10)
-    info = await probe.probe(source)
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
     a.write_bytes(source.read_bytes())
     b.write_bytes(source.read_bytes())
-    first = await probe.frame_index(a, info)
-    await probe.frame_index(b, info)  # evicts a
-    assert await probe.frame_index(a, info) is not first
-    assert len(probe._INDEX_CACHE) == 1
-
-
-async def test_frame_index_of_a_broken_file(media: Any, tmp_path: Path) -> None:
-    info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, time_base="1/1000")
-    with pytest.raises(ExtractionError, match="not a video FFmpeg can read"):
-        await probe.frame_index(media.not_a_video(), info)
-
-
-async def test_slow_frame_index_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    video_file = tmp_path / "any.mp4"
-    video_file.write_bytes(b"x")
-    fake = tmp_path / "ffprobe"
-    fake.write_text("#!/bin/sh\nexec /bin/sleep 30\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(probe, "PROBE_TIMEOUT", 0.03)  # fault injection: a hung ffprobe
-    info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, time_base="1/1000")
-    with pytest.raises(ExtractionError, match="took too long"):
-        await probe.frame_index(video_file, info)
+    first = await probe.inspect(a)
+    await probe.inspect(b)  # evicts a
+    assert await probe.inspect(a) is not first
+    assert len(probe._CACHE) == 1
 
 
 # --- inspect: probe and index in one ffprobe run ------------------------------------------
@@ -416,14 +388,13 @@ async def test_slow_frame_index_times_out(tmp_path: Path, monkeypatch: pytest.Mo
         lambda m: m.clip("inspect.webm", duration=2, codec="libvpx-vp9"),
     ],
 )
-async def test_inspect_equals_probe_and_frame_index(media: Any, tmp_path: Path, make: Any) -> None:
+async def test_inspect_equals_probe(media: Any, tmp_path: Path, make: Any) -> None:
     clip = tmp_path / "copy" / make(media).name
     clip.parent.mkdir()
     clip.write_bytes(make(media).read_bytes())
     info, index = await probe.inspect(clip)
     assert info == await probe.probe(clip)
-    probe._INDEX_CACHE.clear()  # make frame_index read the packets itself
-    assert index == await probe.frame_index(clip, info)
+    assert len(index.times) == round(info.duration * (info.fps or 0))
 
 
 async def test_inspect_is_cached_per_file_version(media: Any, tmp_path: Path) -> None:
@@ -431,7 +402,6 @@ async def test_inspect_is_cached_per_file_version(media: Any, tmp_path: Path) ->
     clip.write_bytes(media.clip("index-g10.mp4", duration=2, gop=10).read_bytes())
     first = await probe.inspect(clip)
     assert await probe.inspect(clip) is first
-    assert await probe.frame_index(clip, first[0]) is first[1]  # shared with frame_index
     clip.write_bytes(media.clip("probe-25.mp4", duration=2, audio=True).read_bytes())
     assert (await probe.inspect(clip))[1].keyframes == (0.0,)
 

@@ -5,7 +5,7 @@ the frame written is the first frame whose presentation time is ``>= t``; when s
 targets fall on one frame it is written once, under the index of the latest of them.
 
 Which frame answers which target is known before anything is decoded: the frame index
-(``probe.frame_index``, packets only) lists every frame's time and the keyframes. The
+(``probe.inspect``, packets only) lists every frame's time and the keyframes. The
 plan then prices two strategies in frames to decode plus process start-ups:
 
 - ``select``: one FFmpeg process seeks to the keyframe before the first frame needed and

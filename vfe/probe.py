@@ -90,31 +90,29 @@ def parse(document: dict[str, Any]) -> VideoInfo:
     )
 
 
-async def probe(path: Path) -> VideoInfo:
-    """Run ffprobe on ``path`` (a local file) and return what it found."""
-    argv = [
-        ffmpeg.binary("ffprobe"),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        f"file:{path}",  # the file protocol only, whatever the name looks like
-    ]
+async def _ffprobe(path: Path, *sections: str, limit: float) -> dict[str, Any]:
+    """ffprobe's JSON about ``path`` (the file protocol only, whatever the name looks
+    like) for ``sections``; ``ExtractionError`` when it is not a video or takes over
+    ``limit`` seconds."""
+    argv = [ffmpeg.binary("ffprobe"), "-hide_banner", "-loglevel", "error", *sections,
+            "-of", "json=c=1", f"file:{path}"]  # fmt: skip
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT):
+        async with asyncio.timeout(limit):
             done = await ffmpeg.run(argv)
     except TimeoutError:
         raise ExtractionError("reading the video's details took too long") from None
     try:
-        document = json.loads(done.stdout or b"{}")
+        document = await asyncio.to_thread(json.loads, done.stdout or b"{}")
     except json.JSONDecodeError:
         document = {}
-    if done.returncode != 0 or not document.get("format"):
+    if done.returncode != 0 or not isinstance(document, dict) or not document.get("format"):
         raise ExtractionError("the file is not a video FFmpeg can read")
-    return parse(document)
+    return document
+
+
+async def probe(path: Path) -> VideoInfo:
+    """Run ffprobe on ``path`` (a local file) and return what it found."""
+    return parse(await _ffprobe(path, "-show_format", "-show_streams", limit=PROBE_TIMEOUT))
 
 
 @dataclass(frozen=True)
@@ -152,43 +150,31 @@ class FrameIndex:
 
 
 EPSILON = 1e-6
-_INDEX_CACHE: OrderedDict[tuple[str, int, int], FrameIndex] = OrderedDict()
-_INDEX_CACHE_SIZE = 64
-_INSPECT_CACHE: OrderedDict[tuple[str, int, int], tuple[VideoInfo, FrameIndex]] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, int, int], tuple[VideoInfo, FrameIndex]] = OrderedDict()
+_CACHE_SIZE = 64
 
 
 async def inspect(path: Path) -> tuple[VideoInfo, FrameIndex]:
-    """``probe`` and ``frame_index`` in one ffprobe run (half the start-up cost), cached."""
+    """What the video is (as ``probe``) and its frame index, from one ffprobe run.
+
+    Cached per file (by path, size and modification time). Raises ``ExtractionError``
+    for a file that is not a video, has no video stream, or was cut short.
+    """
     key = await _cache_key(path)
-    cached = _INSPECT_CACHE.get(key)
+    cached = _CACHE.get(key)
     if cached is not None:
+        _CACHE.move_to_end(key)
         return cached
-    argv = [
-        ffmpeg.binary("ffprobe"),
-        "-hide_banner",
-        "-loglevel",
-        "error",
+    document = await _ffprobe(
+        path,
         "-select_streams",
         "V:0",  # the first video stream that is not cover art
         "-show_format",
         "-show_streams",
         "-show_entries",
         "packet=pts,dts,duration,flags",
-        "-of",
-        "json=c=1",
-        f"file:{path}",
-    ]
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT * 10):
-            done = await ffmpeg.run(argv)
-    except TimeoutError:
-        raise ExtractionError("reading the video's details took too long") from None
-    try:
-        document = await asyncio.to_thread(json.loads, done.stdout or b"{}")
-    except json.JSONDecodeError:
-        document = {}
-    if done.returncode != 0 or not document.get("format"):
-        raise ExtractionError("the file is not a video FFmpeg can read")
+        limit=PROBE_TIMEOUT * 10,
+    )
     info = parse(document)
     rows = [
         (str(p.get("pts", "")), str(p.get("dts", "")), str(p.get("duration", "")),
@@ -198,54 +184,15 @@ async def inspect(path: Path) -> tuple[VideoInfo, FrameIndex]:
     index = await asyncio.to_thread(_index, rows, info)
     check_complete(info, index)
     result = (info, index)
-    _remember(_INSPECT_CACHE, key, result)
-    _remember(_INDEX_CACHE, key, index)
+    _CACHE[key] = result
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
     return result
 
 
 async def _cache_key(path: Path) -> tuple[str, int, int]:
     stat = await asyncio.to_thread(path.stat)
     return (str(path), stat.st_size, stat.st_mtime_ns)
-
-
-def _remember(cache: OrderedDict[tuple[str, int, int], Any], key: Any, value: Any) -> None:
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > _INDEX_CACHE_SIZE:
-        cache.popitem(last=False)
-
-
-async def frame_index(path: Path, info: VideoInfo) -> FrameIndex:
-    """The frame index of ``path``, cached per file (by path, size and modification time)."""
-    key = await _cache_key(path)
-    cached = _INDEX_CACHE.get(key)
-    if cached is not None:
-        _INDEX_CACHE.move_to_end(key)
-        return cached
-    argv = [
-        ffmpeg.binary("ffprobe"),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-select_streams",
-        "V:0",
-        "-show_entries",
-        "packet=pts,dts,duration,flags",
-        "-of",
-        "csv=p=0",
-        f"file:{path}",
-    ]
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT * 10):
-            done = await ffmpeg.run(argv)
-    except TimeoutError:
-        raise ExtractionError("indexing the video's frames took too long") from None
-    if done.returncode != 0:
-        raise ExtractionError("the file is not a video FFmpeg can read")
-    index = await asyncio.to_thread(_parse_packets, done.stdout, info)
-    check_complete(info, index)
-    _remember(_INDEX_CACHE, key, index)
-    return index
 
 
 TRUNCATION_SLACK = 0.5  # seconds the frames may end before the stated duration
@@ -262,18 +209,6 @@ def check_complete(info: VideoInfo, index: FrameIndex) -> None:
             f"the video ends early or is damaged: its frames stop at {end:.3f} s "
             f"of {info.duration:.3f} s"
         )
-
-
-def _parse_packets(text: bytes, info: VideoInfo) -> FrameIndex:
-    """Lines of ``pts,dts[,duration],flags`` (ffprobe's csv, in its field order)."""
-    rows: list[tuple[str, str, str, str]] = []
-    for line in text.decode("ascii", "replace").splitlines():
-        parts = line.strip().split(",")
-        while parts and not parts[-1]:  # MPEG-TS lines end with an empty side-data field
-            parts.pop()
-        if len(parts) >= 3:
-            rows.append((parts[0], parts[1], parts[2] if len(parts) >= 4 else "", parts[-1]))
-    return _index(rows, info)
 
 
 def _index(rows: Iterable[tuple[str, str, str, str]], info: VideoInfo) -> FrameIndex:
