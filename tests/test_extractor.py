@@ -607,7 +607,7 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(
     task = asyncio.create_task(Extractor(store).run(job_id, clip, info, plan, on_frames))
     async with asyncio.timeout(30):
         await first_batch.wait()
-    assert not task.done()
+    assert not task.done(), task.exception() if task.done() and not task.cancelled() else ""
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -617,7 +617,10 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(
     for pid in seen_pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not store.work_dir(job_id).exists()
-    assert 0 < len(reported) < plan.total
+    assert len(reported) > 0
+    if strategy is Strategy.SELECT:  # 500 frames: the cancel lands long before the end
+        assert len(reported) < plan.total
+    # (the seek plan is 2 groups of 2 frames run at once: all 4 may be reported first)
     for frame in reported:  # frames already reported stay, each whole
         data = store.path(job_id, frame.filename).read_bytes()
         assert hashlib.sha256(data).hexdigest() == frame.checksum

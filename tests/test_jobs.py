@@ -168,7 +168,9 @@ async def test_cancel_a_queued_job(
         res = await client.http.delete(f"/job/{running}")
         assert res.status_code == 200 and res.json()["status"] == "cancelled"
         assert not (settings.frames_base_path / running).exists()
-        assert all(task.done() for task in client.services.jobs.running.values())
+        # the cancelled run has ended (the worker may already hold the next queue entry)
+        task = client.services.jobs.running.get(running)
+        assert task is None or task.done()
 
 
 async def test_delete_right_after_submit_always_ends_the_stream(
