@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,28 @@ def run_ffmpeg(*args: str) -> None:
         check=True,
         timeout=120,
     )
+
+
+@functools.cache
+def reference_frames(path: Path) -> tuple[tuple[Decimal, bool], ...]:
+    """Every video frame of ``path`` from a real decode (not packets): its presentation
+    time on FFmpeg's default timeline (the container start subtracted) and whether it is
+    a keyframe, in presentation order. The reference the tests check vfe against."""
+
+    def ffprobe(*args: str) -> list[str]:
+        return subprocess.run(
+            ["ffprobe", "-v", "quiet", *args, "-of", "csv=p=0", str(path)],
+            capture_output=True, check=True, text=True, timeout=60,
+        ).stdout.splitlines()  # fmt: skip
+
+    (start,) = ffprobe("-show_entries", "format=start_time")
+    lines = ffprobe("-select_streams", "v:0", "-show_frames",
+                    "-show_entries", "frame=key_frame,best_effort_timestamp_time")  # fmt: skip
+    # side data (an SEI message) may follow the fields on a line, after a comma
+    rows = [line.split(",") for line in lines if line.strip()]
+    frames = sorted((Decimal(t) - Decimal(start), key == "1") for key, t, *_ in rows)
+    assert frames, "the reference decode found no frames"
+    return tuple(frames)
 
 
 class Media:

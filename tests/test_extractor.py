@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import hashlib
 import itertools
 import subprocess
@@ -26,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.conftest import reference_frames
 from vfe import extractor, planner, probe
 from vfe.errors import ExtractionError
 from vfe.extractor import Extractor, _Run
@@ -109,24 +109,9 @@ def clips(media: Any) -> Clips:
     return Clips(media)
 
 
-@functools.cache
 def frame_times(path: Path) -> tuple[Decimal, ...]:
-    """Every video frame's presentation time from a real decode, on FFmpeg's timeline
-    (the container start subtracted), in presentation order."""
-
-    def ffprobe(*args: str) -> list[str]:
-        return subprocess.run(
-            ["ffprobe", "-v", "quiet", *args, "-of", "csv=p=0", str(path)],
-            capture_output=True, check=True, text=True, timeout=60,
-        ).stdout.splitlines()  # fmt: skip
-
-    (start,) = ffprobe("-show_entries", "format=start_time")
-    out = ffprobe("-select_streams", "v:0", "-show_frames",
-                  "-show_entries", "frame=best_effort_timestamp_time")  # fmt: skip
-    # side data (an SEI message) may follow a time on its line, after a comma
-    times = sorted(Decimal(line.split(",")[0]) - Decimal(start) for line in out if line.strip())
-    assert times, "the reference decode found no frames"
-    return tuple(times)
+    """Every video frame's presentation time from a real decode, in presentation order."""
+    return tuple(t for t, _ in reference_frames(path))
 
 
 @dataclass

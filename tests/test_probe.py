@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import reference_frames
 from vfe import probe
 from vfe.errors import ExtractionError
 from vfe.probe import VideoInfo, parse
@@ -266,24 +267,9 @@ def test_parse_defaults_for_missing_fields() -> None:
 
 
 def decoded_frames(path: Path) -> tuple[list[float], list[float]]:
-    """Every frame's time and the keyframes' times from a real decode (not packets),
-    shifted so the container starts at 0, as FFmpeg's default timeline does."""
-
-    def ffprobe(*args: str) -> list[str]:
-        return subprocess.run(
-            ["ffprobe", "-v", "quiet", *args, "-of", "csv=p=0", str(path)],
-            capture_output=True, check=True, text=True, timeout=60,
-        ).stdout.splitlines()  # fmt: skip
-
-    (start,) = ffprobe("-show_entries", "format=start_time")
-    rows = [
-        line.split(",")
-        for line in ffprobe("-select_streams", "v:0", "-show_frames",
-                            "-show_entries", "frame=key_frame,best_effort_timestamp_time")
-        if line.strip()
-    ]  # fmt: skip
-    frames = sorted((float(t) - float(start), key == "1") for key, t, *_ in rows)
-    return [round(t, 6) for t, _ in frames], [round(t, 6) for t, key in frames if key]
+    """Every frame's time and the keyframes' times from a real decode, to the µs."""
+    frames = reference_frames(path)
+    return [round(float(t), 6) for t, _ in frames], [round(float(t), 6) for t, k in frames if k]
 
 
 def rounded(values: tuple[float, ...]) -> list[float]:
