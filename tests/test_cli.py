@@ -222,3 +222,18 @@ def test_python_m_vfe_extract_quiet(media: Any, tmp_path: Path, videos: Path) ->
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert len(json.loads((out / "frames.json").read_text())) == 1  # default interval 5
+
+
+def test_extract_interrupted_exits_130(
+    media: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import vfe.cli
+
+    def interrupted(coro: Any) -> int:
+        coro.close()
+        raise KeyboardInterrupt  # fault injection: Ctrl-C
+
+    monkeypatch.setattr(vfe.cli.asyncio, "run", interrupted)
+    argv = ["extract", str(media.standard()), "--out", str(tmp_path / "o")]
+    assert main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -383,7 +383,8 @@ CASES = [
     ("bframes", Sampling(interval=1.1, start=0.2), Strategy.SEEK),
     ("mpegts", Sampling(interval=0.7, start=0.1, end=3.5), Strategy.SELECT),
     ("mpegts", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS), Strategy.SEEK),
-    ("mpegts", Sampling(mode=Mode.KEYFRAMES), Strategy.KEYFRAMES),
+    # B-frames: keyframes are planned as ordinary targets (-skip_frame could reorder them)
+    ("mpegts", Sampling(mode=Mode.KEYFRAMES), Strategy.SELECT),
 ]
 
 
@@ -685,3 +686,49 @@ async def test_thousands_of_timestamps_in_one_pass(media: Any, tmp_path: Path) -
     assert written == plan.total == len(got) == 96  # every frame up to 3.80 s, once each
     times = sorted(f.timestamp for f in got)
     assert times == pytest.approx([k * 0.04 for k in range(96)], abs=1e-9)
+
+
+# --- files found by review: odd starts, open GOPs, audio longer than video ---------------
+
+
+async def test_ts_whose_start_ffprobe_rounds_is_exact_from_zero(media: Any, tmp_path: Path) -> None:
+    """132000/90000 s prints as 1.466667: the start must be snapped, not taken as printed."""
+    mp4 = media.clip("rv-30bf.mp4", duration=3, rate="30", extra=("-bf", "2"))
+    ts = tmp_path / "rv-30bf.ts"
+    await asyncio.to_thread(run_ffmpeg, "-i", str(mp4), "-c", "copy", "-f", "mpegts", str(ts))
+    result = await extract(tmp_path, ts, 1.0)
+    assert [f.filename for f in result.frames][:1] == ["000000_0.000.jpg"]
+    check_exact(result)
+
+
+async def test_keyframes_of_an_open_gop_stream_with_b_frames(media: Any, tmp_path: Path) -> None:
+    clip = media.clip("rv-opengop.mp4", duration=4, rate="30",
+                      extra=("-bf", "3", "-g", "30", "-x264-params", "open_gop=1"))  # fmt: skip
+    info, plan = await make_plan(clip, Sampling(mode=Mode.KEYFRAMES))
+    assert info.has_b_frames > 0
+    assert plan.strategy is not Strategy.KEYFRAMES  # -skip_frame would reorder them
+    store = FrameStore(tmp_path / "frames")
+    got: list[Frame] = []
+
+    async def on_frames(batch: list[Frame]) -> None:
+        got.extend(batch)
+
+    await Extractor(store).run(str(uuid.uuid4()), clip, info, plan, on_frames)
+    keys = [float(t) for t, key in reference_frames(clip) if key]
+    assert sorted(f.timestamp for f in got) == pytest.approx(keys, abs=1e-6)
+
+
+async def test_mkv_with_audio_longer_than_video_is_not_damaged(media: Any, tmp_path: Path) -> None:
+    clip = tmp_path / "av.mkv"
+    await asyncio.to_thread(
+        run_ffmpeg, "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2",
+        "-f", "lavfi", "-i", "sine=duration=4", "-c:v", "libx264", "-preset", "ultrafast",
+        "-c:a", "libopus", str(clip),
+    )  # fmt: skip
+    info, _ = await probe.inspect(clip)
+    assert not info.own_duration and info.duration > 3.5  # the container's: the audio's
+    _, plan = await make_plan(clip, Sampling(mode=Mode.COUNT, count=4))
+    assert plan.targets == pytest.approx((0.0, 0.5, 1.0, 1.5), abs=0.02)  # over the video
+    result = await extract(tmp_path, clip, 1.0)
+    assert len(result.frames) == 2  # targets 0 and 1 s; the video ends before 2 s
+    check_exact(result)

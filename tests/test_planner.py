@@ -448,3 +448,10 @@ def test_balanced_sum_keeps_nesting_shallow() -> None:
         depth -= ch == ")"
         max_depth = max(max_depth, depth)
     assert max_depth <= 11  # log2(1000) levels, where a flat sum fails at about 100 terms
+
+
+def test_too_many_targets_is_a_clear_error() -> None:
+    from vfe.errors import ExtractionError
+
+    with pytest.raises(ExtractionError, match=r"at most 1000000\); use a larger interval"):
+        plan(Sampling(interval=0.001), info(3600.0), cfr_index(25, 10.0, 25))

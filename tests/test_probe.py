@@ -257,7 +257,7 @@ def test_parse_rates(avg: Any, real: Any, fps: float | None) -> None:
 def test_parse_defaults_for_missing_fields() -> None:
     stream = {"codec_type": "video", "width": "100", "height": "50"}
     info = parse(doc(stream, fmt={"duration": "1.5"}))
-    assert info == VideoInfo(1.5, None, 100, 50, 0, "unknown", None, 0.0)
+    assert info == VideoInfo(1.5, None, 100, 50, 0, "unknown", None, 0.0, own_duration=False)
     info = parse(doc(video(start_time="N/A")))
     assert info.start_time == 0.0
     assert parse(doc(video(start_time="1.4"))).start_time == 1.4

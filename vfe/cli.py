@@ -99,7 +99,9 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     Ctrl-C cancels it: FFmpeg is stopped and the work folder removed.
     """
     info, index = await inspect(source)
-    plan = make_plan(sampling_from(spec.options(), spec.interval), info, index)
+    plan = await asyncio.to_thread(
+        make_plan, sampling_from(spec.options(), spec.interval), info, index
+    )
     if not quiet:
         print(f"plan: {json.dumps(plan.describe())}", flush=True)
     job_id = str(uuid.uuid4())
@@ -171,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except VfeError as exc:
             print(f"vfe: {exc.detail}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("vfe: interrupted; FFmpeg stopped", file=sys.stderr)
+            return 130
     overrides = {}
     if args.host:
         overrides["host"] = args.host

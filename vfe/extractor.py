@@ -106,7 +106,7 @@ class _Run:
             produced = f"{self.prefix}{seq:06d}.{self.ext}"
             if produced not in names:
                 break
-            timestamp = round(self.times[seq], 6)
+            timestamp = max(0.0, round(self.times[seq], 6)) + 0.0  # never "-0.000"
             index = self.plan.target_index(timestamp)
             name = frame_name(index, timestamp, self.ext)
             work_file = self.work / produced

@@ -313,7 +313,8 @@ class JobManager:
         if not exists:
             raise ExtractionError("the video file is no longer there")
         info, index = await inspect(source)
-        plan = make_plan(sampling_from(job.options, job.interval), info, index)
+        sampling = sampling_from(job.options, job.interval)
+        plan = await asyncio.to_thread(make_plan, sampling, info, index)  # CPU, off the loop
         job = await self._update(
             job.id,
             plan=plan.describe(),

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .errors import ExtractionError
 from .models import Mode
 from .probe import FrameIndex, VideoInfo
 
 EPSILON = 1e-6
+MAX_TARGETS = 1_000_000  # beyond this, planning alone would take seconds and much memory
 DECODE_PIXELS_PER_SECOND = 1.0e9  # rough decode speed on the reference 2-core machine
 PROCESS_START_SECONDS = 0.05  # an FFmpeg process: start, open, seek
 SEEK_ADVANTAGE = 0.8  # seek must be clearly cheaper: many processes cost more than counted
@@ -151,7 +153,10 @@ def targets_for(
 ) -> tuple[list[float], tuple[float, float] | None]:
     """The sorted target times of ``sampling`` on this video, and (start, step) if regular."""
     start = max(0.0, sampling.start)
-    end = info.duration if sampling.end is None else min(sampling.end, info.duration)
+    duration = info.duration
+    if not info.own_duration and index.end is not None:
+        duration = index.end  # the container's duration may be the audio's
+    end = duration if sampling.end is None else min(sampling.end, duration)
     span = end - start
     targets: list[float]
     regular: tuple[float, float] | None = None
@@ -167,6 +172,11 @@ def targets_for(
             n = count_targets(step, span)
         if sampling.max_frames is not None:
             n = min(n, sampling.max_frames)
+        if n > MAX_TARGETS:
+            raise ExtractionError(
+                f"that asks for {n} frame times (at most {MAX_TARGETS}); "
+                "use a larger interval, a smaller fps or count, or max_frames"
+            )
         targets = [round(start + k * step, 9) for k in range(n)]
         regular = (start, step)
     elif sampling.mode is Mode.TIMESTAMPS:
@@ -200,7 +210,10 @@ def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | Non
     if not answered:
         return Plan(strategy=Strategy.SELECT, groups=(), decoded_frames=0,
                     estimated_seconds=0.0, **common)  # fmt: skip
-    if sampling.mode is Mode.KEYFRAMES:
+    if sampling.mode is Mode.KEYFRAMES and not info.has_b_frames:
+        # -skip_frame nokey is safe only when frames decode in presentation order: with
+        # B-frames (open GOPs) keyframes come out of order and the encoder refuses them,
+        # so then the keyframes are planned like any other targets.
         group = Group(
             seek=_seek_point(index, answered[0][1]),
             targets=tuple(i for i, _ in answered),
@@ -228,8 +241,7 @@ def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | Non
     seek_cost = len(runs) * start_frames + seek_decoded
     if len(runs) > 1 and seek_cost < SEEK_ADVANTAGE * select_cost:
         groups = tuple(
-            Group(seek=index.times[r.key], targets=r.targets, frames=r.frames, decoded=r.decoded)
-            for r in runs
+            Group(index.times[r.key], tuple(r.targets), r.frames, r.decoded) for r in runs
         )
         seconds = seek_cost * frame_seconds / parallel
         return Plan(strategy=Strategy.SEEK, groups=groups, decoded_frames=seek_decoded,
@@ -241,7 +253,7 @@ def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | Non
 @dataclass
 class _Run:
     key: int  # frame position of the keyframe it seeks to
-    targets: tuple[int, ...]
+    targets: list[int]
     last: int  # frame position of its last frame
     frames: int
 
@@ -273,14 +285,14 @@ def _seek_runs(
         if runs:
             run = runs[-1]
             if frame == run.last:  # the same frame answers this target too
-                run.targets += (target,)
+                run.targets.append(target)
                 continue
             if key <= run.last or (frame - run.last) <= start_frames + (frame - key):
-                run.targets += (target,)
+                run.targets.append(target)
                 run.last = frame
                 run.frames += 1
                 continue
-        runs.append(_Run(key=key, targets=(target,), last=frame, frames=1))
+        runs.append(_Run(key=key, targets=[target], last=frame, frames=1))
     return runs
 
 

@@ -38,6 +38,8 @@ class VideoInfo:
     start_time: float
     container_start: float = 0.0  # FFmpeg shifts every timestamp by this (format start)
     time_base: str | None = None  # the video stream's, e.g. "1/15360"
+    has_b_frames: int = 0  # frames are decoded out of presentation order when > 0
+    own_duration: bool = True  # False: the duration is the container's (maybe audio's)
 
 
 def _rate(value: Any) -> float | None:
@@ -56,6 +58,19 @@ def _rotation(stream: dict[str, Any]) -> int:
     return int(rotate) % 360 if rotate and str(rotate).lstrip("-").isdigit() else 0
 
 
+def _on_time_base(seconds: Any, time_base: Any) -> float:
+    """ffprobe prints the start with 6 decimals (1.466667 for 132000/90000); snap it to
+    the stream's time base so frame times shifted by it come out exact (never -3e-7)."""
+    start = finite_or_none(seconds) or 0.0
+    try:
+        base = Fraction(str(time_base))
+    except (ValueError, ZeroDivisionError):
+        return start
+    if base <= 0:
+        return start
+    return float(round(Fraction(str(start)) / base) * base)
+
+
 def parse(document: dict[str, Any]) -> VideoInfo:
     """Turn ffprobe's JSON into ``VideoInfo``; ``ExtractionError`` if there is no video."""
     streams = [
@@ -70,7 +85,8 @@ def parse(document: dict[str, Any]) -> VideoInfo:
     if width <= 0 or height <= 0:
         raise ExtractionError("the video stream has no picture size; the file may be damaged")
     fmt = document.get("format") or {}
-    duration = finite_or_none(stream.get("duration")) or finite_or_none(fmt.get("duration"))
+    own = finite_or_none(stream.get("duration"))
+    duration = own or finite_or_none(fmt.get("duration"))
     if not duration or duration <= 0:
         raise ExtractionError("cannot tell how long the video is; the file may be truncated")
     rotation = _rotation(stream)
@@ -85,8 +101,10 @@ def parse(document: dict[str, Any]) -> VideoInfo:
         codec=str(stream.get("codec_name") or "unknown"),
         pix_fmt=stream.get("pix_fmt"),
         start_time=finite_or_none(stream.get("start_time")) or 0.0,
-        container_start=finite_or_none(fmt.get("start_time")) or 0.0,
+        container_start=_on_time_base(fmt.get("start_time"), stream.get("time_base")),
         time_base=stream.get("time_base"),
+        has_b_frames=int(stream.get("has_b_frames") or 0),
+        own_duration=own is not None,
     )
 
 
@@ -204,7 +222,7 @@ def check_complete(info: VideoInfo, index: FrameIndex) -> None:
     if not index.times:
         raise ExtractionError("the video has no frames; the file may be truncated or damaged")
     end = index.end if index.end is not None else index.times[-1]
-    if end < info.duration - TRUNCATION_SLACK:
+    if info.own_duration and end < info.duration - TRUNCATION_SLACK:
         raise ExtractionError(
             f"the video ends early or is damaged: its frames stop at {end:.3f} s "
             f"of {info.duration:.3f} s"
