@@ -97,7 +97,7 @@ async def test_memory_ttl_expiry() -> None:
     assert cache.size_bytes == entry_size("vfe:long", "3")
 
 
-async def test_memory_delete_and_delete_prefix() -> None:
+async def test_memory_delete() -> None:
     cache = MemoryCache(100_000)
     for key in ("vfe:job:1", "vfe:job:2", "vfe:recent:5:", "vfe:recent:5:abc", "other"):
         await cache.set(key, "v", 60)
@@ -105,7 +105,7 @@ async def test_memory_delete_and_delete_prefix() -> None:
     assert await cache.get("vfe:job:1") is None
     assert await cache.get("vfe:job:2") == "v"
     await cache.delete()  # nothing to delete
-    await cache.delete_prefix(RECENT_PREFIX)
+    await cache.delete("vfe:recent:5:", "vfe:recent:5:abc")
     assert await cache.get("vfe:recent:5:") is None
     assert await cache.get("vfe:recent:5:abc") is None
     assert await cache.get("vfe:job:2") == "v"
@@ -210,7 +210,7 @@ async def test_fallback_starts_on_redis_and_clears_stale_keys(
     await cache.delete("vfe:job:1")
     assert await raw.get("vfe:job:1") is None
     await cache.set("vfe:recent:5:", "r", 60)
-    await cache.delete_prefix(RECENT_PREFIX)
+    await cache.delete("vfe:recent:5:")
     assert await raw.get("vfe:recent:5:") is None
 
 
@@ -223,7 +223,7 @@ async def test_fallback_starts_on_memory_when_redis_does_not_answer(make_fallbac
     await cache.delete("vfe:a")
     assert await cache.get("vfe:a") is None
     await cache.set("vfe:recent:1:", "r", 60)
-    await cache.delete_prefix(RECENT_PREFIX)
+    await cache.delete("vfe:recent:1:")
     assert await cache.get("vfe:recent:1:") is None
     assert cache.stats.hits == {"redis": 0, "memory": 1}
     assert cache.stats.misses == {"redis": 0, "memory": 2}
@@ -252,11 +252,6 @@ async def op_delete(cache: FallbackCache) -> None:
     assert await cache.memory.get("vfe:job:1") is None
 
 
-async def op_delete_prefix(cache: FallbackCache) -> None:
-    await cache.delete_prefix(PREFIX)
-    assert len(cache.memory) == 0
-
-
 async def op_incr(cache: FallbackCache) -> None:
     assert await cache.incr("vfe:gen") == 1  # a fresh counter in memory
 
@@ -265,9 +260,7 @@ async def op_check(cache: FallbackCache) -> None:
     assert await cache.check() == "memory"
 
 
-@pytest.mark.parametrize(
-    "first_call", [op_get, op_set, op_delete, op_delete_prefix, op_incr, op_check]
-)
+@pytest.mark.parametrize("first_call", [op_get, op_set, op_delete, op_incr, op_check])
 async def test_redis_dies_mid_use_every_call_fails_over_without_raising(
     redis_server: RedisServer,
     make_fallback: Any,

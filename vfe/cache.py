@@ -43,7 +43,6 @@ class Cache(Protocol):
     async def get(self, key: str) -> str | None: ...
     async def set(self, key: str, value: str, ttl: float) -> None: ...
     async def delete(self, *keys: str) -> None: ...
-    async def delete_prefix(self, prefix: str) -> None: ...
     async def incr(self, key: str) -> int: ...
     async def clear(self) -> None: ...
     async def close(self) -> None: ...
@@ -99,10 +98,6 @@ class MemoryCache:
 
     async def delete(self, *keys: str) -> None:
         for key in keys:
-            self._drop(key)
-
-    async def delete_prefix(self, prefix: str) -> None:
-        for key in [k for k in self._items if k.startswith(prefix)]:
             self._drop(key)
 
     async def incr(self, key: str) -> int:
@@ -271,15 +266,6 @@ class FallbackCache:
             except _REDIS_FAILURES as exc:
                 await self._fail_over(exc)
         await self.memory.delete(*keys)
-
-    async def delete_prefix(self, prefix: str) -> None:
-        if self._using_redis and self.redis is not None:
-            try:
-                await self.redis.delete_prefix(prefix)
-                return
-            except _REDIS_FAILURES as exc:
-                await self._fail_over(exc)
-        await self.memory.delete_prefix(prefix)
 
     async def incr(self, key: str) -> int:
         if self._using_redis and self.redis is not None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -83,7 +83,6 @@ class Plan:
     regular: tuple[float, float] | None = None  # (start, step): targets are start + k*step
     parallel: int = 1
     skipped_targets: int = 0  # targets after the last frame: no frame answers them
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def target_index(self, timestamp: float) -> int:
         """Index of the latest target at or before ``timestamp`` (a frame's own time)."""
