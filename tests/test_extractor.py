@@ -157,11 +157,13 @@ MAGIC = {
 
 
 async def make_plan(
-    clip: Path, sampling: Sampling, strategy: Strategy | None = None
+    clip: Path, sampling: Sampling, strategy: Strategy | None = None, huge: bool = False
 ) -> tuple[probe.VideoInfo, planner.Plan]:
     info, index = await probe.inspect(clip)
     priced = info
-    if strategy is Strategy.SEEK:  # a process start now costs about a frame decode
+    if huge or strategy in (Strategy.SEEK, Strategy.MIXED):
+        # priced as 8K: a process start costs about a frame decode, so seeking pays and
+        # a select pass is cut into one piece per CPU
         priced = dataclasses.replace(info, width=7680, height=4320)
     plan = planner.plan(sampling, priced, index, cpus=2)
     if strategy is not None:
@@ -175,13 +177,14 @@ async def extract(
     sampling: Sampling | float,
     strategy: Strategy | None = None,
     output: Output | None = None,
+    huge: bool = False,
 ) -> Result:
     if not isinstance(sampling, Sampling):
         sampling = Sampling(interval=sampling)
     output = output or Output()
     store = FrameStore(tmp_path / "frames")
     job_id = str(uuid.uuid4())
-    info, plan = await make_plan(clip, sampling, strategy)
+    info, plan = await make_plan(clip, sampling, strategy, huge)
     frames: list[Frame] = []
     batches = 0
 
@@ -366,43 +369,54 @@ async def test_frames_arrive_in_several_batches_of_whole_files(media: Any, tmp_p
 # --- every mode, every strategy -----------------------------------------------------------
 
 STAMPS = (0.1, 0.13, 1.7, 1.71, 2.5, 2.93, 9.0)  # 9.0 is after the end: not a target
-CASES = [
-    ("g10", Sampling(interval=1.6), Strategy.SEEK),
-    ("g10", Sampling(interval=0.3, start=0.5, end=2.9, max_frames=6), Strategy.SELECT),
-    ("g10", Sampling(mode=Mode.COUNT, count=100, end=1.0), Strategy.SELECT),
-    ("g10", Sampling(mode=Mode.KEYFRAMES, start=0.5, end=3.0, max_frames=3), Strategy.KEYFRAMES),
-    ("ntsc", Sampling(mode=Mode.FPS, fps=3, start=0.7, end=2.5, max_frames=5), Strategy.SELECT),
-    ("ntsc", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS), Strategy.SEEK),
-    ("ntsc", Sampling(mode=Mode.KEYFRAMES), Strategy.KEYFRAMES),
-    ("vfr", Sampling(mode=Mode.COUNT, count=7, start=0.2), Strategy.SEEK),
-    ("vfr", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS, end=2.0), Strategy.SELECT),
-    ("vfr", Sampling(mode=Mode.FPS, fps=2.5), Strategy.SEEK),
-    ("rotated", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS, start=1.0), Strategy.SEEK),
-    ("vp9", Sampling(mode=Mode.COUNT, count=4, start=0.3, end=2.9), Strategy.SEEK),
-    ("vp9", Sampling(mode=Mode.KEYFRAMES, start=0.5, max_frames=2), Strategy.KEYFRAMES),
-    ("bframes", Sampling(interval=1.1, start=0.2), Strategy.SEEK),
-    ("mpegts", Sampling(interval=0.7, start=0.1, end=3.5), Strategy.SELECT),
-    ("mpegts", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS), Strategy.SEEK),
+SEEK, SELECT, MIXED, KEYFRAMES = Strategy.SEEK, Strategy.SELECT, Strategy.MIXED, Strategy.KEYFRAMES
+CASES = [  # (clip, sampling, strategy, priced as 8K: select passes cut into pieces)
+    ("g10", Sampling(interval=1.6), SEEK, True),
+    ("g10", Sampling(interval=0.3, start=0.5, end=2.9, max_frames=6), SELECT, False),
+    ("g10", Sampling(mode=Mode.COUNT, count=100, end=1.0), SELECT, True),
+    ("g10", Sampling(mode=Mode.KEYFRAMES, start=0.5, end=3.0, max_frames=3), KEYFRAMES, False),
+    ("ntsc", Sampling(mode=Mode.FPS, fps=3, start=0.7, end=2.5, max_frames=5), SELECT, False),
+    ("ntsc", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS), SEEK, True),
+    ("ntsc", Sampling(mode=Mode.KEYFRAMES), KEYFRAMES, False),
+    ("vfr", Sampling(mode=Mode.COUNT, count=7, start=0.2), MIXED, True),
+    ("vfr", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS, end=2.0), SELECT, False),
+    ("vfr", Sampling(mode=Mode.FPS, fps=2.5), SELECT, True),
+    ("rotated", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS, start=1.0), SEEK, True),
+    ("vp9", Sampling(mode=Mode.COUNT, count=4, start=0.3, end=2.9), SEEK, True),
+    ("vp9", Sampling(mode=Mode.KEYFRAMES, start=0.5, max_frames=2), KEYFRAMES, False),
+    ("bframes", Sampling(interval=1.1, start=0.2), SEEK, True),
+    ("mpegts", Sampling(interval=0.7, start=0.1, end=3.5), SELECT, True),
+    ("mpegts", Sampling(mode=Mode.TIMESTAMPS, timestamps=STAMPS), SEEK, True),
     # B-frames: keyframes are planned as ordinary targets (-skip_frame could reorder them)
-    ("mpegts", Sampling(mode=Mode.KEYFRAMES), Strategy.SELECT),
+    ("mpegts", Sampling(mode=Mode.KEYFRAMES), SELECT, False),
 ]
 
 
 @pytest.mark.parametrize(
-    ("name", "sampling", "strategy"),
+    ("name", "sampling", "strategy", "huge"),
     CASES,
-    ids=[f"{n}-{s.mode.value}-{st.value}-{i}" for i, (n, s, st) in enumerate(CASES)],
+    ids=[
+        f"{n}-{s.mode.value}-{st.value}{'-8k' if h else ''}-{i}"
+        for i, (n, s, st, h) in enumerate(CASES)
+    ],
 )
 async def test_every_mode_and_strategy_is_exact(
-    clips: Clips, tmp_path: Path, name: str, sampling: Sampling, strategy: Strategy
+    clips: Clips, tmp_path: Path, name: str, sampling: Sampling, strategy: Strategy, huge: bool
 ) -> None:
     clip = getattr(clips, name)()
-    result = await extract(tmp_path, clip, sampling, strategy)
+    result = await extract(tmp_path, clip, sampling, strategy, huge=huge)
     want = check_exact(result)
     assert want, "the case writes frames"
-    if strategy is Strategy.SEEK:
-        assert len(result.plan.groups) > 1
-        assert any(g.seek for g in result.plan.groups)
+    groups = result.plan.groups
+    if strategy is not KEYFRAMES and huge:  # one piece per CPU, one decoding thread each
+        assert len(groups) > 1 and result.plan.parallel == 2 and result.plan.threads == 1
+        assert any(g.seek for g in groups)
+        # pieces are disjoint stretches in time order: nothing is decoded twice
+        assert [t for g in groups for t in g.targets] == sorted(
+            t for g in groups for t in g.targets
+        )
+    else:
+        assert len(groups) == 1 and result.plan.threads is None
     if sampling.max_frames is not None:
         assert len(result.plan.targets) <= sampling.max_frames
     window_end = sampling.end if sampling.end is not None else result.info.duration
@@ -569,15 +583,15 @@ def ffmpeg_children() -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.parametrize("strategy", [Strategy.SELECT, Strategy.SEEK])
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-process", "two-processes"])
 async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(
-    media: Any, tmp_path: Path, strategy: Strategy
+    media: Any, tmp_path: Path, parallel: bool
 ) -> None:
     clip = media.long()
-    sampling = Sampling(interval=0.04) if strategy is Strategy.SELECT else Sampling(
-        mode=Mode.TIMESTAMPS, timestamps=tuple(float(t) for t in range(0, 20, 5))
-    )  # fmt: skip
-    info, plan = await make_plan(clip, sampling, strategy)
+    sampling = Sampling(mode=Mode.TIMESTAMPS, timestamps=(0.0, 5.0, 10.0, 15.0)) if parallel \
+        else Sampling(interval=0.04)  # fmt: skip
+    info, plan = await make_plan(clip, sampling, huge=parallel)
+    assert len(plan.groups) == (2 if parallel else 1) and plan.parallel == len(plan.groups)
     store = FrameStore(tmp_path / "frames")
     job_id = str(uuid.uuid4())
     first_batch = asyncio.Event()
@@ -597,16 +611,16 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    if strategy is Strategy.SELECT:
+    if not parallel:
         assert seen_pids, "FFmpeg was running when the first batch came"
     assert ffmpeg_children() == []
     for pid in seen_pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not store.work_dir(job_id).exists()
     assert len(reported) > 0
-    if strategy is Strategy.SELECT:  # 500 frames: the cancel lands long before the end
+    if not parallel:  # 500 frames: the cancel lands long before the end
         assert len(reported) < plan.total
-    # (the seek plan is 2 groups of 2 frames run at once: all 4 may be reported first)
+    # (the parallel plan is 2 groups of 2 frames run at once: all 4 may be reported first)
     for frame in reported:  # frames already reported stay, each whole
         data = store.path(job_id, frame.filename).read_bytes()
         assert hashlib.sha256(data).hexdigest() == frame.checksum

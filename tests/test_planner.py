@@ -137,7 +137,7 @@ def test_dense_interval_is_one_select_pass() -> None:
     assert p.regular == (0.0, 0.5) and p.skipped_targets == 0
     assert p.describe() == {
         "strategy": "select", "targets": 8, "frames": 8, "processes": 1, "parallel": 1,
-        "decoded_frames": 89, "estimated_seconds": round(p.estimated_seconds, 3),
+        "threads": None, "decoded_frames": 89, "estimated_seconds": round(p.estimated_seconds, 3),
         "skipped_targets": 0,
     }  # fmt: skip
     assert p.estimated_seconds > 0
@@ -147,7 +147,7 @@ def test_sparse_targets_on_a_short_gop_seek_in_parallel() -> None:
     index = cfr_index(25, 60.0, 10)  # keyframe every 10 frames
     p = plan(Sampling(interval=4.0), info(60.0, HUGE), index, cpus=2)  # interval = 10 GOPs
     assert p.strategy is Strategy.SEEK
-    assert [g.seek for g in p.groups] == [0.0, *[4.0 * k for k in range(1, 15)]]
+    assert [g.seek for g in p.groups] == [None, *[4.0 * k for k in range(1, 15)]]
     assert all(g.frames == 1 and g.decoded == 1 for g in p.groups)  # targets on keyframes
     assert p.decoded_frames == 15 and p.parallel == 2
     assert p.describe()["processes"] == 15
@@ -157,6 +157,62 @@ def test_sparse_targets_on_a_short_gop_seek_in_parallel() -> None:
     assert q.decoded_frames == 1401
     # one CPU: seek still wins on cost, run one at a time
     assert plan(Sampling(interval=4.0), info(60.0, HUGE), index, cpus=1).parallel == 1
+
+
+FULL_HD = (1920, 1080)  # a process start costs about 24 frame decodes
+
+
+def test_a_long_select_pass_is_cut_at_keyframes_into_one_piece_per_cpu() -> None:
+    index = cfr_index(30, 180.0, 250)  # 3 min, keyframe every 8.33 s
+    p = plan(Sampling(interval=0.5), info(180.0, FULL_HD), index, cpus=2)
+    assert p.strategy is Strategy.SELECT
+    assert len(p.groups) == 2 and p.parallel == 2 and p.threads == 1
+    left, right = p.groups
+    assert left.seek is None and right.seek == 91.666667  # the keyframe nearest the middle
+    assert left.targets + right.targets == tuple(range(360))  # every target, once, in order
+    assert left.frames + right.frames == p.total == 360
+    # nothing decoded twice: the left piece stops at the frame answering 91.5 s (2745), the
+    # right one starts at the keyframe (2750) and ends at the one answering 179.5 s (5385)
+    assert (left.decoded, right.decoded) == (2746, 2636)
+    assert p.decoded_frames == 2746 + 2636
+    assert p.describe()["processes"] == 2 and p.describe()["threads"] == 1
+    four = plan(Sampling(interval=0.5), info(180.0, FULL_HD), index, cpus=4)
+    assert len(four.groups) == 4 and four.threads == 1
+    assert [t for g in four.groups for t in g.targets] == list(range(360))
+    eight = plan(Sampling(interval=0.5), info(180.0, FULL_HD), index, cpus=8)
+    assert eight.parallel == 8 and eight.threads == 1
+    # one CPU: one process, FFmpeg picks its threads
+    one = plan(Sampling(interval=0.5), info(180.0, FULL_HD), index, cpus=1)
+    assert len(one.groups) == 1 and one.parallel == 1 and one.threads is None
+
+
+def test_short_work_is_not_cut() -> None:
+    # each piece must decode several process starts' worth of frames
+    index = cfr_index(30, 4.0, 30)
+    p = plan(Sampling(interval=0.5), info(4.0, FULL_HD), index, cpus=2)
+    assert p.strategy is Strategy.SELECT and len(p.groups) == 1 and p.threads is None
+    q = plan(Sampling(interval=0.5), info(4.0, HUGE), index, cpus=2)
+    assert len(q.groups) == 4 and q.threads == 1  # 8K: a start costs ~1.5 frames
+
+
+def test_mixed_plan_decodes_dense_stretches_and_seeks_to_isolated_targets() -> None:
+    index = cfr_index(30, 180.0, 60)  # keyframe every 2 s
+    dense = tuple(round(10 + k * 0.25, 3) for k in range(80))  # 10 s to 29.75 s
+    s = Sampling(mode=Mode.TIMESTAMPS, timestamps=(*dense, 61.0, 121.5, 170.3))
+    p = plan(s, info(180.0, FULL_HD), index, cpus=2)
+    assert p.strategy is Strategy.MIXED and p.regular is None
+    seeks = [g.seek for g in p.groups]
+    assert seeks[-3:] == [60.0, 120.0, 170.0]  # each isolated target: its own keyframe
+    stretch = p.groups[:-3]  # the dense stretch, decoded straight through (cut in two)
+    assert stretch[0].seek == 10.0 and len(stretch) == 2
+    assert sum(g.frames for g in stretch) == 80
+    assert [g.decoded for g in p.groups[-3:]] == [31, 46, 10]
+    # cut until no piece holds much more than half the work: the dense stretch in two
+    assert max(g.decoded for g in p.groups) <= 1.25 * p.decoded_frames / 2
+    assert p.decoded_frames == sum(g.decoded for g in p.groups) < 5400 // 5
+    # the same targets evenly spread are plain seeks
+    sparse = Sampling(mode=Mode.TIMESTAMPS, timestamps=(5.0, 61.0, 121.5, 170.3))
+    assert plan(sparse, info(180.0, FULL_HD), index, cpus=2).strategy is Strategy.SEEK
 
 
 def test_seek_decodes_from_the_keyframe_before_each_target() -> None:
@@ -258,9 +314,10 @@ def test_select_expr_shapes() -> None:
     assert "(t-1.5+" in p.select_expr(p.groups[0], 1.5)
     s = Sampling(mode=Mode.TIMESTAMPS, timestamps=(0.3, 0.7))
     q = plan(s, info(2.0), cfr_index(25, 2.0, 25))
-    assert q.select_expr(q.groups[0]) == "gt((" + "+".join(
-        f"gte(t+{EPSILON},{x})*(isnan(prev_t)+lt(prev_t+{EPSILON},{x}))" for x in (0.3, 0.7)
-    ) + "),0)"  # fmt: skip
+    keep = [f"isnan(prev_t)+lt(prev_t+{EPSILON},{x})" for x in (0.3, 0.7)]
+    assert q.select_expr(q.groups[0]) == (
+        f"if(lt(t+{EPSILON},0.3),0,if(lt(t+{EPSILON},0.7),{keep[0]},{keep[1]}))"
+    )
 
 
 # --- the expressions, evaluated as FFmpeg would, against brute force -------------------
@@ -275,6 +332,7 @@ def ffmpeg_names(t: float, prev: float, prev_selected: float, key: bool) -> dict
         "isnan": lambda a: float(math.isnan(a)),
         "floor": lambda a: math.floor(a) if math.isfinite(a) else a,  # floor(NaN) is NaN
         "min": lambda a, b: b if a > b else a,  # FFMIN: min(NaN, x) is NaN
+        "iff": lambda c, a, b: a if c else b,  # FFmpeg's if()
         "t": t,
         "prev_t": prev,
         "prev_selected_t": prev_selected,
@@ -289,7 +347,8 @@ def simulate(p: Plan, index: FrameIndex, offset: float = 0.0) -> list[tuple[int,
     kept: list[tuple[int, float]] = []
     keys = set(index.keyframes)
     for group in p.groups:
-        code: CodeType = compile(p.select_expr(group, offset), "<select>", "eval")
+        expr = p.select_expr(group, offset).replace("if(", "iff(")  # "if" is Python's
+        code: CodeType = compile(expr, "<select>", "eval")
         first = 0 if group.seek is None else bisect_left(index.times, group.seek - 1e-9)
         assert group.seek is None or index.times[first] in keys  # seeks land on keyframes
         prev = prev_selected = math.nan
@@ -435,19 +494,21 @@ def test_the_examples_from_the_design() -> None:
     assert simulate(q, index) == [(0, 0.0), (1, 1.0)]
 
 
-def test_balanced_sum_keeps_nesting_shallow() -> None:
-    from vfe.planner import _balanced_sum
-
-    assert _balanced_sum(["a"]) == "a"
-    assert _balanced_sum(["a", "b", "c"]) == "((a+b)+c)"
-    deep = _balanced_sum([f"x{i}" for i in range(1000)])
-    assert deep.count("x") == 1000
+def test_thousands_of_timestamps_branch_on_t() -> None:
+    # 1000 irregular timestamps: the expression is a search tree on t, so FFmpeg evaluates
+    # about log2(1000) comparisons per frame (and its parser nests that deep only)
+    rng = random.Random(7)
+    stamps = tuple(sorted({round(rng.uniform(0, 60), 3) for _ in range(1000)}))
+    pts = cfr(Fraction(25), Fraction(1, 12800), 60.0)
+    p = check(pts, Fraction(1, 12800), Sampling(mode=Mode.TIMESTAMPS, timestamps=stamps))
+    expr = p.select_expr(p.groups[0])
     depth = max_depth = 0
-    for ch in deep:
+    for ch in expr:
         depth += ch == "("
         depth -= ch == ")"
         max_depth = max(max_depth, depth)
-    assert max_depth <= 11  # log2(1000) levels, where a flat sum fails at about 100 terms
+    assert expr.count("isnan(prev_t)") == len(p.groups[0].targets)
+    assert max_depth <= 2 * 11 + 4  # two parentheses per level, log2(1000) levels
 
 
 def test_too_many_targets_is_a_clear_error() -> None:

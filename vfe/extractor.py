@@ -196,6 +196,7 @@ class Extractor:
             seek=group.seek,  # -ss counts from the container start, -copyts or not
             max_frames=group.frames,
             keyframes_only=plan.strategy is Strategy.KEYFRAMES,
+            threads=plan.threads,
         )
         argv = await ffmpeg.spill_long_graph(argv, work / f"{prefix}graph.txt")
         state = _Run(

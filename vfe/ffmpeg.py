@@ -208,6 +208,7 @@ def frames_argv(
     seek: float | None = None,
     max_frames: int | None = None,
     keyframes_only: bool = False,
+    threads: int | None = None,
 ) -> list[str]:
     """argv that decodes ``source`` and writes the frames ``select_expr`` keeps.
 
@@ -217,9 +218,12 @@ def frames_argv(
     sees it). Frames go to ``pattern`` (an image2 ``%06d`` pattern numbered from 0), each
     written under a temp name and renamed when complete; ``showinfo`` reports each kept
     frame's presentation time on stderr in output order. FFmpeg stops after
-    ``max_frames``. Rotation metadata is applied (FFmpeg's default autorotate).
+    ``max_frames``. Rotation metadata is applied (FFmpeg's default autorotate). ``threads``
+    caps the decoder's threads (the planner runs one single-threaded process per CPU).
     """
     options: dict[str, Any] = {"copyts": None}
+    if threads is not None:
+        options["threads"] = threads
     if seek is not None:
         # A hair past the keyframe, so rounding to microseconds can never land before it.
         options.update(ss=f"{seek + 5e-7:.6f}", noaccurate_seek=None)

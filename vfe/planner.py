@@ -6,17 +6,22 @@ targets fall on one frame it is written once, under the index of the latest of t
 
 Which frame answers which target is known before anything is decoded: the frame index
 (``probe.inspect``, packets only) lists every frame's time and the keyframes. The
-plan then prices two strategies in frames to decode plus process start-ups:
+plan then prices two ways in frames to decode plus process start-ups:
 
-- ``select``: one FFmpeg process seeks to the keyframe before the first frame needed and
-  decodes straight through to the last, keeping the frames a ``select`` expression picks;
-- ``seek``: one process per run of nearby targets, each seeking to the keyframe before its
+- ``select``: decode straight through from the keyframe before the first frame needed to
+  the last, keeping the frames a ``select`` expression picks;
+- runs: one stretch per run of nearby targets, each seeking to the keyframe before its
   first frame and decoding only that far; runs whose keyframes are close are merged,
-  because decoding on is cheaper than starting again. Processes run in parallel.
+  because decoding on is cheaper than starting again. The plan is ``seek`` when every run
+  stays within one GOP, ``mixed`` when some decode through dense stretches while others
+  seek to isolated targets (a mix by region).
 
-``keyframes`` mode decodes keyframes only (``-skip_frame nokey``). Every expression keys on
-the frame's own timestamp, so nothing drifts. ``EPSILON`` absorbs floating-point noise
-(``0.3/0.1 == 2.9999999999999996``); it is far below any real frame spacing.
+Either way the stretches are then cut at keyframes until there is one per CPU, and the
+pieces run as parallel FFmpeg processes with one decoding thread each: no frame is decoded
+twice, and on two cores two single-threaded decoders beat FFmpeg's own frame threading by
+20-35%. ``keyframes`` mode decodes keyframes only (``-skip_frame nokey``). Every expression
+keys on the frame's own timestamp, so nothing drifts. ``EPSILON`` absorbs floating-point
+noise (``0.3/0.1 == 2.9999999999999996``); it is far below any real frame spacing.
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ MAX_TARGETS = 1_000_000  # beyond this, planning alone would take seconds and mu
 DECODE_PIXELS_PER_SECOND = 1.0e9  # rough decode speed on the reference 2-core machine
 PROCESS_START_SECONDS = 0.05  # an FFmpeg process: start, open, seek
 SEEK_ADVANTAGE = 0.8  # seek must be clearly cheaper: many processes cost more than counted
+BALANCE = 1.25  # a piece may hold this much more than an even share of the work
 
 
 class Strategy(StrEnum):
     SELECT = "select"
     SEEK = "seek"
+    MIXED = "mixed"
     KEYFRAMES = "keyframes"
 
 
@@ -83,6 +90,7 @@ class Plan:
     regular: tuple[float, float] | None = None  # (start, step): targets are start + k*step
     parallel: int = 1
     skipped_targets: int = 0  # targets after the last frame: no frame answers them
+    threads: int | None = None  # decoding threads per process; None lets FFmpeg choose
 
     def target_index(self, timestamp: float) -> int:
         """Index of the latest target at or before ``timestamp`` (a frame's own time)."""
@@ -102,21 +110,19 @@ class Plan:
             first = self.targets[group.targets[0]] + offset
             # ``key`` too: some decoders (VP9) ignore -skip_frame and pass every frame on.
             return f"gte(t+{EPSILON},{first!r})*key"
-        if self.regular is not None and self.strategy is Strategy.SELECT:
+        first = self.targets[group.targets[0]] + offset
+        if self.regular is not None:
             start, step = self.regular
             origin = start + offset
             # A frame past the last target's bucket still answers it when no frame lies in
-            # that bucket: buckets are clamped to the last target, never cut off.
+            # that bucket: buckets are clamped to the last target, never cut off. A group's
+            # targets are consecutive, so the buckets need only its first target as a floor.
             top = len(self.targets) - 1
             bucket = f"min(floor((t-{origin!r}+{EPSILON})/{step!r}),{top})"
             last = f"min(floor((prev_selected_t-{origin!r}+{EPSILON})/{step!r}),{top})"
-            return f"gte(t+{EPSILON},{origin!r})*(isnan(prev_selected_t)+gt({bucket},{last}))"
-        terms = [
-            f"gte(t+{EPSILON},{self.targets[i] + offset!r})"
-            f"*(isnan(prev_t)+lt(prev_t+{EPSILON},{self.targets[i] + offset!r}))"
-            for i in group.targets
-        ]
-        return f"gt({_balanced_sum(terms)},0)"
+            return f"gte(t+{EPSILON},{first!r})*(isnan(prev_selected_t)+gt({bucket},{last}))"
+        times = [self.targets[i] + offset for i in group.targets]
+        return f"if(lt(t+{EPSILON},{first!r}),0,{_search(times, 0, len(times))})"
 
     def describe(self) -> dict[str, Any]:
         """What the plan chose, for the job record and the CLI."""
@@ -126,18 +132,22 @@ class Plan:
             "frames": self.total,
             "processes": len(self.groups),
             "parallel": self.parallel,
+            "threads": self.threads,
             "decoded_frames": self.decoded_frames,
             "estimated_seconds": round(self.estimated_seconds, 3),
             "skipped_targets": self.skipped_targets,
         }
 
 
-def _balanced_sum(terms: list[str]) -> str:
-    """``(a+b)+(c+d)``: FFmpeg's expression parser fails on a flat sum of ~100 terms."""
-    while len(terms) > 1:
-        paired = [f"({a}+{b})" for a, b in zip(terms[0::2], terms[1::2], strict=False)]
-        terms = paired + ([terms[-1]] if len(terms) % 2 else [])
-    return terms[0]
+def _search(times: list[float], lo: int, hi: int) -> str:
+    """Keep a frame when a target lies in (prev_t, t]: branch on ``t`` down to the latest
+    target at or before it (``if`` evaluates one branch), so a frame costs O(log n)
+    comparisons, not one per target. The caller has checked ``t >= times[lo]``."""
+    if hi - lo == 1:
+        return f"isnan(prev_t)+lt(prev_t+{EPSILON},{times[lo]!r})"
+    mid = (lo + hi) // 2
+    left, right = _search(times, lo, mid), _search(times, mid, hi)
+    return f"if(lt(t+{EPSILON},{times[mid]!r}),{left},{right})"
 
 
 def count_targets(interval: float, duration: float) -> int:
@@ -224,47 +234,125 @@ def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | Non
                     estimated_seconds=seconds, **common)  # fmt: skip
 
     key_positions = [index.first_at_or_after(k) or 0 for k in index.keyframes] or [0]
-    first_key = _key_position(key_positions, answered[0][1])
-    select_decoded = answered[-1][1] - first_key + 1
-    select_group = Group(
-        seek=_seek_point(index, answered[0][1]),
-        targets=tuple(i for i, _ in answered),
-        frames=total,
-        decoded=select_decoded,
-    )
-    select_cost = start_frames + select_decoded
+    cpus = max(1, cpus or available_cpus())
+    whole = _Run(key=_key_position(key_positions, answered[0][1]), targets=[], frames_at=[])
+    for target, frame in answered:
+        whole.add(target, frame)
+    select_runs = _split([whole], key_positions, cpus, start_frames)
+    select_cost = _cost(select_runs, start_frames)
 
     runs = _seek_runs(answered, key_positions, start_frames)
-    seek_decoded = sum(r.decoded for r in runs)
-    parallel = max(1, min(cpus or os.cpu_count() or 1, len(runs)))
-    seek_cost = len(runs) * start_frames + seek_decoded
-    if len(runs) > 1 and seek_cost < SEEK_ADVANTAGE * select_cost:
-        groups = tuple(
-            Group(index.times[r.key], tuple(r.targets), r.frames, r.decoded) for r in runs
+    strategy = Strategy.SELECT
+    if len(runs) > 1:
+        pieces = _split(runs, key_positions, cpus, start_frames)
+        if _cost(pieces, start_frames) < SEEK_ADVANTAGE * select_cost:
+            spans_gops = any(_inner_keys(r, key_positions) for r in runs)
+            strategy = Strategy.MIXED if spans_gops else Strategy.SEEK
+            select_runs = pieces
+    groups = tuple(
+        Group(
+            seek=_seek_point(index, run.frames_at[0]),
+            targets=tuple(run.targets),
+            frames=run.frames,
+            decoded=run.decoded,
         )
-        seconds = seek_cost * frame_seconds / parallel
-        return Plan(strategy=Strategy.SEEK, groups=groups, decoded_frames=seek_decoded,
-                    estimated_seconds=seconds, parallel=parallel, **common)  # fmt: skip
-    return Plan(strategy=Strategy.SELECT, groups=(select_group,), decoded_frames=select_decoded,
-                estimated_seconds=select_cost * frame_seconds, **common)  # fmt: skip
+        for run in select_runs
+    )
+    parallel = min(cpus, len(groups))
+    decoded = sum(r.decoded for r in select_runs)
+    work = [start_frames + r.decoded for r in select_runs]
+    seconds = max(sum(work) / parallel, max(work)) * frame_seconds
+    return Plan(strategy=strategy, groups=groups, decoded_frames=decoded,
+                estimated_seconds=seconds, parallel=parallel,
+                threads=max(1, cpus // parallel) if parallel > 1 else None,
+                **common)  # fmt: skip
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a container's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 @dataclass
 class _Run:
-    key: int  # frame position of the keyframe it seeks to
+    """A stretch decoded by one process: from keyframe position ``key`` to its last
+    target's frame; ``frames_at[i]`` is the frame position answering ``targets[i]``."""
+
+    key: int
     targets: list[int]
-    last: int  # frame position of its last frame
-    frames: int
+    frames_at: list[int]
+    frames: int = 0  # distinct frames written
+
+    def add(self, target: int, frame: int) -> None:
+        if not self.frames_at or frame != self.frames_at[-1]:
+            self.frames += 1
+        self.targets.append(target)
+        self.frames_at.append(frame)
+
+    @property
+    def last(self) -> int:
+        return self.frames_at[-1]
 
     @property
     def decoded(self) -> int:
         return self.last - self.key + 1
 
 
+def _cost(runs: list[_Run], start_frames: float) -> float:
+    return sum(start_frames + r.decoded for r in runs)
+
+
 def _key_position(key_positions: list[int], frame: int) -> int:
     """Frame position of the latest keyframe at or before frame position ``frame``."""
     i = bisect.bisect_right(key_positions, frame)
     return key_positions[i - 1] if i else 0
+
+
+def _inner_keys(run: _Run, key_positions: list[int]) -> list[int]:
+    """Keyframe positions inside ``run`` after the one it starts from."""
+    lo = bisect.bisect_right(key_positions, run.key)
+    hi = bisect.bisect_right(key_positions, run.last)
+    return key_positions[lo:hi]
+
+
+def _split(
+    runs: list[_Run], key_positions: list[int], pieces: int, start_frames: float
+) -> list[_Run]:
+    """Cut the largest of ``runs`` at a keyframe, again and again, while there are fewer
+    than ``pieces`` (one per CPU) or it holds clearly more than its share of the work,
+    and it can be cut.
+
+    A cut costs a process start and saves only waiting, so each piece must decode at
+    least a few process starts' worth of frames. A piece starts at the keyframe before its
+    first target's frame; no frame is decoded by two pieces. The order stays by time.
+    """
+    result = list(runs)
+    minimum = 4 * start_frames
+    while True:
+        largest = max(result, key=lambda r: r.decoded)
+        share = sum(r.decoded for r in result) / pieces
+        if len(result) >= pieces and largest.decoded <= BALANCE * share:
+            break
+        best: tuple[int, _Run, _Run] | None = None
+        for key in _inner_keys(largest, key_positions):
+            cut = bisect.bisect_left(largest.frames_at, key)
+            if cut == 0 or cut == len(largest.targets):
+                continue
+            left = _Run(largest.key, [], [])
+            right = _Run(_key_position(key_positions, largest.frames_at[cut]), [], [])
+            for target, frame in zip(largest.targets, largest.frames_at, strict=True):
+                (left if frame < key else right).add(target, frame)
+            worst = max(left.decoded, right.decoded)
+            if min(left.decoded, right.decoded) >= minimum and (best is None or worst < best[0]):
+                best = (worst, left, right)
+        if best is None:
+            break
+        at = result.index(largest)
+        result[at : at + 1] = [best[1], best[2]]
+    return result
 
 
 def _seek_point(index: FrameIndex, frame: int) -> float | None:
@@ -283,15 +371,11 @@ def _seek_runs(
         key = _key_position(key_positions, frame)
         if runs:
             run = runs[-1]
-            if frame == run.last:  # the same frame answers this target too
-                run.targets.append(target)
-                continue
             if key <= run.last or (frame - run.last) <= start_frames + (frame - key):
-                run.targets.append(target)
-                run.last = frame
-                run.frames += 1
+                run.add(target, frame)
                 continue
-        runs.append(_Run(key=key, targets=[target], last=frame, frames=1))
+        runs.append(_Run(key=key, targets=[], frames_at=[]))
+        runs[-1].add(target, frame)
     return runs
 
 
