@@ -118,6 +118,34 @@ class Media:
         machine, long enough to cancel, time out, kill or signal it mid-run."""
         return self.clip("slow-720p.mp4", duration=30, size="1280x720")
 
+    def cuts(self) -> Path:
+        """4 s, 25 fps, 320x240 H.264 of five shots with hard cuts between them: red 1.2 s,
+        testsrc2 0.8 s, blue 1.0 s, smptebars 0.2 s, white 0.8 s, so cuts at 1.2, 2.0, 3.0
+        and 3.2 (FFmpeg's scene scores there: about 0.57, 0.80, 0.64 and 1.0; under 0.05
+        elsewhere). Scene mode with min_gap 0 finds the first frame and every cut
+        (``CUTS_NO_GAP``); with the default min_gap of 1 s, 2.0 (0.8 s after 1.2) and 3.2
+        (0.2 s after 3.0) are too close to the frame kept before them (``CUTS``)."""
+        path = self.folder / "cuts.mp4"
+        if not path.exists():
+            shots = [
+                "color=c=red:s=320x240:r=25:d=1.2",
+                "testsrc2=s=320x240:r=25:d=0.8",
+                "color=c=blue:s=320x240:r=25:d=1.0",
+                "smptebars=s=320x240:r=25:d=0.2",
+                "color=c=white:s=320x240:r=25:d=0.8",
+            ]
+            graph = ";".join(f"{shot}[s{n}]" for n, shot in enumerate(shots))
+            graph += ";" + "".join(f"[s{n}]" for n in range(len(shots)))
+            graph += f"concat=n={len(shots)}"
+            run_ffmpeg(
+                "-f", "lavfi", "-i", graph, "-c:v", "libx264", "-preset", "ultrafast",
+                "-pix_fmt", "yuv420p", str(path),
+            )  # fmt: skip
+        return path
+
+    CUTS = (0.0, 1.2, 3.0)  # media.cuts() in scene mode with the defaults (0.3, 1 s)
+    CUTS_NO_GAP = (0.0, 1.2, 2.0, 3.0, 3.2)  # the same with min_gap 0
+
     def truncated(self) -> Path:
         path = self.folder / "truncated.mp4"
         if not path.exists():

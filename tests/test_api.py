@@ -612,7 +612,7 @@ async def test_output_format_and_size(client: AppClient, media: Media, videos: P
         ({"timestamps": [1, -2]}, ["body", "timestamps"]),
         ({"timestamps": "1,x"}, ["body", "timestamps", 1]),
         ({"mode": "fps"}, ["body"]),
-        ({"mode": "scene"}, ["body", "mode"]),
+        ({"mode": "shots"}, ["body", "mode"]),
         ({"fps": 1, "count": 3}, ["body"]),
         ({"start": 5, "end": 2}, ["body"]),
         ({"format": "gif"}, ["body", "format"]),
@@ -629,3 +629,148 @@ async def test_bad_sampling_or_output_fields_are_422(
     [error] = res.json()["detail"]
     assert error["loc"] == loc
     assert error["msg"]
+
+
+# --- scene mode -----------------------------------------------------------------------
+
+
+async def _scene_job(client: AppClient, fields: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Submit ``fields`` (JSON), wait for the job; return its status and its frames."""
+    res = await client.http.post("/video-job", json=fields)
+    assert res.status_code == 200, (fields, res.text)
+    job = await client.wait(res.json()["job_id"])
+    assert job["status"] == "completed", (fields, job)
+    listing = (await client.http.get(f"/frames/{job['job_id']}")).json()
+    assert listing["total_count"] == len(listing["frames"])
+    return job, listing["frames"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, Media.CUTS),
+        ({"min_gap": 0}, Media.CUTS_NO_GAP),
+        ({"scene_threshold": 0.3, "min_gap": 1.0}, Media.CUTS),  # the defaults, given
+    ],
+)
+async def test_scene_mode_finds_the_cuts(
+    client: AppClient,
+    media: Media,
+    videos: Path,
+    fields: dict[str, Any],
+    expected: tuple[float, ...],
+):
+    name = place(media.cuts(), videos)
+    job, frames = await _scene_job(client, {"video_source": name, "mode": "scene", **fields})
+    assert [f["timestamp"] for f in frames] == pytest.approx(expected, abs=1e-9)
+    assert [f["index"] for f in frames] == list(range(len(expected)))
+    assert [f["target_time"] for f in frames] == [f["timestamp"] for f in frames]
+    assert [f["filename"] for f in frames] == [
+        f"{i:06d}_{t:.3f}.jpg" for i, t in enumerate(expected)
+    ]
+    assert job["mode"] == "scene"
+    assert job["interval"] is None
+    assert job["plan"]["strategy"] == "scene"
+    assert job["total_frames"] == job["processed_frames"] == len(expected)
+    assert job["percent"] == 100.0
+    stored = await client.services.store.get_job(job["job_id"])
+    assert stored is not None and stored.progress == 1.0
+    image = await client.http.get(frames[-1]["url"])
+    assert image.status_code == 200 and image.content[:3] == b"\xff\xd8\xff"
+    assert len(image.content) == frames[-1]["size_bytes"]
+
+
+async def test_scene_mode_keeps_to_the_window_and_max_frames(
+    client: AppClient, media: Media, videos: Path
+):
+    name = place(media.cuts(), videos)
+    cases: list[tuple[dict[str, Any], list[float]]] = [
+        ({"start": 1.5}, [1.52, 2.0, 3.0, 3.2]),  # the window's first frame starts a scene
+        ({"start": 1.2, "end": 3.2}, [1.2, 2.0, 3.0]),  # end excluded
+        ({"end": 3.0}, [0.0, 1.2, 2.0]),
+        ({"max_frames": 2}, [0.0, 1.2]),
+        ({"start": 2.0, "min_gap": 1.0}, [2.0, 3.0]),  # a gap of exactly min_gap is enough
+        ({"start": 3.9}, [3.92]),
+    ]
+    for fields, expected in cases:
+        request = {"video_source": name, "mode": "scene", "min_gap": 0, **fields}
+        job, frames = await _scene_job(client, request)
+        assert [f["timestamp"] for f in frames] == pytest.approx(expected, abs=1e-9), fields
+        assert [f["index"] for f in frames] == list(range(len(expected))), fields
+        assert [f["target_time"] for f in frames] == [f["timestamp"] for f in frames], fields
+        assert job["total_frames"] == job["processed_frames"] == len(expected), fields
+
+
+async def test_scene_window_past_the_end_completes_with_no_frames(
+    client: AppClient, media: Media, videos: Path
+):
+    name = place(media.cuts(), videos)
+    job, frames = await _scene_job(client, {"video_source": name, "mode": "scene", "start": 10})
+    assert frames == []
+    assert job["total_frames"] == job["processed_frames"] == 0
+    assert job["percent"] == 100.0
+
+
+async def test_scene_threshold_alone_implies_scene_mode(
+    client: AppClient, media: Media, videos: Path
+):
+    name = place(media.cuts(), videos)
+    # only the cuts scoring above 0.7 (to the blue shot at 2.0, to the white one at 3.2)
+    job, frames = await _scene_job(client, {"video_source": name, "scene_threshold": 0.7})
+    assert job["mode"] == "scene"
+    assert job["options"]["scene_threshold"] == 0.7
+    assert job["plan"]["strategy"] == "scene"
+    assert [f["timestamp"] for f in frames] == pytest.approx([0.0, 2.0, 3.2], abs=1e-9)
+    # a query string, the same
+    res = await client.http.post(
+        "/video-job", params={"video_source": name, "scene_threshold": "0.99", "min_gap": "0"}
+    )
+    assert res.status_code == 200, res.text
+    job = await client.wait(res.json()["job_id"])
+    assert job["mode"] == "scene"
+    frames = (await client.http.get(f"/frames/{job['job_id']}")).json()["frames"]
+    assert [f["timestamp"] for f in frames] == pytest.approx([0.0, 3.2], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc", "kind", "message"),
+    [
+        ({"scene_threshold": 0}, ["body", "scene_threshold"], "greater_than", "greater than 0"),
+        ({"scene_threshold": 1}, ["body", "scene_threshold"], "less_than", "less than 1"),
+        ({"scene_threshold": -0.1}, ["body", "scene_threshold"], "greater_than", "greater than 0"),
+        ({"scene_threshold": "abc"}, ["body", "scene_threshold"], "float_parsing", "valid number"),
+        ({"scene_threshold": True}, ["body", "scene_threshold"], "value_error", "true/false"),
+        ({"scene_threshold": "NaN"}, ["body", "scene_threshold"], "finite_number", "finite"),
+        ({"mode": "scene", "min_gap": -1}, ["body", "min_gap"], "greater_than_equal",
+         "greater than or equal to 0"),
+        ({"mode": "scene", "min_gap": "inf"}, ["body", "min_gap"], "finite_number", "finite"),
+        ({"mode": "scene", "min_gap": False}, ["body", "min_gap"], "value_error", "true/false"),
+        ({"scene_threshold": 0.5, "fps": 1}, ["body"], "value_error",
+         "give one of fps, count, timestamps and scene_threshold, or set mode"),
+        ({"scene_threshold": 0.5, "count": 3}, ["body"], "value_error", "or set mode"),
+        ({"scene_threshold": 0.5, "timestamps": [1]}, ["body"], "value_error", "or set mode"),
+        ({"min_gap": 2}, ["body"], "value_error", "apply to mode scene only"),
+        ({"mode": "fps", "fps": 1, "scene_threshold": 0.5}, ["body"], "value_error",
+         "scene_threshold and min_gap apply to mode scene only"),
+    ],
+)  # fmt: skip
+async def test_bad_scene_fields_are_422_naming_the_field(
+    client: AppClient, media: Media, videos: Path,
+    fields: dict[str, Any], loc: list[Any], kind: str, message: str,
+):  # fmt: skip
+    name = place(media.cuts(), videos)
+    res = await client.http.post("/video-job", json={"video_source": name, **fields})
+    assert res.status_code == 422, res.text
+    [error] = res.json()["detail"]
+    assert error["loc"] == loc
+    assert error["type"] == kind
+    assert message in error["msg"]
+    assert (await client.http.get("/jobs")).json()["count"] == 0
+
+
+async def test_bad_scene_threshold_in_query_string_names_the_query(client: AppClient):
+    res = await client.http.post(
+        "/video-job", params={"video_source": "a.mp4", "scene_threshold": "1.5"}
+    )
+    assert res.status_code == 422
+    assert res.json()["detail"][0]["loc"] == ["query", "scene_threshold"]

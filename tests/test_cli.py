@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, free_port, vfe_env
+from conftest import ROOT, Media, free_port, vfe_env
 
 from vfe.cli import main
 
@@ -237,3 +237,91 @@ def test_extract_interrupted_exits_130(
     argv = ["extract", str(media.standard()), "--out", str(tmp_path / "o")]
     assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_extract_scene_writes_a_frame_per_cut(
+    media: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scenes"
+    code = main(["extract", str(media.cuts()), "--scene", "--min-gap", "0", "--out", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    printed = captured.out
+    plan = json.loads(printed.splitlines()[0].removeprefix("plan: "))
+    assert plan["strategy"] == "scene"
+    assert "wrote 5 frames" in printed
+    assert "100%" in captured.err  # the bar shows the decoding, to its end
+    manifest = json.loads((out / "frames.json").read_text())
+    expected = list(Media.CUTS_NO_GAP)
+    assert [f["timestamp"] for f in manifest] == pytest.approx(expected, abs=1e-9)
+    assert [f["index"] for f in manifest] == [0, 1, 2, 3, 4]
+    assert [f["target_time"] for f in manifest] == [f["timestamp"] for f in manifest]
+    names = [f"{i:06d}_{t:.3f}.jpg" for i, t in enumerate(expected)]
+    assert [f["filename"] for f in manifest] == names
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "frames.json"])
+    for frame in manifest:
+        data = (out / frame["filename"]).read_bytes()
+        assert data[:3] == b"\xff\xd8\xff"
+        assert hashlib.sha256(data).hexdigest() == frame["checksum"]
+        assert (frame["width"], frame["height"]) == (320, 240)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--scene"], list(Media.CUTS)),  # the default threshold and min_gap
+        (["--scene", "0.99"], [0.0, 3.2]),  # only the cut scoring 1.0 (to white)
+        (["--scene", "0.99", "--min-gap", "5"], [0.0]),  # the first frame always counts
+        (["--scene", "--min-gap", "0", "--start", "1.5", "--end", "3.1"], [1.52, 2.0, 3.0]),
+        (["--scene", "--min-gap", "0", "--max-frames", "2", "--format", "png"], [0.0, 1.2]),
+    ],
+)
+def test_extract_scene_thresholds_and_window(
+    media: Any, tmp_path: Path, args: list[str], expected: list[float]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["extract", str(media.cuts()), *args, "--out", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "frames.json").read_text())
+    assert [f["timestamp"] for f in manifest] == pytest.approx(expected, abs=1e-9)
+    assert [f["index"] for f in manifest] == list(range(len(expected)))
+    assert len(list(out.iterdir())) == len(expected) + 1  # and frames.json; no work folder
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scene", "1"], "bad argument scene_threshold: Input should be less than 1"),
+        (["--scene", "0"], "bad argument scene_threshold: Input should be greater than 0"),
+        (["--scene", "nan"], "bad argument scene_threshold: Input should be a finite number"),
+        (["--scene", "--min-gap", "-1"], "bad argument min_gap: Input should be greater than"),
+    ],
+)
+def test_extract_bad_scene_values_return_2(
+    media: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    assert main(["extract", str(media.cuts()), *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scene", "--interval", "1"], "not allowed with argument"),
+        (["--interval", "1", "--scene", "0.5"], "not allowed with argument"),
+        (["--scene", "0.4", "--keyframes"], "not allowed with argument"),
+        (["--scene", "--count", "3"], "not allowed with argument"),
+        (["--scene", "high"], "invalid float value"),
+        (["--scene", "--min-gap", "x"], "invalid float value"),
+    ],
+)
+def test_extract_scene_argument_errors_exit_2(
+    media: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        main(["extract", str(media.cuts()), *args, "--out", str(out)])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

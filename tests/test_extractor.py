@@ -161,7 +161,7 @@ async def make_plan(
 ) -> tuple[probe.VideoInfo, planner.Plan]:
     info, index = await probe.inspect(clip)
     priced = info
-    if huge or strategy in (Strategy.SEEK, Strategy.MIXED):
+    if huge or strategy in (Strategy.SEEK, Strategy.MIXED, Strategy.SCENE):
         # priced as 8K: a process start costs about a frame decode, so seeking pays and
         # a select pass is cut into one piece per CPU
         priced = dataclasses.replace(info, width=7680, height=4320)
@@ -455,6 +455,48 @@ async def test_mpegts_with_a_container_start_is_on_ffmpegs_timeline(
     assert result.info.container_start > 1.0  # -copyts keeps it; vfe subtracts it
     check_exact(result)
     assert [f.timestamp for f in result.frames] == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=1e-6)
+
+
+# --- scene mode -------------------------------------------------------------------------
+
+SCENES = [  # the cuts clip: red 0-1.2, testsrc2 1.2-2.0, blue 2.0-3.0, bars 3.0-3.2, white
+    (Sampling(mode=Mode.SCENE), [0.0, 1.2, 3.0]),  # 2.0 and 3.2 are within 1 s of a cut kept
+    (Sampling(mode=Mode.SCENE, min_gap=0.0), [0.0, 1.2, 2.0, 3.0, 3.2]),
+    (Sampling(mode=Mode.SCENE, min_gap=0.5), [0.0, 1.2, 2.0, 3.0]),
+    (Sampling(mode=Mode.SCENE, start=1.5, end=3.1), [1.52, 3.0]),  # 2.0: 0.48 s after 1.52
+    (Sampling(mode=Mode.SCENE, start=1.5, end=2.9, min_gap=0.2), [1.52, 2.0]),
+    (Sampling(mode=Mode.SCENE, max_frames=2), [0.0, 1.2]),
+]
+
+
+@pytest.mark.parametrize(("sampling", "times"), SCENES, ids=[str(i) for i in range(len(SCENES))])
+async def test_scene_mode_writes_the_first_frame_of_each_shot(
+    media: Any, tmp_path: Path, sampling: Sampling, times: list[float]
+) -> None:
+    clip = media.cuts()
+    store = FrameStore(tmp_path / "frames")
+    info, plan = await make_plan(clip, sampling, Strategy.SCENE)
+    job_id = str(uuid.uuid4())
+    frames: list[Frame] = []
+    shares: list[float] = []
+
+    async def on_frames(batch: list[Frame]) -> None:
+        frames.extend(batch)
+
+    async def on_progress(share: float) -> None:
+        shares.append(share)
+
+    written = await Extractor(store).run(job_id, clip, info, plan, on_frames, None, on_progress)
+    assert written == len(frames) == len(times)
+    assert [f.timestamp for f in frames] == pytest.approx(times, abs=1e-6)
+    assert [f.index for f in frames] == list(range(len(times)))
+    assert [f.target_time for f in frames] == [f.timestamp for f in frames]
+    assert shares and shares == sorted(shares) and 0 < shares[-1] <= 1.0
+    reference = [t for t, _ in reference_frames(clip)]
+    for frame in frames:  # each is the very frame decoded at its time
+        number = reference.index(Decimal(repr(frame.timestamp)).quantize(reference[0]))
+        ref = decode_reference(clip, number, tmp_path / "ref.jpg")
+        assert store.path(job_id, frame.filename).read_bytes() == ref, frame.filename
 
 
 # --- output options -------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Job lifecycle in-process: recovery after a crash, re-runs that replace frames,
-timeouts, cancellation of queued jobs, shutdown, the queue bound, and concurrency."""
+timeouts, cancellation of queued jobs, shutdown, the queue bound, concurrency, and the
+progress of scene jobs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AppClient, Media, place
+from tests.conftest import AppClient, Media, place, run_ffmpeg
 from vfe.events import Event
 from vfe.extractor import Extractor
 from vfe.models import Frame, Job, JobStatus, SourceType
@@ -326,3 +327,163 @@ async def test_unfinished_job_status_is_cached_briefly(
         await client.wait(done)
         expires, _, _ = client.services.cache.memory._items[job_key(done)]
         assert expires - time.monotonic() > 3000
+
+
+# --- scene jobs: frames found while decoding, progress by decoding ----------------------
+
+LONG_CUTS_SHOTS = 16  # each 5 s of testsrc2 then 1 s of red
+
+
+def long_cuts(media: Media) -> Path:
+    """96 s of 1280x720 with a hard cut every few seconds: testsrc2 5 s, red 1 s, sixteen
+    times. Decoding it takes a second or more, so FFmpeg reports its progress (every 0.5 s)
+    while the job runs, and scene frames are found all along."""
+    path = media.folder / "long-cuts-720p.mp4"
+    if not path.exists():
+        shots = ""
+        for n in range(LONG_CUTS_SHOTS):
+            shots += f"testsrc2=s=1280x720:r=25:d=5[t{n}];color=c=red:s=1280x720:r=25:d=1[r{n}];"
+        inputs = "".join(f"[t{n}][r{n}]" for n in range(LONG_CUTS_SHOTS))
+        graph = f"{shots}{inputs}concat=n={2 * LONG_CUTS_SHOTS}"
+        run_ffmpeg(
+            "-f", "lavfi", "-i", graph, "-c:v", "libx264", "-preset", "ultrafast",
+            "-pix_fmt", "yuv420p", str(path),
+        )  # fmt: skip
+    return path
+
+
+# the first frame, then both cuts of every red shot (each 1 s after the frame before it)
+LONG_CUTS = sorted([6.0 * n + 5 for n in range(LONG_CUTS_SHOTS)] +
+                   [6.0 * n for n in range(LONG_CUTS_SHOTS)])  # fmt: skip
+
+
+async def test_scene_job_progress_rises_from_0_to_1(
+    client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from vfe import jobs
+
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY", 0.0)  # a progress event for each report
+    name = place(long_cuts(media), videos)
+    sub = client.services.bus.subscribe(None)  # before the submit: miss no event
+    res = await client.http.post("/video-job", json={"video_source": name, "mode": "scene"})
+    assert res.status_code == 200, res.text
+    job_id = res.json()["job_id"]
+    events: list[Event] = []
+    while (event := await asyncio.wait_for(sub.get(), 60)) is not None:
+        if event.job_id == job_id:
+            events.append(event)
+            if event.type in ("done", "failed", "cancelled"):
+                break
+    sub.close()
+    assert events[-1].type == "done", events[-1]
+
+    views = [e.data for e in events if e.type in ("status", "progress", "done")]
+    percents = [view["percent"] for view in views]
+    assert percents == sorted(percents), percents
+    assert percents[-1] == 100.0
+    progress = [e.data for e in events if e.type == "progress"]
+    assert progress[0]["percent"] == 0.0  # planned: nothing decoded yet
+    assert progress[0]["plan"]["strategy"] == "scene"
+    assert any(0 < p["percent"] < 100 for p in progress), [p["percent"] for p in progress]
+    # the frames found so far are all the frames known: total grows with them
+    assert all(p["total_frames"] == p["processed_frames"] for p in progress)
+    totals = [p["total_frames"] for p in progress]
+    assert totals == sorted(totals)
+    found = [e.data["timestamp"] for e in events if e.type == "frame"]
+    assert found == pytest.approx(LONG_CUTS, abs=1e-9)
+    done = events[-1].data
+    assert done["total_frames"] == done["processed_frames"] == len(LONG_CUTS)
+
+    stored = await client.services.store.get_job(job_id)
+    assert stored is not None and stored.progress == 1.0
+    view = (await client.http.get(f"/job-status/{job_id}")).json()
+    assert view["percent"] == 100.0
+    assert view["total_frames"] == view["processed_frames"] == len(LONG_CUTS)
+
+
+async def test_scene_job_progress_is_recorded_while_it_runs(
+    client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The stored progress starts at 0, only rises, and is 1.0 at completion."""
+    from vfe import jobs
+
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY", 0.0)
+    name = place(long_cuts(media), videos)
+    res = await client.http.post("/video-job", json={"video_source": name, "mode": "scene"})
+    job_id = res.json()["job_id"]
+    store = client.services.store
+    seen: list[float] = []
+    deadline = time.monotonic() + 60
+    while True:
+        job = await store.get_job(job_id)
+        assert job is not None
+        if job.progress is not None:
+            seen.append(job.progress)
+        if job.status.finished:
+            break
+        assert time.monotonic() < deadline, "the scene job did not finish"
+        await asyncio.sleep(0.02)
+    assert job.status is JobStatus.COMPLETED
+    assert seen == sorted(seen)
+    assert seen[0] < 1.0 and seen[-1] == 1.0
+    assert all(0.0 <= p <= 1.0 for p in seen)
+
+
+async def test_jobs_of_other_modes_have_no_progress(client: AppClient, media: Media, videos: Path):
+    job_id = await client.submit(place(media.cuts(), videos), 1)
+    assert (await client.wait(job_id))["percent"] == 100.0
+    job = await client.services.store.get_job(job_id)
+    assert job is not None and job.progress is None
+
+
+async def test_scene_job_left_processing_is_run_again_replacing_frames(
+    make_client: Any, settings: Settings, media: Media, videos: Path
+):
+    source = videos / place(media.cuts(), videos)
+    options = {"mode": "scene", "min_gap": 0.0, "start": 0.0, "format": "jpg"}
+    job = _job(source, JobStatus.PROCESSING, interval=5.0, total_frames=9, processed_frames=3,
+               attempts=1, options=options, progress=0.4)  # fmt: skip
+    folder = settings.frames_base_path / job.id
+    folder.mkdir(parents=True)
+    earlier = []
+    for index, name in [(0, "000000_0.000.jpg"), (1, "000001_1.200.jpg"), (8, "000008_3.800.jpg")]:
+        (folder / name).write_bytes(b"partial from the crashed run")
+        earlier.append(Frame(job.id, index, 0.0, 0.0, name, 28, "old", None, None, 1.0))
+    await _seed(settings, job, earlier)
+
+    async with make_client(settings) as client:
+        done = await client.wait(job.id)
+        listing = (await client.http.get(f"/frames/{job.id}")).json()
+        stored = await client.services.store.get_job(job.id)
+    assert done["status"] == "completed"
+    assert done["attempts"] == 2
+    assert done["percent"] == 100.0
+    assert stored is not None and stored.progress == 1.0
+    expected = Media.CUTS_NO_GAP
+    assert done["total_frames"] == done["processed_frames"] == listing["total_count"] == 5
+    assert [f["timestamp"] for f in listing["frames"]] == pytest.approx(expected, abs=1e-9)
+    names = [f"{i:06d}_{t:.3f}.jpg" for i, t in enumerate(expected)]
+    assert [f["filename"] for f in listing["frames"]] == names
+    assert all(f["checksum"] != "old" for f in listing["frames"])
+    assert sorted(p.name for p in folder.iterdir()) == names  # stale frame 8 gone
+
+
+async def test_scene_job_percent_moves_while_frames_keep_coming(
+    client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from vfe import jobs
+
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY", 0.4)  # FFmpeg reports every 0.5 s
+    name = place(long_cuts(media), videos)
+    sub = client.services.bus.subscribe(None)
+    res = await client.http.post("/video-job", json={"video_source": name, "mode": "scene"})
+    job_id = res.json()["job_id"]
+    percents: list[float] = []
+    while (event := await asyncio.wait_for(sub.get(), 60)) is not None:
+        if event.job_id == job_id and event.type == "progress":
+            percents.append(event.data["percent"])
+        if event.job_id == job_id and event.type in ("done", "failed", "cancelled"):
+            break
+    sub.close()
+    assert len(percents) >= 3  # the job ran through several throttle periods
+    assert any(0 < p < 100 for p in percents), percents

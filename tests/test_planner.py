@@ -280,6 +280,30 @@ def test_keyframes_plan() -> None:
     assert first.groups[0].seek is None  # the first keyframe is the first frame
 
 
+def test_scene_plan_decodes_the_window_in_one_process() -> None:
+    index = cfr_index(25, 20.0, 50)  # keyframe every 2 s
+    s = Sampling(mode=Mode.SCENE, scene_threshold=0.4, min_gap=0.5, start=5.0, end=9.0)
+    p = plan(s, info(20.0, HUGE), index, cpus=4)  # never cut: each frame needs the last
+    assert p.strategy is Strategy.SCENE and p.targets == () and p.total == 0
+    assert p.groups == (Group(seek=4.0, targets=(), frames=0, decoded=125),)  # 4.0 to 8.96
+    assert p.parallel == 1 and p.threads is None and p.end == 9.0
+    assert p.target_index(6.0) == 0
+    expr = p.select_expr(p.groups[0], 1.5)
+    assert expr == (
+        f"gte(t+{EPSILON},6.5)*(isnan(prev_selected_t)+gt(scene,0.4)"
+        f"*gte(t-prev_selected_t+{EPSILON},0.5))*lt(t+{EPSILON},10.5)"
+    )
+    whole = plan(Sampling(mode=Mode.SCENE, max_frames=3), info(20.0), index)
+    assert whole.groups[0].seek is None and whole.groups[0].frames == 3  # a cap
+    assert whole.groups[0].decoded == 500 and whole.end is None
+    assert "lt(t" not in whole.select_expr(whole.groups[0])
+    assert "gt(scene,0.3)" in whole.select_expr(whole.groups[0])  # the default threshold
+    late = plan(Sampling(mode=Mode.SCENE, start=30.0), info(20.0), index)
+    assert late.groups == () and late.decoded_frames == 0
+    stored = sampling_from({"mode": "scene", "scene_threshold": 0.2, "min_gap": 0}, 5.0)
+    assert (stored.scene_threshold, stored.min_gap) == (0.2, 0.0)
+
+
 def test_target_index_regular_and_irregular() -> None:
     p = plan(Sampling(interval=0.5), info(2.0), cfr_index(25, 2.0, 25))
     got = [p.target_index(t) for t in (0.0, 0.04, 0.49, 0.5, 0.52, 0.999, 1.0, 1.96, 9.0)]
@@ -459,7 +483,7 @@ def test_every_mode_and_strategy_matches_brute_force_variable_rate(seed: int) ->
         for sampling in samplings:
             for size in (SMALL, HUGE):
                 strategies.add(check(pts, time_base, sampling, size=size, gop=7).strategy)
-    assert strategies == set(Strategy)
+    assert strategies == set(Strategy) - {Strategy.SCENE}  # scene: scored by FFmpeg itself
 
 
 def test_count_in_a_window_keeps_a_last_frame_past_the_last_bucket() -> None:

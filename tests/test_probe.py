@@ -349,18 +349,25 @@ def test_index_rows_skip_discarded_and_unstamped() -> None:
     assert no_base.times == () and no_base.keyframes == () and no_base.end is None
 
 
-async def test_inspect_cache_is_bounded(
+async def test_inspect_cache_is_bounded_by_frames(
     media: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(probe, "_CACHE_SIZE", 1)
+    monkeypatch.setattr(probe, "_CACHE", type(probe._CACHE)())
+    monkeypatch.setattr(probe, "_CACHE_FRAMES", 120)  # room for two 50-frame indexes
     source = media.clip("index-g10.mp4", duration=2, gop=10)
-    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
-    a.write_bytes(source.read_bytes())
-    b.write_bytes(source.read_bytes())
+    a, b, c = (tmp_path / f"{n}.mp4" for n in "abc")
+    for copy in (a, b, c):
+        copy.write_bytes(source.read_bytes())
     first = await probe.inspect(a)
-    await probe.inspect(b)  # evicts a
-    assert await probe.inspect(a) is not first
-    assert len(probe._CACHE) == 1
+    assert len(first[1].times) == 50
+    assert await probe.inspect(a) is first  # cached
+    await probe.inspect(b)
+    assert await probe.inspect(a) is first  # both fit; a is now the most recent
+    await probe.inspect(c)  # 150 frames: the least recently used (b) goes
+    assert [k[0] for k in probe._CACHE] == [str(a), str(c)]
+    monkeypatch.setattr(probe, "_CACHE_FRAMES", 10)  # smaller than one index
+    await probe.inspect(b)
+    assert [k[0] for k in probe._CACHE] == [str(b)]  # the newest stays, alone
 
 
 # --- inspect: probe and index in one ffprobe run ------------------------------------------

@@ -124,6 +124,102 @@ async def test_reopen_keeps_data_and_does_not_migrate_again(db_path: Path) -> No
         await second.close()
 
 
+def make_database_at(path: Path, version: int) -> None:
+    """A database as vfe left it at schema ``version``: the first migrations only."""
+    con = sqlite3.connect(path)
+    try:
+        for script in MIGRATIONS[:version]:
+            con.executescript(script)
+        con.execute(f"PRAGMA user_version = {version}")
+        con.commit()
+    finally:
+        con.close()
+
+
+def job_columns(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [row[1] for row in con.execute("PRAGMA table_info(jobs)")]
+    finally:
+        con.close()
+
+
+async def test_migration_3_adds_progress_and_keeps_the_jobs(db_path: Path) -> None:
+    make_database_at(db_path, 2)
+    assert "progress" not in job_columns(db_path)
+    con = sqlite3.connect(db_path)
+    try:
+        con.execute(
+            "INSERT INTO jobs (id, status, video_source, source_type, source_path, interval, "
+            "created_at, updated_at, total_frames, processed_frames, finished_at, duration, "
+            "codec, attempts, options, plan) "
+            "VALUES ('a3c6a1f0-0000-4000-8000-000000000001', 'completed', 'old.mp4', 'path', "
+            "'/srv/videos/old.mp4', 2.5, 100.0, 150.0, 4, 4, 150.0, 10.0, 'h264', 1, "
+            '\'{"mode": "fps", "fps": 0.4}\', \'{"strategy": "select"}\')'
+        )
+        con.execute(
+            "INSERT INTO frames VALUES ('a3c6a1f0-0000-4000-8000-000000000001', 0, 0.0, 0.0, "
+            "'000000_0.000.jpg', 99, 'sum0', 320, 240, 110.0)"
+        )
+        con.execute(
+            "INSERT INTO jobs (id, status, video_source, source_type, source_path, interval, "
+            "created_at, updated_at) VALUES ('a3c6a1f0-0000-4000-8000-000000000002', "
+            "'pending', 'new.mp4', 'upload', '/srv/uploads/x.mp4', 5.0, 200.0, 200.0)"
+        )
+        con.commit()
+    finally:
+        con.close()
+
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert user_version(db_path) == len(MIGRATIONS)
+        assert "progress" in job_columns(db_path)
+        done = await store.get_job("a3c6a1f0-0000-4000-8000-000000000001")
+        assert done == Job(
+            id="a3c6a1f0-0000-4000-8000-000000000001",
+            status=JobStatus.COMPLETED,
+            video_source="old.mp4",
+            source_type=SourceType.PATH,
+            source_path="/srv/videos/old.mp4",
+            interval=2.5,
+            created_at=100.0,
+            updated_at=150.0,
+            total_frames=4,
+            processed_frames=4,
+            finished_at=150.0,
+            duration=10.0,
+            codec="h264",
+            attempts=1,
+            options={"mode": "fps", "fps": 0.4},
+            plan={"strategy": "select"},
+            progress=None,
+        )
+        pending = await store.get_job("a3c6a1f0-0000-4000-8000-000000000002")
+        assert pending is not None and pending.progress is None
+        assert pending.options == {} and pending.plan is None
+        assert [j.id for j in await store.list_jobs(oldest_first=True)] == [done.id, pending.id]
+        assert [f.filename for f in await store.list_frames(done.id)] == ["000000_0.000.jpg"]
+        # and the upgraded table takes the new column
+        updated = await store.update_job(pending.id, progress=0.5)
+        assert updated is not None and updated.progress == 0.5
+    finally:
+        await store.close()
+
+
+async def test_database_at_version_1_is_migrated_to_the_last_version(db_path: Path) -> None:
+    make_database_at(db_path, 1)
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert user_version(db_path) == len(MIGRATIONS)
+        job = make_job(options={"mode": "scene"}, progress=0.25)
+        await store.create_job(job)
+        assert await store.get_job(job.id) == job
+    finally:
+        await store.close()
+
+
 async def test_database_newer_than_code_is_refused(db_path: Path) -> None:
     con = sqlite3.connect(db_path)
     con.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
@@ -219,6 +315,26 @@ async def test_update_job_sets_values_and_stamps_updated_at(store: SqliteStore) 
     assert updated.updated_at >= before
     assert updated.created_at == job.created_at
     assert await store.get_job(job.id) == updated
+
+
+async def test_progress_round_trips(store: SqliteStore) -> None:
+    job = make_job(options={"mode": "scene"})
+    await store.create_job(job)
+    fresh = await store.get_job(job.id)
+    assert fresh is not None and fresh.progress is None
+    for value in (0.0, 0.375, 1.0):
+        updated = await store.update_job(job.id, progress=value)
+        assert updated is not None and updated.progress == value
+        got = await store.get_job(job.id)
+        assert got is not None and got.progress == value
+        assert got == updated
+    cleared = await store.update_job(job.id, progress=None)
+    assert cleared is not None and cleared.progress is None
+    created = make_job(status=JobStatus.PROCESSING, progress=0.625)
+    await store.create_job(created)
+    assert await store.get_job(created.id) == created
+    [listed] = [j for j in await store.list_jobs() if j.id == created.id]
+    assert listed.progress == 0.625
 
 
 async def test_update_job_explicit_updated_at_wins(store: SqliteStore) -> None:

@@ -31,7 +31,16 @@ from tqdm import tqdm
 from .errors import ExtractionError, VfeError
 from .extractor import Extractor
 from .frames import FrameStore
-from .models import Frame, ImageFormat, JobSpec, Mode, frame_view, output_from
+from .models import (
+    DEFAULT_MIN_GAP,
+    DEFAULT_SCENE_THRESHOLD,
+    Frame,
+    ImageFormat,
+    JobSpec,
+    Mode,
+    frame_view,
+    output_from,
+)
 from .planner import plan as make_plan
 from .planner import sampling_from
 from .probe import inspect
@@ -68,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     rule.add_argument("--count", type=int, help="N frames evenly spaced")
     rule.add_argument("--timestamps", help="comma-separated seconds, e.g. 1,2.5,10")
     rule.add_argument("--keyframes", action="store_true", help="every keyframe")
+    rule.add_argument(
+        "--scene",
+        type=float,
+        nargs="?",
+        const=DEFAULT_SCENE_THRESHOLD,
+        metavar="THRESHOLD",
+        help=f"a frame at each scene change (score 0-1, default {DEFAULT_SCENE_THRESHOLD})",
+    )
+    extract.add_argument(
+        "--min-gap", type=float, help=f"scene: seconds between frames (default {DEFAULT_MIN_GAP})"
+    )
     extract.add_argument("--start", type=float, help="window start, seconds")
     extract.add_argument("--end", type=float, help="window end, seconds")
     extract.add_argument("--max-frames", type=int, help="at most N frames")
@@ -80,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _SPEC_FIELDS = (
-    "interval", "fps", "count", "timestamps", "start", "end", "max_frames",
+    "interval", "fps", "count", "timestamps", "min_gap", "start", "end", "max_frames",
     "format", "quality", "width", "height",
 )  # fmt: skip
 
@@ -90,6 +110,8 @@ def _spec(args: argparse.Namespace) -> JobSpec:
     fields = {n: getattr(args, n) for n in _SPEC_FIELDS if getattr(args, n) is not None}
     if args.keyframes:
         fields["mode"] = Mode.KEYFRAMES
+    if args.scene is not None:
+        fields.update(mode=Mode.SCENE, scene_threshold=args.scene)
     return JobSpec.model_validate({"video_source": str(args.video), **fields})
 
 
@@ -108,7 +130,9 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     store = FrameStore(out / ".vfe-work")
     manifest: list[dict[str, Any]] = []
     started = time.perf_counter()
-    with tqdm(total=plan.total, unit="frame", disable=quiet, file=sys.stderr) as bar:
+    scene = plan.scene is not None  # frames found as it goes: the bar shows decoding
+    total, unit = (100, "%") if scene else (plan.total, "frame")
+    with tqdm(total=total, unit=unit, disable=quiet, file=sys.stderr) as bar:
 
         async def on_frames(batch: list[Frame]) -> None:
             def move() -> None:
@@ -120,12 +144,20 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
                 {k: v for k, v in frame_view(frame).items() if k not in ("job_id", "url")}
                 for frame in batch
             )
-            bar.update(len(batch))
+            if scene:
+                bar.set_postfix(frames=len(manifest))
+            else:
+                bar.update(len(batch))
+
+        async def on_progress(share: float) -> None:
+            bar.update(round(100 * share) - bar.n)
 
         try:
             written = await Extractor(store).run(
-                job_id, source, info, plan, on_frames, output_from(spec.options())
+                job_id, source, info, plan, on_frames, output_from(spec.options()), on_progress
             )
+            if scene:
+                bar.update(total - bar.n)
         finally:
             shutil.rmtree(store.base, ignore_errors=True)
     manifest.sort(key=lambda f: (f["timestamp"], f["index"]))

@@ -26,6 +26,7 @@ from .planner import Group, Plan, Strategy
 from .probe import VideoInfo
 
 FramesCallback = Callable[[list[Frame]], Awaitable[None]]
+ProgressCallback = Callable[[float], Awaitable[None]]  # share of the planned decoding done
 
 _SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:(\S+)")
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
@@ -46,6 +47,7 @@ class _Run:
         ext: str,
         offset: float,
         on_frames: FramesCallback,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self.frames = frames
         self.job_id = job_id
@@ -56,6 +58,9 @@ class _Run:
         self.ext = ext
         self.offset = offset  # filter timeline minus FFmpeg's usual one (the container start)
         self.on_frames = on_frames
+        self.on_decoded = on_progress
+        self.decoded = 0  # frames decoded so far, when FFmpeg counts them (scene mode)
+        self.reported = 0
         self.time_base: Fraction | None = None
         self.times: list[float] = []
         self.finished = 0
@@ -84,6 +89,8 @@ class _Run:
         self.times.append(seconds - self.offset)
 
     def on_progress(self, block: dict[str, str]) -> None:
+        if self.on_decoded is not None and block.get("frame", "").isdigit():
+            self.decoded = int(block["frame"])
         self.wakeup.set()
 
     async def collect(self) -> None:
@@ -96,6 +103,9 @@ class _Run:
                 pass
             self.wakeup.clear()
             await self.finish_ready()
+            if self.on_decoded is not None and self.decoded > self.reported:
+                self.reported = self.decoded
+                await self.on_decoded(min(1.0, self.decoded / max(1, self.group.decoded)))
 
     async def finish_ready(self) -> None:
         """Finalize every complete file whose timestamp is known, in order."""
@@ -107,7 +117,8 @@ class _Run:
             if produced not in names:
                 break
             timestamp = max(0.0, round(self.times[seq], 6)) + 0.0  # never "-0.000"
-            index = self.plan.target_index(timestamp)
+            scene = self.plan.scene is not None
+            index = seq if scene else self.plan.target_index(timestamp)
             name = frame_name(index, timestamp, self.ext)
             work_file = self.work / produced
             size, checksum, dimensions = await self.frames.finalize(self.job_id, work_file, name)
@@ -116,7 +127,7 @@ class _Run:
                     job_id=self.job_id,
                     index=index,
                     timestamp=timestamp,
-                    target_time=self.plan.target_time(index),
+                    target_time=timestamp if scene else self.plan.target_time(index),
                     filename=name,
                     size_bytes=size,
                     checksum=checksum,
@@ -144,8 +155,12 @@ class Extractor:
         plan: Plan,
         on_frames: FramesCallback,
         output: Output | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> int:
         """Extract every frame of ``plan``; return how many were written.
+
+        ``on_progress`` hears the share of the planned decoding done, for plans whose
+        frames are not known ahead (scene mode); other plans count their frames.
 
         Each group of the plan is one FFmpeg process; up to ``plan.parallel`` run at once.
         If one fails, or the caller is cancelled, every process is stopped and reaped and
@@ -160,8 +175,9 @@ class Extractor:
             nonlocal written
             async with slots:
                 count = await self._run_group(
-                    job_id, source, info, plan, group, f"g{number:04d}_", work, output, on_frames
-                )
+                    job_id, source, info, plan, group, f"g{number:04d}_", work, output, on_frames,
+                    on_progress,
+                )  # fmt: skip
             written += count  # after the await: groups finish concurrently
 
         try:
@@ -185,23 +201,28 @@ class Extractor:
         work: Path,
         output: Output,
         on_frames: FramesCallback,
+        on_progress: ProgressCallback | None,
     ) -> int:
         """Run one FFmpeg process of the plan, finalizing its frames as they complete."""
         offset = info.container_start  # -copyts: the filters see the file's own times
+        scene = plan.scene is not None
         argv = ffmpeg.frames_argv(
             str(source),
             plan.select_expr(group, offset),
             str(work / f"{prefix}%06d.{output.format.value}"),
             output,
             seek=group.seek,  # -ss counts from the container start, -copyts or not
-            max_frames=group.frames,
+            max_frames=group.frames or None,  # scene mode: a cap, if any
             keyframes_only=plan.strategy is Strategy.KEYFRAMES,
             threads=plan.threads,
+            stop_at=None if plan.end is None else plan.end + offset,
+            count_decoded=scene,
         )
         argv = await ffmpeg.spill_long_graph(argv, work / f"{prefix}graph.txt")
         state = _Run(
-            self.frames, job_id, work, plan, group, prefix, output.format.value, offset, on_frames
-        )
+            self.frames, job_id, work, plan, group, prefix, output.format.value, offset, on_frames,
+            on_progress if scene else None,
+        )  # fmt: skip
         runner = asyncio.create_task(
             ffmpeg.run(argv, on_progress=state.on_progress, on_line=state.on_line)
         )
@@ -225,7 +246,7 @@ class Extractor:
         if done.returncode != 0:
             detail = _scrub(state.errors[-1] if state.errors else done.error_text(), private)
             raise ExtractionError(f"FFmpeg could not decode the video: {detail}")
-        if state.errors and state.finished < group.frames:
+        if state.errors and state.finished < group.frames and not scene:
             raise ExtractionError(
                 f"the video ends early or is damaged: got {state.finished} of {group.frames} "
                 f"frames ({_scrub(state.errors[-1], private)})"

@@ -209,6 +209,8 @@ def frames_argv(
     max_frames: int | None = None,
     keyframes_only: bool = False,
     threads: int | None = None,
+    stop_at: float | None = None,
+    count_decoded: bool = False,
 ) -> list[str]:
     """argv that decodes ``source`` and writes the frames ``select_expr`` keeps.
 
@@ -220,6 +222,9 @@ def frames_argv(
     frame's presentation time on stderr in output order. FFmpeg stops after
     ``max_frames``. Rotation metadata is applied (FFmpeg's default autorotate). ``threads``
     caps the decoder's threads (the planner runs one single-threaded process per CPU).
+    ``stop_at`` (filter timeline) ends decoding there. ``count_decoded`` adds a first,
+    null output fed every decoded frame, so ``-progress`` counts decoded frames (``frame=``)
+    when the frames kept are few and not known ahead (scene mode).
     """
     options: dict[str, Any] = {"copyts": None}
     if threads is not None:
@@ -229,11 +234,15 @@ def frames_argv(
         options.update(ss=f"{seek + 5e-7:.6f}", noaccurate_seek=None)
     if keyframes_only:
         options["skip_frame"] = "nokey"
-    stream = (
-        ffmpeg_python.input(f"file:{source}", **options)
-        .video.filter("select", select_expr)
-        .filter("showinfo")
-    )
+    decoded = ffmpeg_python.input(f"file:{source}", **options).video
+    if stop_at is not None:
+        decoded = decoded.filter("trim", end=f"{stop_at:.6f}")
+    counter = None
+    if count_decoded:
+        branches = decoded.split()
+        decoded = branches[0]
+        counter = ffmpeg_python.output(branches[1], "-", f="null", **{"c:v": "wrapped_avframe"})
+    stream = decoded.filter("select", select_expr).filter("showinfo")
     if output.width or output.height:
         width = f"min(iw,{output.width})" if output.width else "-1"
         height = f"min(ih,{output.height})" if output.height else "-1"
@@ -255,6 +264,8 @@ def frames_argv(
         fps_mode="passthrough",
         **encode,
     )
+    if counter is not None:  # first: -progress reports the first output's frame count
+        out = ffmpeg_python.merge_outputs(counter, out)
     return [binary("ffmpeg"), *GLOBAL_ARGS, *ffmpeg_python.get_args(out)]
 
 

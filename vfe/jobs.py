@@ -315,10 +315,12 @@ class JobManager:
         info, index = await inspect(source)
         sampling = sampling_from(job.options, job.interval)
         plan = await asyncio.to_thread(make_plan, sampling, info, index)  # CPU, off the loop
+        scene = plan.scene is not None  # frames found while decoding, not planned
         job = await self._update(
             job.id,
             plan=plan.describe(),
             total_frames=max(plan.total, job.processed_frames),
+            progress=(job.progress or 0.0) if scene else None,  # a retry never goes back
             duration=info.duration,
             fps=info.fps,
             width=info.width,
@@ -334,26 +336,39 @@ class JobManager:
             nonlocal job, last_progress
             await self.store.add_frames(batch)
             produced.update(f.index for f in batch)
-            job = await self._update(
-                job.id, processed_frames=max(job.processed_frames, len(produced))
-            )
+            processed = max(job.processed_frames, len(produced))
+            counts = {"processed_frames": processed}
+            if scene:  # the frames found so far are all the frames known
+                counts["total_frames"] = max(job.total_frames, processed)
+            job = await self._update(job.id, **counts)
             for frame in batch:
                 self.bus.publish(Event("frame", job.id, frame_view(frame)))
-            if time.monotonic() - last_progress >= PROGRESS_EVERY:
+            # scene jobs announce progress with their decoding (on_progress), not here
+            if not scene and time.monotonic() - last_progress >= PROGRESS_EVERY:
                 last_progress = time.monotonic()
                 self._publish("progress", job)
 
+        async def on_progress(share: float) -> None:
+            nonlocal job, last_progress
+            if time.monotonic() - last_progress >= PROGRESS_EVERY:
+                last_progress = time.monotonic()
+                job = await self._update(job.id, progress=max(job.progress or 0.0, share))
+                self._publish("progress", job)
+
         output = output_from(job.options)
-        written = await self.extractor.run(job.id, source, info, plan, on_frames, output)
+        written = await self.extractor.run(
+            job.id, source, info, plan, on_frames, output, on_progress if scene else None
+        )
         stale = sorted(set(before) - produced)
         if stale:  # frames of an earlier attempt this run did not produce again
             await self.store.delete_frames(job.id, stale)
             await self.frames.remove(job.id, [before[i] for i in stale])
         count = await self.store.count_frames(job.id)
         log.info("extracted %d frames", written, extra={"job_id": job.id})
-        await self._settle(
-            job.id, JobStatus.COMPLETED, None, "done", total_frames=count, processed_frames=count
-        )
+        done: dict[str, Any] = {"total_frames": count, "processed_frames": count}
+        if scene:
+            done["progress"] = 1.0
+        await self._settle(job.id, JobStatus.COMPLETED, None, "done", **done)
 
     async def _update(self, job_id: str, **values: Any) -> Job:
         job = await self.store.update_job(job_id, **values)

@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MIN_INTERVAL = 0.001  # a millisecond: finer than any real frame spacing
+DEFAULT_SCENE_THRESHOLD = 0.3  # FFmpeg's scene score: 0 same picture, 1 all new
+DEFAULT_MIN_GAP = 1.0  # seconds between scene frames: a flash or a fade is one change
 
 
 class Mode(StrEnum):
@@ -26,6 +28,7 @@ class Mode(StrEnum):
     COUNT = "count"
     TIMESTAMPS = "timestamps"
     KEYFRAMES = "keyframes"
+    SCENE = "scene"
 
 
 class JobStatus(StrEnum):
@@ -75,7 +78,7 @@ class JobSpec(BaseModel):
     )
     mode: Mode | None = Field(
         default=None,
-        description="interval, fps, count, timestamps or keyframes; "
+        description="interval, fps, count, timestamps, keyframes or scene; "
         "by default the one whose parameter is given, else interval.",
     )
     interval: float = Field(
@@ -97,6 +100,22 @@ class JobSpec(BaseModel):
         max_length=10_000,
         description="timestamps mode: seconds (a list, or comma-separated in a form).",
     )
+    scene_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="scene mode: how different a frame must be from the one before it "
+        f"(FFmpeg's scene score, 0-1; default {DEFAULT_SCENE_THRESHOLD}).",
+    )
+    min_gap: float | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description=f"scene mode: at least this many seconds between frames "
+        f"(default {DEFAULT_MIN_GAP}).",
+    )
     start: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="window start, s")
     end: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="window end")
     max_frames: int | None = Field(default=None, ge=1, le=1_000_000, description="at most N")
@@ -105,8 +124,8 @@ class JobSpec(BaseModel):
     width: int | None = Field(default=None, ge=1, le=16384, description="fit inside, px")
     height: int | None = Field(default=None, ge=1, le=16384, description="fit inside, px")
 
-    @field_validator("interval", "fps", "count", "start", "end", "max_frames", "quality",
-                     "width", "height", mode="before")  # fmt: skip
+    @field_validator("interval", "fps", "count", "scene_threshold", "min_gap", "start", "end",
+                     "max_frames", "quality", "width", "height", mode="before")  # fmt: skip
     @classmethod
     def _no_booleans(cls, value: Any) -> Any:
         if isinstance(value, bool):  # JSON true would otherwise pass as 1
@@ -130,14 +149,19 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _mode_and_parameter(self) -> JobSpec:
         given = [m for m, v in ((Mode.FPS, self.fps), (Mode.COUNT, self.count),
-                                (Mode.TIMESTAMPS, self.timestamps)) if v is not None]  # fmt: skip
+                                (Mode.TIMESTAMPS, self.timestamps),
+                                (Mode.SCENE, self.scene_threshold)) if v is not None]  # fmt: skip
         if self.mode is None:
             if len(given) > 1:
-                raise ValueError("give one of fps, count and timestamps, or set mode")
+                raise ValueError(
+                    "give one of fps, count, timestamps and scene_threshold, or set mode"
+                )
             self.mode = given[0] if given else Mode.INTERVAL
         needs = {Mode.FPS: self.fps, Mode.COUNT: self.count, Mode.TIMESTAMPS: self.timestamps}
         if self.mode in needs and needs[self.mode] is None:
             raise ValueError(f"mode {self.mode.value} needs the field {self.mode.value}")
+        if self.mode is not Mode.SCENE and (self.scene_threshold, self.min_gap) != (None, None):
+            raise ValueError("scene_threshold and min_gap apply to mode scene only")
         if self.end is not None and self.end <= self.start:
             raise ValueError("end must be after start")
         return self
@@ -172,6 +196,7 @@ class Job:
     attempts: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] | None = None
+    progress: float | None = None  # scene mode: share of the planned decoding done, 0-1
 
 
 @dataclass(frozen=True)
@@ -196,9 +221,13 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def percent(done: int, total: int, status: JobStatus) -> float:
+def percent(done: int, total: int, status: JobStatus, progress: float | None = None) -> float:
+    """Frames done of frames planned; for scene jobs, whose frames are not known ahead,
+    the share of the planned decoding done (``progress``)."""
     if status is JobStatus.COMPLETED:
         return 100.0
+    if progress is not None:
+        return round(min(100.0, 100.0 * progress), 1)
     if total <= 0:
         return 0.0
     return round(min(100.0, 100.0 * done / total), 1)
@@ -222,7 +251,7 @@ def job_view(job: Job, now: float | None = None) -> dict[str, Any]:
         "plan": job.plan,
         "total_frames": job.total_frames,
         "processed_frames": job.processed_frames,
-        "percent": percent(job.processed_frames, job.total_frames, job.status),
+        "percent": percent(job.processed_frames, job.total_frames, job.status, job.progress),
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "started_at": iso(job.started_at),

@@ -34,7 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import ExtractionError
-from .models import Mode
+from .models import DEFAULT_MIN_GAP, DEFAULT_SCENE_THRESHOLD, Mode
 from .probe import FrameIndex, VideoInfo
 
 EPSILON = 1e-6
@@ -50,6 +50,7 @@ class Strategy(StrEnum):
     SEEK = "seek"
     MIXED = "mixed"
     KEYFRAMES = "keyframes"
+    SCENE = "scene"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class Sampling:
     fps: float | None = None
     count: int | None = None
     timestamps: tuple[float, ...] = ()
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
+    min_gap: float = DEFAULT_MIN_GAP
     start: float = 0.0
     end: float | None = None
     max_frames: int | None = None
@@ -91,9 +94,12 @@ class Plan:
     parallel: int = 1
     skipped_targets: int = 0  # targets after the last frame: no frame answers them
     threads: int | None = None  # decoding threads per process; None lets FFmpeg choose
+    scene: tuple[float, float, float, float | None] | None = None  # threshold, gap, window
 
     def target_index(self, timestamp: float) -> int:
         """Index of the latest target at or before ``timestamp`` (a frame's own time)."""
+        if not self.targets:  # scene mode: the frames are the targets, numbered by the run
+            return 0
         if self.regular is not None:
             start, step = self.regular
             k = math.floor((timestamp - start + EPSILON) / step)
@@ -103,9 +109,23 @@ class Plan:
     def target_time(self, index: int) -> float:
         return self.targets[index]
 
+    @property
+    def end(self) -> float | None:
+        """Scene mode: the window's end, where decoding stops (None: the video's end)."""
+        return self.scene[3] if self.scene else None
+
     def select_expr(self, group: Group, offset: float = 0.0) -> str:
         """FFmpeg ``select`` expression keeping the first frame at or after each target of
         ``group``; ``offset`` is added to target times (the filter's timeline)."""
+        if self.scene is not None:
+            threshold, gap, start, end = self.scene
+            # the window's first frame starts the first scene; then every frame that differs
+            # enough from the one before it, at least ``gap`` after the last one kept
+            expr = (
+                f"gte(t+{EPSILON},{start + offset!r})*(isnan(prev_selected_t)+"
+                f"gt(scene,{threshold!r})*gte(t-prev_selected_t+{EPSILON},{gap!r}))"
+            )
+            return expr if end is None else f"{expr}*lt(t+{EPSILON},{end + offset!r})"
         if self.strategy is Strategy.KEYFRAMES:
             first = self.targets[group.targets[0]] + offset
             # ``key`` too: some decoders (VP9) ignore -skip_frame and pass every frame on.
@@ -169,7 +189,7 @@ def targets_for(
     span = end - start
     targets: list[float]
     regular: tuple[float, float] | None = None
-    if span <= 0:
+    if span <= 0 or sampling.mode is Mode.SCENE:  # scene: found while decoding
         return [], None
     if sampling.mode in (Mode.INTERVAL, Mode.FPS, Mode.COUNT):
         if sampling.mode is Mode.COUNT:
@@ -207,6 +227,8 @@ def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | Non
         frame = index.first_at_or_after(target)
         if frame is not None:
             answered.append((i, frame))
+    if sampling.mode is Mode.SCENE:
+        return _scene_plan(sampling, info, index, frame_seconds)
     skipped = len(targets) - len(answered)
     total = len({f for _, f in answered})
     common: dict[str, Any] = {
@@ -266,6 +288,27 @@ def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | Non
                 estimated_seconds=seconds, parallel=parallel,
                 threads=max(1, cpus // parallel) if parallel > 1 else None,
                 **common)  # fmt: skip
+
+
+def _scene_plan(
+    sampling: Sampling, info: VideoInfo, index: FrameIndex, frame_seconds: float
+) -> Plan:
+    """Scene mode: one process decodes the whole window (each frame is scored against the
+    one before it, so it cannot be cut); its frames are found, not planned."""
+    start = max(0.0, sampling.start)
+    end = sampling.end if sampling.end is not None and index.times else None
+    first = index.first_at_or_after(start)
+    stop = len(index.times) if end is None else bisect.bisect_left(index.times, end - EPSILON)
+    scene = (sampling.scene_threshold, sampling.min_gap, start, end)
+    common: dict[str, Any] = {"targets": (), "total": 0, "duration": info.duration,
+                              "strategy": Strategy.SCENE, "scene": scene}  # fmt: skip
+    if first is None or first >= stop:
+        return Plan(groups=(), decoded_frames=0, estimated_seconds=0.0, **common)
+    key = index.first_at_or_after(index.keyframe_at_or_before(index.times[first])) or 0
+    decoded = stop - key
+    group = Group(_seek_point(index, first), (), sampling.max_frames or 0, decoded)
+    seconds = PROCESS_START_SECONDS + decoded * frame_seconds
+    return Plan(groups=(group,), decoded_frames=decoded, estimated_seconds=seconds, **common)
 
 
 def available_cpus() -> int:
@@ -387,6 +430,8 @@ def sampling_from(options: dict[str, Any], interval: float) -> Sampling:
         fps=options.get("fps"),
         count=options.get("count"),
         timestamps=tuple(options.get("timestamps") or ()),
+        scene_threshold=float(options.get("scene_threshold") or DEFAULT_SCENE_THRESHOLD),
+        min_gap=float(DEFAULT_MIN_GAP if options.get("min_gap") is None else options["min_gap"]),
         start=float(options.get("start") or 0.0),
         end=options.get("end"),
         max_frames=options.get("max_frames"),

@@ -169,13 +169,14 @@ class FrameIndex:
 
 EPSILON = 1e-6
 _CACHE: OrderedDict[tuple[str, int, int], tuple[VideoInfo, FrameIndex]] = OrderedDict()
-_CACHE_SIZE = 64
+_CACHE_FRAMES = 2_000_000  # frame times, about 64 MB: nine hours of 60 fps, or many short videos
 
 
 async def inspect(path: Path) -> tuple[VideoInfo, FrameIndex]:
     """What the video is (as ``probe``) and its frame index, from one ffprobe run.
 
-    Cached per file (by path, size and modification time). Raises ``ExtractionError``
+    Cached per file (by path, size and modification time), least recently used first out
+    once the cached indexes hold more than ``_CACHE_FRAMES`` frames. Raises ``ExtractionError``
     for a file that is not a video, has no video stream, or was cut short.
     """
     key = await _cache_key(path)
@@ -203,8 +204,10 @@ async def inspect(path: Path) -> tuple[VideoInfo, FrameIndex]:
     check_complete(info, index)
     result = (info, index)
     _CACHE[key] = result
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    held = sum(len(i.times) for _, i in _CACHE.values())
+    while held > _CACHE_FRAMES and len(_CACHE) > 1:  # the newest stays, however long
+        _, (_, dropped) = _CACHE.popitem(last=False)
+        held -= len(dropped.times)
     return result
 
 

@@ -73,12 +73,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE jobs ADD COLUMN plan TEXT;
     """,
+    # 3: progress of jobs whose frames are not known ahead (scene mode), 0-1.
+    """
+    ALTER TABLE jobs ADD COLUMN progress REAL;
+    """,
 )
 
 _JOB_COLUMNS = (
     "id, status, video_source, source_type, source_path, interval, created_at, updated_at, "
     "total_frames, processed_frames, started_at, finished_at, error_message, duration, fps, "
-    "width, height, codec, attempts, options, plan"
+    "width, height, codec, attempts, options, plan, progress"
 )
 _FRAME_COLUMNS = (
     "job_id, idx, timestamp, target_time, filename, size_bytes, checksum, width, height, created_at"
@@ -116,7 +120,7 @@ class Store(Protocol):
 def _job(row: sqlite3.Row | Sequence[Any]) -> Job:
     (id_, status, source, stype, spath, interval, created, updated, total, processed, started,
      finished, error, duration, fps, width, height, codec, attempts, options,
-     plan) = row  # fmt: skip
+     plan, progress) = row  # fmt: skip
     return Job(
         id=id_,
         status=JobStatus(status),
@@ -139,6 +143,7 @@ def _job(row: sqlite3.Row | Sequence[Any]) -> Job:
         attempts=attempts,
         options=json.loads(options or "{}"),
         plan=json.loads(plan) if plan else None,
+        progress=progress,
     )
 
 
