@@ -12,28 +12,45 @@ from pathlib import Path
 from typing import Any
 
 from . import ROOT
+from .memory import LengthRow, bench_lengths, length_videos
 from .methods import VFE, Method, opencv_python
-from .report import environment, print_table, row_json, write_json
+from .report import environment, lengths_json, print_lengths, print_table, row_json, write_json
 from .rounds import SKIPPED, Cell, bench_video
 from .runner import BenchError
 from .sampling import SAMPLINGS
-from .videos import QUICK_SPEC, SHARED_CLIPS, SPECS, X264_PRESET, Video, collect_videos
+from .videos import (
+    EXTRA_SPECS,
+    LENGTH_PAIR,
+    QUICK_SPEC,
+    SHARED_CLIPS,
+    SPECS,
+    X264_PRESET,
+    Video,
+    collect_videos,
+)
+
+SKIPPABLE = {"vfe", "ffmpeg", "opencv", "decode", "exact", "pixels", "memory"}
+Table = tuple[Video, dict[str, dict[Method, Cell]], Cell]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     keys = ", ".join(
-        [spec.key for spec in (*SPECS, QUICK_SPEC)] + [Path(n).stem for n in SHARED_CLIPS]
+        [spec.key for spec in (*SPECS, *EXTRA_SPECS, QUICK_SPEC)]
+        + [Path(n).stem for n in SHARED_CLIPS]
     )
+    short, long = (spec.key for spec in LENGTH_PAIR)
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Benchmark `vfe extract` against an FFmpeg one-liner, an OpenCV loop "
         "and a pure decode, and check that vfe's frames are exact. Medians of --rounds "
-        "rounds; ratios < 1 mean vfe is faster.",
+        "rounds; ratios < 1 mean vfe is faster. After the tables, a memory-vs-length "
+        f"section runs vfe on {short} and {long} (the same video at 60 s and 180 s).",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: only the shared clips (else a short generated clip), 1 round",
+        help="smoke run: only the shared clips (else a short generated clip), 1 round, "
+        "no memory-vs-length section",
     )
     parser.add_argument(
         "--videos", metavar="KEYS", help=f"comma-separated videos to run ({keys}) or file paths"
@@ -59,7 +76,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="WHAT",
-        help="leave out vfe, ffmpeg, opencv, decode, exact or pixels (repeat or comma-separate)",
+        help="leave out vfe, ffmpeg, opencv, decode, exact, pixels or memory (the "
+        "memory-vs-length section); repeat or comma-separate",
+    )
+    parser.add_argument(
+        "--only-memory",
+        action="store_true",
+        help="run only the memory-vs-length section (no main tables)",
     )
     parser.add_argument(
         "--vfe",
@@ -77,9 +100,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.skip = {part.strip() for item in args.skip for part in item.split(",") if part.strip()}
-    unknown = args.skip - {"vfe", "ffmpeg", "opencv", "decode", "exact", "pixels"}
+    unknown = args.skip - SKIPPABLE
     if unknown:
         parser.error(f"--skip: unknown {', '.join(sorted(unknown))}")
+    if args.only_memory and args.videos:
+        parser.error("--only-memory runs no main table: drop --videos")
+    if args.only_memory and "memory" in args.skip:
+        parser.error("--only-memory and --skip memory leave nothing to run")
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.rounds < 1:
@@ -87,6 +114,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.cache = args.cache.resolve()
     args.json = (args.json or args.cache / "results.json").resolve()
     return args
+
+
+def memory_skipped(args: argparse.Namespace) -> str | None:
+    """Why the memory-vs-length section does not run, or None when it does."""
+    if args.only_memory:
+        return None
+    if "memory" in args.skip:
+        return SKIPPED
+    if args.quick:
+        return "skipped (--quick; run it with --only-memory)"
+    return None
+
+
+def bench_tables(
+    videos: list[Video],
+    args: argparse.Namespace,
+    opencv: Path | None,
+    opencv_error: str,
+    report: dict[str, Any],
+) -> list[Table]:
+    """Run the main table of every video, saving the JSON after each one."""
+    tables: list[Table] = []
+    for video in videos:
+        print(f"\n-- {video.key}: {video.path}", flush=True)
+        rows, decode = bench_video(video, args, args.cache, opencv, opencv_error)
+        tables.append((video, rows, decode))
+        report["videos"].append(
+            {
+                **video.summary(),
+                "decode": decode.to_json(),
+                "rows": [row_json(video, s, rows[s.label], decode) for s in SAMPLINGS],
+            }
+        )
+        write_json(args.json, report)  # after every video, so a long run keeps its results
+    return tables
+
+
+def print_legend() -> None:
+    print(
+        "\ncells: median wall s, CPU s (user+sys, children included), peak MiB (summed RSS "
+        "of the process tree); ratios: (a) over (b)/(c)/(d), wall/cpu, < 1 = vfe faster;"
+    )
+    print(
+        "exact: vfe frames that are the first frame at or after their target / expected; "
+        "px: sampled frames whose pixels match that frame best (PSNR vs neighbours)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,13 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     args.cache.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    skipped = memory_skipped(args)
     try:
-        videos = collect_videos(args, args.cache)
+        videos = [] if args.only_memory else collect_videos(args, args.cache)
+        lengths = length_videos(args.cache) if skipped is None else None
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     opencv, opencv_error = None, SKIPPED
-    if "opencv" not in args.skip:
+    if "opencv" not in args.skip and videos:
         try:
             opencv = opencv_python(args.cache)
         except BenchError as exc:
@@ -120,32 +195,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "finished": None,
         "environment": environment(args, opencv),
         "videos": [],
+        "memory_vs_length": {"skipped": skipped},
     }
-    tables: list[tuple[Video, dict[str, dict[Method, Cell]], Cell]] = []
-    for video in videos:
-        print(f"\n-- {video.key}: {video.path}", flush=True)
-        rows, decode = bench_video(video, args, args.cache, opencv, opencv_error)
-        tables.append((video, rows, decode))
-        report["videos"].append(
-            {
-                **video.summary(),
-                "decode": decode.to_json(),
-                "rows": [row_json(video, s, rows[s.label], decode) for s in SAMPLINGS],
-            }
-        )
-        write_json(args.json, report)  # after every video, so a long run keeps its results
+    tables = bench_tables(videos, args, opencv, opencv_error, report)
+    length_rows: list[LengthRow] = []
+    if lengths is not None:
+        print(f"\n-- memory vs length: {lengths[0].path.name}, {lengths[1].path.name}", flush=True)
+        length_rows = bench_lengths(lengths, args, args.cache)
+        report["memory_vs_length"] = lengths_json(lengths, length_rows)
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(args.json, report)
     for video, rows, decode in tables:
         print_table(video, rows, decode)
-    print(
-        "\ncells: median wall s, CPU s (user+sys, children included), peak MiB (summed RSS "
-        "of the process tree); ratios: (a) over (b)/(c)/(d), wall/cpu, < 1 = vfe faster;"
-    )
-    print(
-        "exact: vfe frames that are the first frame at or after their target / expected; "
-        "px: sampled frames whose pixels match that frame best (PSNR vs neighbours)"
-    )
+    if lengths is not None:
+        print_lengths(lengths, length_rows, args.rounds)
+    else:
+        print(f"\n== memory vs length: {skipped}")
+    if tables:
+        print_legend()
     print(f"results: {args.json}")
     return 0
 

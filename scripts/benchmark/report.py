@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from .exactness import expected_targets
+from .memory import (
+    DENSITY,
+    GROWTH_LIMIT,
+    LIMIT_MB,
+    LIMIT_MIB,
+    LengthRow,
+    median_peak,
+    requirement_met,
+)
 from .methods import LETTER, METHODS, Method
 from .rounds import SKIPPED, Cell
 from .runner import HAVE_PSUTIL, last_line, run_text
@@ -111,6 +120,89 @@ def row_json(
     }
 
 
+def yes_no(flag: bool | None) -> str:
+    return "n/a" if flag is None else "yes" if flag else "no"
+
+
+def seconds(video: Video) -> str:
+    return f"{video.duration:.0f} s"
+
+
+def print_lengths(videos: tuple[Video, Video], rows: list[LengthRow], rounds: int) -> None:
+    """The memory-vs-length table: one row per sampling, the verdicts at the end."""
+    short, long = videos
+    notes: list[str] = []
+
+    def peak(cell: Cell) -> str:
+        median = median_peak(cell)
+        if median is None:
+            note = cell.error() or "no runs"
+            if note not in notes:
+                notes.append(note)
+            return f"{f'n/a [{notes.index(note) + 1}]':>11}"
+        worst = max(run.peak_mib for run in cell.good())
+        return f"{median:4.0f} ({worst:4.0f})"
+
+    print()
+    print(
+        f"== memory vs length: vfe extract on {short.key} ({seconds(short)}) and {long.key} "
+        f"({seconds(long)}) - {long.width}x{long.height} {long.codec} {long.fps:g} fps, "
+        f"{long.gop_text()}"
+    )
+    print(
+        f"   peak MiB of vfe and its FFmpeg children (summed RSS), median (max) of {rounds} "
+        f"round(s); limit {LIMIT_MB} MB = {LIMIT_MIB:.1f} MiB, judged on the max"
+    )
+    lengths = f"{seconds(long)}/{seconds(short)}"
+    print(
+        f"{'sampling':<14} {'targets':>8} | {seconds(short) + ' MiB':>11} "
+        f"{seconds(long) + ' MiB':>11} {lengths.replace(' ', ''):>9} | "
+        f"{f'< {LIMIT_MB} MB':<9} grows"
+    )
+    for row in rows:
+        label = f"{row.sampling.label} ({DENSITY.get(row.sampling.label, '?')})"
+        targets = "/".join(str(len(expected_targets(v, row.sampling) or [])) for v in videos)
+        ratio = row.ratio()
+        print(
+            f"{label:<14} {targets:>8} | {peak(row.short)} {peak(row.long)} "
+            f"{f'{ratio:.2f}' if ratio is not None else 'n/a':>9} | "
+            f"{yes_no(row.under_limit()):<9} {yes_no(row.grows())}"
+        )
+    for n, note in enumerate(notes, 1):
+        print(f"   [{n}] {note}")
+    met = requirement_met(rows)
+    verdict = "not measured" if met is None else "met" if met else "NOT met"
+    print(
+        f"   requirement (peak under {LIMIT_MB} MB, not growing > {GROWTH_LIMIT - 1:.0%} "
+        f"with length): {verdict}"
+    )
+
+
+def lengths_json(videos: tuple[Video, Video], rows: list[LengthRow]) -> dict[str, Any]:
+    return {
+        "limit_mb": LIMIT_MB,
+        "limit_mib": LIMIT_MIB,
+        "growth_limit": GROWTH_LIMIT,
+        "videos": [video.summary() for video in videos],
+        "rows": [
+            {
+                "sampling": row.sampling.label,
+                "interval": row.sampling.interval,
+                "expected_frames": [len(expected_targets(v, row.sampling) or []) for v in videos],
+                "short": row.short.to_json(),
+                "long": row.long.to_json(),
+                "peak_mib": dict(zip(("short", "long"), row.peaks(), strict=True)),
+                "worst_peak_mib": row.worst(),
+                "ratio_long_short": row.ratio(),
+                "under_limit": row.under_limit(),
+                "grows": row.grows(),
+            }
+            for row in rows
+        ],
+        "requirement_met": requirement_met(rows),
+    }
+
+
 def environment(args: argparse.Namespace, opencv: Path | None) -> dict[str, Any]:
     ffmpeg_version = last_line(run_text(["ffmpeg", "-version"]).splitlines()[0])
     cv = None
@@ -127,6 +219,7 @@ def environment(args: argparse.Namespace, opencv: Path | None) -> dict[str, Any]
         "rounds": args.rounds,
         "quick": args.quick,
         "skip": sorted(args.skip),
+        "only_memory": args.only_memory,
         "timeout_s": args.timeout,
         "vfe": str(args.vfe),
     }
