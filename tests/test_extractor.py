@@ -165,7 +165,9 @@ async def make_plan(
         # priced as 8K: a process start costs about a frame decode, so seeking pays and
         # a select pass is cut into one piece per CPU
         priced = dataclasses.replace(info, width=7680, height=4320)
-    plan = planner.plan(sampling, priced, index, cpus=2)
+    plan = planner.plan(
+        sampling, priced, index, cpus=2, memory_mib=1e9 if priced is not info else None
+    )
     if strategy is not None:
         assert plan.strategy is strategy, plan.describe()
     return info, plan

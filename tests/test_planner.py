@@ -11,6 +11,7 @@ from types import CodeType
 
 import pytest
 
+from vfe import planner
 from vfe.models import Mode
 from vfe.planner import (
     EPSILON,
@@ -27,6 +28,14 @@ from vfe.probe import FrameIndex, VideoInfo
 
 SMALL = (320, 240)  # a process start costs hundreds of frame decodes: select wins
 HUGE = (7680, 4320)  # a process start costs ~1.5 frame decodes: seek wins when sparse
+
+
+@pytest.fixture(autouse=True)
+def _memory_is_no_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HUGE pictures price process starts as cheap; their memory would allow one process.
+    These tests are about the cost model, so memory does not bound them (but see
+    ``test_memory_bounds_the_processes_at_once``)."""
+    monkeypatch.setattr(planner, "FFMPEG_MEMORY_MIB", 1e9)
 
 
 def info(duration: float, size: tuple[int, int] = SMALL) -> VideoInfo:
@@ -184,6 +193,22 @@ def test_a_long_select_pass_is_cut_at_keyframes_into_one_piece_per_cpu() -> None
     # one CPU: one process, FFmpeg picks its threads
     one = plan(Sampling(interval=0.5), info(180.0, FULL_HD), index, cpus=1)
     assert len(one.groups) == 1 and one.parallel == 1 and one.threads is None
+
+
+def test_memory_bounds_the_processes_at_once() -> None:
+    # 1080p: about 86 MiB a process, so two fit the 200 MiB budget; spare CPUs go to threads
+    index = cfr_index(30, 180.0, 250)
+    hd = info(180.0, FULL_HD)
+    assert planner.process_mib(1920, 1080) == pytest.approx(83.3, abs=0.1)
+    p = plan(Sampling(interval=0.5), hd, index, cpus=8, memory_mib=200)
+    assert len(p.groups) == 2 and p.parallel == 2 and p.threads == 4
+    q = plan(Sampling(interval=0.5), hd, index, cpus=2, memory_mib=200)
+    assert q.parallel == 2 and q.threads == 1
+    # 8K: one process at a time, with every CPU's thread
+    big = plan(Sampling(interval=0.5), info(180.0, HUGE), index, cpus=4, memory_mib=200)
+    assert big.parallel == 1 and big.threads is None and len(big.groups) == 1
+    # the default budget is the module's
+    assert plan(Sampling(interval=0.5), hd, index, cpus=8).parallel == 8  # lifted above
 
 
 def test_short_work_is_not_cut() -> None:

@@ -43,6 +43,13 @@ DECODE_PIXELS_PER_SECOND = 1.0e9  # rough decode speed on the reference 2-core m
 PROCESS_START_SECONDS = 0.05  # an FFmpeg process: start, open, seek
 SEEK_ADVANTAGE = 0.8  # seek must be clearly cheaper: many processes cost more than counted
 BALANCE = 1.25  # a piece may hold this much more than an even share of the work
+FFMPEG_MEMORY_MIB = 200.0  # a job's FFmpeg processes together, so a 1080p job stays < 300 MB
+
+
+def process_mib(width: int, height: int) -> float:
+    """Peak memory of one single-threaded FFmpeg decoding and encoding frames of this size
+    (measured: about 86 MiB at 1080p)."""
+    return 20.0 + 32.0 * width * height / 2**20
 
 
 class Strategy(StrEnum):
@@ -217,8 +224,17 @@ def targets_for(
     return targets, regular
 
 
-def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | None = None) -> Plan:
-    """Plan a job: its targets, the frames that answer them, and the cheaper strategy."""
+def plan(
+    sampling: Sampling,
+    info: VideoInfo,
+    index: FrameIndex,
+    cpus: int | None = None,
+    memory_mib: float | None = None,
+) -> Plan:
+    """Plan a job: its targets, the frames that answer them, and the cheaper strategy.
+
+    ``cpus`` (default: those this process may use) and ``memory_mib`` (default
+    ``FFMPEG_MEMORY_MIB``) bound how many FFmpeg processes run at once."""
     targets, regular = targets_for(sampling, info, index)
     frame_seconds = max(1, info.width * info.height) / DECODE_PIXELS_PER_SECOND
     start_frames = PROCESS_START_SECONDS / frame_seconds  # a process start, in frame decodes
@@ -257,16 +273,19 @@ def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | Non
 
     key_positions = [index.first_at_or_after(k) or 0 for k in index.keyframes] or [0]
     cpus = max(1, cpus or available_cpus())
+    # no more processes at once than the memory budget holds; spare CPUs become threads
+    budget = FFMPEG_MEMORY_MIB if memory_mib is None else memory_mib
+    slots = max(1, min(cpus, int(budget // process_mib(info.width, info.height))))
     whole = _Run(key=_key_position(key_positions, answered[0][1]), targets=[], frames_at=[])
     for target, frame in answered:
         whole.add(target, frame)
-    select_runs = _split([whole], key_positions, cpus, start_frames)
+    select_runs = _split([whole], key_positions, slots, start_frames)
     select_cost = _cost(select_runs, start_frames)
 
     runs = _seek_runs(answered, key_positions, start_frames)
     strategy = Strategy.SELECT
     if len(runs) > 1:
-        pieces = _split(runs, key_positions, cpus, start_frames)
+        pieces = _split(runs, key_positions, slots, start_frames)
         if _cost(pieces, start_frames) < SEEK_ADVANTAGE * select_cost:
             spans_gops = any(_inner_keys(r, key_positions) for r in runs)
             strategy = Strategy.MIXED if spans_gops else Strategy.SEEK
@@ -280,7 +299,7 @@ def plan(sampling: Sampling, info: VideoInfo, index: FrameIndex, cpus: int | Non
         )
         for run in select_runs
     )
-    parallel = min(cpus, len(groups))
+    parallel = min(slots, len(groups))
     decoded = sum(r.decoded for r in select_runs)
     work = [start_frames + r.decoded for r in select_runs]
     seconds = max(sum(work) / parallel, max(work)) * frame_seconds
