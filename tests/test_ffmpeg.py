@@ -385,3 +385,21 @@ async def test_a_long_filter_graph_moves_into_a_script_file(tmp_path: Path) -> N
     assert (tmp_path / "g.txt").read_text() == graph
     no_graph = ["ffmpeg", "-version"]
     assert await ffmpeg.spill_long_graph(no_graph, tmp_path / "h.txt") == no_graph
+
+
+def test_frames_argv_for_scene_counts_decoded_frames_first_and_trims() -> None:
+    argv = ffmpeg.frames_argv(
+        "/v.mp4", "gt(scene,0.3)", "/o/%06d.jpg", Output(),
+        seek=3.0, max_frames=5, threads=1, stop_at=9.5, count_decoded=True,
+    )  # fmt: skip
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert graph.startswith("[0:v]trim=end=9.500000[")  # decoding stops at the window's end
+    assert "split=2" in graph
+    # -progress reports the first output's frame count: the null output, fed every frame
+    null_at, image_at = argv.index("null"), argv.index("image2")
+    assert null_at < image_at and argv[null_at + 1 : null_at + 3] == ["-c:v", "wrapped_avframe"]
+    frames_at = argv.index("-frames:v")  # the cap belongs to the image output only
+    assert argv.index("-") < frames_at < argv.index("/o/%06d.jpg") and argv[frames_at + 1] == "5"
+    assert argv[argv.index("-threads") + 1] == "1" and argv.index("-threads") < argv.index("-i")
+    plain = ffmpeg.frames_argv("/v.mp4", "1", "/o/%06d.jpg", Output())
+    assert "null" not in plain and "-threads" not in plain and "trim" not in " ".join(plain)

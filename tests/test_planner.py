@@ -4,9 +4,11 @@ against brute force by evaluating them with FFmpeg's semantics over crafted fram
 from __future__ import annotations
 
 import math
+import os
 import random
 from bisect import bisect_left
 from fractions import Fraction
+from pathlib import Path
 from types import CodeType
 
 import pytest
@@ -196,12 +198,13 @@ def test_a_long_select_pass_is_cut_at_keyframes_into_one_piece_per_cpu() -> None
 
 
 def test_memory_bounds_the_processes_at_once() -> None:
-    # 1080p: about 86 MiB a process, so two fit the 200 MiB budget; spare CPUs go to threads
+    # 1080p: about 86 MiB a process, so two fit the 200 MiB budget; each stays
+    # single-threaded (the model's measure), spare CPUs are left to other jobs
     index = cfr_index(30, 180.0, 250)
     hd = info(180.0, FULL_HD)
     assert planner.process_mib(1920, 1080) == pytest.approx(83.3, abs=0.1)
     p = plan(Sampling(interval=0.5), hd, index, cpus=8, memory_mib=200)
-    assert len(p.groups) == 2 and p.parallel == 2 and p.threads == 4
+    assert len(p.groups) == 2 and p.parallel == 2 and p.threads == 1
     q = plan(Sampling(interval=0.5), hd, index, cpus=2, memory_mib=200)
     assert q.parallel == 2 and q.threads == 1
     # 8K: one process at a time, with every CPU's thread
@@ -209,6 +212,30 @@ def test_memory_bounds_the_processes_at_once() -> None:
     assert big.parallel == 1 and big.threads is None and len(big.groups) == 1
     # the default budget is the module's
     assert plan(Sampling(interval=0.5), hd, index, cpus=8).parallel == 8  # lifted above
+
+
+def test_available_cpus_follows_a_container_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")  # no quota: the CPUs this process may run on
+    free = planner.available_cpus(cpu_max)
+    assert free == len(os.sched_getaffinity(0))
+    cpu_max.write_text("150000 100000\n")  # docker --cpus 1.5: two CPUs' worth, rounded up
+    assert planner.available_cpus(cpu_max) == min(free, 2)
+    cpu_max.write_text("10000 100000\n")  # a tenth of a CPU still runs one process
+    assert planner.available_cpus(cpu_max) == 1
+    cpu_max.write_text("garbage")
+    assert planner.available_cpus(cpu_max) == free
+    assert planner.available_cpus(tmp_path / "missing") == free
+
+
+@pytest.mark.timeout(30)
+def test_cutting_a_long_pass_is_not_quadratic() -> None:
+    # an hour at 30 fps, keyframe every 2 s, fps=30: 108,000 targets and 1,800 keyframes;
+    # pricing every cut by walking every target would take minutes
+    index = cfr_index(30, 3600.0, 60)
+    p = plan(Sampling(mode=Mode.FPS, fps=30), info(3600.0, FULL_HD), index, cpus=2)
+    assert len(p.targets) == 108_000 and len(p.groups) == 2
+    assert [t for g in p.groups for t in g.targets] == list(range(108_000))
 
 
 def test_short_work_is_not_cut() -> None:
@@ -365,7 +392,7 @@ def test_select_expr_shapes() -> None:
     q = plan(s, info(2.0), cfr_index(25, 2.0, 25))
     keep = [f"isnan(prev_t)+lt(prev_t+{EPSILON},{x})" for x in (0.3, 0.7)]
     assert q.select_expr(q.groups[0]) == (
-        f"if(lt(t+{EPSILON},0.3),0,if(lt(t+{EPSILON},0.7),{keep[0]},{keep[1]}))"
+        f"if(lt(t+{EPSILON},0.3)+isnan(t),0,if(lt(t+{EPSILON},0.7),{keep[0]},{keep[1]}))"
     )
 
 

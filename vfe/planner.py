@@ -31,6 +31,7 @@ import math
 import os
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from .errors import ExtractionError
@@ -149,7 +150,8 @@ class Plan:
             last = f"min(floor((prev_selected_t-{origin!r}+{EPSILON})/{step!r}),{top})"
             return f"gte(t+{EPSILON},{first!r})*(isnan(prev_selected_t)+gt({bucket},{last}))"
         times = [self.targets[i] + offset for i in group.targets]
-        return f"if(lt(t+{EPSILON},{first!r}),0,{_search(times, 0, len(times))})"
+        # a frame without a time (t NaN) would fall through every branch: keep none
+        return f"if(lt(t+{EPSILON},{first!r})+isnan(t),0,{_search(times, 0, len(times))})"
 
     def describe(self) -> dict[str, Any]:
         """What the plan chose, for the job record and the CLI."""
@@ -273,7 +275,7 @@ def plan(
 
     key_positions = [index.first_at_or_after(k) or 0 for k in index.keyframes] or [0]
     cpus = max(1, cpus or available_cpus())
-    # no more processes at once than the memory budget holds; spare CPUs become threads
+    # no more processes at once than the memory budget holds
     budget = FFMPEG_MEMORY_MIB if memory_mib is None else memory_mib
     slots = max(1, min(cpus, int(budget // process_mib(info.width, info.height))))
     whole = _Run(key=_key_position(key_positions, answered[0][1]), targets=[], frames_at=[])
@@ -305,7 +307,7 @@ def plan(
     seconds = max(sum(work) / parallel, max(work)) * frame_seconds
     return Plan(strategy=strategy, groups=groups, decoded_frames=decoded,
                 estimated_seconds=seconds, parallel=parallel,
-                threads=max(1, cpus // parallel) if parallel > 1 else None,
+                threads=1 if parallel > 1 else None,  # the memory model is single-threaded
                 **common)  # fmt: skip
 
 
@@ -330,12 +332,20 @@ def _scene_plan(
     return Plan(groups=(group,), decoded_frames=decoded, estimated_seconds=seconds, **common)
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (a container's limit, not the host's count)."""
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: those it may run on, bounded by a container's CPU
+    quota (cgroup v2 ``cpu.max``, e.g. ``docker --cpus 2`` or a Kubernetes limit)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the affinity count stands
+    return cpus
 
 
 @dataclass
@@ -398,22 +408,27 @@ def _split(
         share = sum(r.decoded for r in result) / pieces
         if len(result) >= pieces and largest.decoded <= BALANCE * share:
             break
-        best: tuple[int, _Run, _Run] | None = None
-        for key in _inner_keys(largest, key_positions):
-            cut = bisect.bisect_left(largest.frames_at, key)
-            if cut == 0 or cut == len(largest.targets):
+        best: tuple[int, int] | None = None  # (larger half's decoding, where to cut)
+        frames_at = largest.frames_at
+        for key in _inner_keys(largest, key_positions):  # priced in O(log n) each
+            cut = bisect.bisect_left(frames_at, key)
+            if cut == 0 or cut == len(frames_at):
                 continue
-            left = _Run(largest.key, [], [])
-            right = _Run(_key_position(key_positions, largest.frames_at[cut]), [], [])
-            for target, frame in zip(largest.targets, largest.frames_at, strict=True):
-                (left if frame < key else right).add(target, frame)
-            worst = max(left.decoded, right.decoded)
-            if min(left.decoded, right.decoded) >= minimum and (best is None or worst < best[0]):
-                best = (worst, left, right)
+            left = frames_at[cut - 1] - largest.key + 1
+            right = frames_at[-1] - _key_position(key_positions, frames_at[cut]) + 1
+            if min(left, right) >= minimum and (best is None or max(left, right) < best[0]):
+                best = (max(left, right), cut)
         if best is None:
             break
+        cut = best[1]
+        halves = (
+            _Run(largest.key, [], []),
+            _Run(_key_position(key_positions, frames_at[cut]), [], []),
+        )
+        for n, (target, frame) in enumerate(zip(largest.targets, frames_at, strict=True)):
+            halves[n >= cut].add(target, frame)
         at = result.index(largest)
-        result[at : at + 1] = [best[1], best[2]]
+        result[at : at + 1] = halves
     return result
 
 
