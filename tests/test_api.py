@@ -774,3 +774,76 @@ async def test_bad_scene_threshold_in_query_string_names_the_query(client: AppCl
     )
     assert res.status_code == 422
     assert res.json()["detail"][0]["loc"] == ["query", "scene_threshold"]
+
+
+# --- the dashboard's endpoints: videos, frames.zip ------------------------------------
+
+
+async def test_videos_lists_the_video_files_a_job_may_name(
+    client: AppClient, media: Media, videos: Path, tmp_path: Path
+) -> None:
+    place(media.standard(), videos, "b.mp4")
+    (videos / "talks" / "2026").mkdir(parents=True)
+    place(media.standard(), videos / "talks" / "2026", "keynote.MKV")  # suffixes any case
+    (videos / "notes.txt").write_text("not a video")
+    (videos / ".hidden.mp4").write_bytes(b"x")
+    (videos / ".cache").mkdir()
+    (videos / ".cache" / "c.mp4").write_bytes(b"x")
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(b"secret")
+    (videos / "escape.mp4").symlink_to(outside)  # points out: not listed
+    (videos / "inside.mp4").symlink_to(videos / "b.mp4")  # stays inside: listed
+    (videos / "broken.mp4").symlink_to(videos / "gone.mp4")
+    res = await client.http.get("/videos")
+    assert res.status_code == 200
+    body = res.json()
+    assert [v["path"] for v in body["videos"]] == ["b.mp4", "inside.mp4", "talks/2026/keynote.MKV"]
+    assert body["count"] == 3 and body["truncated"] is False
+    first = body["videos"][0]
+    assert first["size_bytes"] == media.standard().stat().st_size
+    assert first["modified_at"].endswith("Z")
+    assert str(tmp_path) not in res.text
+    # every path listed is accepted as a video_source
+    for video in body["videos"]:
+        job = await client.http.post("/video-job", json={"video_source": video["path"]})
+        assert job.status_code == 200, job.text
+
+
+def test_list_videos_stops_at_its_limit(tmp_path: Path) -> None:
+    from vfe.sources import list_videos
+
+    for n in range(5):
+        (tmp_path / f"{n}.mp4").write_bytes(b"x")
+    found, truncated = list_videos(tmp_path, limit=3)
+    assert [v.path for v in found] == ["0.mp4", "1.mp4", "2.mp4"] and truncated
+    found, truncated = list_videos(tmp_path, limit=5)
+    assert len(found) == 5 and not truncated
+    assert list_videos(tmp_path / "missing") == ([], False)
+
+
+async def test_frames_zip_holds_every_frame(
+    client: AppClient, media: Media, videos: Path, settings: Settings
+) -> None:
+    import io
+    import zipfile
+
+    name = place(media.standard(), videos)
+    res = await client.http.post("/video-job", json={"video_source": name, "interval": 0.5})
+    job = await client.wait(res.json()["job_id"])
+    assert job["status"] == "completed"
+    listing = (await client.http.get(f"/frames/{job['job_id']}")).json()["frames"]
+    res = await client.http.get(f"/job/{job['job_id']}/frames.zip")
+    assert res.status_code == 200
+    assert res.headers["content-type"] == "application/zip"
+    assert f'filename="vfe-{job["job_id"]}-frames.zip"' in res.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(res.content)) as archive:
+        assert archive.namelist() == [f["filename"] for f in listing]
+        for frame in listing:
+            data = archive.read(frame["filename"])
+            image = await client.http.get(frame["url"])
+            assert data == image.content
+    spool = settings.frames_base_path / ".zips"
+    assert not spool.exists() or list(spool.iterdir()) == []  # the temp file is gone
+    missing = await client.http.get(f"/job/{uuid.uuid4()}/frames.zip")
+    assert missing.status_code == 404 and missing.json() == {"detail": "job not found"}
+    assert (await client.http.get("/job/not-a-job/frames.zip")).status_code == 404

@@ -317,6 +317,39 @@ def serve(
 
 
 @pytest.mark.timeout(60)
+def test_global_events_follow_every_job_from_snapshot_to_deleted(
+    serve: Callable[..., Api], media: Media, videos: Path
+) -> None:
+    api = serve()
+    name = place(media.standard(), videos)
+    before = api.submit(name, 1.0)
+    wait_until(lambda: api.status(before)["status"] == "completed", 30, "the first job")
+    stream = SseReader(f"{api.url}/events")
+    assert stream.status_code == 200
+    snapshot = stream.wait_for("snapshot", 10)
+    assert [j["job_id"] for j in snapshot["jobs"]] == [before]
+    assert snapshot["jobs"][0]["status"] == "completed"
+
+    def of(job_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(n, d) for n, d in stream.events if d.get("job_id") == job_id]
+
+    job_id = api.submit(name, 0.04)  # as another client would: the list learns of it live
+    wait_until(lambda: any(n == "done" for n, _ in of(job_id)), 30, "done on /events")
+    names = [n for n, _ in of(job_id)]
+    assert names[0] == "created" and names[-1] == "done" and "status" in names
+    assert "frame" not in stream.names  # frames stay on the job's own stream
+    created = of(job_id)[0][1]
+    assert created["status"] == "pending" and created["video_source"] == name
+    done = of(job_id)[-1][1]
+    assert done["status"] == "completed" and done["processed_frames"] == 50
+    assert api.get(f"/job/{job_id}").status_code == 405  # only DELETE there
+    assert httpx.delete(f"{api.url}/job/{job_id}", timeout=10).status_code == 200
+    wait_until(lambda: any(n == "deleted" for n, _ in of(job_id)), 10, "deleted on /events")
+    assert of(job_id)[-1] == ("deleted", {"job_id": job_id})
+    assert stream.error is None and not stream.ended.is_set()  # it stays open
+
+
+@pytest.mark.timeout(60)
 def test_sse_streams_progress_frames_and_done_then_closes(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:

@@ -12,18 +12,20 @@ import json
 import shutil
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from .cache import RECENT_GENERATION, job_key, recent_key
 from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
-from .models import JobSpec, SourceType, frame_view, job_view
+from .models import JobSpec, SourceType, frame_view, iso, job_view
 from .services import services
-from .sources import receive_upload, resolve_local
+from .sources import list_videos, receive_upload, resolve_local
 
 MAX_JSON_BYTES = 64 * 1024
 RECENT_TTL = 5.0  # seconds: recent-frames answers also age out as time passes
@@ -275,3 +277,35 @@ async def health(request: Request) -> Response:
         "disk": {"free_mb": free_mb},
     }
     return JSONResponse(body, status_code=200 if can_serve else 503)
+
+
+async def videos(request: Request) -> Response:
+    """GET /videos: the video files a path job may name (relative to VIDEOS_BASE_PATH)."""
+    svc = services(request)
+    found, truncated = await asyncio.to_thread(list_videos, svc.settings.videos_base_path)
+    listed = [
+        {"path": v.path, "size_bytes": v.size_bytes, "modified_at": iso(v.modified_at)}
+        for v in found
+    ]
+    return JSONResponse({"videos": listed, "count": len(listed), "truncated": truncated})
+
+
+async def frames_zip(request: Request) -> Response:
+    """GET /job/{job_id}/frames.zip: every frame of the job in one zip, in time order."""
+    svc = services(request)
+    job_id = job_id_param(request)
+    if await svc.store.get_job(job_id) is None:
+        raise NotFound("job not found")
+    frames = await svc.store.list_frames(job_id, 0, 10**9)
+    names = [f.filename for f in frames]
+    archive = await svc.frames.zip(job_id, names)
+    return FileResponse(
+        archive,
+        media_type="application/zip",
+        filename=f"vfe-{job_id}-frames.zip",
+        background=BackgroundTask(_unlink, archive),
+    )
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)

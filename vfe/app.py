@@ -98,7 +98,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/frames/{job_id}", api.list_frames, methods=["GET"]),
         Route("/frames/{job_id}/{name}", api.frame_image, methods=["GET"]),
         Route("/dashboard/recent-frames", api.recent_frames, methods=["GET"]),
+        Route("/videos", api.videos, methods=["GET"]),
+        Route("/events", sse.all_events, methods=["GET"]),
         Route("/job/{job_id}", api.delete_job, methods=["DELETE"]),
+        Route("/job/{job_id}/frames.zip", api.frames_zip, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
         Mount("/static", StaticFiles(directory=WEB), name="static"),
     ]

@@ -16,7 +16,9 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import uuid
+import zipfile
 from pathlib import Path
 
 WORK_DIR = ".work"
@@ -123,6 +125,29 @@ class FrameStore:
             return size, checksum, dimensions
 
         return await asyncio.to_thread(_finalize)
+
+    async def zip(self, job_id: str, names: list[str]) -> Path:
+        """A zip of the job's frames ``names`` (stored, not compressed: images are
+        compressed already), written to a temp file under the frames folder; the caller
+        removes it. Frames whose file has gone are left out."""
+        spool = self.base / ".zips"
+
+        def _write() -> Path:
+            spool.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"{job_id}-", suffix=".zip", dir=spool)
+            target = Path(name)
+            try:
+                with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as archive:
+                    for frame in names:
+                        path = self.path(job_id, frame)
+                        if path.is_file():
+                            archive.write(path, frame)
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+            return target
+
+        return await asyncio.to_thread(_write)
 
     async def discard_work(self, job_id: str) -> None:
         """Remove the work folder (partial files of a stopped or finished run)."""

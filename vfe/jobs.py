@@ -164,7 +164,7 @@ class JobManager:
             raise Unavailable(
                 "the job queue is full; try again later", headers={"Retry-After": "10"}
             ) from None
-        self._publish("status", job)
+        self._publish("created", job)
         return job
 
     async def delete(self, job_id: str) -> Job:
@@ -204,6 +204,7 @@ class JobManager:
         if was_active and not announced:
             # Its run had not started (or recorded nothing): streams still need an end.
             self._publish("cancelled", replace(job, status=JobStatus.CANCELLED))
+        self.bus.publish(Event("deleted", job_id, {"job_id": job_id}))  # for the job list
         return job
 
     # --- workers -------------------------------------------------------------------------

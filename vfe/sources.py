@@ -30,6 +30,49 @@ _NOT_FOUND = (
 )
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
+MAX_LISTED = 1000  # videos GET /videos lists at most
+VIDEO_SUFFIXES = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .ts .mts .m2ts .mpg .mpeg .flv .wmv .3gp .ogv .mxf".split()
+)
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """A video under the videos root: its path relative to it, size and change time."""
+
+    path: str
+    size_bytes: int
+    modified_at: float
+
+
+def list_videos(videos_root: Path, limit: int = MAX_LISTED) -> tuple[list[VideoFile], bool]:
+    """The video files under ``videos_root`` (by suffix, hidden names skipped, symlinks
+    followed only when they stay inside), sorted by path; and whether the list was cut
+    at ``limit``. Blocking: run it in a thread."""
+    root = videos_root.resolve()
+    found: list[VideoFile] = []
+    truncated = False
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or Path(name).suffix.lower() not in VIDEO_SUFFIXES:
+                continue
+            path = Path(folder) / name
+            try:
+                real = path.resolve(strict=True)
+                stat = real.stat()
+            except (OSError, RuntimeError):
+                continue
+            if not real.is_relative_to(root) or not real.is_file():
+                continue
+            if len(found) == limit:
+                truncated = True
+                break
+            found.append(VideoFile(path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime))
+        if truncated:
+            break
+    found.sort(key=lambda v: v.path)
+    return found, truncated
 
 
 def resolve_local(video_source: str, videos_root: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Server-Sent Events: a job's live progress, fed by the event bus.
+"""Server-Sent Events: a job's live progress, and every job's changes, fed by the event bus.
 
 A stream subscribes before it reads the job, so nothing between the snapshot and the
 first live event is lost. It sends ``snapshot`` first, then ``status``, ``progress`` and
@@ -69,6 +69,50 @@ async def job_events(request: Request) -> Response:
                 yield _sse(event.type, event.data)
                 if event.type in TERMINAL_EVENTS:
                     return
+        finally:
+            watcher.cancel()
+            subscription.close()
+
+    return EventSourceResponse(
+        stream(),
+        ping=svc.settings.sse_heartbeat_seconds,
+        send_timeout=30,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+GLOBAL_EVENTS = frozenset({"created", "status", "progress", "done", "failed", "cancelled",
+                           "deleted"})  # fmt: skip
+SNAPSHOT_JOBS = 50
+
+
+async def all_events(request: Request) -> Response:
+    """GET /events: every job's changes (not its frames), for the dashboard's job list.
+
+    Sends ``snapshot`` with the newest jobs first, then ``created``, ``status``,
+    ``progress``, ``done``, ``failed``, ``cancelled`` (job views) and ``deleted``
+    (``{"job_id"}``) as they happen, until the client leaves or the server stops.
+    """
+    svc = services(request)
+    subscription = svc.bus.subscribe(None)
+    try:
+        jobs = await svc.store.list_jobs(limit=SNAPSHOT_JOBS)
+    except BaseException:
+        subscription.close()
+        raise
+    shutdown = anyio.Event()
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        watcher = asyncio.ensure_future(shutdown.wait())
+        watcher.add_done_callback(lambda _: subscription.close())
+        try:
+            now = time.time()
+            yield _sse("snapshot", {"jobs": [job_view(j, now) for j in jobs]})
+            async for event in subscription:
+                if event.type in GLOBAL_EVENTS:
+                    yield _sse(event.type, event.data)
         finally:
             watcher.cancel()
             subscription.close()
