@@ -1,94 +1,158 @@
-// vfe dashboard: submit a job, follow it live over Server-Sent Events.
-// Everything that comes from the server is inserted as text, never as HTML.
-const $ = (id) => document.getElementById(id);
-let stream = null;
-let currentJob = null;
+// vfe dashboard: wires the page's parts together and keeps them live.
+//
+// The job list follows one EventSource on /events (every job's changes; first a
+// `snapshot` of the newest jobs). At start, and each time that stream has to be opened
+// again, one GET /jobs paints the list without waiting for it. The open job is in the
+// URL (#job=<id>) so it can be linked and survives a reload.
+import { getJSON, listen } from './api.js';
+import { JobDetail } from './detail.js';
+import { byTestId, setText } from './dom.js';
+import { SubmitForm } from './form.js';
+import { startHealth } from './health.js';
+import { JobList } from './jobs.js';
+import { RecentFrames } from './recent.js';
+import { Viewer } from './viewer.js';
 
-function setText(id, text) { $(id).textContent = text; }
+const RETRY_MS = [1000, 2000, 5000, 10000, 30000]; // waits before reopening /events
 
-function describeError(body, status) {
-  if (body && Array.isArray(body.detail)) {
-    return body.detail.map((e) => `${(e.loc || []).slice(1).join('.')}: ${e.msg}`).join('; ');
-  }
-  if (body && typeof body.detail === 'string') return body.detail;
-  return `request failed (${status})`;
-}
+const viewer = new Viewer(byTestId('frame-viewer'));
+const feedStatus = byTestId('feed-status');
 
-async function refreshHealth() {
+const jobs = new JobList(byTestId('job-list'), document.querySelector('.jobs-empty'), {
+  onReopen: (jobId) => detail.open(jobId, { focus: true }),
+});
+
+const detail = new JobDetail(byTestId('job-detail'), {
+  viewer,
+  confirmDialog: byTestId('confirm-dialog'),
+  onClose: () => closeJob(),
+  onDeleted: (jobId) => {
+    jobs.remove(jobId, { deleted: true });
+    recent.refresh();
+    closeJob();
+  },
+  onView: (view) => jobs.upsert(view), // the job's own stream also keeps its row current
+});
+
+const recent = new RecentFrames(byTestId('recent-frames'), document.querySelector('.recent-empty'), {
+  viewer,
+  jobName: (jobId) => jobs.get(jobId)?.video_source ?? null,
+});
+
+new SubmitForm(byTestId('submit-form'), {
+  onSubmitted: async (jobId) => {
+    location.hash = `job=${encodeURIComponent(jobId)}`;
+    // Usually the `created` event has added the row already; without /events it has not.
+    const answer = await getJSON(`/job-status/${encodeURIComponent(jobId)}`);
+    if (answer.ok) jobs.upsert(answer.body);
+  },
+});
+
+// --- the open job, from the URL ------------------------------------------------------
+
+function hashJobId() {
+  const match = /^#job=([^&]+)$/.exec(location.hash);
+  if (!match) return null;
   try {
-    const res = await fetch('/health');
-    const body = await res.json();
-    const badge = $('health');
-    badge.textContent = `${body.status} · cache: ${body.cache.backend} · queue: ${body.queue.depth}`;
-    badge.className = `badge ${body.status}`;
-  } catch (err) {
-    setText('health', 'unreachable');
+    return decodeURIComponent(match[1]);
+  } catch {
+    return null;
   }
 }
 
-function showJob(view) {
-  $('job').hidden = false;
-  setText('job-id', view.job_id);
-  setText('job-status', view.status);
-  $('job-status').className = `badge ${view.status}`;
-  setText('job-counts', `${view.processed_frames} / ${view.total_frames} frames`);
-  $('job-progress').value = view.percent || 0;
-  setText('job-error', view.error_message || '');
+function showJobFromHash({ focus }) {
+  const jobId = hashJobId();
+  if (jobId) detail.open(jobId, { focus });
+  else detail.close();
+  jobs.markOpen(jobId);
 }
 
-function addFrame(frame) {
-  const figure = document.createElement('figure');
-  const img = document.createElement('img');
-  img.loading = 'lazy';
-  img.alt = `frame at ${frame.timestamp} s`;
-  img.src = frame.url;
-  const caption = document.createElement('figcaption');
-  caption.textContent = `${frame.timestamp.toFixed(3)} s`;
-  figure.append(img, caption);
-  $('gallery').append(figure);
+/** Close the detail: drop #job=… from the URL (a new history entry, like opening one). */
+function closeJob() {
+  const jobId = detail.jobId;
+  if (hashJobId() !== null) history.pushState(null, '', location.pathname + location.search);
+  detail.close();
+  jobs.markOpen(null);
+  const row = jobId && document.querySelector(`[data-testid="job-row"][data-job-id="${CSS.escape(jobId)}"]`);
+  (row || document.getElementById('jobs-title')).focus();
 }
 
-function follow(jobId) {
-  if (stream) stream.close();
-  currentJob = jobId;
-  $('gallery').replaceChildren();
-  stream = new EventSource(`/job-status/${jobId}/events`);
-  for (const type of ['snapshot', 'status', 'progress', 'done', 'failed', 'cancelled']) {
-    stream.addEventListener(type, (event) => {
-      showJob(JSON.parse(event.data));
-      if (['done', 'failed', 'cancelled'].includes(type)) stream.close();
-    });
-  }
-  stream.addEventListener('frame', (event) => addFrame(JSON.parse(event.data)));
+window.addEventListener('hashchange', () => showJobFromHash({ focus: true }));
+window.addEventListener('popstate', () => showJobFromHash({ focus: false }));
+
+// --- the live job list ---------------------------------------------------------------
+
+function setFeed(state, text) {
+  feedStatus.dataset.state = state;
+  setText(feedStatus, text);
 }
 
-$('submit-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  setText('form-error', '');
-  const file = $('file').files[0];
-  let res;
-  if (file) {
-    const body = new FormData();
-    body.append('interval', $('interval').value);
-    body.append('file', file);
-    res = await fetch('/video-job', { method: 'POST', body });
-  } else {
-    res = await fetch('/video-job', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ video_source: $('video_source').value, interval: $('interval').value }),
-    });
-  }
-  const body = await res.json().catch(() => null);
-  if (!res.ok) { setText('form-error', describeError(body, res.status)); return; }
-  follow(body.job_id);
-});
+function onJob(view) {
+  jobs.upsert(view);
+  detail.update(view);
+}
 
-$('cancel').addEventListener('click', async () => {
-  if (!currentJob || !window.confirm('Cancel this job and delete its frames?')) return;
-  const res = await fetch(`/job/${currentJob}`, { method: 'DELETE' });
-  if (res.ok) { setText('job-status', 'cancelled'); $('gallery').replaceChildren(); }
-});
+function onFinished(view) {
+  onJob(view);
+  recent.refresh();
+}
 
-refreshHealth();
-setInterval(refreshHealth, 5000);
+let failures = 0;
+
+function connect() {
+  const source = new EventSource('/events');
+  let fresh = false; // a snapshot came on this connection: it is newer than GET /jobs
+
+  const loadJobs = async () => {
+    const answer = await getJSON('/jobs?limit=50');
+    if (answer.ok && !fresh) jobs.replaceAll(answer.body.jobs ?? []);
+  };
+  loadJobs();
+
+  listen(source, {
+    snapshot: (data) => {
+      fresh = true;
+      jobs.replaceAll(data.jobs ?? []);
+    },
+    created: onJob,
+    status: onJob,
+    progress: (view) => {
+      onJob(view);
+      recent.refresh({ soon: true });
+    },
+    done: onFinished,
+    failed: onFinished,
+    cancelled: onFinished,
+    deleted: ({ job_id: jobId }) => {
+      jobs.remove(jobId, { deleted: true });
+      detail.removed(jobId);
+      recent.refresh();
+    },
+  });
+  source.addEventListener('open', () => {
+    failures = 0;
+    setFeed('ok', 'live');
+  });
+  source.addEventListener('error', () => {
+    fresh = false;
+    if (source.readyState === EventSource.CONNECTING) {
+      // The browser reconnects by itself; meanwhile show the list as it is now.
+      setFeed('warn', 'reconnecting…');
+      loadJobs();
+      return;
+    }
+    // Closed for good (an HTTP error, or no /events yet): open it again later.
+    source.close();
+    const wait = RETRY_MS[Math.min(failures, RETRY_MS.length - 1)];
+    failures += 1;
+    setFeed('down', `not live: retrying in ${Math.round(wait / 1000)} s`);
+    setTimeout(connect, wait);
+  });
+}
+
+// --- start ---------------------------------------------------------------------------
+
+startHealth(byTestId('health-panel'));
+connect();
+recent.refresh();
+showJobFromHash({ focus: false });

@@ -1,0 +1,354 @@
+// The job detail: the video's facts, live progress, a gallery of frames that grows as
+// they are written, cancel/delete behind a confirmation, and the zip of all frames.
+// It follows the job on its own stream (/job-status/{id}/events), which also carries
+// `frame` events; the frames written before it connected come from GET /frames.
+import { errorText, frameUrl, getJSON, listen, request, zipUrl } from './api.js';
+import { ask } from './confirm.js';
+import { byTestId, el, setText } from './dom.js';
+import * as fmt from './format.js';
+import { isNewer } from './jobs.js';
+
+const ACTIVE = new Set(['pending', 'processing']);
+const PAGE = 1000; // frames asked for per GET /frames
+
+function modeText(view) {
+  const o = view.options ?? {};
+  switch (view.mode) {
+    case 'interval':
+      return `interval: every ${fmt.number(view.interval ?? o.interval)} s`;
+    case 'fps':
+      return `fps: ${fmt.number(o.fps)} a second`;
+    case 'count':
+      return `count: ${o.count} frames`;
+    case 'timestamps':
+      return `timestamps: ${(o.timestamps ?? []).map((t) => fmt.number(t)).join(', ')} s`;
+    case 'scene': {
+      const threshold = fmt.number(o.scene_threshold ?? 0.3);
+      return `scene: threshold ${threshold}, min gap ${fmt.number(o.min_gap ?? 1)} s`;
+    }
+    default:
+      return String(view.mode ?? '');
+  }
+}
+
+function windowText(view) {
+  const o = view.options ?? {};
+  const parts = [];
+  if (o.start || o.end) {
+    const end = o.end ? `${fmt.number(o.end)} s` : 'the end';
+    parts.push(`${fmt.number(o.start ?? 0)} s to ${end}`);
+  }
+  if (o.max_frames) parts.push(`at most ${o.max_frames} frames`);
+  return parts.join(', ');
+}
+
+function outputText(view) {
+  const o = view.options ?? {};
+  const parts = [String(o.format ?? 'jpg').toUpperCase()];
+  if (o.quality) parts.push(`quality ${o.quality}`);
+  if (o.width || o.height) parts.push(`fit ${o.width ?? '∞'}×${o.height ?? '∞'}`);
+  return parts.join(', ');
+}
+
+function planText(plan) {
+  if (!plan) return '';
+  const parts = [String(plan.strategy ?? '?')];
+  if (plan.processes) parts.push(`${plan.processes} FFmpeg process${plan.processes === 1 ? '' : 'es'}`);
+  if (plan.decoded_frames) parts.push(`${plan.decoded_frames} frames decoded`);
+  return parts.join(', ');
+}
+
+/** The facts shown, in order: [key, label, text of a job view ('' hides the line)]. */
+const FACTS = [
+  ['status', 'Status', (v) => v.status],
+  ['frames', 'Frames', (v) => `${v.processed_frames} / ${v.total_frames}`],
+  ['elapsed', 'Run time', (v) => (v.elapsed_seconds == null ? '' : fmt.duration(v.elapsed_seconds))],
+  ['created', 'Submitted', (v) => fmt.when(v.created_at)],
+  ['error', 'Error', (v) => v.error_message ?? ''],
+  ['duration', 'Duration', (v) => (v.duration == null ? '' : fmt.duration(v.duration))],
+  ['fps', 'Frame rate', (v) => (v.fps == null ? '' : `${fmt.number(v.fps)} fps`)],
+  ['size', 'Size', (v) => (v.width && v.height ? `${v.width}×${v.height}` : '')],
+  ['codec', 'Codec', (v) => v.codec ?? ''],
+  ['mode', 'Mode', modeText],
+  ['window', 'Window', windowText],
+  ['output', 'Output', outputText],
+  ['plan', 'Plan', (v) => planText(v.plan)],
+  ['attempts', 'Attempts', (v) => (v.attempts > 1 ? String(v.attempts) : '')],
+  ['source', 'Source', (v) => `${v.video_source}${v.source_type === 'upload' ? ' (upload)' : ''}`],
+  ['id', 'Job id', (v) => v.job_id],
+];
+
+export class JobDetail {
+  #root;
+  #viewer;
+  #confirm;
+  #onClose;
+  #onDeleted;
+  #onView;
+  #jobId = null;
+  #view = null;
+  #gone = false; // the job was deleted while shown
+  #stream = null;
+  #frames = []; // frame views in index order
+  #thumbs = new Map(); // frame index -> <li>
+
+  /** `onView(view)` hears every newer view of the job; `onDeleted(jobId)` a deletion made here. */
+  constructor(root, { viewer, confirmDialog, onClose, onDeleted, onView }) {
+    this.#root = root;
+    this.#viewer = viewer;
+    this.#confirm = confirmDialog;
+    this.#onClose = onClose;
+    this.#onDeleted = onDeleted;
+    this.#onView = onView;
+    const find = (id) => byTestId(id, root);
+    this.ui = {
+      title: root.querySelector('.detail-source'),
+      notice: root.querySelector('.detail-notice'),
+      error: root.querySelector('.detail-error'),
+      progress: find('job-detail-progress'),
+      facts: find('job-facts'),
+      cancel: find('cancel-button'),
+      remove: find('delete-button'),
+      zip: find('download-all'),
+      gallery: find('gallery'),
+      count: root.querySelector('.frame-count'),
+      empty: root.querySelector('.gallery-empty'),
+    };
+    this.factNodes = new Map();
+    for (const [key, label] of FACTS) {
+      const dt = el('dt', { text: label });
+      const dd = el('dd', { dataset: { fact: key } });
+      const row = el('div', { class: 'fact', dataset: { fact: key } }, dt, dd);
+      this.ui.facts.append(row);
+      this.factNodes.set(key, { row, dd });
+    }
+    find('close-detail').addEventListener('click', () => this.#onClose());
+    root.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape' && !document.querySelector('dialog[open]')) this.#onClose();
+    });
+    this.ui.cancel.addEventListener('click', () => this.#remove(true));
+    this.ui.remove.addEventListener('click', () => this.#remove(false));
+    this.ui.gallery.addEventListener('click', (event) => {
+      const thumb = event.target.closest('[data-testid="frame-thumb"]');
+      if (!thumb) return;
+      const position = this.#frames.findIndex((f) => f.index === Number(thumb.dataset.index));
+      if (position >= 0) this.#viewer.open(() => this.#frames, position);
+    });
+  }
+
+  get jobId() {
+    return this.#jobId;
+  }
+
+  /** Show job `jobId` and follow it live; `focus` moves the keyboard focus to it. */
+  async open(jobId, { focus = false } = {}) {
+    if (jobId === this.#jobId) {
+      if (focus) this.#focus();
+      return;
+    }
+    this.#reset();
+    this.#jobId = jobId;
+    this.#root.dataset.jobId = jobId;
+    this.#root.hidden = false;
+    setText(this.ui.title, '');
+    setText(this.ui.notice, 'Loading…');
+    this.ui.zip.href = zipUrl(jobId);
+    if (focus) this.#focus();
+    const answer = await getJSON(`/job-status/${encodeURIComponent(jobId)}`);
+    if (jobId !== this.#jobId) return; // another job was opened meanwhile
+    if (!answer.ok) {
+      const missing = 'This job does not exist (it may have been deleted).';
+      setText(this.ui.notice, answer.status === 404 ? missing : errorText(answer));
+      this.#setActions(null);
+      return;
+    }
+    setText(this.ui.notice, '');
+    this.update(answer.body);
+    this.#follow(jobId);
+  }
+
+  /** Hide the detail and stop following its job. */
+  close() {
+    this.#reset();
+    this.#root.hidden = true;
+  }
+
+  /** A newer view of the job shown (from its own stream or the job list's). */
+  update(view) {
+    if (view?.job_id !== this.#jobId || this.#gone || !isNewer(view, this.#view)) return;
+    this.#view = view;
+    this.#root.dataset.status = view.status;
+    setText(this.ui.title, view.video_source);
+    this.ui.progress.value = Number.isFinite(view.percent) ? view.percent : 0;
+    for (const [key, , text] of FACTS) {
+      const { row, dd } = this.factNodes.get(key);
+      const value = text(view) ?? '';
+      setText(dd, value);
+      row.hidden = value === '';
+    }
+    this.factNodes.get('status').dd.dataset.status = view.status;
+    this.#setActions(view);
+    this.#updateCount();
+    this.#onView(view);
+  }
+
+  /** The job was deleted (here or by another client). */
+  removed(jobId) {
+    if (jobId !== this.#jobId) return;
+    this.#gone = true;
+    this.#stopFollowing();
+    this.#setActions(null);
+    this.#frames = [];
+    this.#thumbs.clear();
+    this.ui.gallery.replaceChildren();
+    this.#viewer.close();
+    setText(this.ui.notice, 'This job was deleted.');
+    this.#updateCount();
+  }
+
+  #focus() {
+    this.#root.scrollIntoView({ block: 'start', behavior: 'smooth' });
+    this.#root.focus({ preventScroll: true });
+  }
+
+  #reset() {
+    this.#stopFollowing();
+    this.#viewer.close();
+    this.#jobId = null;
+    this.#view = null;
+    this.#gone = false;
+    this.#frames = [];
+    this.#thumbs.clear();
+    this.ui.gallery.replaceChildren();
+    delete this.#root.dataset.jobId;
+    delete this.#root.dataset.status;
+    for (const { row, dd } of this.factNodes.values()) {
+      setText(dd, '');
+      row.hidden = true;
+    }
+    this.ui.progress.value = 0;
+    setText(this.ui.error, '');
+    setText(this.ui.notice, '');
+    this.#setActions(null);
+    this.#updateCount();
+  }
+
+  #follow(jobId) {
+    const source = new EventSource(`/job-status/${encodeURIComponent(jobId)}/events`);
+    this.#stream = source;
+    const update = (view) => this.update(view);
+    const finish = (view) => {
+      this.update(view);
+      this.#stopFollowing(); // the server ends the stream; do not let the browser reconnect
+      this.#loadFrames(jobId); // catch up on any frame event a slow stream dropped
+    };
+    listen(source, {
+      // Sent first on every (re)connection: fetch what was written while not connected.
+      snapshot: (view) => {
+        setText(this.ui.notice, '');
+        this.update(view);
+        this.#loadFrames(jobId);
+      },
+      status: update,
+      progress: update,
+      frame: (frame) => this.#addFrame(frame),
+      done: finish,
+      failed: finish,
+      cancelled: finish,
+    });
+    source.addEventListener('error', () => {
+      if (source !== this.#stream) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        setText(this.ui.notice, 'Connection lost; reconnecting…');
+        return;
+      }
+      // Refused for good: show what there is now; the job list's events still update it.
+      this.#stopFollowing();
+      setText(this.ui.notice, 'Live updates are not available for this job; reopen it to refresh.');
+      this.#loadFrames(jobId);
+    });
+  }
+
+  #stopFollowing() {
+    this.#stream?.close();
+    this.#stream = null;
+  }
+
+  async #loadFrames(jobId) {
+    for (let offset = 0; ; offset += PAGE) {
+      const answer = await getJSON(`/frames/${encodeURIComponent(jobId)}?offset=${offset}&limit=${PAGE}`);
+      if (jobId !== this.#jobId || !answer.ok) return;
+      for (const frame of answer.body.frames ?? []) this.#addFrame(frame);
+      if (offset + PAGE >= (answer.body.total_count ?? 0)) return;
+    }
+  }
+
+  #addFrame(frame) {
+    if (frame?.job_id !== this.#jobId || this.#gone || this.#thumbs.has(frame.index)) return;
+    // Parallel FFmpeg pieces write out of time order: keep the gallery sorted by index.
+    let position = this.#frames.length;
+    while (position > 0 && this.#frames[position - 1].index > frame.index) position -= 1;
+    const next = this.#frames[position];
+    this.#frames.splice(position, 0, frame);
+    const item = this.#thumb(frame);
+    this.#thumbs.set(frame.index, item);
+    this.ui.gallery.insertBefore(item, next ? this.#thumbs.get(next.index) : null);
+    this.#updateCount();
+    this.#viewer.refresh();
+  }
+
+  #thumb(frame) {
+    const image = el('img', {
+      src: frameUrl(frame),
+      alt: `Frame ${frame.index}`,
+      loading: 'lazy',
+      decoding: 'async',
+      width: frame.width || null,
+      height: frame.height || null,
+    });
+    const time = el('span', {
+      class: 'frame-time',
+      'data-testid': 'frame-time',
+      text: fmt.seconds(frame.timestamp),
+    });
+    const button = el(
+      'button',
+      { type: 'button', class: 'frame-thumb', 'data-testid': 'frame-thumb', dataset: { index: frame.index } },
+      image,
+      time,
+    );
+    return el('li', {}, button);
+  }
+
+  #updateCount() {
+    const count = this.#frames.length;
+    setText(this.ui.count, count ? `(${count})` : '');
+    const active = this.#view && ACTIVE.has(this.#view.status);
+    this.ui.empty.hidden = count > 0 || !this.#view;
+    setText(this.ui.empty, active ? 'No frames yet.' : 'No frames.');
+  }
+
+  #setActions(view) {
+    this.ui.cancel.hidden = !view || !ACTIVE.has(view.status);
+    this.ui.remove.hidden = !view || ACTIVE.has(view.status);
+    this.ui.zip.hidden = !view;
+  }
+
+  async #remove(cancelling) {
+    const jobId = this.#jobId;
+    const name = this.#view?.video_source ?? jobId;
+    const sure = await ask(this.#confirm, {
+      title: cancelling ? 'Cancel this job?' : 'Delete this job?',
+      text: cancelling
+        ? `Extraction of “${name}” stops, and the job and its frames are removed.`
+        : `The job “${name}” and its frames are removed.`,
+      yes: cancelling ? 'Cancel job' : 'Delete job',
+      no: cancelling ? 'Keep it running' : 'Keep it',
+    });
+    if (!sure || jobId !== this.#jobId) return;
+    setText(this.ui.error, '');
+    const answer = await request('DELETE', `/job/${encodeURIComponent(jobId)}`);
+    if (answer.ok || answer.status === 404) this.#onDeleted(jobId);
+    else if (jobId === this.#jobId) setText(this.ui.error, errorText(answer));
+  }
+}

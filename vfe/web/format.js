@@ -1,0 +1,58 @@
+// Numbers, times and sizes as people read them.
+
+const finite = (value) => typeof value === 'number' && Number.isFinite(value);
+
+/** A frame time: "12.000 s". */
+export function seconds(value, digits = 3) {
+  return finite(value) ? `${value.toFixed(digits)} s` : '—';
+}
+
+/** A length of time: "42.5 s", "3 min 20 s", "1 h 5 min". */
+export function duration(value) {
+  if (!finite(value)) return '—';
+  if (value < 60) return `${value < 10 ? value.toFixed(1) : Math.round(value)} s`;
+  const minutes = Math.floor(value / 60);
+  if (minutes < 60) return `${minutes} min ${Math.round(value % 60)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+/** What is left of a job: "~3 s left", or '' when unknown. */
+export function eta(value) {
+  if (!finite(value) || value < 0) return '';
+  if (value < 60) return `~${Math.max(1, Math.round(value))} s left`;
+  return `~${duration(value).replace(/ \d+ s$/, '')} left`;
+}
+
+/** A throughput: "12.3 frames/s". */
+export function speed(value) {
+  if (!finite(value) || value < 0) return '';
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)} frames/s`;
+}
+
+/** A size in bytes: "812 B", "81.2 KB", "1.6 MB", "2.1 GB". */
+export function bytes(value) {
+  if (!finite(value)) return '—';
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let size = value;
+  let unit = 0;
+  while (size >= 1000 && unit < units.length - 1) {
+    size /= 1000;
+    unit += 1;
+  }
+  return `${unit === 0 || size >= 100 ? Math.round(size) : size.toFixed(1)} ${units[unit]}`;
+}
+
+/** A server timestamp (ISO) as local time; the date too when it is not today. */
+export function when(iso) {
+  const date = new Date(iso ?? NaN);
+  if (Number.isNaN(date.getTime())) return '—';
+  const time = date.toLocaleTimeString();
+  return date.toDateString() === new Date().toDateString()
+    ? time
+    : `${date.toLocaleDateString()} ${time}`;
+}
+
+/** A plain number, without float noise: 29.97, 1280. */
+export function number(value, digits = 3) {
+  return finite(value) ? String(Number(value.toFixed(digits))) : '—';
+}

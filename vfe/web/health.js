@@ -1,0 +1,73 @@
+// The health panel: GET /health every 2 s while the page is visible, and at once when
+// it regains focus. /health answers 503 with the same JSON when the service cannot take
+// jobs, so the body is read whatever the status.
+import { getJSON } from './api.js';
+import { byTestId, setText } from './dom.js';
+import { bytes } from './format.js';
+
+const EVERY_MS = 2000;
+const LOW_DISK_MB = 1024;
+const FULL_DISK_MB = 100;
+
+/** Each item's [state, text] from the /health body. */
+function describe(health) {
+  const { database = {}, cache = {}, ffmpeg = {}, queue = {}, jobs = {}, disk = {} } = health;
+  const depth = queue.depth ?? 0;
+  const max = queue.max ?? Infinity;
+  const free = disk.free_mb;
+  let diskState = 'warn';
+  if (typeof free === 'number') {
+    diskState = free < FULL_DISK_MB ? 'down' : free < LOW_DISK_MB ? 'warn' : 'ok';
+  }
+  return {
+    database: database.ok ? ['ok', database.backend === 'sqlite' ? 'SQLite' : 'ok'] : ['down', 'unavailable'],
+    cache: cache.backend === 'redis' ? ['ok', 'Redis'] : ['warn', 'in-memory (Redis unreachable)'],
+    ffmpeg: ffmpeg.ok ? ['ok', String(ffmpeg.version ?? 'ok').split('-')[0]] : ['down', 'not found'],
+    queue: [
+      depth >= max ? 'down' : depth >= 0.8 * max ? 'warn' : 'ok',
+      `${depth} waiting · ${jobs.running ?? 0}/${jobs.max_concurrent ?? '?'} running`,
+    ],
+    disk: [diskState, typeof free === 'number' ? `${bytes(free * 1024 * 1024)} free` : 'unknown'],
+  };
+}
+
+function render(panel, answer) {
+  const reachable = answer.status !== 0 && answer.body && typeof answer.body === 'object';
+  const items = reachable ? describe(answer.body) : null;
+  for (const name of ['database', 'cache', 'ffmpeg', 'queue', 'disk']) {
+    const item = byTestId(`health-${name}`, panel);
+    const [state, text] = items ? items[name] : ['down', 'unknown'];
+    item.dataset.state = state;
+    setText(item, text);
+  }
+  let overall;
+  if (!reachable) overall = ['down', 'server unreachable'];
+  else if (answer.body.status === 'ok') overall = ['ok', 'service ok'];
+  else overall = ['down', `service ${answer.body.status ?? `HTTP ${answer.status}`}`];
+  panel.dataset.state = overall[0];
+  const badge = byTestId('health-status', panel);
+  badge.dataset.state = overall[0];
+  setText(badge, overall[1]);
+}
+
+/** Keep `panel` (data-testid=health-panel) up to date. */
+export function startHealth(panel) {
+  let busy = false;
+  const refresh = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      render(panel, await getJSON('/health'));
+    } finally {
+      busy = false;
+    }
+  };
+  refresh();
+  setInterval(() => {
+    if (document.visibilityState === 'visible') refresh();
+  }, EVERY_MS);
+  window.addEventListener('focus', refresh);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') refresh();
+  });
+}
