@@ -35,6 +35,20 @@ _FINAL_EVENT = {
 }
 
 
+def _response(
+    events: AsyncIterator[ServerSentEvent], heartbeat: float, shutdown: anyio.Event
+) -> EventSourceResponse:
+    """The SSE response: heartbeats when idle, ``shutdown`` set when uvicorn stops."""
+    return EventSourceResponse(
+        events,
+        ping=heartbeat,
+        send_timeout=30,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
 def _sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(data), event=event)
 
@@ -73,14 +87,7 @@ async def job_events(request: Request) -> Response:
             watcher.cancel()
             subscription.close()
 
-    return EventSourceResponse(
-        stream(),
-        ping=svc.settings.sse_heartbeat_seconds,
-        send_timeout=30,
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return _response(stream(), svc.settings.sse_heartbeat_seconds, shutdown)
 
 
 GLOBAL_EVENTS = frozenset({"created", "status", "progress", "done", "failed", "cancelled",
@@ -117,11 +124,4 @@ async def all_events(request: Request) -> Response:
             watcher.cancel()
             subscription.close()
 
-    return EventSourceResponse(
-        stream(),
-        ping=svc.settings.sse_heartbeat_seconds,
-        send_timeout=30,
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return _response(stream(), svc.settings.sse_heartbeat_seconds, shutdown)
