@@ -59,6 +59,7 @@ class _Run:
         self.offset = offset  # filter timeline minus FFmpeg's usual one (the container start)
         self.on_frames = on_frames
         self.on_decoded = on_progress
+        self.scene = plan.scene is not None  # frames numbered as found, each its own target
         self.decoded = 0  # frames decoded so far, when FFmpeg counts them (scene mode)
         self.reported = 0
         self.time_base: Fraction | None = None
@@ -117,8 +118,7 @@ class _Run:
             if produced not in names:
                 break
             timestamp = max(0.0, round(self.times[seq], 6)) + 0.0  # never "-0.000"
-            scene = self.plan.scene is not None
-            index = seq if scene else self.plan.target_index(timestamp)
+            index = seq if self.scene else self.plan.target_index(timestamp)
             name = frame_name(index, timestamp, self.ext)
             work_file = self.work / produced
             size, checksum, dimensions = await self.frames.finalize(self.job_id, work_file, name)
@@ -127,7 +127,7 @@ class _Run:
                     job_id=self.job_id,
                     index=index,
                     timestamp=timestamp,
-                    target_time=timestamp if scene else self.plan.target_time(index),
+                    target_time=timestamp if self.scene else self.plan.target_time(index),
                     filename=name,
                     size_bytes=size,
                     checksum=checksum,

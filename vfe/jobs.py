@@ -358,7 +358,7 @@ class JobManager:
 
         output = output_from(job.options)
         written = await self.extractor.run(
-            job.id, source, info, plan, on_frames, output, on_progress if scene else None
+            job.id, source, info, plan, on_frames, output, on_progress
         )
         stale = sorted(set(before) - produced)
         if stale:  # frames of an earlier attempt this run did not produce again

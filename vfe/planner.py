@@ -106,8 +106,6 @@ class Plan:
 
     def target_index(self, timestamp: float) -> int:
         """Index of the latest target at or before ``timestamp`` (a frame's own time)."""
-        if not self.targets:  # scene mode: the frames are the targets, numbered by the run
-            return 0
         if self.regular is not None:
             start, step = self.regular
             k = math.floor((timestamp - start + EPSILON) / step)
