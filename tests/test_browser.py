@@ -4,7 +4,7 @@ vfe server (``python -m vfe serve``) with real FFmpeg.
 The tests find elements only by the ``data-testid`` names of the dashboard contract, and
 wait with Playwright's auto-waiting ``expect`` (no sleeps). One server (with a real
 redis-server) serves the whole module; the Redis test starts its own pair, and stops and
-restarts that redis-server.
+restarts that redis-server; the API-key test starts its own server with ``API_KEYS``.
 
 Screenshots of the main views at 1440x900 and 390x844 go to ``test-artifacts/screenshots/``
 (git-ignored). The browser is never downloaded: ``scripts/setup --test`` installs Debian's
@@ -269,6 +269,64 @@ def drop_file(page: Page, name: str, data: bytes) -> None:
         zone.dispatch_event(event, {"dataTransfer": transfer})
 
 
+def tab_to(page: Page, selector: str, *, back: bool = False, limit: int = 60) -> None:
+    """Press Tab (Shift+Tab with ``back``) until the focused element matches ``selector``."""
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+        if page.evaluate("s => document.activeElement?.matches(s) ?? false", selector):
+            return
+    raise AssertionError(f"{limit} presses of Tab never reached {selector}")
+
+
+def focused(page: Page, selector: str) -> None:
+    """The focused element matches ``selector``, and shows it: :focus-visible with an
+    outline (on the pill around it for a radio button)."""
+    state = page.evaluate(
+        """(selector) => {
+            const el = document.activeElement;
+            const ring = el?.type === 'radio' ? el.closest('.tab') : el;
+            const style = ring ? getComputedStyle(ring) : null;
+            return {
+                matches: Boolean(el?.matches(selector)),
+                visible: Boolean(el?.matches(':focus-visible')),
+                outline: style ? [style.outlineStyle, style.outlineWidth] : null,
+                what: el ? el.outerHTML.slice(0, 120) : null,
+            };
+        }""",
+        selector,
+    )
+    assert state["matches"], f"focus is on {state['what']}, not {selector}"
+    assert state["visible"], f"{selector} has focus but not :focus-visible"
+    style, width = state["outline"]
+    assert style != "none" and width != "0px", f"{selector}: no visible focus ({style} {width})"
+
+
+def lines(locator: Locator) -> int:
+    """How many lines the element's text takes."""
+    count: int = locator.evaluate(
+        """el => {
+            const range = document.createRange();
+            range.selectNodeContents(el);
+            return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+        }"""
+    )
+    return count
+
+
+def fetch_in_page(page: Page, url: str) -> dict[str, Any]:
+    """GET ``url`` from the page, as a download link would (its cookies, no headers)."""
+    got: dict[str, Any] = page.evaluate(
+        """async (url) => {
+            const response = await fetch(url);
+            const bytes = new Uint8Array(await response.arrayBuffer());
+            return {status: response.status, type: response.headers.get('content-type'),
+                    size: bytes.length, head: Array.from(bytes.slice(0, 3))};
+        }""",
+        url,
+    )
+    return got
+
+
 def shoot(page: Page, name: str, full_page: bool = False) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
@@ -294,7 +352,8 @@ def test_layout_fits_and_screenshots(
     browser: Browser, site: Site, showcase: str, device: str, viewport: dict[str, int]
 ):
     extra = {"is_mobile": True, "has_touch": True} if device == "phone" else {}
-    page, watch = open_page(browser, viewport, **extra)
+    # Reduced motion: the detail scrolls into view at once, not under the screenshot.
+    page, watch = open_page(browser, viewport, reduced_motion="reduce", **extra)
     try:
         page.goto(site.url)
         expect(by_id(page, "submit-form")).to_be_visible()
@@ -302,6 +361,12 @@ def test_layout_fits_and_screenshots(
         for item in ("database", "cache", "ffmpeg", "queue", "disk"):
             expect(by_id(page, f"health-{item}")).to_have_attribute("data-state", "ok")
         no_horizontal_overflow(page, f"{device} job list", viewport["width"])
+        short_id = by_id(row(page, showcase), "job-id")
+        expect(short_id).to_have_text(showcase.split("-")[0])
+        expect(short_id).to_have_attribute("title", re.compile(showcase))
+        recent = by_id(page, "recent-frame").first
+        expect(recent).to_be_visible()
+        assert lines(recent.locator(".frame-time")) == 1, "a recent frame's time wraps"
         shoot(page, f"{device}-jobs", full_page=True)
 
         row(page, showcase).click()
@@ -314,6 +379,10 @@ def test_layout_fits_and_screenshots(
             detail.evaluate("el => el.scrollIntoView({block: 'start'})")
         thumbs_loaded(page)
         no_horizontal_overflow(page, f"{device} job detail", viewport["width"])
+        full_id = detail.locator('dd[data-fact="id"]')
+        expect(full_id).to_have_text(showcase)
+        assert lines(full_id) == 1, "the job id wraps"
+        assert lines(by_id(page, "frame-time").first) == 1, "a frame's time wraps"
         shoot(page, f"{device}-detail")
 
         by_id(page, "frame-thumb").nth(2).click()
@@ -409,6 +478,95 @@ def test_submit_by_path_then_watch_it_finish_and_browse_its_frames(page: Page, s
     expect(by_id(page, "frame-thumb")).to_have_count(4)
     by_id(page, "close-detail").click()
     expect(by_id(page, "job-detail")).to_be_hidden()
+
+
+def test_keyboard_only_submit_open_browse_and_download_a_frame(page: Page, site: Site):
+    """Tab, Shift+Tab, Enter, Space, arrows and Escape alone: no clicks."""
+    page.goto(site.url)
+    expect(by_id(page, "video-picker")).to_contain_text("standard.mp4")
+
+    # The source: arrows move between the radio buttons, as in any radio group.
+    tab_to(page, '[data-testid="source-kind-path"]')
+    focused(page, '[data-testid="source-kind-path"]')
+    page.keyboard.press("ArrowRight")
+    expect(by_id(page, "source-kind-upload")).to_be_checked()
+    expect(by_id(page, "drop-zone")).to_be_visible()
+    page.keyboard.press("ArrowLeft")
+    expect(by_id(page, "source-kind-path")).to_be_checked()
+    expect(by_id(page, "source-path")).to_be_visible()
+
+    # The picker: arrows on the closed <select> choose a video.
+    tab_to(page, '[data-testid="video-picker"]')
+    focused(page, '[data-testid="video-picker"]')
+    for _ in range(20):
+        if by_id(page, "source-path").input_value() == "standard.mp4":
+            break
+        page.keyboard.press("ArrowDown")
+    expect(by_id(page, "source-path")).to_have_value("standard.mp4")
+
+    tab_to(page, '[data-testid="interval"]')
+    focused(page, '[data-testid="interval"]')
+    page.keyboard.type("0.5")
+    tab_to(page, '[data-testid="submit-button"]')
+    tab_to(page, '[data-testid="height"]', back=True)  # Shift+Tab goes back up the form
+    tab_to(page, '[data-testid="submit-button"]')
+    focused(page, '[data-testid="submit-button"]')
+    with page.expect_response(lambda r: r.url.endswith("/video-job")) as answer:
+        page.keyboard.press("Space")
+    assert answer.value.status == 200, answer.value.text()
+    job_id: str = answer.value.json()["job_id"]
+    detail = by_id(page, "job-detail")
+    expect(detail).to_have_attribute("data-job-id", job_id)  # the new job opens by itself
+    expect_completed(page, job_id, 4)
+    frames = site.frames(job_id)
+    expect(by_id(detail, "frame-thumb")).to_have_count(4)
+
+    # Escape closes the job and puts the focus on its row; Enter opens it again.
+    expect(detail).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(detail).to_be_hidden()
+    job_row = f'[data-testid="job-row"][data-job-id="{job_id}"]'
+    focused(page, job_row)
+    page.keyboard.press("Enter")
+    expect(detail).to_be_visible()
+    expect(detail).to_have_attribute("data-job-id", job_id)
+    expect(detail).to_be_focused()
+
+    # Tab into the gallery, one thumbnail too far and back, and open the first frame.
+    first = f'[data-testid="frame-thumb"][data-index="{frames[0]["index"]}"]'
+    tab_to(page, f'[data-testid="frame-thumb"][data-index="{frames[1]["index"]}"]')
+    tab_to(page, first, back=True)
+    focused(page, first)
+    page.keyboard.press("Enter")
+    viewer = by_id(page, "frame-viewer")
+    caption = by_id(page, "viewer-caption")
+    expect(viewer).to_be_visible()
+    focused(page, '[data-testid="frame-viewer"] *')  # the focus moved into the viewer
+    shows_time(caption, frames[0]["timestamp"])
+    page.keyboard.press("ArrowRight")
+    shows_time(caption, frames[1]["timestamp"])
+    page.keyboard.press("ArrowRight")
+    shows_time(caption, frames[2]["timestamp"])
+    page.keyboard.press("ArrowLeft")
+    shows_time(caption, frames[1]["timestamp"])
+    expect(caption).to_contain_text("2 of 4")
+
+    # Download one frame: the link is the frame's own URL, which serves the image.
+    link = by_id(page, "viewer-download")
+    expect(link).to_have_attribute("href", re.compile(re.escape(frames[1]["url"]) + "$"))
+    expect(link).to_have_attribute("download", frames[1]["filename"])
+    got = fetch_in_page(page, link.evaluate("a => a.href"))
+    assert got["status"] == 200 and got["type"].startswith("image/"), got
+    assert got["head"] == [0xFF, 0xD8, 0xFF], "not a JPEG"
+    assert got["size"] == frames[1]["size_bytes"]
+    tab_to(page, '[data-testid="viewer-download"]')
+    focused(page, '[data-testid="viewer-download"]')
+
+    # Escape closes the viewer only; the focus is back on the thumbnail that opened it.
+    page.keyboard.press("Escape")
+    expect(viewer).to_be_hidden()
+    expect(detail).to_be_visible()
+    focused(page, first)
 
 
 def test_submit_by_upload(page: Page, site: Site, media: Media):
@@ -537,11 +695,17 @@ def test_validation_errors_show_at_the_field_and_in_the_form(page: Page, site: S
     expect(form_error).to_contain_text(answer.value.json()["detail"])
     expect(by_id(page, "field-error-interval")).to_be_empty()  # the old error is cleared
 
-    # URL sources are refused for now; the form shows the server's message.
+    # A URL goes in video_source like a path; the server refuses this one (a loopback
+    # address, not allowed by default) with a 400, shown in the form.
     by_id(page, "source-kind-url").click()
-    by_id(page, "source-url").fill("https://example.com/clip.mp4")
-    by_id(page, "submit-button").click()
-    expect(form_error).to_contain_text("URL sources are not supported yet")
+    expect(by_id(page, "source-path")).to_be_hidden()
+    url = "http://127.0.0.1:9/clip.mp4"
+    by_id(page, "source-url").fill(url)
+    with page.expect_response(lambda r: r.url.endswith("/video-job")) as answer:
+        by_id(page, "submit-button").click()
+    assert answer.value.request.post_data_json["video_source"] == url
+    assert answer.value.status == 400, answer.value.text()
+    expect(form_error).to_have_text(answer.value.json()["detail"])
 
 
 def test_untrusted_names_show_as_text(watched: tuple[Page, Watch], site: Site, media: Media):
@@ -602,4 +766,106 @@ def test_health_panel_follows_redis(browser: Browser, tmp_path: Path):
         page.context.close()
         server.stop()
         redis.stop()
+    assert not watch.errors, f"uncaught errors in the page: {watch.errors}"
+
+
+def test_api_key_is_asked_once_kept_and_sent(browser: Browser, tmp_path: Path, media: Media):
+    key = "dashboard-key-7f3a9c"
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    place(media.standard(), videos)
+    server = start_server(tmp_path, videos, API_KEYS=f"another-key,{key}")
+    page, watch = open_page(browser, DESKTOP)
+    try:
+        refused = httpx.get(f"{server.url}/jobs", timeout=10)
+        assert refused.status_code == 401, "the server runs without API keys"
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=10) as http:
+            res = http.post("/video-job", json={"video_source": "standard.mp4", "interval": 1})
+            assert res.status_code == 200, res.text
+            earlier: str = res.json()["job_id"]
+
+        sent: list[dict[str, str]] = []
+        page.on("request", lambda r: sent.append(r.headers) if "/video-job" in r.url else None)
+        page.goto(server.url)
+        dialog = by_id(page, "api-key-dialog")
+        expect(dialog).to_be_visible()
+        expect(by_id(page, "api-key-input")).to_be_focused()
+        expect(by_id(page, "feed-status")).to_have_text("waiting for an API key")
+        expect(by_id(page, "health-ffmpeg")).to_have_attribute("data-state", "ok")  # no key
+        expect(by_id(page, "job-row")).to_have_count(0)
+
+        by_id(page, "api-key-input").fill("not-the-key")
+        by_id(page, "api-key-submit").click()
+        error = by_id(page, "api-key-error")
+        expect(error).to_contain_text("refused")
+        expect(dialog).to_be_visible()
+        shoot(page, "desktop-api-key")
+
+        by_id(page, "api-key-input").fill(key)
+        by_id(page, "api-key-submit").click()
+        expect(dialog).to_be_hidden()
+        expect_completed(page, earlier, 2)
+        expect(by_id(page, "feed-status")).to_have_text("live")
+        expect(by_id(page, "video-picker")).to_contain_text("standard.mp4")
+        (cookie,) = [c for c in page.context.cookies() if c["name"] == "vfe_api_key"]
+        assert (cookie["value"], cookie["path"], cookie["sameSite"]) == (key, "/", "Strict")
+
+        # A job from the form: its live progress, its thumbnails (the cookie loads them).
+        pick_video(page, "standard.mp4")
+        by_id(page, "interval").fill("0.5")
+        job_id = submit_form(page)
+        expect_completed(page, job_id, 4)
+        expect(by_id(page, "job-detail")).to_have_attribute("data-job-id", job_id)
+        expect(by_id(page, "frame-thumb")).to_have_count(4)
+        thumbs_loaded(page)
+        frame = by_id(page, "frame-thumb").first.locator("img").get_attribute("src")
+        assert frame is not None
+        got = fetch_in_page(page, frame)
+        assert got["status"] == 200 and got["type"].startswith("image/"), got
+
+        # The upload's XMLHttpRequest sends the key too.
+        by_id(page, "source-kind-upload").click()
+        by_id(page, "file-input").set_input_files(
+            files=[
+                {"name": "up.mp4", "mimeType": "video/mp4", "buffer": media.standard().read_bytes()}
+            ]
+        )
+        uploaded = submit_form(page)
+        expect_completed(page, uploaded, 4)  # the interval of 0.5 s is still filled in
+        assert [headers.get("x-api-key") for headers in sent] == [key, key]
+
+        # Kept: a reload does not ask again.
+        page.reload()
+        expect_completed(page, uploaded, 4)
+        expect(by_id(page, "feed-status")).to_have_text("live")
+        expect(dialog).to_be_hidden()
+
+        # A key the server no longer takes (rotated): asked again, then everything resumes.
+        page.evaluate("() => localStorage.setItem('vfe-api-key', 'rotated-away')")
+        page.reload()
+        expect(dialog).to_be_visible()
+        expect(dialog).to_contain_text("refused")
+        by_id(page, "api-key-input").fill(key)
+        by_id(page, "api-key-input").press("Enter")
+        expect(dialog).to_be_hidden()
+        expect_completed(page, job_id, 4)
+        expect(by_id(page, "feed-status")).to_have_text("live")
+        expect(by_id(page, "frame-thumb")).to_have_count(4)  # the open job came back
+        thumbs_loaded(page)
+        assert page.evaluate("() => localStorage.getItem('vfe-api-key')") == key
+
+        # Changing the key from the top bar: a wrong one is refused even though the
+        # cookie of the right one is still set; Escape keeps the key there was.
+        by_id(page, "api-key-button").click()
+        expect(dialog).to_be_visible()
+        by_id(page, "api-key-input").fill("not-the-key")
+        by_id(page, "api-key-submit").click()
+        expect(error).to_contain_text("refused")
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        assert page.evaluate("() => localStorage.getItem('vfe-api-key')") == key
+    finally:
+        page.context.close()
+        server.stop()
     assert not watch.errors, f"uncaught errors in the page: {watch.errors}"

@@ -354,8 +354,10 @@ def test_sse_streams_progress_frames_and_done_then_closes(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
     api = serve()
-    name = place(media.long(), videos)
-    job_id = api.submit(name, 0.04)
+    # 30 s of 720p: the job runs for seconds, so the stream sees progress events (one a
+    # second) however fast the probe (now made at submit) and the planning are.
+    name = place(media.slow(), videos)
+    job_id = api.submit(name, 0.1)
     stream = SseReader(f"{api.url}/job-status/{job_id}/events")
     assert stream.status_code == 200
 
@@ -374,7 +376,7 @@ def test_sse_streams_progress_frames_and_done_then_closes(
     done = stream.of("done")[0]
     total = done["total_frames"]
     assert done["status"] == "completed"
-    assert total == done["processed_frames"] == 500
+    assert total == done["processed_frames"] == 300
 
     progress = stream.of("progress")
     assert all(p["total_frames"] == total for p in progress)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +143,12 @@ def test_bounds_are_inclusive() -> None:
         ("LOG_LEVEL", "verbose"),
         ("LOG_LEVEL", "warn"),
         ("LOG_LEVEL", ""),
+        ("ALLOW_PRIVATE_URLS", "10.0.0.0/33"),
+        ("ALLOW_PRIVATE_URLS", "intranet"),
+        ("ALLOW_URL_SOURCES", "sometimes"),
+        ("MAX_FRAMES_PER_JOB", "0"),
+        ("MAX_FRAME_PIXELS", "1.5"),
+        ("MAX_BODY_KB", "0"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str) -> None:
@@ -179,6 +187,26 @@ def test_settings_are_immutable() -> None:
 )
 def test_bool_kind(raw: str, expected: bool) -> None:
     assert _parse(Setting("FLAG", "0", "bool", "a flag"), raw) is expected
+
+
+def test_api_keys_are_split_and_never_shown() -> None:
+    settings = Settings.from_env({"API_KEYS": " one-key , two-key ,, "})
+    assert settings.keys == ("one-key", "two-key")
+    assert "one-key" not in repr(settings) and "api_keys=<hidden>" in repr(settings)
+    assert Settings.from_env({}).keys == ()
+
+
+def test_allow_private_urls_takes_true_false_or_networks() -> None:
+    def policy(raw: str) -> Any:
+        return Settings.from_env({"ALLOW_PRIVATE_URLS": raw}).allow_private_urls
+
+    loopback, private = ip_address("127.0.0.1"), ip_address("10.1.2.3")
+    assert not policy("false").permits(loopback)
+    assert policy("true").permits(loopback) and policy("true").permits(private)
+    allowed = policy("10.1.0.0/16, 192.168.5.7")
+    assert allowed.permits(private) and not allowed.permits(loopback)
+    assert allowed.permits(ip_address("192.168.5.7"))
+    assert not allowed.permits(ip_address("192.168.5.8"))
 
 
 def test_bool_kind_rejects_other_words() -> None:

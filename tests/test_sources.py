@@ -84,9 +84,9 @@ def test_outside_and_missing_give_the_same_answer(root: Path, tmp_path: Path) ->
 @pytest.mark.parametrize(
     "url", ["http://example.com/v.mp4", "https://x/y", "file:///etc/passwd", "s3+v4://b/k"]
 )
-def test_urls_are_refused(root: Path, url: str) -> None:
-    message = not_found_message(url, root)
-    assert "URL sources are not supported" in message
+def test_urls_are_not_local_paths(root: Path, url: str) -> None:
+    # The API sends http(s) URLs to fetch.py; here any URL is just a name that is not there.
+    assert not_found_message(url, root) == not_found_message("missing.mp4", root)
 
 
 def test_a_file_name_with_a_colon_is_not_a_url(root: Path) -> None:

@@ -8,6 +8,7 @@ one handler in ``app.py``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import time
@@ -20,14 +21,15 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from . import fetch
 from .cache import RECENT_GENERATION, job_key, recent_key
 from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
-from .models import JobSpec, SourceType, frame_view, iso, job_view
-from .services import services
-from .sources import list_videos, receive_upload, resolve_local
+from .models import Job, JobSpec, SourceType, frame_view, iso, job_view
+from .services import Services, services
+from .sources import Upload, list_videos, receive_upload, resolve_local
 
-MAX_JSON_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY = 200
 RECENT_TTL = 5.0  # seconds: recent-frames answers also age out as time passes
 UNFINISHED_TTL = 2.0  # seconds a running or queued job's cached status may live
 _MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
@@ -71,12 +73,14 @@ def _validation_errors(exc: ValidationError, origin: Mapping[str, str]) -> list[
     return errors
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise PayloadTooLarge(f"JSON body larger than {MAX_JSON_BYTES // 1024} KiB")
+        if len(body) > limit:
+            raise PayloadTooLarge(
+                f"the JSON body is larger than MAX_BODY_KB ({limit / 1024:g} KiB)"
+            )
     if not body.strip():
         return {}
     try:
@@ -90,9 +94,58 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return data
 
 
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        msg = f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters (a UUID is a good key)"
+        raise ValidationFailed([{"loc": ["header", "Idempotency-Key"], "msg": msg,
+                                 "type": "value_error"}])  # fmt: skip
+    return key
+
+
+def _fingerprint(spec: JobSpec, upload: Upload | None) -> str:
+    """A digest of what a request asks for: its fields and, for an upload, the bytes."""
+    digest = hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
+    if upload is not None and upload.path is not None:
+        digest.update(b"\0file\0" + upload.digest.digest())
+    return digest.hexdigest()
+
+
+async def _source(svc: Services, spec: JobSpec, upload: Upload | None) -> tuple[SourceType, Path]:
+    """Where the job's video is: the upload, a download of the URL, or a local path."""
+    settings = svc.settings
+    if upload is not None and upload.path is not None:
+        return SourceType.UPLOAD, upload.path
+    if fetch.is_url(spec.video_source):
+        if not settings.allow_url_sources:
+            raise BadRequest(
+                "URL sources are turned off on this server (ALLOW_URL_SOURCES); "
+                "give a path inside the videos folder or upload the file"
+            )
+        url = fetch.check_url(spec.video_source)
+        got = await fetch.download(
+            url,
+            settings.uploads_path,
+            max_bytes=settings.max_download_bytes,
+            timeout=settings.url_timeout_seconds,
+            policy=settings.allow_private_urls,
+        )
+        return SourceType.URL, got.path
+    path = await asyncio.to_thread(resolve_local, spec.video_source, settings.videos_base_path)
+    return SourceType.PATH, path
+
+
 async def submit_job(request: Request) -> Response:
-    """POST /video-job: JSON body, query string, or multipart with a ``file`` part."""
+    """POST /video-job: JSON body, query string, or multipart with a ``file`` part.
+
+    Nothing is recorded until the video is known to be one FFmpeg reads and within the
+    limits: an upload is streamed to disk and a URL downloaded first, both probed. With an
+    ``Idempotency-Key`` a repeat of the same request answers the job it made.
+    """
     svc = services(request)
+    key = _idempotency_key(request)
     content_type = request.headers.get("content-type", "")
     data: dict[str, Any] = dict(request.query_params)
     origin = {name: "query" for name in data}
@@ -108,9 +161,11 @@ async def submit_job(request: Request) -> Response:
         data.update(upload.fields)
         origin.update({name: "body" for name in upload.fields})
     else:
-        body = await _json_body(request)
+        body = await _json_body(request, svc.settings.max_body_bytes)
         data.update(body)
         origin.update({name: "body" for name in body})
+    path: Path | None = upload.path if upload is not None else None
+    owned = path is not None
     try:
         if upload is not None and upload.path is not None:
             if data.get("video_source"):
@@ -120,21 +175,40 @@ async def submit_job(request: Request) -> Response:
             spec = JobSpec.model_validate(data)
         except ValidationError as exc:
             raise ValidationFailed(_validation_errors(exc, origin)) from None
-        if upload is not None and upload.path is not None:
-            source_type, path = SourceType.UPLOAD, upload.path
-        else:
-            source_type = SourceType.PATH
-            path = await asyncio.to_thread(
-                resolve_local, spec.video_source, svc.settings.videos_base_path
-            )
-        job = await svc.jobs.submit(spec, source_type, path)
+        idempotency = None
+        if key is not None:
+            idempotency = (key, _fingerprint(spec, upload))
+            earlier = await svc.store.find_idempotent(key)
+            if earlier is not None:
+                job = await svc.jobs.idempotent(earlier, idempotency)
+                raise _Repeat(job)
+        source_type, path = await _source(svc, spec, upload)
+        owned = source_type.owned
+        await svc.jobs.admit(spec, path)
+        job = await svc.jobs.submit(spec, source_type, path, idempotency)
+        if job.source_path != str(path):  # the same request, made by a racing twin
+            raise _Repeat(job)
+    except _Repeat as repeat:
+        if owned and path is not None:
+            await asyncio.to_thread(path.unlink, True)
+        return _accepted(repeat.job, "Job already submitted with this Idempotency-Key")
     except BaseException:
-        if upload is not None and upload.path is not None:
-            await asyncio.to_thread(upload.path.unlink, True)
+        if owned and path is not None:
+            await asyncio.to_thread(path.unlink, True)
         raise
-    return JSONResponse(
-        {"job_id": job.id, "status": job.status.value, "message": "Job submitted successfully"}
-    )
+    return _accepted(job, "Job submitted successfully")
+
+
+class _Repeat(Exception):
+    """The request repeats an earlier one (same Idempotency-Key and body): answer its job."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.id)
+        self.job = job
+
+
+def _accepted(job: Job, message: str) -> Response:
+    return JSONResponse({"job_id": job.id, "status": job.status.value, "message": message})
 
 
 async def job_status(request: Request) -> Response:
@@ -277,6 +351,28 @@ async def health(request: Request) -> Response:
         "disk": {"free_mb": free_mb},
     }
     return JSONResponse(body, status_code=200 if can_serve else 503)
+
+
+async def health_live(request: Request) -> Response:
+    """GET /health/live: the process and its event loop answer. Nothing else is checked,
+    so a slow database or a missing Redis never gets a running server restarted."""
+    return JSONResponse({"status": "ok"})
+
+
+async def health_ready(request: Request) -> Response:
+    """GET /health/ready: 200 when this instance can take jobs (database answers, FFmpeg
+    is installed, it is not shutting down), else 503, so it gets no traffic meanwhile."""
+    svc = services(request)
+    checks = {
+        "database": await svc.store.ping(),
+        "ffmpeg": all(shutil.which(name) for name in ("ffmpeg", "ffprobe")),
+        "accepting_jobs": svc.jobs.accepting,
+    }
+    ready = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", **checks},
+        status_code=200 if ready else 503,
+    )
 
 
 async def videos(request: Request) -> Response:

@@ -21,8 +21,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import api, ffmpeg, sse
+from . import api, ffmpeg, openapi, sse
 from . import logging as vfe_logging
+from .auth import ApiKeyMiddleware
 from .cache import FallbackCache, MemoryCache, RedisCache
 from .errors import VfeError
 from .events import EventBus
@@ -103,11 +104,17 @@ def create_app(settings: Settings) -> Starlette:
         Route("/job/{job_id}", api.delete_job, methods=["DELETE"]),
         Route("/job/{job_id}/frames.zip", api.frames_zip, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
+        Route("/health/live", api.health_live, methods=["GET"]),
+        Route("/health/ready", api.health_ready, methods=["GET"]),
         Mount("/static", StaticFiles(directory=WEB), name="static"),
+        *openapi.routes(),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(vfe_logging.RequestIdMiddleware)],
+        middleware=[
+            Middleware(vfe_logging.RequestIdMiddleware),
+            Middleware(ApiKeyMiddleware, keys=settings.keys),
+        ],
         exception_handlers={
             VfeError: vfe_error,
             HTTPException: http_error,

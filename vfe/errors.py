@@ -3,6 +3,7 @@
     VfeError (500)
     ├── BadRequest (400)          bad video_source, bad multipart body
     ├── NotFound (404)            unknown job, frame or route
+    ├── Conflict (409)            Idempotency-Key reused with another request
     ├── PayloadTooLarge (413)     upload over MAX_UPLOAD_MB
     ├── ValidationFailed (422)    fields that fail validation; carries [{loc, msg, type}]
     ├── Unavailable (503)         queue full, service shutting down
@@ -39,6 +40,12 @@ class NotFound(VfeError):
     """No such job, frame or route."""
 
     status = 404
+
+
+class Conflict(VfeError):
+    """The request contradicts one made before (an Idempotency-Key reused)."""
+
+    status = 409
 
 
 class PayloadTooLarge(VfeError):

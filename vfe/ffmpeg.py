@@ -34,6 +34,17 @@ VERSION_TIMEOUT = 10.0
 READ_CHUNK = 64 * 1024
 MAX_LINE = 256 * 1024
 
+# What FFmpeg may open and which container readers it may use, for every input: local
+# files only (a crafted playlist or a reference movie cannot reach other files, hosts or
+# devices), and the demuxers of real video files (no playlists, concat lists, image
+# sequences or raw devices).
+PROTOCOLS = "file"
+DEMUXERS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,mpegvideo,flv,asf,ogg,mxf,ivf,"
+    "h264,hevc,m4v,gif,dv,nut,yuv4mpegpipe"
+)
+INPUT_GUARDS: dict[str, str] = {"protocol_whitelist": PROTOCOLS, "format_whitelist": DEMUXERS}
+
 ProgressCallback = Callable[[dict[str, str]], None]
 LineCallback = Callable[[str], bool]
 
@@ -226,7 +237,7 @@ def frames_argv(
     null output fed every decoded frame, so ``-progress`` counts decoded frames (``frame=``)
     when the frames kept are few and not known ahead (scene mode).
     """
-    options: dict[str, Any] = {"copyts": None}
+    options: dict[str, Any] = {**INPUT_GUARDS, "copyts": None}
     if threads is not None:
         options["threads"] = threads
     if seek is not None:

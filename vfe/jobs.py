@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable
@@ -25,7 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from .cache import RECENT_GENERATION, WORST_CALL_SECONDS, FallbackCache, job_key
-from .errors import ExtractionError, NotFound, StoreError, Unavailable, VfeError
+from .errors import (
+    BadRequest,
+    Conflict,
+    ExtractionError,
+    NotFound,
+    StoreError,
+    Unavailable,
+    ValidationFailed,
+    VfeError,
+)
 from .events import TERMINAL_EVENTS, Event, EventBus
 from .extractor import Extractor
 from .frames import FrameStore
@@ -34,6 +44,7 @@ from .models import (
     Job,
     JobSpec,
     JobStatus,
+    Mode,
     SourceType,
     frame_view,
     job_view,
@@ -54,6 +65,10 @@ STOP_WAIT = 5.0  # seconds to wait for a cancelled job task to write its final s
 REINVALIDATE_AFTER = 2 * WORST_CALL_SECONDS + 0.5
 _USER = "user"
 _SHUTDOWN = "shutdown"
+
+
+def _limit(loc: list[str], message: str) -> ValidationFailed:
+    return ValidationFailed([{"loc": loc, "msg": message, "type": "limit_exceeded"}])
 
 
 class _Gone(Exception):
@@ -135,8 +150,48 @@ class JobManager:
 
     # --- submit, cancel, delete --------------------------------------------------------
 
-    async def submit(self, spec: JobSpec, source_type: SourceType, source_path: Path) -> Job:
-        """Record a job and queue it; ``Unavailable`` (503) when the queue is full."""
+    async def admit(self, spec: JobSpec, source: Path) -> None:
+        """Refuse, before a job is recorded, what would only fail later: a file FFmpeg
+        cannot read as a video (``BadRequest``), a video longer or larger than the limits,
+        or a job that would write more than ``MAX_FRAMES_PER_JOB`` frames
+        (``ValidationFailed``). The probe is cached, so the run does not pay for it twice."""
+        limits = self.settings
+        try:
+            info, index = await inspect(source)
+        except ExtractionError as exc:
+            raise BadRequest(f"video_source: {exc.detail}") from None
+        where = ["body", "video_source"]
+        if info.duration > limits.max_video_duration_seconds:
+            raise _limit(where, f"the video lasts {info.duration:.0f} s; this server takes "
+                         f"at most {limits.max_video_duration_seconds:g} s "
+                         "(MAX_VIDEO_DURATION_SECONDS)")  # fmt: skip
+        if info.width * info.height > limits.max_frame_pixels:
+            raise _limit(where, f"the video is {info.width}x{info.height}; this server takes "
+                         f"at most {limits.max_frame_pixels} pixels a frame "
+                         "(MAX_FRAME_PIXELS)")  # fmt: skip
+        sampling = sampling_from(spec.options(), spec.interval)
+        if sampling.mode is Mode.SCENE:
+            return  # its frames are found while decoding; the run caps them
+        plan = await asyncio.to_thread(make_plan, sampling, info, index)
+        if plan.total > limits.max_frames_per_job:
+            raise _limit(["body", sampling.mode.value], f"the job would write {plan.total} "
+                         f"frames; this server writes at most {limits.max_frames_per_job} "
+                         "a job (MAX_FRAMES_PER_JOB): sample less often, narrow start/end, "
+                         "or set max_frames")  # fmt: skip
+
+    async def submit(
+        self,
+        spec: JobSpec,
+        source_type: SourceType,
+        source_path: Path,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Job:
+        """Record a job and queue it; ``Unavailable`` (503) when the queue is full.
+
+        With ``idempotency`` (key, request fingerprint): when the key already made a job,
+        that job is returned (nothing new is recorded), or ``Conflict`` (409) when it was
+        made by a different request.
+        """
         if not self.accepting:
             raise Unavailable("the service is shutting down; try again shortly")
         if self.queue.qsize() + self._backlog >= self.queue.maxsize:
@@ -156,7 +211,9 @@ class JobManager:
             created_at=now,
             updated_at=now,
         )
-        await self.store.create_job(job)
+        earlier = await self.store.create_job(job, idempotency)
+        if earlier is not None:
+            return await self.idempotent(earlier, idempotency)
         try:
             self.queue.put_nowait(job.id)
         except asyncio.QueueFull:
@@ -165,6 +222,19 @@ class JobManager:
                 "the job queue is full; try again later", headers={"Retry-After": "10"}
             ) from None
         self._publish("created", job)
+        return job
+
+    async def idempotent(
+        self, earlier: tuple[str, str], idempotency: tuple[str, str] | None
+    ) -> Job:
+        """The job an Idempotency-Key made, if this request is the same one; else 409."""
+        fingerprint, job_id = earlier
+        job = await self.store.get_job(job_id)
+        if idempotency is None or fingerprint != idempotency[1] or job is None:
+            raise Conflict(
+                "this Idempotency-Key was used with a different request; "
+                "use a new key for a new job"
+            )
         return job
 
     async def delete(self, job_id: str) -> Job:
@@ -192,7 +262,7 @@ class JobManager:
                 )
             await self.store.delete_job(job_id)  # rows first: never list a removed file
             await self.frames.remove(job_id)
-            if job.source_type is SourceType.UPLOAD:
+            if job.source_type.owned:  # an upload or a download: the service's own copy
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(Path(job.source_path).unlink, True)
             await self._invalidate(job_id)
@@ -315,6 +385,9 @@ class JobManager:
             raise ExtractionError("the video file is no longer there")
         info, index = await inspect(source)
         sampling = sampling_from(job.options, job.interval)
+        if sampling.mode is Mode.SCENE:  # frames found, not planned: cap them here
+            cap = min(sampling.max_frames or math.inf, self.settings.max_frames_per_job)
+            sampling = replace(sampling, max_frames=int(cap))
         plan = await asyncio.to_thread(make_plan, sampling, info, index)  # CPU, off the loop
         scene = plan.scene is not None  # frames found while decoding, not planned
         job = await self._update(

@@ -48,6 +48,12 @@ class JobStatus(StrEnum):
 class SourceType(StrEnum):
     PATH = "path"
     UPLOAD = "upload"
+    URL = "url"
+
+    @property
+    def owned(self) -> bool:
+        """True when the file is the service's own copy, removed with its job."""
+        return self is not SourceType.PATH
 
 
 class ImageFormat(StrEnum):
@@ -74,7 +80,8 @@ class JobSpec(BaseModel):
     video_source: str = Field(
         min_length=1,
         max_length=4096,
-        description="Path of a video inside VIDEOS_BASE_PATH (relative to it, or absolute).",
+        description="Path of a video inside VIDEOS_BASE_PATH (relative to it, or absolute), "
+        "or an http(s) URL the service downloads.",
     )
     mode: Mode | None = Field(
         default=None,

@@ -112,7 +112,8 @@ async def _ffprobe(path: Path, *sections: str, limit: float) -> dict[str, Any]:
     """ffprobe's JSON about ``path`` (the file protocol only, whatever the name looks
     like) for ``sections``; ``ExtractionError`` when it is not a video or takes over
     ``limit`` seconds."""
-    argv = [ffmpeg.binary("ffprobe"), "-hide_banner", "-loglevel", "error", *sections,
+    guards = [arg for name, value in ffmpeg.INPUT_GUARDS.items() for arg in (f"-{name}", value)]
+    argv = [ffmpeg.binary("ffprobe"), "-hide_banner", "-loglevel", "error", *guards, *sections,
             "-of", "json=c=1", f"file:{path}"]  # fmt: skip
     try:
         async with asyncio.timeout(limit):

@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .fetch import AddressPolicy
+
 
 class SettingsError(ValueError):
     """A setting has a value vfe cannot use; the message names the variable."""
@@ -28,7 +30,7 @@ class Setting:
 
     name: str
     default: str
-    kind: str  # "str", "int", "float", "path", "bool"
+    kind: str  # "str", "int", "float", "path", "bool", "secret" (may be empty), "networks"
     help: str
     minimum: float | None = None
     maximum: float | None = None
@@ -67,6 +69,45 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_CACHE_SIZE_MB", "100", "float", "Bound of the in-memory cache (LRU).", 0.01),
     Setting("MAX_UPLOAD_MB", "2048", "float", "Largest upload accepted, in MiB.", 0.001),
     Setting(
+        "API_KEYS",
+        "",
+        "secret",
+        "Comma-separated API keys; when set, every route but /health, /health/*, /docs, "
+        "/openapi.json and the dashboard's files needs one (Authorization: Bearer or X-API-Key).",
+    ),
+    Setting(
+        "ALLOW_URL_SOURCES",
+        "true",
+        "bool",
+        "Accept http(s) URLs as video_source (downloaded by the service before the job "
+        "is accepted).",
+    ),
+    Setting(
+        "ALLOW_PRIVATE_URLS",
+        "false",
+        "networks",
+        "URLs to loopback, private, link-local and metadata addresses are refused; `true` "
+        "allows them all, or list the networks to allow (`10.1.0.0/16,192.168.5.7`).",
+    ),
+    Setting("URL_TIMEOUT_SECONDS", "300", "float", "Time limit of one URL download.", 1, 86400),
+    Setting("MAX_DOWNLOAD_MB", "2048", "float", "Largest URL download, in MiB.", 0.001),
+    Setting("MAX_BODY_KB", "64", "float", "Largest JSON body of a request, in KiB.", 1, 65536),
+    Setting("MAX_FRAMES_PER_JOB", "100000", "int", "Most frames one job may extract.", 1),
+    Setting(
+        "MAX_VIDEO_DURATION_SECONDS",
+        "86400",
+        "float",
+        "Longest video a job may read (its whole duration, not just the window).",
+        1,
+    ),
+    Setting(
+        "MAX_FRAME_PIXELS",
+        "35389440",
+        "int",
+        "Largest picture (width x height) a video may have; the default is 8192x4320.",
+        1,
+    ),
+    Setting(
         "SSE_HEARTBEAT_SECONDS",
         "15",
         "float",
@@ -88,6 +129,13 @@ def _parse(setting: Setting, raw: str) -> Any:
         if not value:
             raise SettingsError(f"{name} must not be empty")
         return value
+    if setting.kind == "secret":
+        return raw.strip()
+    if setting.kind == "networks":
+        try:
+            return AddressPolicy.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
     if setting.kind == "path":
         if not raw.strip():
             raise SettingsError(f"{name} must not be empty")
@@ -135,6 +183,15 @@ class Settings:
     cache_ttl: int
     max_cache_size_mb: float
     max_upload_mb: float
+    api_keys: str
+    allow_url_sources: bool
+    allow_private_urls: AddressPolicy
+    url_timeout_seconds: float
+    max_download_mb: float
+    max_body_kb: float
+    max_frames_per_job: int
+    max_video_duration_seconds: float
+    max_frame_pixels: int
     sse_heartbeat_seconds: float
 
     @classmethod
@@ -158,6 +215,26 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_download_bytes(self) -> int:
+        return int(self.max_download_mb * 1024 * 1024)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_kb * 1024)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The API keys (none: no access control)."""
+        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    def __repr__(self) -> str:  # API keys never reach a log line or a traceback
+        shown = ", ".join(
+            f"{f.name}={'<hidden>' if f.name == 'api_keys' else repr(getattr(self, f.name))}"
+            for f in fields(self)
+        )
+        return f"Settings({shown})"
 
     @property
     def max_cache_bytes(self) -> int:

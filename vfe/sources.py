@@ -3,27 +3,27 @@
 Local paths are resolved (symlinks followed) and must land inside ``VIDEOS_BASE_PATH``;
 every way of failing that check gives the same answer, so a client cannot learn which
 files exist outside it. Uploads are streamed to ``UPLOADS_PATH`` under a generated name,
-never held in memory, and cut off as soon as they pass ``MAX_UPLOAD_MB``. URL sources are
-refused for now: fetching them safely is a later step.
+never held in memory, and cut off as soon as they pass ``MAX_UPLOAD_MB``. URL sources
+are downloaded by ``fetch.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .errors import BadRequest, PayloadTooLarge
 
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _NOT_FOUND = (
     "video_source must name an existing video file inside the videos folder "
     "(VIDEOS_BASE_PATH); give a path relative to it"
@@ -77,11 +77,6 @@ def list_videos(videos_root: Path, limit: int = MAX_LISTED) -> tuple[list[VideoF
 
 def resolve_local(video_source: str, videos_root: Path) -> Path:
     """The real path of ``video_source`` inside ``videos_root``, or ``BadRequest``."""
-    if _URL.match(video_source):
-        raise BadRequest(
-            "URL sources are not supported yet; copy the video into the videos folder "
-            "or upload it as multipart field 'file'"
-        )
     if "\x00" in video_source:
         raise BadRequest(_NOT_FOUND)
     root = videos_root.resolve()
@@ -112,6 +107,7 @@ class Upload:
     path: Path | None = None
     filename: str | None = None
     size: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)  # of the file's bytes
 
 
 class _Receiver:
@@ -171,6 +167,7 @@ class _Receiver:
             self.upload.size += len(chunk)
             if self.upload.size > self.limit:
                 raise PayloadTooLarge(_too_large(self.limit))
+            self.upload.digest.update(chunk)
             self.pending.append(chunk)
         else:
             self.buffer.extend(chunk)

@@ -77,6 +77,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN progress REAL;
     """,
+    # 4: Idempotency-Key of POST /video-job: the job it made and a digest of its request.
+    """
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX idempotency_by_job ON idempotency (job_id);
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -98,7 +108,10 @@ class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> bool: ...
-    async def create_job(self, job: Job) -> None: ...
+    async def create_job(
+        self, job: Job, idempotency: tuple[str, str] | None = None
+    ) -> tuple[str, str] | None: ...
+    async def find_idempotent(self, key: str) -> tuple[str, str] | None: ...
     async def get_job(self, job_id: str) -> Job | None: ...
     async def update_job(
         self, job_id: str, *, unless_finished: bool = True, **values: Any
@@ -267,13 +280,43 @@ class SqliteStore:
         except StoreError:
             return False
 
-    async def create_job(self, job: Job) -> None:
+    async def create_job(
+        self, job: Job, idempotency: tuple[str, str] | None = None
+    ) -> tuple[str, str] | None:
+        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key.
+
+        When the key is already recorded nothing is written and its ``(fingerprint,
+        job_id)`` is returned instead, so two requests racing with one key make one job.
+        """
         values = [_db_value(getattr(job, c)) for c in _JOB_FIELDS]
         async with self._transaction("creating a job"):
+            if idempotency is not None:
+                found = await self._idempotent(idempotency[0])
+                if found is not None:
+                    return found
             await self._write(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
+            if idempotency is not None:
+                await self._write(
+                    "INSERT INTO idempotency (key, fingerprint, job_id, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (*idempotency, job.id, job.created_at),
+                )
+        return None
+
+    async def find_idempotent(self, key: str) -> tuple[str, str] | None:
+        """The ``(fingerprint, job_id)`` recorded for an Idempotency-Key, if its job exists."""
+        async with self._guard("reading an idempotency key"):
+            return await self._idempotent(key)
+
+    async def _idempotent(self, key: str) -> tuple[str, str] | None:
+        async with self.db.execute(
+            "SELECT fingerprint, job_id FROM idempotency WHERE key = ?", (key,)
+        ) as cur:
+            row = await cur.fetchone()
+        return (str(row[0]), str(row[1])) if row else None
 
     async def get_job(self, job_id: str) -> Job | None:
         async with self._guard("reading a job"):

@@ -1,37 +1,58 @@
 // Talking to the vfe server: JSON requests, uploads with progress, SSE listeners, and
 // reading its errors ({"detail": "text"} or, for 422, a list of {loc, msg, type}).
+// Requests carry the API key when there is one; a 401 asks for a key (auth.js), then
+// the request is sent again with it.
+import { currentKey, keyHeaders, keyRefused } from './auth.js';
+
+/** Send with the current key; on a 401, wait for an accepted key and send again. */
+async function withKey(send) {
+  for (;;) {
+    const usedKey = currentKey();
+    const answer = await send(keyHeaders());
+    if (answer.status !== 401) return answer;
+    await keyRefused(usedKey);
+  }
+}
 
 /**
  * A request whose answer is JSON. Never throws: a network failure gives status 0.
  * Resolves to {ok, status, body} (body is null when the answer is not JSON).
  */
-export async function request(method, url, data) {
-  const init = { method, headers: { Accept: 'application/json' } };
-  if (data !== undefined) {
-    init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(data);
-  }
-  try {
-    const response = await fetch(url, init);
-    const body = await response.json().catch(() => null);
-    return { ok: response.ok, status: response.status, body };
-  } catch {
-    return { ok: false, status: 0, body: null };
-  }
+export function request(method, url, data) {
+  return withKey(async (auth) => {
+    const init = { method, headers: { Accept: 'application/json', ...auth } };
+    if (data !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(data);
+    }
+    try {
+      const response = await fetch(url, init);
+      const body = await response.json().catch(() => null);
+      return { ok: response.ok, status: response.status, body };
+    } catch {
+      return { ok: false, status: 0, body: null };
+    }
+  });
 }
 
 export const getJSON = (url) => request('GET', url);
 
 /**
  * POST a FormData with XMLHttpRequest, which (unlike fetch) reports upload progress:
- * onProgress(loaded, total) while the body is sent. Resolves like `request`.
+ * onProgress(loaded, total) while the body is sent. Resolves like `request`. A 401
+ * sends the whole body again once a key is accepted.
  */
 export function upload(url, formData, onProgress) {
+  return withKey((auth) => send(url, formData, onProgress, auth));
+}
+
+function send(url, formData, onProgress, auth) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', url);
     xhr.responseType = 'text';
     xhr.setRequestHeader('Accept', 'application/json');
+    for (const [name, value] of Object.entries(auth)) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener('progress', (event) => {
       if (event.lengthComputable) onProgress(event.loaded, event.total);
     });

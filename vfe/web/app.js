@@ -3,8 +3,11 @@
 // The job list follows one EventSource on /events (every job's changes; first a
 // `snapshot` of the newest jobs). At start, and each time that stream has to be opened
 // again, one GET /jobs paints the list without waiting for it. The open job is in the
-// URL (#job=<id>) so it can be linked and survives a reload.
+// URL (#job=<id>) so it can be linked and survives a reload. When the server wants an
+// API key, the first refused request asks for it (auth.js); once a key is accepted the
+// streams are opened again and the lists reloaded.
 import { getJSON, listen } from './api.js';
+import { onKeyChange, onKeyWanted, setupKeyDialog, waitingForKey } from './auth.js';
 import { JobDetail } from './detail.js';
 import { byTestId, setText } from './dom.js';
 import { SubmitForm } from './form.js';
@@ -15,6 +18,7 @@ import { Viewer } from './viewer.js';
 
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000]; // waits before reopening /events
 
+setupKeyDialog(byTestId('api-key-dialog'), byTestId('api-key-button'));
 const viewer = new Viewer(byTestId('frame-viewer'));
 const feedStatus = byTestId('feed-status');
 
@@ -98,14 +102,24 @@ function onFinished(view) {
 }
 
 let failures = 0;
+let stream = null; // the open /events EventSource
+let retryTimer = null;
 
 function connect() {
+  retryTimer = null;
+  if (waitingForKey()) {
+    // Refused for want of a key: the accepted key reconnects (see onKeyChange below).
+    setFeed('down', 'waiting for an API key');
+    return;
+  }
   const source = new EventSource('/events');
+  stream = source;
   let fresh = false; // a snapshot came on this connection: it is newer than GET /jobs
 
   const loadJobs = async () => {
     const answer = await getJSON('/jobs?limit=50');
-    if (answer.ok && !fresh) jobs.replaceAll(answer.body.jobs ?? []);
+    const current = source === stream || stream === null; // not from a replaced stream
+    if (answer.ok && !fresh && current) jobs.replaceAll(answer.body.jobs ?? []);
   };
   loadJobs();
 
@@ -134,6 +148,7 @@ function connect() {
     setFeed('ok', 'live');
   });
   source.addEventListener('error', () => {
+    if (source !== stream) return;
     fresh = false;
     if (source.readyState === EventSource.CONNECTING) {
       // The browser reconnects by itself; meanwhile show the list as it is now.
@@ -141,14 +156,43 @@ function connect() {
       loadJobs();
       return;
     }
-    // Closed for good (an HTTP error, or no /events yet): open it again later.
+    // Closed for good (an HTTP error, such as a 401, or no /events yet): open it again
+    // later. loadJobs asks for a key if that was the reason.
     source.close();
+    stream = null;
+    if (waitingForKey()) {
+      setFeed('down', 'waiting for an API key');
+      return;
+    }
+    loadJobs();
     const wait = RETRY_MS[Math.min(failures, RETRY_MS.length - 1)];
     failures += 1;
     setFeed('down', `not live: retrying in ${Math.round(wait / 1000)} s`);
-    setTimeout(connect, wait);
+    retryTimer = setTimeout(connect, wait);
   });
 }
+
+/** Open /events again now (a new key: the browser sends the new cookie). */
+function reconnect() {
+  clearTimeout(retryTimer);
+  stream?.close();
+  stream = null;
+  failures = 0;
+  connect();
+}
+
+// Until a key is given, retrying /events is pointless: the accepted key reconnects.
+onKeyWanted(() => {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+  if (!stream) setFeed('down', 'waiting for an API key');
+});
+
+onKeyChange(() => {
+  reconnect();
+  detail.reload();
+  recent.refresh();
+});
 
 // --- start ---------------------------------------------------------------------------
 

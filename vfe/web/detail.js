@@ -15,16 +15,16 @@ function modeText(view) {
   const o = view.options ?? {};
   switch (view.mode) {
     case 'interval':
-      return `interval: every ${fmt.number(view.interval ?? o.interval)} s`;
+      return `interval: every ${fmt.number(view.interval ?? o.interval)}\u00a0s`;
     case 'fps':
       return `fps: ${fmt.number(o.fps)} a second`;
     case 'count':
       return `count: ${o.count} frames`;
     case 'timestamps':
-      return `timestamps: ${(o.timestamps ?? []).map((t) => fmt.number(t)).join(', ')} s`;
+      return `timestamps: ${(o.timestamps ?? []).map((t) => fmt.number(t)).join(', ')}\u00a0s`;
     case 'scene': {
       const threshold = fmt.number(o.scene_threshold ?? 0.3);
-      return `scene: threshold ${threshold}, min gap ${fmt.number(o.min_gap ?? 1)} s`;
+      return `scene: threshold ${threshold}, min gap ${fmt.number(o.min_gap ?? 1)}\u00a0s`;
     }
     default:
       return String(view.mode ?? '');
@@ -35,8 +35,8 @@ function windowText(view) {
   const o = view.options ?? {};
   const parts = [];
   if (o.start || o.end) {
-    const end = o.end ? `${fmt.number(o.end)} s` : 'the end';
-    parts.push(`${fmt.number(o.start ?? 0)} s to ${end}`);
+    const end = o.end ? `${fmt.number(o.end)}\u00a0s` : 'the end';
+    parts.push(`${fmt.number(o.start ?? 0)}\u00a0s to ${end}`);
   }
   if (o.max_frames) parts.push(`at most ${o.max_frames} frames`);
   return parts.join(', ');
@@ -167,6 +167,14 @@ export class JobDetail {
     this.#follow(jobId);
   }
 
+  /** Load the job shown again, from scratch (after a new API key: images and stream). */
+  reload() {
+    const jobId = this.#jobId;
+    if (jobId === null) return;
+    this.#jobId = null;
+    this.open(jobId);
+  }
+
   /** Hide the detail and stop following its job. */
   close() {
     this.#reset();
@@ -207,7 +215,8 @@ export class JobDetail {
   }
 
   #focus() {
-    this.#root.scrollIntoView({ block: 'start', behavior: 'smooth' });
+    const still = matchMedia('(prefers-reduced-motion: reduce)').matches;
+    this.#root.scrollIntoView({ block: 'start', behavior: still ? 'auto' : 'smooth' });
     this.#root.focus({ preventScroll: true });
   }
 

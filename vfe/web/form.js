@@ -1,7 +1,8 @@
 // The submit form: a source (a path inside the videos folder, picked from GET /videos
 // or typed; an upload, dropped or chosen, sent with XMLHttpRequest for its progress;
-// or a URL), the sampling and output options of POST /video-job, and the server's
-// 4xx answers shown in form-error and, for 422, next to each field.
+// or an http(s) URL, sent in video_source like a path), the sampling and output
+// options of POST /video-job, and the server's 4xx answers shown in form-error and,
+// for 422, next to each field.
 import { errorText, fieldErrors, getJSON, request, upload } from './api.js';
 import { byTestId, el, setText } from './dom.js';
 import * as fmt from './format.js';
@@ -183,7 +184,9 @@ export class SubmitForm {
         const number = Number(value);
         data[name] = TEXT_FIELDS.has(name) || !Number.isFinite(number) ? value : number;
       }
-      answer = await this.#whileBusy('Submitting…', () => request('POST', '/video-job', data));
+      // A URL is downloaded by the server before it answers: that can take a while.
+      const doing = kind === 'url' ? 'Submitting; the server downloads the video…' : 'Submitting…';
+      answer = await this.#whileBusy(doing, () => request('POST', '/video-job', data));
     }
     if (!answer.ok) {
       const cutOff = kind === 'upload' && answer.status === 0;

@@ -1,32 +1,33 @@
-// Numbers, times and sizes as people read them.
+// Numbers, times and sizes as people read them. A no-break space (\u00a0) keeps each
+// number on the line of its unit.
 
 const finite = (value) => typeof value === 'number' && Number.isFinite(value);
 
 /** A frame time: "12.000 s". */
 export function seconds(value, digits = 3) {
-  return finite(value) ? `${value.toFixed(digits)} s` : '—';
+  return finite(value) ? `${value.toFixed(digits)}\u00a0s` : '—';
 }
 
 /** A length of time: "42.5 s", "3 min 20 s", "1 h 5 min". */
 export function duration(value) {
   if (!finite(value)) return '—';
-  if (value < 60) return `${value < 10 ? value.toFixed(1) : Math.round(value)} s`;
+  if (value < 60) return `${value < 10 ? value.toFixed(1) : Math.round(value)}\u00a0s`;
   const minutes = Math.floor(value / 60);
-  if (minutes < 60) return `${minutes} min ${Math.round(value % 60)} s`;
-  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  if (minutes < 60) return `${minutes}\u00a0min ${Math.round(value % 60)}\u00a0s`;
+  return `${Math.floor(minutes / 60)}\u00a0h ${minutes % 60}\u00a0min`;
 }
 
 /** What is left of a job: "~3 s left", or '' when unknown. */
 export function eta(value) {
   if (!finite(value) || value < 0) return '';
-  if (value < 60) return `~${Math.max(1, Math.round(value))} s left`;
-  return `~${duration(value).replace(/ \d+ s$/, '')} left`;
+  if (value < 60) return `~${Math.max(1, Math.round(value))}\u00a0s left`;
+  return `~${duration(value).replace(/ \d+\u00a0s$/, '')} left`;
 }
 
 /** A throughput: "12.3 frames/s". */
 export function speed(value) {
   if (!finite(value) || value < 0) return '';
-  return `${value < 10 ? value.toFixed(1) : Math.round(value)} frames/s`;
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)}\u00a0frames/s`;
 }
 
 /** A size in bytes: "812 B", "81.2 KB", "1.6 MB", "2.1 GB". */
@@ -39,7 +40,7 @@ export function bytes(value) {
     size /= 1000;
     unit += 1;
   }
-  return `${unit === 0 || size >= 100 ? Math.round(size) : size.toFixed(1)} ${units[unit]}`;
+  return `${unit === 0 || size >= 100 ? Math.round(size) : size.toFixed(1)}\u00a0${units[unit]}`;
 }
 
 /** A server timestamp (ISO) as local time; the date too when it is not today. */

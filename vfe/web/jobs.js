@@ -79,7 +79,7 @@ class Pace {
 }
 
 function modeText(view) {
-  return view.mode === 'interval' && view.interval ? `every ${fmt.number(view.interval)} s` : view.mode;
+  return view.mode === 'interval' && view.interval ? `every ${fmt.number(view.interval)}\u00a0s` : view.mode;
 }
 
 /** The list inside `root` (data-testid=job-list); `empty` is shown when it has no rows. */
@@ -168,13 +168,21 @@ export class JobList {
       speed: part('job-speed'),
       eta: part('job-eta'),
       mode: el('span', { class: 'job-mode' }),
+      // The first block of the UUID tells jobs apart; the whole id is in the title and
+      // in the job's detail, where it can be copied.
+      id: el('span', {
+        class: 'job-id',
+        'data-testid': 'job-id',
+        title: `job id ${view.job_id}`,
+        text: String(view.job_id).split('-')[0],
+      }),
       when: el('span', { class: 'job-when' }),
     };
     link.append(
       el('span', { class: 'job-line' }, parts.source, parts.status),
       parts.progress,
       el('span', { class: 'job-line job-numbers' },
-        parts.frames, parts.speed, parts.eta, parts.mode, parts.when),
+        parts.frames, parts.speed, parts.eta, parts.mode, parts.id, parts.when),
     );
     if (view.job_id === this.#openId) link.setAttribute('aria-current', 'true');
     return { view, link, parts, item: el('li', {}, link) };
