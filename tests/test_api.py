@@ -852,6 +852,7 @@ async def test_liveness_and_readiness_probes(client: AppClient):
         "database": True,
         "ffmpeg": True,
         "accepting_jobs": True,
+        "disk": True,
     }
     client.services.jobs.accepting = False  # as while shutting down
     ready = await client.http.get("/health/ready")

@@ -137,7 +137,7 @@ def test_jobspec_schema_is_the_one_pydantic_generates(settings: Settings):
     assert query == set(JobSpec.model_fields)
     headers = [p["name"] for p in submit["parameters"] if p["in"] == "header"]
     assert headers == ["Idempotency-Key"]
-    assert set(submit["responses"]) == {"200", "400", "409", "413", "422", "503"}
+    assert set(submit["responses"]) == {"200", "400", "409", "413", "422", "503", "507"}
 
 
 def test_views_are_described_field_by_field(settings: Settings):
@@ -225,6 +225,7 @@ async def test_real_answers_conform_to_the_document(client: AppClient, media: Me
         ("/health", "/health"),
         ("/health/live", "/health/live"),
         ("/health/ready", "/health/ready"),
+        ("/metrics", "/metrics"),
         (f"/job/{job_id}/frames.zip", "/job/{job_id}/frames.zip"),
         ("/", "/"),
         ("/docs", "/docs"),

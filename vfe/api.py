@@ -348,7 +348,7 @@ async def health(request: Request) -> Response:
             "running": len(svc.jobs.running),
             "max_concurrent": svc.settings.max_concurrent_jobs,
         },
-        "disk": {"free_mb": free_mb},
+        "disk": {"free_mb": free_mb, "min_free_mb": svc.settings.min_free_disk_mb},
     }
     return JSONResponse(body, status_code=200 if can_serve else 503)
 
@@ -367,6 +367,7 @@ async def health_ready(request: Request) -> Response:
         "database": await svc.store.ping(),
         "ffmpeg": all(shutil.which(name) for name in ("ffmpeg", "ffprobe")),
         "accepting_jobs": svc.jobs.accepting,
+        "disk": await svc.jobs.disk_ok(),
     }
     ready = all(checks.values())
     return JSONResponse(

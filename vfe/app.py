@@ -8,6 +8,7 @@ starts at import time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,6 +30,7 @@ from .errors import VfeError
 from .events import EventBus
 from .frames import FrameStore
 from .jobs import JobManager
+from .metrics import Metrics, MetricsMiddleware
 from .services import Services
 from .settings import Settings
 from .store import SqliteStore
@@ -39,8 +41,10 @@ log = logging.getLogger("vfe.app")
 
 async def vfe_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, VfeError)
-    if exc.status >= 500:
+    if exc.status == 500:  # ours to fix; 503 and 507 are states the client is told of
         log.error("request failed: %s", exc.detail, exc_info=exc.__cause__ or exc)
+    elif exc.status > 500:
+        log.warning("request refused: %s", exc.detail)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
@@ -53,8 +57,25 @@ async def dashboard(request: Request) -> Response:
     return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+def begin_shutdown(app: Starlette) -> None:
+    """The server got SIGTERM or SIGINT (called from the signal handler, so it only
+    schedules): stop taking jobs, end every event stream now, and let running jobs go on
+    for ``SHUTDOWN_GRACE_SECONDS`` while the server closes its connections."""
+    services = getattr(app.state, "services", None)
+    loop = getattr(app.state, "loop", None)
+    if services is None or loop is None or loop.is_closed():
+        return
+
+    def drain() -> None:
+        services.jobs.begin_shutdown()
+        services.bus.close()
+
+    loop.call_soon_threadsafe(drain)
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the vfe ASGI app for ``settings``; resources open in its lifespan."""
+    metrics = Metrics()  # this app's own registry: apps in one process never share counts
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,7 +97,8 @@ def create_app(settings: Settings) -> Starlette:
             await cache.connect()
             bus = EventBus()
             frames = FrameStore(settings.frames_base_path)
-            jobs = JobManager(settings, store, cache, bus, frames)
+            jobs = JobManager(settings, store, cache, bus, frames, metrics)
+            metrics.watch(jobs, cache)
             resources.push_async_callback(jobs.stop)
             resources.callback(bus.close)  # streams end first, then the workers stop
             version = await ffmpeg.version()
@@ -84,6 +106,7 @@ def create_app(settings: Settings) -> Starlette:
                 log.warning("FFmpeg was not found; jobs will fail until it is installed")
             await jobs.start()
             app.state.services = Services(settings, store, cache, bus, frames, jobs, version)
+            app.state.loop = asyncio.get_running_loop()
             log.info(
                 "vfe started",
                 extra={"cache": cache.name, "ffmpeg": version, "database": "sqlite"},
@@ -106,12 +129,14 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", api.health, methods=["GET"]),
         Route("/health/live", api.health_live, methods=["GET"]),
         Route("/health/ready", api.health_ready, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
         Mount("/static", StaticFiles(directory=WEB), name="static"),
         *openapi.routes(),
     ]
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),  # outermost: counts 401s and 500s
             Middleware(vfe_logging.RequestIdMiddleware),
             Middleware(ApiKeyMiddleware, keys=settings.keys),
         ],

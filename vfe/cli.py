@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from pydantic import ValidationError
@@ -173,10 +174,17 @@ def serve(settings: Settings) -> None:
     """Run uvicorn until SIGINT/SIGTERM; open responses get a bounded time to finish."""
     import uvicorn  # the server stack is imported only to serve: vfe extract starts faster
 
-    from .app import create_app
+    from .app import begin_shutdown, create_app
+
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            begin_shutdown(app)  # jobs' grace and the end of streams start at the signal
+            super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -184,7 +192,7 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-    uvicorn.Server(config).run()
+    Server(config).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@
     ├── PayloadTooLarge (413)     upload over MAX_UPLOAD_MB
     ├── ValidationFailed (422)    fields that fail validation; carries [{loc, msg, type}]
     ├── Unavailable (503)         queue full, service shutting down
+    ├── InsufficientStorage (507) free disk under MIN_FREE_DISK_MB
     ├── StoreError (500)          SQLite failed (translated inside store.py)
     └── ExtractionError (500)     FFmpeg/ffprobe failed; its message is shown on the job
 
@@ -64,6 +65,12 @@ class Unavailable(VfeError):
     """The service cannot take this request now (queue full, shutting down)."""
 
     status = 503
+
+
+class InsufficientStorage(VfeError):
+    """Too little free disk to take a job."""
+
+    status = 507
 
 
 class StoreError(VfeError):

@@ -166,6 +166,17 @@ class FrameStore:
 
         await asyncio.to_thread(_unlink)
 
+    async def names(self, job_id: str) -> list[str]:
+        """The frame files in the job's folder (temp and work files are not frames)."""
+
+        def _list() -> list[str]:
+            try:
+                return [n for n in os.listdir(self.job_dir(job_id)) if FRAME_NAME.fullmatch(n)]
+            except FileNotFoundError:
+                return []
+
+        return await asyncio.to_thread(_list)
+
     async def free_bytes(self) -> int:
         usage = await asyncio.to_thread(shutil.disk_usage, self.base)
         return usage.free

@@ -30,6 +30,7 @@ from .errors import (
     BadRequest,
     Conflict,
     ExtractionError,
+    InsufficientStorage,
     NotFound,
     StoreError,
     Unavailable,
@@ -39,6 +40,7 @@ from .errors import (
 from .events import TERMINAL_EVENTS, Event, EventBus
 from .extractor import Extractor
 from .frames import FrameStore
+from .metrics import Metrics
 from .models import (
     Frame,
     Job,
@@ -59,6 +61,7 @@ from .store import Store
 log = logging.getLogger("vfe.jobs")
 
 PROGRESS_EVERY = 1.0  # seconds between progress events of one job
+RETENTION_SWEEP_SECONDS = 300.0  # at most this long between retention sweeps
 STOP_WAIT = 5.0  # seconds to wait for a cancelled job task to write its final status
 # After a delete, when to drop its cache entries once more: later than any read that
 # raced the delete can still be storing (its cache get and set may each wait this long).
@@ -85,12 +88,14 @@ class JobManager:
         cache: FallbackCache,
         bus: EventBus,
         frames: FrameStore,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.cache = cache
         self.bus = bus
         self.frames = frames
+        self.metrics = metrics if metrics is not None else Metrics()
         self.extractor = Extractor(frames)
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.max_queue_size)
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -102,6 +107,7 @@ class JobManager:
         self._stop_reason: dict[str, str] = {}
         self._backlog = 0  # recovered jobs not yet in the queue; they go before new ones
         self._deleting: dict[str, bool] = {}  # job id -> a final event was published
+        self._draining: asyncio.Future[None] | None = None  # running jobs' shutdown grace
 
     # --- life of the manager -------------------------------------------------------------
 
@@ -117,9 +123,35 @@ class JobManager:
                 await self.store.update_job(job.id, status=JobStatus.PENDING)
                 log.info("recovered job left processing", extra={"job_id": job.id})
         self.accepting = True
+        if self.settings.retention_hours > 0:
+            self._spawn(self._retention())
         if unfinished:
             self._backlog = len(unfinished)
             self._spawn(self._requeue([j.id for j in unfinished]))
+
+    async def _retention(self) -> None:
+        """Delete finished jobs (and their files) older than RETENTION_HOURS, now and then."""
+        keep = self.settings.retention_hours * 3600
+        every = min(RETENTION_SWEEP_SECONDS, max(1.0, keep / 4))
+        while True:
+            try:
+                await self.sweep(time.time() - keep)
+            except Exception:
+                log.exception("retention sweep failed")
+            await asyncio.sleep(every)
+
+    async def sweep(self, before: float) -> int:
+        """Delete the finished jobs that finished before ``before``; return how many."""
+        finished = [s for s in JobStatus if s.finished]
+        removed = 0
+        for job in await self.store.list_jobs(finished, limit=10_000, oldest_first=True):
+            if (job.finished_at or job.updated_at) < before:
+                with contextlib.suppress(NotFound):
+                    await self.delete(job.id)
+                    removed += 1
+        if removed:
+            log.info("retention removed %d finished jobs", removed)
+        return removed
 
     async def _requeue(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
@@ -131,12 +163,27 @@ class JobManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def begin_shutdown(self) -> None:
+        """SIGTERM: take no more jobs and start no queued one (they stay ``pending``);
+        running jobs get ``SHUTDOWN_GRACE_SECONDS`` to finish before ``stop`` stops them."""
+        self.accepting = False
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        jobs = list(self.running.values())
+        if jobs:
+            await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_seconds)
+
     async def stop(self, grace: float = STOP_WAIT) -> None:
         """Stop taking jobs, stop running ones (back to ``pending``), end the workers.
 
+        After ``begin_shutdown`` it first waits for the running jobs' grace period to end.
         Waits at most about ``grace`` seconds for running jobs to record their status.
         """
         self.accepting = False
+        if self._draining is not None:
+            await asyncio.wait([self._draining])
         for job_id, task in list(self.running.items()):
             self._stop_reason.setdefault(job_id, _SHUTDOWN)
             task.cancel()
@@ -150,12 +197,25 @@ class JobManager:
 
     # --- submit, cancel, delete --------------------------------------------------------
 
+    async def disk_ok(self) -> bool:
+        """Whether the disk under FRAMES_BASE_PATH has MIN_FREE_DISK_MB free."""
+        return await self.frames.free_bytes() >= self.settings.min_free_disk_bytes
+
+    async def check_disk(self) -> None:
+        """``InsufficientStorage`` (507) when the frames' disk is below its floor."""
+        if not await self.disk_ok():
+            raise InsufficientStorage(
+                "the server's disk for frames is nearly full (below MIN_FREE_DISK_MB, "
+                f"{self.settings.min_free_disk_mb:g} MiB free); try again later"
+            )
+
     async def admit(self, spec: JobSpec, source: Path) -> None:
         """Refuse, before a job is recorded, what would only fail later: a file FFmpeg
         cannot read as a video (``BadRequest``), a video longer or larger than the limits,
         or a job that would write more than ``MAX_FRAMES_PER_JOB`` frames
         (``ValidationFailed``). The probe is cached, so the run does not pay for it twice."""
         limits = self.settings
+        await self.check_disk()
         try:
             info, index = await inspect(source)
         except ExtractionError as exc:
@@ -222,6 +282,7 @@ class JobManager:
                 "the job queue is full; try again later", headers={"Retry-After": "10"}
             ) from None
         self._publish("created", job)
+        self.metrics.job_submitted()
         return job
 
     async def idempotent(
@@ -257,9 +318,11 @@ class JobManager:
                 await asyncio.wait([task], timeout=STOP_WAIT)
                 self._stop_reason.pop(job_id, None)
             elif was_active:
-                await self.store.update_job(
+                cancelled = await self.store.update_job(
                     job_id, status=JobStatus.CANCELLED, finished_at=time.time()
                 )
+                if cancelled is not None:  # None: its run finished it meanwhile
+                    self.metrics.job_finished(JobStatus.CANCELLED, None)  # it never ran
             await self.store.delete_job(job_id)  # rows first: never list a removed file
             await self.frames.remove(job_id)
             if job.source_type.owned:  # an upload or a download: the service's own copy
@@ -284,6 +347,8 @@ class JobManager:
             job_id = await self.queue.get()
             try:
                 async with self._slots:
+                    if self._draining is not None:
+                        continue  # shutting down: it stays pending for the next start
                     task = asyncio.create_task(self._execute(job_id), name=f"vfe-job-{job_id}")
                     self.running[job_id] = task
                     self.peak_running = max(self.peak_running, len(self.running))
@@ -327,6 +392,7 @@ class JobManager:
         except VfeError as exc:
             if not isinstance(exc, ExtractionError):  # ours, not the video's: keep the cause
                 log.error("job failed", exc_info=exc, extra={"job_id": job_id})
+            await self._prune(job_id)
             await self._settle(job_id, JobStatus.FAILED, str(exc.detail), "failed")
         except Exception:
             log.exception("job crashed", extra={"job_id": job_id})
@@ -335,6 +401,14 @@ class JobManager:
             )
         finally:
             self._stop_reason.pop(job_id, None)
+
+    async def _prune(self, job_id: str) -> None:
+        """Remove the frame files a failed run wrote but never listed (a piece finishing
+        a frame as another failed): on a full disk every byte counts."""
+        with contextlib.suppress(StoreError, OSError):
+            listed = {f.filename for f in await self.store.list_frames(job_id, 0, 10**9)}
+            written = await self.frames.names(job_id)
+            await self.frames.remove(job_id, sorted(set(written) - listed))
 
     async def _settle(
         self, job_id: str, status: JobStatus, error: str | None, event: str, **values: Any
@@ -355,6 +429,9 @@ class JobManager:
             await self._invalidate(job_id)
             if job is not None:
                 log.info("job %s", status.value, extra={"job_id": job_id, "error": error})
+                if status.finished:
+                    ran = None if job.started_at is None else values["finished_at"] - job.started_at
+                    self.metrics.job_finished(status, ran)
                 self._publish(event, job)
 
         try:
@@ -408,7 +485,13 @@ class JobManager:
 
         async def on_frames(batch: list[Frame]) -> None:
             nonlocal job, last_progress
+            if not await self.disk_ok():  # these frames are whole; stop before more
+                raise ExtractionError(
+                    "the server's disk for frames ran nearly full (below MIN_FREE_DISK_MB); "
+                    "the job stopped"
+                )
             await self.store.add_frames(batch)
+            self.metrics.frames_added(len(batch))
             produced.update(f.index for f in batch)
             processed = max(job.processed_frames, len(produced))
             counts = {"processed_frames": processed}

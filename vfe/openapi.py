@@ -201,6 +201,7 @@ class JobsHealth(_Model):
 
 class DiskHealth(_Model):
     free_mb: float
+    min_free_mb: float
 
 
 class Health(_Model):
@@ -228,6 +229,7 @@ class Ready(_Model):
     database: bool
     ffmpeg: bool
     accepting_jobs: bool
+    disk: bool
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
@@ -313,6 +315,11 @@ def _not_null(schema: Json) -> Json:
     return {**branches[0], **schema} if branches else schema
 
 
+METRICS = (
+    "Prometheus text format 0.0.4: jobs submitted and finished, frames extracted, extraction "
+    "time, queue depth, running jobs, cache hits and misses by back-end, and HTTP requests "
+    "by route template and status, with their latency."
+)
 INVALID = {"$ref": "#/components/responses/ValidationFailed"}
 JOB_NOT_FOUND = _error("No such job (also for an id that is not a UUID).")
 JOB_ID = _param(
@@ -395,6 +402,7 @@ def _submit(spec: Json, settings: Settings) -> Json:
         "422": INVALID,
         "503": _error("The queue is full, or the service is shutting down.",
                       headers={"Retry-After": {"schema": {"type": "integer"}}}),
+        "507": _error("The disk for frames has less than MIN_FREE_DISK_MB free."),
     }  # fmt: skip
     example = {"video_source": EXAMPLE_SOURCE, "interval": 2.5}
     body = {
@@ -480,6 +488,8 @@ def _paths(settings: Settings, spec: Json) -> dict[str, Json]:
         "/health/ready": {"get": _op("getReadiness", "Readiness: this instance takes jobs",
                                      {"200": _json("It takes jobs.", "Ready"),
                                       "503": _json(health, "Ready")})},
+        "/metrics": {"get": _op("getMetrics", "Counters for Prometheus",
+                                {"200": _body(METRICS, "text/plain")})},
         "/openapi.json": {"get": _op("getOpenapi", "This document",
                                      {"200": {"description": "OpenAPI 3.1.",
                                               "content": document}})},

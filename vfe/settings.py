@@ -65,6 +65,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_CONCURRENT_JOBS", "5", "int", "Jobs that extract at the same time.", 1, 256),
     Setting("MAX_QUEUE_SIZE", "1000", "int", "Jobs that may wait; beyond it submit is 503.", 1),
     Setting("JOB_TIMEOUT_SECONDS", "3600", "float", "A job running longer fails.", 1),
+    Setting(
+        "SHUTDOWN_GRACE_SECONDS",
+        "15",
+        "float",
+        "On SIGTERM, how long running jobs may go on to finish; then they stop and stay "
+        "pending for the next start.",
+        0,
+        3600,
+    ),
+    Setting(
+        "MIN_FREE_DISK_MB",
+        "200",
+        "float",
+        "Below this much free disk under FRAMES_BASE_PATH, new jobs are refused (507) and "
+        "running jobs fail with a message.",
+        0,
+    ),
+    Setting(
+        "RETENTION_HOURS",
+        "0",
+        "float",
+        "Finished jobs older than this are deleted with their files; 0 keeps them forever.",
+        0,
+    ),
     Setting("CACHE_TTL", "3600", "int", "Seconds a cached entry lives.", 1),
     Setting("MAX_CACHE_SIZE_MB", "100", "float", "Bound of the in-memory cache (LRU).", 0.01),
     Setting("MAX_UPLOAD_MB", "2048", "float", "Largest upload accepted, in MiB.", 0.001),
@@ -180,6 +204,9 @@ class Settings:
     max_concurrent_jobs: int
     max_queue_size: int
     job_timeout_seconds: float
+    shutdown_grace_seconds: float
+    min_free_disk_mb: float
+    retention_hours: float
     cache_ttl: int
     max_cache_size_mb: float
     max_upload_mb: float
@@ -219,6 +246,10 @@ class Settings:
     @property
     def max_download_bytes(self) -> int:
         return int(self.max_download_mb * 1024 * 1024)
+
+    @property
+    def min_free_disk_bytes(self) -> int:
+        return int(self.min_free_disk_mb * 1024 * 1024)
 
     @property
     def max_body_bytes(self) -> int:
