@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from . import fetch
+from . import fetch, ffmpeg
 from .cache import RECENT_GENERATION, job_key, recent_key
 from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
@@ -55,7 +54,7 @@ def _query_number(
     if not low <= value <= high:  # also false for NaN
         kind = "a whole number" if integer else "a number"
         msg = f"must be {kind} from {low:g} to {high:g}"
-        raise ValidationFailed([{"loc": ["query", name], "msg": msg, "type": "value_error"}])
+        raise ValidationFailed.one(["query", name], msg)
     return value
 
 
@@ -100,8 +99,7 @@ def _idempotency_key(request: Request) -> str | None:
         return None
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
         msg = f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters (a UUID is a good key)"
-        raise ValidationFailed([{"loc": ["header", "Idempotency-Key"], "msg": msg,
-                                 "type": "value_error"}])  # fmt: skip
+        raise ValidationFailed.one(["header", "Idempotency-Key"], msg)
     return key
 
 
@@ -292,9 +290,7 @@ async def recent_frames(request: Request) -> Response:
     limit = _query_number(request, "limit", 100, 1, 1000, integer=True)
     job_id = request.query_params.get("job_id") or None
     if job_id is not None and len(job_id) > 200:
-        raise ValidationFailed(
-            [{"loc": ["query", "job_id"], "msg": "too long", "type": "value_error"}]
-        )
+        raise ValidationFailed.one(["query", "job_id"], "too long")
     generation = await svc.cache.get(RECENT_GENERATION) or "0"
     key = recent_key(generation, since_minutes, limit, job_id)
     cached = await svc.cache.get(key)
@@ -329,7 +325,7 @@ async def health(request: Request) -> Response:
     svc = services(request)
     database_ok = await svc.store.ping()
     backend = await svc.cache.check()
-    ffmpeg_ok = all(shutil.which(name) for name in ("ffmpeg", "ffprobe"))
+    ffmpeg_ok = ffmpeg.installed()
     free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
     can_serve = database_ok and ffmpeg_ok and svc.jobs.accepting
     stats = svc.cache.stats
@@ -365,7 +361,7 @@ async def health_ready(request: Request) -> Response:
     svc = services(request)
     checks = {
         "database": await svc.store.ping(),
-        "ffmpeg": all(shutil.which(name) for name in ("ffmpeg", "ffprobe")),
+        "ffmpeg": ffmpeg.installed(),
         "accepting_jobs": svc.jobs.accepting,
         "disk": await svc.jobs.disk_ok(),
     }

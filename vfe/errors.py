@@ -60,6 +60,11 @@ class ValidationFailed(VfeError):
 
     status = 422
 
+    @classmethod
+    def one(cls, loc: list[str], msg: str, type: str = "value_error") -> ValidationFailed:
+        """The error of a single field at ``loc`` (e.g. ``["query", "limit"]``)."""
+        return cls([{"loc": loc, "msg": msg, "type": type}])
+
 
 class Unavailable(VfeError):
     """The service cannot take this request now (queue full, shutting down)."""

@@ -18,10 +18,8 @@ failure or cancellation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
-import os
 import re
 import socket
 import ssl
@@ -266,7 +264,7 @@ async def download(
                 current, target, max_bytes, timeout, policy, max_redirects
             )
     except BaseException as exc:
-        _unlink(target)  # synchronous on purpose: it must also run when cancelled
+        target.unlink(missing_ok=True)  # synchronous on purpose: it must also run when cancelled
         if isinstance(exc, TimeoutError | httpcore.TimeoutException):
             raise BadRequest(
                 f"downloading the video took longer than {timeout:g} s (URL_TIMEOUT_SECONDS)"
@@ -445,8 +443,3 @@ def _connect_failed(host: str, exc: httpcore.ConnectError) -> str:
 
 def _last_segment(url: str) -> str:
     return httpx.URL(url).path.rsplit("/", 1)[-1].strip()  # .path is percent-decoded
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

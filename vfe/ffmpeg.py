@@ -57,6 +57,11 @@ def binary(name: str) -> str:
     return found
 
 
+def installed() -> bool:
+    """Whether both ``ffmpeg`` and ``ffprobe`` are on the PATH."""
+    return all(shutil.which(name) for name in ("ffmpeg", "ffprobe"))
+
+
 @dataclass
 class Completed:
     """A finished process: exit code, captured stdout, and the last stderr lines."""

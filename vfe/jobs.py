@@ -71,7 +71,7 @@ _SHUTDOWN = "shutdown"
 
 
 def _limit(loc: list[str], message: str) -> ValidationFailed:
-    return ValidationFailed([{"loc": loc, "msg": message, "type": "limit_exceeded"}])
+    return ValidationFailed.one(loc, message, "limit_exceeded")
 
 
 class _Gone(Exception):
@@ -205,8 +205,8 @@ class JobManager:
         """``InsufficientStorage`` (507) when the frames' disk is below its floor."""
         if not await self.disk_ok():
             raise InsufficientStorage(
-                "the server's disk for frames is nearly full (below MIN_FREE_DISK_MB, "
-                f"{self.settings.min_free_disk_mb:g} MiB free); try again later"
+                "the server's disk for frames is nearly full (less free than "
+                f"MIN_FREE_DISK_MB, {self.settings.min_free_disk_mb:g} MiB); try again later"
             )
 
     async def admit(self, spec: JobSpec, source: Path) -> None:

@@ -249,11 +249,4 @@ async def receive_upload(
 async def _discard(handle: IO[bytes] | None, target: Path) -> None:
     if handle is not None:
         await asyncio.to_thread(handle.close)
-    await asyncio.to_thread(_unlink, target)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    await asyncio.to_thread(target.unlink, True)
