@@ -22,7 +22,8 @@ import httpcore
 import pytest
 
 from vfe.errors import BadRequest, PayloadTooLarge, VfeError
-from vfe.fetch import AddressPolicy, _Blocked, _GuardedBackend, check_url, download, is_url
+from vfe.fetch import _Blocked, _GuardedBackend, check_url, download, is_url
+from vfe.networks import AddressPolicy
 
 PAYLOAD = bytes(range(256)) * 6000  # 1.5 MiB: more than one write to disk
 ALLOW_REMOTE = AddressPolicy.parse("127.0.0.2/32")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from vfe.settings import SETTINGS, Setting, Settings, SettingsError, _parse, setting_names
 
@@ -58,8 +58,26 @@ def test_defaults_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert not (tmp_path / "runtime").exists()  # reading settings creates nothing
 
 
-def test_fields_match_the_table() -> None:
-    assert [f.name.upper() for f in dataclasses.fields(Settings)] == setting_names()
+def test_the_table_is_derived_from_the_fields() -> None:
+    assert [name.upper() for name in Settings.model_fields] == setting_names()
+    port = next(s for s in SETTINGS if s.name == "PORT")
+    assert (port.kind, port.minimum, port.maximum) == ("int", 1, 65535)
+    level = next(s for s in SETTINGS if s.name == "LOG_LEVEL")
+    assert level.choices == ("DEBUG", "INFO", "WARNING", "ERROR")
+    assert level.help == "DEBUG, INFO, WARNING or ERROR."
+
+
+def test_every_default_reads_back_as_the_declared_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    read = Settings.from_env({})
+    for name, field in Settings.model_fields.items():
+        expected = field.default
+        if isinstance(expected, Path):
+            expected = tmp_path.resolve() / expected
+        assert getattr(read, name) == expected, name
+        assert type(getattr(read, name)) is type(field.default), name
 
 
 def test_reads_the_process_environment_by_default(
@@ -165,6 +183,14 @@ def test_error_message_shows_the_bad_value() -> None:
         Settings.from_env({"MAX_CONCURRENT_JOBS": "0"})
     with pytest.raises(SettingsError, match=r"MAX_UPLOAD_MB must be a finite number"):
         Settings.from_env({"MAX_UPLOAD_MB": "inf"})
+    with pytest.raises(SettingsError, match=r"CACHE_TTL must be a number \(int\), got '1e3'"):
+        Settings.from_env({"CACHE_TTL": "1e3"})
+    with pytest.raises(
+        SettingsError, match=r"^LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'warn'$"
+    ):
+        Settings.from_env({"LOG_LEVEL": "warn"})
+    with pytest.raises(SettingsError, match=r"^ALLOW_PRIVATE_URLS: 'intranet' is not a network"):
+        Settings.from_env({"ALLOW_PRIVATE_URLS": "intranet"})
 
 
 def test_overrides_win_over_the_environment() -> None:
@@ -172,10 +198,27 @@ def test_overrides_win_over_the_environment() -> None:
     assert (s.host, s.port) == ("0.0.0.0", 9001)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [({"port": 70000}, "PORT"), ({"max_concurrent_jobs": 0}, "MAX_CONCURRENT_JOBS")],
+)
+def test_overrides_are_checked_against_the_same_fields(
+    overrides: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env({}, **overrides)
+
+
+def test_an_unknown_override_is_refused() -> None:
+    with pytest.raises(SettingsError, match="PROT"):
+        Settings.from_env({}, prot=9001)
+
+
 def test_settings_are_immutable() -> None:
     s = Settings.from_env({})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         s.port = 1  # type: ignore[misc]
+    assert hash(s) == hash(Settings.from_env({}))
 
 
 @pytest.mark.parametrize(
@@ -192,7 +235,9 @@ def test_bool_kind(raw: str, expected: bool) -> None:
 def test_api_keys_are_split_and_never_shown() -> None:
     settings = Settings.from_env({"API_KEYS": " one-key , two-key ,, "})
     assert settings.keys == ("one-key", "two-key")
-    assert "one-key" not in repr(settings) and "api_keys=<hidden>" in repr(settings)
+    for shown in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "one-key" not in shown
+    assert "api_keys=SecretStr('**********')" in repr(settings)
     assert Settings.from_env({}).keys == ()
 
 
@@ -207,6 +252,8 @@ def test_allow_private_urls_takes_true_false_or_networks() -> None:
     assert allowed.permits(private) and not allowed.permits(loopback)
     assert allowed.permits(ip_address("192.168.5.7"))
     assert not allowed.permits(ip_address("192.168.5.8"))
+    for raw in ("false", "true", "10.1.0.0/16, 192.168.5.7"):  # str() spells it back
+        assert policy(str(policy(raw))) == policy(raw)
 
 
 def test_bool_kind_rejects_other_words() -> None:

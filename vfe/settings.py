@@ -1,243 +1,171 @@
-"""Every setting vfe reads, in one table: name, default, type and help.
+"""Every setting vfe reads, declared once: the fields of ``Settings``.
+
+Each field gives a setting's name (the environment variable is the name upper-cased), its
+type, its default, its inclusive bounds (``ge``/``le``) and its help (``description``).
+Everything else is derived from the fields: the read-only table ``SETTINGS`` that the
+README check uses, the conversion of each raw string, the bounds and the error messages.
 
 Settings are read once from the environment (``Settings.from_env``), validated, and then
 passed around as an immutable object. No other module reads ``os.environ``. A bad value
 raises ``SettingsError`` naming the variable, so start-up fails with a clear message.
 
-Relative paths are resolved against the working directory at start-up; ``ensure_dirs``
-creates every runtime folder (parents included) whatever that directory is.
+The loader is our own rather than pydantic's parsing, because environment strings need
+stricter rules than pydantic's lax mode ("1e3" is not an int, "nan" is not a number,
+"off" is false, paths are expanded); pydantic then validates the result and any
+overrides against the same fields.
+
+Relative paths are resolved against the working directory when ``from_env`` reads them
+(``Settings()`` alone keeps the relative defaults); ``ensure_dirs`` creates every runtime
+folder (parents included) whatever that directory is.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
-from .fetch import AddressPolicy
+from annotated_types import BaseMetadata, Ge, Le
+from pydantic import BaseModel, Field, InstanceOf, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+
+from .networks import AddressPolicy
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Kind = Literal["str", "int", "float", "path", "bool", "secret", "networks", "choice"]
 
 
 class SettingsError(ValueError):
     """A setting has a value vfe cannot use; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One row of the settings table."""
-
-    name: str
-    default: str
-    kind: str  # "str", "int", "float", "path", "bool", "secret" (may be empty), "networks"
-    help: str
-    minimum: float | None = None
-    maximum: float | None = None
+def _one_of(choices: Iterable[str]) -> str:
+    """``"A, B or C"``."""
+    *rest, last = choices
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("HOST", "127.0.0.1", "str", "Address the HTTP server binds to."),
-    Setting("PORT", "8000", "int", "Port the HTTP server listens on.", 1, 65535),
-    Setting("REDIS_HOST", "localhost", "str", "Redis host for the cache."),
-    Setting("REDIS_PORT", "6379", "int", "Redis port.", 1, 65535),
-    Setting("REDIS_DB", "0", "int", "Redis database number.", 0, 1024),
-    Setting(
-        "REDIS_RETRY_SECONDS",
-        "5",
-        "float",
-        "While Redis is down, how often (seconds) to try it again; the memory cache serves "
-        "meanwhile.",
-        0.1,
-        3600,
-    ),
-    Setting("DATABASE_PATH", "runtime/db/metadata.db", "path", "SQLite file for job metadata."),
-    Setting("FRAMES_BASE_PATH", "runtime/frames", "path", "Folder where frames are written."),
-    Setting(
-        "VIDEOS_BASE_PATH",
-        "runtime/videos",
-        "path",
-        "The only folder a local `video_source` path may name.",
-    ),
-    Setting("UPLOADS_PATH", "runtime/uploads", "path", "Folder where uploaded videos are kept."),
-    Setting("LOG_PATH", "runtime/logs/app.log", "path", "JSON log file (also written to stdout)."),
-    Setting("LOG_LEVEL", "INFO", "str", "DEBUG, INFO, WARNING or ERROR."),
-    Setting("MAX_CONCURRENT_JOBS", "5", "int", "Jobs that extract at the same time.", 1, 256),
-    Setting("MAX_QUEUE_SIZE", "1000", "int", "Jobs that may wait; beyond it submit is 503.", 1),
-    Setting("JOB_TIMEOUT_SECONDS", "3600", "float", "A job running longer fails.", 1),
-    Setting(
-        "SHUTDOWN_GRACE_SECONDS",
-        "15",
-        "float",
-        "On SIGTERM, how long running jobs may go on to finish; then they stop and stay "
-        "pending for the next start.",
-        0,
-        3600,
-    ),
-    Setting(
-        "MIN_FREE_DISK_MB",
-        "200",
-        "float",
-        "Below this much free disk under FRAMES_BASE_PATH, new jobs are refused (507) and "
-        "running jobs fail with a message.",
-        0,
-    ),
-    Setting(
-        "RETENTION_HOURS",
-        "0",
-        "float",
-        "Finished jobs older than this are deleted with their files; 0 keeps them forever.",
-        0,
-    ),
-    Setting("CACHE_TTL", "3600", "int", "Seconds a cached entry lives.", 1),
-    Setting("MAX_CACHE_SIZE_MB", "100", "float", "Bound of the in-memory cache (LRU).", 0.01),
-    Setting("MAX_UPLOAD_MB", "2048", "float", "Largest upload accepted, in MiB.", 0.001),
-    Setting(
-        "API_KEYS",
-        "",
-        "secret",
-        "Comma-separated API keys; when set, every route but /health, /health/*, /docs, "
-        "/openapi.json and the dashboard's files needs one (Authorization: Bearer or X-API-Key).",
-    ),
-    Setting(
-        "ALLOW_URL_SOURCES",
-        "true",
-        "bool",
-        "Accept http(s) URLs as video_source (downloaded by the service before the job "
-        "is accepted).",
-    ),
-    Setting(
-        "ALLOW_PRIVATE_URLS",
-        "false",
-        "networks",
-        "URLs to loopback, private, link-local and metadata addresses are refused; `true` "
-        "allows them all, or list the networks to allow (`10.1.0.0/16,192.168.5.7`).",
-    ),
-    Setting("URL_TIMEOUT_SECONDS", "300", "float", "Time limit of one URL download.", 1, 86400),
-    Setting("MAX_DOWNLOAD_MB", "2048", "float", "Largest URL download, in MiB.", 0.001),
-    Setting("MAX_BODY_KB", "64", "float", "Largest JSON body of a request, in KiB.", 1, 65536),
-    Setting("MAX_FRAMES_PER_JOB", "100000", "int", "Most frames one job may extract.", 1),
-    Setting(
-        "MAX_VIDEO_DURATION_SECONDS",
-        "86400",
-        "float",
-        "Longest video a job may read (its whole duration, not just the window).",
-        1,
-    ),
-    Setting(
-        "MAX_FRAME_PIXELS",
-        "35389440",
-        "int",
-        "Largest picture (width x height) a video may have; the default is 8192x4320.",
-        1,
-    ),
-    Setting(
-        "SSE_HEARTBEAT_SECONDS",
-        "15",
-        "float",
-        "Interval of comment heartbeats on idle event streams.",
-        0.1,
-        600,
-    ),
-)
+class Settings(BaseModel, frozen=True, extra="forbid"):
+    """The validated settings of one vfe process; read them with ``from_env``."""
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _parse(setting: Setting, raw: str) -> Any:
-    name = setting.name
-    value: Any
-    if setting.kind == "str":
-        value = raw.strip()
-        if not value:
-            raise SettingsError(f"{name} must not be empty")
-        return value
-    if setting.kind == "secret":
-        return raw.strip()
-    if setting.kind == "networks":
-        try:
-            return AddressPolicy.parse(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{name}: {exc}") from None
-    if setting.kind == "path":
-        if not raw.strip():
-            raise SettingsError(f"{name} must not be empty")
-        return Path(raw.strip()).expanduser().resolve()
-    if setting.kind == "bool":
-        low = raw.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise SettingsError(f"{name} must be true or false, got {raw!r}")
-    convert: Callable[[str], Any] = int if setting.kind == "int" else float
-    try:
-        value = convert(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name} must be a number ({setting.kind}), got {raw!r}") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
-    if setting.minimum is not None and value < setting.minimum:
-        raise SettingsError(f"{name} must be at least {setting.minimum:g}, got {raw!r}")
-    if setting.maximum is not None and value > setting.maximum:
-        raise SettingsError(f"{name} must be at most {setting.maximum:g}, got {raw!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The validated settings of one vfe process."""
-
-    host: str
-    port: int
-    redis_host: str
-    redis_port: int
-    redis_db: int
-    redis_retry_seconds: float
-    database_path: Path
-    frames_base_path: Path
-    videos_base_path: Path
-    uploads_path: Path
-    log_path: Path
-    log_level: str
-    max_concurrent_jobs: int
-    max_queue_size: int
-    job_timeout_seconds: float
-    shutdown_grace_seconds: float
-    min_free_disk_mb: float
-    retention_hours: float
-    cache_ttl: int
-    max_cache_size_mb: float
-    max_upload_mb: float
-    api_keys: str
-    allow_url_sources: bool
-    allow_private_urls: AddressPolicy
-    url_timeout_seconds: float
-    max_download_mb: float
-    max_body_kb: float
-    max_frames_per_job: int
-    max_video_duration_seconds: float
-    max_frame_pixels: int
-    sse_heartbeat_seconds: float
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+    redis_host: str = Field("localhost", description="Redis host for the cache.")
+    redis_port: int = Field(6379, ge=1, le=65535, description="Redis port.")
+    redis_db: int = Field(0, ge=0, le=1024, description="Redis database number.")
+    redis_retry_seconds: float = Field(
+        5.0,
+        ge=0.1,
+        le=3600,
+        description="While Redis is down, how often (seconds) to try it again; the memory "
+        "cache serves meanwhile.",
+    )
+    database_path: Path = Field(
+        Path("runtime/db/metadata.db"), description="SQLite file for job metadata."
+    )
+    frames_base_path: Path = Field(
+        Path("runtime/frames"), description="Folder where frames are written."
+    )
+    videos_base_path: Path = Field(
+        Path("runtime/videos"), description="The only folder a local `video_source` path may name."
+    )
+    uploads_path: Path = Field(
+        Path("runtime/uploads"), description="Folder where uploaded videos are kept."
+    )
+    log_path: Path = Field(
+        Path("runtime/logs/app.log"), description="JSON log file (also written to stdout)."
+    )
+    log_level: LogLevel = Field("INFO", description=f"{_one_of(get_args(LogLevel))}.")
+    max_concurrent_jobs: int = Field(
+        5, ge=1, le=256, description="Jobs that extract at the same time."
+    )
+    max_queue_size: int = Field(
+        1000, ge=1, description="Jobs that may wait; beyond it submit is 503."
+    )
+    job_timeout_seconds: float = Field(3600.0, ge=1, description="A job running longer fails.")
+    shutdown_grace_seconds: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long running jobs may go on to finish; then they stop "
+        "and stay pending for the next start.",
+    )
+    min_free_disk_mb: float = Field(
+        200.0,
+        ge=0,
+        description="Below this much free disk under FRAMES_BASE_PATH, new jobs are refused "
+        "(507) and running jobs fail with a message.",
+    )
+    retention_hours: float = Field(
+        0.0,
+        ge=0,
+        description="Finished jobs older than this are deleted with their files; 0 keeps "
+        "them forever.",
+    )
+    cache_ttl: int = Field(3600, ge=1, description="Seconds a cached entry lives.")
+    max_cache_size_mb: float = Field(
+        100.0, ge=0.01, description="Bound of the in-memory cache (LRU)."
+    )
+    max_upload_mb: float = Field(2048.0, ge=0.001, description="Largest upload accepted, in MiB.")
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated API keys; when set, every route but /health, /health/*, "
+        "/docs, /openapi.json and the dashboard's files needs one (Authorization: Bearer or "
+        "X-API-Key).",
+    )
+    allow_url_sources: bool = Field(
+        True,
+        description="Accept http(s) URLs as video_source (downloaded by the service before "
+        "the job is accepted).",
+    )
+    allow_private_urls: InstanceOf[AddressPolicy] = Field(
+        AddressPolicy(),
+        description="URLs to loopback, private, link-local and metadata addresses are "
+        "refused; `true` allows them all, or list the networks to allow "
+        "(`10.1.0.0/16,192.168.5.7`).",
+    )
+    url_timeout_seconds: float = Field(
+        300.0, ge=1, le=86400, description="Time limit of one URL download."
+    )
+    max_download_mb: float = Field(2048.0, ge=0.001, description="Largest URL download, in MiB.")
+    max_body_kb: float = Field(
+        64.0, ge=1, le=65536, description="Largest JSON body of a request, in KiB."
+    )
+    max_frames_per_job: int = Field(100000, ge=1, description="Most frames one job may extract.")
+    max_video_duration_seconds: float = Field(
+        86400.0,
+        ge=1,
+        description="Longest video a job may read (its whole duration, not just the window).",
+    )
+    max_frame_pixels: int = Field(
+        35389440,
+        ge=1,
+        description="Largest picture (width x height) a video may have; the default is 8192x4320.",
+    )
+    sse_heartbeat_seconds: float = Field(
+        15.0, ge=0.1, le=600, description="Interval of comment heartbeats on idle event streams."
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every setting from ``env`` (default: the process environment).
 
-        ``overrides`` (by field name) win over the environment; tests use them.
+        ``overrides`` (typed values, by field name) win over the environment; the command
+        line and tests use them. They are validated against the same fields.
         """
         source = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for setting in SETTINGS:
-            raw = source.get(setting.name, setting.default)
-            values[setting.name.lower()] = _parse(setting, raw)
-        level = str(values["log_level"]).upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-        values["log_level"] = level
+        values = {s.name.lower(): _parse(s, source.get(s.name, s.default)) for s in SETTINGS}
         values.update(overrides)
-        return cls(**values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            raise SettingsError(
+                "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in errors)
+            ) from None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -257,15 +185,10 @@ class Settings:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """The API keys (none: no access control)."""
-        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())
-
-    def __repr__(self) -> str:  # API keys never reach a log line or a traceback
-        shown = ", ".join(
-            f"{f.name}={'<hidden>' if f.name == 'api_keys' else repr(getattr(self, f.name))}"
-            for f in fields(self)
-        )
-        return f"Settings({shown})"
+        """The API keys (none: no access control). ``api_keys`` is a ``SecretStr`` so the
+        keys never reach a log line, a repr or a traceback."""
+        raw = self.api_keys.get_secret_value()
+        return tuple(k.strip() for k in raw.split(",") if k.strip())
 
     @property
     def max_cache_bytes(self) -> int:
@@ -289,8 +212,122 @@ class Settings:
                 raise SettingsError(f"cannot create folder {folder}: {exc.strerror}") from exc
 
 
+# --- The derived view: one row per field, for the loader, the docs and the tests -------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting as a user sees it, derived from a field of ``Settings``: the variable,
+    its default as one would type it, and the rules ``_parse`` applies to a raw value."""
+
+    name: str
+    default: str
+    kind: Kind
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()  # kind "choice" only
+
+
+_KINDS: dict[object, Kind] = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    Path: "path",
+    SecretStr: "secret",
+    AddressPolicy: "networks",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _render(value: object) -> str:
+    """A default as a user would type it in the environment."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
+
+
+def _row(name: str, info: FieldInfo) -> Setting:
+    """The ``Setting`` of one field; a field the loader could not read stops the import."""
+    annotation = info.annotation
+    choices: tuple[str, ...] = ()
+    if get_origin(annotation) is Literal:
+        kind: Kind = "choice"
+        choices = tuple(str(choice) for choice in get_args(annotation))
+    elif annotation in _KINDS:
+        kind = _KINDS[annotation]
+    else:
+        raise TypeError(f"Settings.{name}: no rule to read a {annotation!r} from a string")
+    if not info.description:
+        raise TypeError(f"Settings.{name}: every setting needs a description (its help)")
+    minimum = maximum = None
+    for rule in info.metadata:
+        if isinstance(rule, Ge) and isinstance(rule.ge, int | float):
+            minimum = rule.ge
+        elif isinstance(rule, Le) and isinstance(rule.le, int | float):
+            maximum = rule.le
+        elif isinstance(rule, BaseMetadata):  # gt, lt, min_length...: the loader has no rule
+            raise TypeError(f"Settings.{name}: give bounds as numbers with ge= and le=")
+    return Setting(
+        name.upper(), _render(info.default), kind, info.description, minimum, maximum, choices
+    )
+
+
+def _parse(setting: Setting, raw: str) -> Any:
+    """Convert one raw environment string by the rules of its setting."""
+    name = setting.name
+    value: Any
+    if setting.kind == "str":
+        value = raw.strip()
+        if not value:
+            raise SettingsError(f"{name} must not be empty")
+        return value
+    if setting.kind == "secret":
+        return SecretStr(raw.strip())
+    if setting.kind == "networks":
+        try:
+            return AddressPolicy.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(str(exc) if name in str(exc) else f"{name}: {exc}") from None
+    if setting.kind == "path":
+        if not raw.strip():
+            raise SettingsError(f"{name} must not be empty")
+        return Path(raw.strip()).expanduser().resolve()
+    if setting.kind == "bool":
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    if setting.kind == "choice":
+        by_word = {choice.lower(): choice for choice in setting.choices}
+        if (choice := by_word.get(raw.strip().lower())) is None:
+            raise SettingsError(f"{name} must be {_one_of(setting.choices)}, got {raw!r}")
+        return choice
+    try:
+        value = int(raw.strip()) if setting.kind == "int" else float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number ({setting.kind}), got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
+    if setting.minimum is not None and value < setting.minimum:
+        raise SettingsError(f"{name} must be at least {setting.minimum:g}, got {raw!r}")
+    if setting.maximum is not None and value > setting.maximum:
+        raise SettingsError(f"{name} must be at most {setting.maximum:g}, got {raw!r}")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    _row(name, info) for name, info in Settings.model_fields.items()
+)
+
+
 def setting_names() -> list[str]:
     return [s.name for s in SETTINGS]
-
-
-assert {f.name for f in fields(Settings)} == {s.name.lower() for s in SETTINGS}
