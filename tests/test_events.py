@@ -184,4 +184,4 @@ def test_event_is_immutable_with_its_own_data() -> None:
     assert first.data == {} and first.data is not second.data
     with pytest.raises(dataclasses.FrozenInstanceError):
         first.type = "done"  # type: ignore[misc]
-    assert TERMINAL_EVENTS == {"done", "failed", "cancelled"}
+    assert TERMINAL_EVENTS == ("done", "failed", "cancelled")

@@ -22,11 +22,14 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 from starlette.routing import Route
 
 from tests.conftest import AppClient, LiveServer, Media, place
-from vfe.app import create_app
+from vfe.app import ENDPOINTS, create_app
 from vfe.auth import is_public
-from vfe.models import Frame, Job, JobSpec, JobStatus, SourceType, frame_view, job_view
-from vfe.openapi import REF, FrameView, JobView, document
+from vfe.endpoints import Query
+from vfe.models import Frame, Job, JobSpec, JobStatus, SourceType
+from vfe.openapi import REF
+from vfe.openapi import document as document_of
 from vfe.settings import Settings
+from vfe.views import FrameView, JobView
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -89,6 +92,10 @@ def parse_events(text: str) -> list[dict[str, str]]:
     return events
 
 
+def document(settings: Settings) -> dict[str, Any]:
+    return document_of(settings, ENDPOINTS)
+
+
 def operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
     return {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
 
@@ -140,7 +147,9 @@ def test_jobspec_schema_is_the_one_pydantic_generates(settings: Settings):
     assert set(submit["responses"]) == {"200", "400", "409", "413", "422", "503", "507"}
 
 
-def test_views_are_described_field_by_field(settings: Settings):
+def test_views_serialize_to_their_schemas(settings: Settings):
+    """A view's JSON (what is sent) validates against the schema its model declares (what
+    the document shows), also for times and enums, and holds no server path."""
     doc = document(settings)
     spec = Spec(doc)
     now = time.time()
@@ -161,17 +170,74 @@ def test_views_are_described_field_by_field(settings: Settings):
         plan={"strategy": "select"},
     )  # fmt: skip
     for job in (pending, finished):
-        view = job_view(job, now)
-        assert set(view) == set(JobView.model_fields)
+        view = JobView.of(job, now).model_dump(mode="json")
+        assert "/srv/" not in json.dumps(view)
         spec.validate(view, spec.component("JobView"))
-    frame = frame_view(
+    assert JobView.of(finished).interval is None  # count mode: no interval
+    assert JobView.of(finished).elapsed_seconds == 1.0
+    frame = FrameView.of(
         Frame(job_id=pending.id, index=0, timestamp=0.04, target_time=0.0,
               filename="000000_0.000.jpg", size_bytes=10, checksum="ab" * 32)
-    )  # fmt: skip
-    assert set(frame) == set(FrameView.model_fields)
+    ).model_dump(mode="json")  # fmt: skip
+    assert frame["url"] == f"/frames/{pending.id}/000000_0.000.jpg"
     spec.validate(frame, spec.component("FrameView"))
     with pytest.raises(Exception, match="Additional properties"):
         spec.validate({**view, "source_path": "/srv/x"}, spec.component("JobView"))
+
+
+def _bounds(model: type[Query], name: str) -> dict[str, Any]:
+    """A query field's default and bounds, read from its pydantic declaration."""
+    info = model.model_fields[name]
+    found: dict[str, Any] = {"default": info.default}
+    for rule in info.metadata:
+        for attr, key in (("ge", "minimum"), ("le", "maximum"), ("max_length", "maxLength")):
+            if getattr(rule, attr, None) is not None:
+                found[key] = getattr(rule, attr)
+    return found
+
+
+def test_query_parameters_are_the_query_models(settings: Settings):
+    """Each route's query parameters in the document are its query model's fields, with
+    the same defaults and bounds; the route declares them nowhere else."""
+    doc = document(settings)
+    declared = [ep for ep in ENDPOINTS if ep.query is not None]
+    assert {ep.path for ep in declared} >= {"/jobs", "/frames/{job_id}",
+                                            "/dashboard/recent-frames"}  # fmt: skip
+    for ep in declared:
+        assert ep.query is not None
+        params = doc["paths"][ep.path][ep.method.lower()]["parameters"]
+        query = {p["name"]: p for p in params if p["in"] == "query"}
+        assert set(query) == set(ep.query.model_fields), ep.path
+        for name, param in query.items():
+            expected = _bounds(ep.query, name)
+            shown = {k: param["schema"][k] for k in expected if k in param["schema"]}
+            assert shown == {k: v for k, v in expected.items() if v is not None}, (ep.path, name)
+            assert not param["required"]
+
+
+async def test_query_models_parse_and_bound_the_query(client: AppClient):
+    """The same declaration validates: inside the bounds passes, outside is a 422 naming
+    the parameter, unknown parameters are ignored."""
+    http = client.http
+    assert (await http.get("/jobs", params={"limit": "1000", "_": "123"})).status_code == 200
+    for value in ("0", "1001", "2.5", "ten", ""):
+        res = await http.get("/jobs", params={"limit": value})
+        assert res.status_code == 422, value
+        assert res.json()["detail"][0]["loc"] == ["query", "limit"]
+    res = await http.get("/dashboard/recent-frames", params={"since_minutes": "nan"})
+    assert res.status_code == 422
+    assert res.json()["detail"][0]["loc"] == ["query", "since_minutes"]
+    res = await http.get("/dashboard/recent-frames", params={"since_minutes": "2.5"})
+    assert res.json()["since_minutes"] == 2.5
+
+
+def test_idempotency_key_schema_is_the_checked_one(settings: Settings):
+    from vfe.api import IDEMPOTENCY_KEY
+
+    submit = document(settings)["paths"]["/video-job"]["post"]
+    (header,) = [p for p in submit["parameters"] if p["in"] == "header"]
+    assert header["schema"] == IDEMPOTENCY_KEY.schema()
+    assert header["schema"]["maxLength"] == 200
 
 
 def test_security_is_listed_only_when_api_keys_are_set(make_settings: Callable[..., Settings]):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LiveServer, Media, place
-from vfe.openapi import EXAMPLE_SOURCE
+from vfe.api import EXAMPLE_SOURCE
 
 pytestmark = pytest.mark.live
 

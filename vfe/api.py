@@ -1,8 +1,9 @@
-"""JSON endpoints: validate input, call the domain, shape the output.
+"""JSON endpoints for jobs and frames: validate input, call the domain, return views.
 
-No SQL and no FFmpeg here. Job ids that are not canonical UUIDs are answered 404 before
-they reach the store or the file system; every error is a ``VfeError`` rendered by the
-one handler in ``app.py``.
+No SQL and no FFmpeg here. Each handler is declared with ``endpoint`` (its parameters,
+query model and answers, which are also its OpenAPI description); job ids that are not
+canonical UUIDs are answered 404 before a handler runs. Every error is a ``VfeError``
+rendered by the one handler in ``app.py``.
 """
 
 from __future__ import annotations
@@ -11,65 +12,82 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 
-from . import fetch, ffmpeg
+from . import fetch
 from .cache import RECENT_GENERATION, job_key, recent_key
+from .endpoints import (
+    Answer,
+    Body,
+    Header,
+    PathParam,
+    Query,
+    answer,
+    endpoint,
+    error,
+    field_errors,
+    ok,
+)
 from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
-from .models import Job, JobSpec, SourceType, frame_view, iso, job_view
+from .models import Job, JobSpec, JobStatus, SourceType
 from .services import Services, services
 from .sources import Upload, list_videos, receive_upload, resolve_local
+from .views import (
+    DeleteAnswer,
+    FrameList,
+    FrameView,
+    JobList,
+    JobView,
+    RecentFrames,
+    SubmitAnswer,
+    VideoFile,
+    VideoList,
+    moment,
+)
 
-MAX_IDEMPOTENCY_KEY = 200
 RECENT_TTL = 5.0  # seconds: recent-frames answers also age out as time passes
 UNFINISHED_TTL = 2.0  # seconds a running or queued job's cached status may live
 _MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+EXAMPLE_SOURCE = "talks/keynote.mp4"  # the README's example; the schemathesis test has it
+
+JOB_ID = PathParam(
+    "job_id",
+    {"type": "string", "format": "uuid"},
+    "Anything but a UUID answers 404.",
+    is_job_id,
+    "job not found",
+)
+FRAME_FILE = PathParam(
+    "name",
+    {"type": "string", "pattern": FRAME_NAME.pattern.replace(r"\d", "[0-9]")},
+    "The frame's filename, as /frames lists it.",
+    lambda name: FRAME_NAME.fullmatch(name) is not None,
+    "frame not found",
+)
+IDEMPOTENCY_KEY = Header(
+    "Idempotency-Key",
+    "Sending the same key with the same request again answers with the same job (200) "
+    "instead of making a second one; the same key with another request is 409.",
+    TypeAdapter(
+        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern="^[ -~]+$")]
+    ),
+    hint="must be 1 to 200 printable ASCII characters (a UUID is a good key)",
+)
+JOB_NOT_FOUND = error(404, "No such job (also for an id that is not a UUID).")
+JOB_LINKS = {"status": "getJobStatus", "events": "streamJobEvents", "frames": "listFrames",
+             "zip": "downloadFramesZip", "delete": "deleteJob"}  # fmt: skip
 
 
 def job_id_param(request: Request) -> str:
-    job_id = str(request.path_params["job_id"])
-    if not is_job_id(job_id):
-        raise NotFound("job not found")
-    return job_id
-
-
-def _query_number(
-    request: Request, name: str, default: float, low: float, high: float, integer: bool = False
-) -> Any:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value: float = int(raw) if integer else float(raw)
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:  # also false for NaN
-        kind = "a whole number" if integer else "a number"
-        msg = f"must be {kind} from {low:g} to {high:g}"
-        raise ValidationFailed.one(["query", name], msg)
-    return value
-
-
-def _validation_errors(exc: ValidationError, origin: Mapping[str, str]) -> list[dict[str, Any]]:
-    errors = []
-    for err in exc.errors(include_url=False, include_context=False, include_input=False):
-        field = str(err["loc"][0]) if err["loc"] else ""
-        errors.append(
-            {
-                "loc": [origin.get(field, "body"), *err["loc"]],
-                "msg": err["msg"],
-                "type": err["type"],
-            }
-        )
-    return errors
+    """The job id of the path, already checked by the route (see ``JOB_ID``)."""
+    return str(request.path_params["job_id"])
 
 
 async def _json_body(request: Request, limit: int) -> dict[str, Any]:
@@ -91,16 +109,6 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
             'the JSON body must be an object like {"video_source": ..., "interval": 5}'
         )
     return data
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        msg = f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters (a UUID is a good key)"
-        raise ValidationFailed.one(["header", "Idempotency-Key"], msg)
-    return key
 
 
 def _fingerprint(spec: JobSpec, upload: Upload | None) -> str:
@@ -135,6 +143,27 @@ async def _source(svc: Services, spec: JobSpec, upload: Upload | None) -> tuple[
     return SourceType.PATH, path
 
 
+@endpoint(
+    "POST",
+    "/video-job",
+    "submitJob",
+    "Submit a job",
+    ok(SubmitAnswer, "Queued (or, for a repeated Idempotency-Key, the job it made).",
+       links=JOB_LINKS),
+    error(400, "A bad or refused video_source or URL; a file that is not a video; a body "
+          "that is not a JSON object; both a file and video_source; a malformed multipart "
+          "body."),
+    error(409, "The Idempotency-Key was used before with another request."),
+    error(413, "An upload over MAX_UPLOAD_MB, a download over MAX_DOWNLOAD_MB, or a JSON or "
+          "query body over MAX_BODY_KB."),
+    error(503, "The queue is full, or the service is shutting down.", headers=("Retry-After",)),
+    error(507, "The disk for frames has less than MIN_FREE_DISK_MB free."),
+    headers=(IDEMPOTENCY_KEY,),
+    body=Body(JobSpec, {"video_source": EXAMPLE_SOURCE, "interval": 2.5}, "file", "video_source"),
+    description="Send the fields as JSON, as a query string, or as a multipart form with the "
+    "video in `file` (then leave out video_source). Query fields are merged with the body's, "
+    "which win.",
+)  # fmt: skip
 async def submit_job(request: Request) -> Response:
     """POST /video-job: JSON body, query string, or multipart with a ``file`` part.
 
@@ -143,7 +172,7 @@ async def submit_job(request: Request) -> Response:
     ``Idempotency-Key`` a repeat of the same request answers the job it made.
     """
     svc = services(request)
-    key = _idempotency_key(request)
+    key: str | None = IDEMPOTENCY_KEY.read(request)
     content_type = request.headers.get("content-type", "")
     data: dict[str, Any] = dict(request.query_params)
     origin = {name: "query" for name in data}
@@ -172,7 +201,7 @@ async def submit_job(request: Request) -> Response:
         try:
             spec = JobSpec.model_validate(data)
         except ValidationError as exc:
-            raise ValidationFailed(_validation_errors(exc, origin)) from None
+            raise ValidationFailed(field_errors(exc, origin)) from None
         idempotency = None
         if key is not None:
             idempotency = (key, _fingerprint(spec, upload))
@@ -206,9 +235,18 @@ class _Repeat(Exception):
 
 
 def _accepted(job: Job, message: str) -> Response:
-    return JSONResponse({"job_id": job.id, "status": job.status.value, "message": message})
+    return answer(SubmitAnswer(job_id=job.id, status=job.status, message=message))
 
 
+@endpoint(
+    "GET",
+    "/job-status/{job_id}",
+    "getJobStatus",
+    "A job's status, progress and video facts",
+    ok(JobView, "The job."),
+    JOB_NOT_FOUND,
+    params=(JOB_ID,),
+)
 async def job_status(request: Request) -> Response:
     """GET /job-status/{job_id}: the job's fields, progress, timings and video facts."""
     svc = services(request)
@@ -220,7 +258,7 @@ async def job_status(request: Request) -> Response:
     job = await svc.store.get_job(job_id)
     if job is None:
         raise NotFound("job not found")
-    body = json.dumps(job_view(job, time.time()))
+    body = JobView.of(job, time.time()).model_dump_json()
     # A read racing an update can store the view from just before it; for a running job
     # that must not outlive the next second or two, a finished job's view does not change.
     ttl = (
@@ -232,43 +270,68 @@ async def job_status(request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
-async def list_jobs(request: Request) -> Response:
-    """GET /jobs: the newest jobs first (``limit``, default 50)."""
-    svc = services(request)
-    limit = _query_number(request, "limit", 50, 1, 1000, integer=True)
+class JobsQuery(Query):
+    limit: int = Field(50, ge=1, le=1000, description="How many jobs (the newest).")
+
+
+@endpoint("GET", "/jobs", "listJobs", "Recent jobs, newest first", ok(JobList, "The jobs."),
+          query=JobsQuery)  # fmt: skip
+async def list_jobs(request: Request, query: JobsQuery) -> JobList:
+    """GET /jobs: the newest jobs first."""
     now = time.time()
-    jobs = await svc.store.list_jobs(limit=limit)
-    return JSONResponse({"jobs": [job_view(j, now) for j in jobs], "count": len(jobs)})
+    jobs = await services(request).store.list_jobs(limit=query.limit)
+    return JobList(jobs=[JobView.of(j, now) for j in jobs], count=len(jobs))
 
 
-async def list_frames(request: Request) -> Response:
+class FramesQuery(Query):
+    offset: int = Field(0, ge=0, le=10**9, description="Frames to skip.")
+    limit: int = Field(1000, ge=1, le=10000, description="Frames in this page, at most.")
+
+
+@endpoint(
+    "GET",
+    "/frames/{job_id}",
+    "listFrames",
+    "A job's frames in time order",
+    ok(FrameList, "A page of frames."),
+    JOB_NOT_FOUND,
+    params=(JOB_ID,),
+    query=FramesQuery,
+)
+async def list_frames(request: Request, query: FramesQuery) -> FrameList:
     """GET /frames/{job_id}: frames in time order, each with its URL; offset/limit paging."""
     svc = services(request)
     job_id = job_id_param(request)
-    offset = _query_number(request, "offset", 0, 0, 10**9, integer=True)
-    limit = _query_number(request, "limit", 1000, 1, 10000, integer=True)
     if await svc.store.get_job(job_id) is None:
         raise NotFound("job not found")
-    frames = await svc.store.list_frames(job_id, offset, limit)
+    frames = await svc.store.list_frames(job_id, query.offset, query.limit)
     total = await svc.store.count_frames(job_id)
-    return JSONResponse(
-        {
-            "job_id": job_id,
-            "frames": [frame_view(f) for f in frames],
-            "total_count": total,
-            "offset": offset,
-            "limit": limit,
-        }
+    return FrameList(
+        job_id=job_id,
+        frames=[FrameView.of(f) for f in frames],
+        total_count=total,
+        offset=query.offset,
+        limit=query.limit,
     )
 
 
+@endpoint(
+    "GET",
+    "/frames/{job_id}/{name}",
+    "getFrameImage",
+    "One frame image",
+    Answer(200, "The image; its ETag is its SHA-256.", media=tuple(_MEDIA_TYPES.values()),
+           headers=("ETag",)),
+    Answer(304, "Not modified.", headers=("ETag",)),
+    error(404, "No such job or frame."),
+    params=(JOB_ID, FRAME_FILE),
+    headers=(Header("If-None-Match", "304 if it is the frame's ETag."),),
+)  # fmt: skip
 async def frame_image(request: Request) -> Response:
     """GET /frames/{job_id}/{name}: the image, with an ETag (its SHA-256)."""
     svc = services(request)
     job_id = job_id_param(request)
     name = str(request.path_params["name"])
-    if not FRAME_NAME.fullmatch(name):
-        raise NotFound("frame not found")
     frame = await svc.store.get_frame(job_id, name)
     if frame is None:
         raise NotFound("frame not found")
@@ -283,106 +346,83 @@ async def frame_image(request: Request) -> Response:
     return FileResponse(path, media_type=media_type, headers=headers)
 
 
-async def recent_frames(request: Request) -> Response:
+class RecentQuery(Query):
+    since_minutes: float = Field(60.0, ge=0, le=525600, allow_inf_nan=False,
+                                 description="How far back, in minutes.")  # fmt: skip
+    job_id: str | None = Field(None, max_length=200,
+                               description="Only this job's frames (matched exactly).")  # fmt: skip
+    limit: int = Field(100, ge=1, le=1000, description="Frames, at most.")
+
+
+@endpoint(
+    "GET",
+    "/dashboard/recent-frames",
+    "recentFrames",
+    "Frames made recently, across jobs",
+    ok(RecentFrames, "Frames, newest first."),
+    query=RecentQuery,
+)
+async def recent_frames(request: Request, query: RecentQuery) -> Response:
     """GET /dashboard/recent-frames: frames made in the last ``since_minutes`` (cached)."""
     svc = services(request)
-    since_minutes = _query_number(request, "since_minutes", 60.0, 0.0, 525600.0)
-    limit = _query_number(request, "limit", 100, 1, 1000, integer=True)
-    job_id = request.query_params.get("job_id") or None
-    if job_id is not None and len(job_id) > 200:
-        raise ValidationFailed.one(["query", "job_id"], "too long")
+    job_id = query.job_id or None
     generation = await svc.cache.get(RECENT_GENERATION) or "0"
-    key = recent_key(generation, since_minutes, limit, job_id)
+    key = recent_key(generation, query.since_minutes, query.limit, job_id)
     cached = await svc.cache.get(key)
     if cached is not None:
         return Response(cached, media_type="application/json")
-    frames = await svc.store.recent_frames(time.time() - since_minutes * 60, job_id, limit)
-    body = json.dumps(
-        {
-            "frames": [frame_view(f) for f in frames],
-            "total_count": len(frames),
-            "since_minutes": since_minutes,
-            "job_id": job_id,
-        }
-    )
+    since = time.time() - query.since_minutes * 60
+    frames = await svc.store.recent_frames(since, job_id, query.limit)
+    body = RecentFrames(
+        frames=[FrameView.of(f) for f in frames],
+        total_count=len(frames),
+        since_minutes=query.since_minutes,
+        job_id=job_id,
+    ).model_dump_json()
     await svc.cache.set(key, body, min(RECENT_TTL, svc.settings.cache_ttl))
     return Response(body, media_type="application/json")
 
 
-async def delete_job(request: Request) -> Response:
+@endpoint(
+    "DELETE",
+    "/job/{job_id}",
+    "deleteJob",
+    "Cancel a job and remove it and its frames",
+    ok(DeleteAnswer, "Removed."),
+    JOB_NOT_FOUND,
+    params=(JOB_ID,),
+)
+async def delete_job(request: Request) -> DeleteAnswer:
     """DELETE /job/{job_id}: cancel the job if it runs, remove it and its files."""
-    svc = services(request)
-    job = await svc.jobs.delete(job_id_param(request))
+    job = await services(request).jobs.delete(job_id_param(request))
     if job.status.finished:
-        status, message = job.status.value, "Job and its frames removed"
+        status, message = job.status, "Job and its frames removed"
     else:
-        status, message = "cancelled", "Job cancelled; it and its frames removed"
-    return JSONResponse({"job_id": job.id, "status": status, "message": message})
+        status, message = JobStatus.CANCELLED, "Job cancelled; it and its frames removed"
+    return DeleteAnswer.model_validate({"job_id": job.id, "status": status, "message": message})
 
 
-async def health(request: Request) -> Response:
-    """GET /health: each component's state; 200 when the service can serve, else 503."""
-    svc = services(request)
-    database_ok = await svc.store.ping()
-    backend = await svc.cache.check()
-    ffmpeg_ok = ffmpeg.installed()
-    free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
-    can_serve = database_ok and ffmpeg_ok and svc.jobs.accepting
-    stats = svc.cache.stats
-    body = {
-        "status": "ok" if can_serve else "unavailable",
-        "database": {"ok": database_ok, "backend": "sqlite"},
-        "cache": {
-            "backend": backend,
-            "redis": "connected" if backend == "redis" else "unreachable",
-            "hits": stats.hits,
-            "misses": stats.misses,
-        },
-        "ffmpeg": {"ok": ffmpeg_ok, "version": svc.ffmpeg_version},
-        "queue": {"depth": svc.jobs.queue_depth, "max": svc.settings.max_queue_size},
-        "jobs": {
-            "running": len(svc.jobs.running),
-            "max_concurrent": svc.settings.max_concurrent_jobs,
-        },
-        "disk": {"free_mb": free_mb, "min_free_mb": svc.settings.min_free_disk_mb},
-    }
-    return JSONResponse(body, status_code=200 if can_serve else 503)
-
-
-async def health_live(request: Request) -> Response:
-    """GET /health/live: the process and its event loop answer. Nothing else is checked,
-    so a slow database or a missing Redis never gets a running server restarted."""
-    return JSONResponse({"status": "ok"})
-
-
-async def health_ready(request: Request) -> Response:
-    """GET /health/ready: 200 when this instance can take jobs (database answers, FFmpeg
-    is installed, it is not shutting down), else 503, so it gets no traffic meanwhile."""
-    svc = services(request)
-    checks = {
-        "database": await svc.store.ping(),
-        "ffmpeg": ffmpeg.installed(),
-        "accepting_jobs": svc.jobs.accepting,
-        "disk": await svc.jobs.disk_ok(),
-    }
-    ready = all(checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", **checks},
-        status_code=200 if ready else 503,
-    )
-
-
-async def videos(request: Request) -> Response:
+@endpoint("GET", "/videos", "listVideos", "The videos a job may name by path",
+          ok(VideoList, "Videos under VIDEOS_BASE_PATH."))  # fmt: skip
+async def videos(request: Request) -> VideoList:
     """GET /videos: the video files a path job may name (relative to VIDEOS_BASE_PATH)."""
-    svc = services(request)
-    found, truncated = await asyncio.to_thread(list_videos, svc.settings.videos_base_path)
-    listed = [
-        {"path": v.path, "size_bytes": v.size_bytes, "modified_at": iso(v.modified_at)}
-        for v in found
-    ]
-    return JSONResponse({"videos": listed, "count": len(listed), "truncated": truncated})
+    root = services(request).settings.videos_base_path
+    found, truncated = await asyncio.to_thread(list_videos, root)
+    listed = [VideoFile(path=v.path, size_bytes=v.size_bytes, modified_at=moment(v.modified_at))
+              for v in found]  # fmt: skip
+    return VideoList(videos=listed, count=len(listed), truncated=truncated)
 
 
+@endpoint(
+    "GET",
+    "/job/{job_id}/frames.zip",
+    "downloadFramesZip",
+    "All of a job's frames in one zip",
+    Answer(200, "The frames, named as /frames lists them.", media=("application/zip",),
+           headers=("Content-Disposition",)),
+    JOB_NOT_FOUND,
+    params=(JOB_ID,),
+)  # fmt: skip
 async def frames_zip(request: Request) -> Response:
     """GET /job/{job_id}/frames.zip: every frame of the job in one zip, in time order."""
     svc = services(request)
@@ -402,3 +442,7 @@ async def frames_zip(request: Request) -> Response:
 
 def _unlink(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+ENDPOINTS = (submit_job, list_jobs, job_status, list_frames, frame_image, recent_frames,
+             videos, delete_job, frames_zip)  # fmt: skip

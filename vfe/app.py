@@ -19,18 +19,19 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from . import api, ffmpeg, openapi, sse
+from . import api, docs, ffmpeg, health, openapi, sse
 from . import logging as vfe_logging
 from .auth import ApiKeyMiddleware
 from .cache import FallbackCache, MemoryCache, RedisCache
+from .endpoints import Answer, Endpoint, endpoint
 from .errors import VfeError
 from .events import EventBus
 from .frames import FrameStore
 from .jobs import JobManager
-from .metrics import Metrics, MetricsMiddleware
+from .metrics import Metrics, MetricsMiddleware, metrics_text
 from .services import Services
 from .settings import Settings
 from .store import SqliteStore
@@ -53,6 +54,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+@endpoint("GET", "/", "getDashboard", "The dashboard",
+          Answer(200, "The dashboard page.", media=("text/html",)))  # fmt: skip
 async def dashboard(request: Request) -> Response:
     return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -113,27 +116,9 @@ def create_app(settings: Settings) -> Starlette:
             )
             yield
 
-    routes = [
-        Route("/", dashboard, methods=["GET"]),
-        Route("/video-job", api.submit_job, methods=["POST"]),
-        Route("/jobs", api.list_jobs, methods=["GET"]),
-        Route("/job-status/{job_id}", api.job_status, methods=["GET"]),
-        Route("/job-status/{job_id}/events", sse.job_events, methods=["GET"]),
-        Route("/frames/{job_id}", api.list_frames, methods=["GET"]),
-        Route("/frames/{job_id}/{name}", api.frame_image, methods=["GET"]),
-        Route("/dashboard/recent-frames", api.recent_frames, methods=["GET"]),
-        Route("/videos", api.videos, methods=["GET"]),
-        Route("/events", sse.all_events, methods=["GET"]),
-        Route("/job/{job_id}", api.delete_job, methods=["DELETE"]),
-        Route("/job/{job_id}/frames.zip", api.frames_zip, methods=["GET"]),
-        Route("/health", api.health, methods=["GET"]),
-        Route("/health/live", api.health_live, methods=["GET"]),
-        Route("/health/ready", api.health_ready, methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=WEB), name="static"),
-        *openapi.routes(),
-    ]
-    return Starlette(
+    routes: list[BaseRoute] = [ep.route() for ep in ENDPOINTS]
+    routes += [Mount("/static", StaticFiles(directory=WEB), name="static"), docs.asset_route()]
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),  # outermost: counts 401s and 500s
@@ -146,3 +131,17 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.endpoints = ENDPOINTS
+    app.state.metrics = metrics
+    return app
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    dashboard,
+    *api.ENDPOINTS,
+    *sse.ENDPOINTS,
+    *health.ENDPOINTS,
+    metrics_text,
+    openapi.openapi_json,
+    docs.docs_page,
+)

@@ -9,43 +9,28 @@ setting or argument (the message names it); 3 when the server's start-up fails (
 own code). On SIGINT/SIGTERM uvicorn shuts down gracefully and then
 re-raises the signal, so a clean stop ends "killed by SIGTERM" (-15, shell 143), as
 supervisors expect; 0 only when the server stops without a signal.
+
+Deliberate oddity: this module imports at its top only what parsing the arguments needs;
+each command imports its own stack when it runs (the engine and pydantic for ``extract``,
+uvicorn and the app for ``serve``, tqdm only when a bar is shown), so ``vfe --help`` and
+``vfe extract`` start without the web stack (``tests/test_cli.py`` checks it).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import shutil
 import sys
-import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from tqdm import tqdm
+from .options import DEFAULT_MIN_GAP, DEFAULT_SCENE_THRESHOLD, ImageFormat
 
-from .errors import ExtractionError, VfeError
-from .extractor import Extractor
-from .frames import FrameStore
-from .models import (
-    DEFAULT_MIN_GAP,
-    DEFAULT_SCENE_THRESHOLD,
-    Frame,
-    ImageFormat,
-    JobSpec,
-    Mode,
-    frame_view,
-    output_from,
-)
-from .planner import plan as make_plan
-from .planner import sampling_from
-from .probe import inspect
-from .settings import Settings, SettingsError
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from .models import Frame, JobSpec
+    from .settings import Settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
@@ -108,6 +93,8 @@ _SPEC_FIELDS = (
 
 def _spec(args: argparse.Namespace) -> JobSpec:
     """The job spec of ``vfe extract``'s arguments (validated like an API request)."""
+    from .models import JobSpec, Mode
+
     fields = {n: getattr(args, n) for n in _SPEC_FIELDS if getattr(args, n) is not None}
     if args.keyframes:
         fields["mode"] = Mode.KEYFRAMES
@@ -121,6 +108,21 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
 
     Ctrl-C cancels it: FFmpeg is stopped and the work folder removed.
     """
+    import asyncio
+    import json
+    import os
+    import shutil
+    import time
+    import uuid
+
+    from .extractor import Extractor
+    from .frames import FrameStore
+    from .models import output_from
+    from .planner import plan as make_plan
+    from .planner import sampling_from
+    from .probe import inspect
+    from .views import FrameView
+
     info, index = await inspect(source)
     plan = await asyncio.to_thread(
         make_plan, sampling_from(spec.options(), spec.interval), info, index
@@ -133,7 +135,7 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     started = time.perf_counter()
     scene = plan.scene is not None  # frames found as it goes: the bar shows decoding
     total, unit = (100, "%") if scene else (plan.total, "frame")
-    with tqdm(total=total, unit=unit, disable=quiet, file=sys.stderr) as bar:
+    with _progress_bar(total, unit, quiet) as bar:
 
         async def on_frames(batch: list[Frame]) -> None:
             def move() -> None:
@@ -142,7 +144,7 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
 
             await asyncio.to_thread(move)
             manifest.extend(
-                {k: v for k, v in frame_view(frame).items() if k not in ("job_id", "url")}
+                FrameView.of(frame).model_dump(mode="json", exclude={"job_id", "url"})
                 for frame in batch
             )
             if scene:
@@ -168,6 +170,33 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
         elapsed = time.perf_counter() - started
         print(f"wrote {written} frames to {out} in {elapsed:.2f} s", flush=True)
     return 0
+
+
+class _NoBar:
+    """What ``--quiet`` uses in place of a tqdm bar: it shows nothing."""
+
+    n = 0
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def update(self, n: float = 1) -> None:
+        return None
+
+    def set_postfix(self, **values: Any) -> None:
+        return None
+
+
+def _progress_bar(total: int, unit: str, quiet: bool) -> Any:
+    """A tqdm bar on stderr (tqdm is imported only then), or ``_NoBar`` when ``quiet``."""
+    if quiet:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr)
 
 
 def serve(settings: Settings) -> None:
@@ -198,24 +227,42 @@ def serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "extract":
-        try:
-            spec = _spec(args)
-            source = args.video.resolve()
-            if not source.is_file():
-                raise ExtractionError(f"no such file: {args.video}")
-            args.out.mkdir(parents=True, exist_ok=True)
-            return asyncio.run(extract(spec, source, args.out, args.quiet))
-        except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                where = ".".join(str(part) for part in error["loc"]) or "arguments"
-                print(f"vfe: bad argument {where}: {error['msg']}", file=sys.stderr)
-            return 2
-        except VfeError as exc:
-            print(f"vfe: {exc.detail}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("vfe: interrupted; FFmpeg stopped", file=sys.stderr)
-            return 130
+        return _extract_command(args)
+    return _serve_command(args)
+
+
+def _extract_command(args: argparse.Namespace) -> int:
+    """``vfe extract``: validate, run, and turn every failure into a message and a code."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from .errors import ExtractionError, VfeError
+
+    try:
+        spec = _spec(args)
+        source = args.video.resolve()
+        if not source.is_file():
+            raise ExtractionError(f"no such file: {args.video}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(extract(spec, source, args.out, args.quiet))
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "arguments"
+            print(f"vfe: bad argument {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    except VfeError as exc:
+        print(f"vfe: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vfe: interrupted; FFmpeg stopped", file=sys.stderr)
+        return 130
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    """``vfe serve``: read the settings (exit 2 when one is bad), then serve."""
+    from .settings import Settings, SettingsError
+
     overrides = {}
     if args.host:
         overrides["host"] = args.host

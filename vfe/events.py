@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-TERMINAL_EVENTS = frozenset({"done", "failed", "cancelled"})
+TERMINAL_EVENTS = ("done", "failed", "cancelled")  # a job's last event, in this order
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,6 @@ from .models import (
     JobStatus,
     Mode,
     SourceType,
-    frame_view,
-    job_view,
     output_from,
 )
 from .planner import plan as make_plan
@@ -57,6 +55,7 @@ from .planner import sampling_from
 from .probe import inspect
 from .settings import Settings
 from .store import Store
+from .views import Deleted, FrameView, JobView
 
 log = logging.getLogger("vfe.jobs")
 
@@ -337,7 +336,9 @@ class JobManager:
         if was_active and not announced:
             # Its run had not started (or recorded nothing): streams still need an end.
             self._publish("cancelled", replace(job, status=JobStatus.CANCELLED))
-        self.bus.publish(Event("deleted", job_id, {"job_id": job_id}))  # for the job list
+        self.bus.publish(
+            Event("deleted", job_id, Deleted(job_id=job_id).model_dump())
+        )  # for the job list
         return job
 
     # --- workers -------------------------------------------------------------------------
@@ -499,7 +500,9 @@ class JobManager:
                 counts["total_frames"] = max(job.total_frames, processed)
             job = await self._update(job.id, **counts)
             for frame in batch:
-                self.bus.publish(Event("frame", job.id, frame_view(frame)))
+                self.bus.publish(
+                    Event("frame", job.id, FrameView.of(frame).model_dump(mode="json"))
+                )
             # scene jobs announce progress with their decoding (on_progress), not here
             if not scene and time.monotonic() - last_progress >= PROGRESS_EVERY:
                 last_progress = time.monotonic()
@@ -546,7 +549,8 @@ class JobManager:
     def _publish(self, event: str, job: Job) -> None:
         if event in TERMINAL_EVENTS and job.id in self._deleting:
             self._deleting[job.id] = True
-        self.bus.publish(Event(event, job.id, job_view(job, time.time())))
+        view = JobView.of(job, time.time()).model_dump(mode="json")
+        self.bus.publish(Event(event, job.id, view))
 
     @property
     def queue_depth(self) -> int:

@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .cache import CacheStats
+from .endpoints import Answer, endpoint
 from .models import JobStatus
 
 # Recent prometheus_client releases (0.26) point CONTENT_TYPE_LATEST at the newer 1.0.0
@@ -163,6 +164,25 @@ class Metrics:
     async def endpoint(self, request: Request) -> Response:
         """GET /metrics."""
         return Response(self.render(), media_type=CONTENT_TYPE)
+
+
+@endpoint(
+    "GET",
+    "/metrics",
+    "getMetrics",
+    "Counters for Prometheus",
+    Answer(
+        200,
+        "Prometheus text format 0.0.4: jobs submitted and finished, frames extracted, "
+        "extraction time, queue depth, running jobs, cache hits and misses by back-end, and "
+        "HTTP requests by route template and status, with their latency.",
+        media=("text/plain",),
+    ),
+)
+async def metrics_text(request: Request) -> Response:
+    """GET /metrics: the app's own registry (``create_app`` keeps it in ``app.state``)."""
+    metrics: Metrics = request.app.state.metrics
+    return await metrics.endpoint(request)
 
 
 def route_template(scope: Scope) -> str:

@@ -1,23 +1,25 @@
-"""Job spec, job, frame, status enum, and the public views clients see.
+"""Job spec, job, frame and the status enum.
 
-``JobSpec`` is the validated request (pydantic, so the same model later feeds OpenAPI).
-``Job`` and ``Frame`` are the stored records; ``job_view``/``frame_view`` whitelist what
-leaves the server: never a server path.
+``JobSpec`` is the validated request (pydantic, so the same model feeds OpenAPI).
+``Job`` and ``Frame`` are the stored records; ``views.py`` holds what clients see of them.
+The image formats and scene defaults live in ``options.py`` (no pydantic), so the command
+line can show them without importing pydantic; they are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .options import DEFAULT_MIN_GAP as DEFAULT_MIN_GAP
+from .options import DEFAULT_SCENE_THRESHOLD as DEFAULT_SCENE_THRESHOLD
+from .options import ImageFormat as ImageFormat
+
 MIN_INTERVAL = 0.001  # a millisecond: finer than any real frame spacing
-DEFAULT_SCENE_THRESHOLD = 0.3  # FFmpeg's scene score: 0 same picture, 1 all new
-DEFAULT_MIN_GAP = 1.0  # seconds between scene frames: a flash or a fade is one change
 
 
 class Mode(StrEnum):
@@ -54,12 +56,6 @@ class SourceType(StrEnum):
     def owned(self) -> bool:
         """True when the file is the service's own copy, removed with its job."""
         return self is not SourceType.PATH
-
-
-class ImageFormat(StrEnum):
-    JPG = "jpg"
-    PNG = "png"
-    WEBP = "webp"
 
 
 @dataclass(frozen=True)
@@ -222,12 +218,6 @@ class Frame:
     created_at: float = field(default=0.0)
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
 def percent(done: int, total: int, status: JobStatus, progress: float | None = None) -> float:
     """Frames done of frames planned; for scene jobs, whose frames are not known ahead,
     the share of the planned decoding done (``progress``)."""
@@ -238,57 +228,6 @@ def percent(done: int, total: int, status: JobStatus, progress: float | None = N
     if total <= 0:
         return 0.0
     return round(min(100.0, 100.0 * done / total), 1)
-
-
-def job_view(job: Job, now: float | None = None) -> dict[str, Any]:
-    """The public JSON shape of a job (``GET /job-status/{id}``)."""
-    elapsed: float | None = None
-    if job.started_at is not None:
-        end = job.finished_at if job.finished_at is not None else now
-        if end is not None:
-            elapsed = round(max(0.0, end - job.started_at), 3)
-    return {
-        "job_id": job.id,
-        "status": job.status.value,
-        "video_source": job.video_source,
-        "source_type": job.source_type.value,
-        "mode": job.options.get("mode", Mode.INTERVAL.value),
-        "interval": job.interval if job.options.get("mode", "interval") == "interval" else None,
-        "options": {k: v for k, v in job.options.items() if k != "mode"},
-        "plan": job.plan,
-        "total_frames": job.total_frames,
-        "processed_frames": job.processed_frames,
-        "percent": percent(job.processed_frames, job.total_frames, job.status, job.progress),
-        "created_at": iso(job.created_at),
-        "updated_at": iso(job.updated_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "elapsed_seconds": elapsed,
-        "error_message": job.error_message,
-        "duration": job.duration,
-        "fps": job.fps,
-        "width": job.width,
-        "height": job.height,
-        "codec": job.codec,
-        "attempts": job.attempts,
-    }
-
-
-def frame_view(frame: Frame) -> dict[str, Any]:
-    """The public JSON shape of a frame, with the URL that serves its image."""
-    return {
-        "job_id": frame.job_id,
-        "index": frame.index,
-        "timestamp": frame.timestamp,
-        "target_time": frame.target_time,
-        "filename": frame.filename,
-        "url": f"/frames/{frame.job_id}/{frame.filename}",
-        "width": frame.width,
-        "height": frame.height,
-        "size_bytes": frame.size_bytes,
-        "checksum": frame.checksum,
-        "created_at": iso(frame.created_at),
-    }
 
 
 def finite_or_none(value: Any) -> float | None:

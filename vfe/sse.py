@@ -17,15 +17,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .api import job_id_param
+from .api import JOB_ID, JOB_NOT_FOUND, job_id_param
+from .endpoints import Answer, endpoint
 from .errors import NotFound
 from .events import TERMINAL_EVENTS
-from .models import JobStatus, job_view
+from .models import JobStatus
 from .services import services
+from .views import Deleted, FrameView, JobsSnapshot, JobView
 
 SHUTDOWN_GRACE = 2.0  # seconds a stream gets to end itself before it is cancelled
 _FINAL_EVENT = {
@@ -49,10 +52,30 @@ def _response(
     )
 
 
-def _sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(data=json.dumps(data), event=event)
+def _sse(event: str, data: dict[str, Any] | BaseModel) -> ServerSentEvent:
+    text = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
+    return ServerSentEvent(data=text, event=event)
 
 
+HEARTBEATS = "Server-Sent Events (idle streams get comment heartbeats): "
+FINAL = tuple(TERMINAL_EVENTS)
+
+
+@endpoint(
+    "GET",
+    "/job-status/{job_id}/events",
+    "streamJobEvents",
+    "A job's live progress",
+    Answer(
+        200,
+        HEARTBEATS + "`snapshot` (the job) first, then `status` and `progress` (the job), "
+        "`frame` (a frame) and finally `done`, `failed` or `cancelled` (the job), after which "
+        "the stream ends; a finished job gives `snapshot` and its final event at once.",
+        events={JobView: ("snapshot", "status", "progress", *FINAL), FrameView: ("frame",)},
+    ),
+    JOB_NOT_FOUND,
+    params=(JOB_ID,),
+)
 async def job_events(request: Request) -> Response:
     """GET /job-status/{job_id}/events: the job's events until it finishes."""
     svc = services(request)
@@ -74,7 +97,7 @@ async def job_events(request: Request) -> Response:
         watcher = asyncio.ensure_future(shutdown.wait())
         watcher.add_done_callback(lambda _: subscription.close())
         try:
-            view = job_view(job, time.time())
+            view = JobView.of(job, time.time())
             yield _sse("snapshot", view)
             if job.status.finished:
                 yield _sse(_FINAL_EVENT[job.status], view)
@@ -90,11 +113,24 @@ async def job_events(request: Request) -> Response:
     return _response(stream(), svc.settings.sse_heartbeat_seconds, shutdown)
 
 
-GLOBAL_EVENTS = frozenset({"created", "status", "progress", "done", "failed", "cancelled",
-                           "deleted"})  # fmt: skip
+GLOBAL_EVENTS = frozenset({"created", "status", "progress", *FINAL, "deleted"})
 SNAPSHOT_JOBS = 50
 
 
+@endpoint(
+    "GET",
+    "/events",
+    "streamEvents",
+    "Every job's changes",
+    Answer(
+        200,
+        HEARTBEATS + f'`snapshot` (`{{"jobs": [...]}}`, the newest {SNAPSHOT_JOBS}) first, then '
+        "`created`, `status`, `progress`, `done`, `failed`, `cancelled` (the job) and `deleted` "
+        '(`{"job_id"}`), until the client leaves or the server stops.',
+        events={JobsSnapshot: ("snapshot",), Deleted: ("deleted",),
+                JobView: ("created", "status", "progress", *FINAL)},
+    ),
+)  # fmt: skip
 async def all_events(request: Request) -> Response:
     """GET /events: every job's changes (not its frames), for the dashboard's job list.
 
@@ -116,7 +152,7 @@ async def all_events(request: Request) -> Response:
         watcher.add_done_callback(lambda _: subscription.close())
         try:
             now = time.time()
-            yield _sse("snapshot", {"jobs": [job_view(j, now) for j in jobs]})
+            yield _sse("snapshot", JobsSnapshot(jobs=[JobView.of(j, now) for j in jobs]))
             async for event in subscription:
                 if event.type in GLOBAL_EVENTS:
                     yield _sse(event.type, event.data)
@@ -125,3 +161,6 @@ async def all_events(request: Request) -> Response:
             subscription.close()
 
     return _response(stream(), svc.settings.sse_heartbeat_seconds, shutdown)
+
+
+ENDPOINTS = (job_events, all_events)

@@ -1,0 +1,96 @@
+"""Health endpoints: ``/health`` for people and monitors, ``/health/live`` and
+``/health/ready`` for orchestrators' probes. All three are public (see ``auth.py``)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import ffmpeg
+from .endpoints import Answer, answer, endpoint, ok
+from .services import services
+from .views import (
+    CacheHealth,
+    DatabaseHealth,
+    DiskHealth,
+    FfmpegHealth,
+    Health,
+    JobsHealth,
+    Live,
+    QueueHealth,
+    Ready,
+)
+
+UNAVAILABLE = "It cannot (database down, FFmpeg missing, shutting down)."
+
+
+@endpoint(
+    "GET",
+    "/health",
+    "getHealth",
+    "The state of each component",
+    ok(Health, "It can take and run jobs."),
+    Answer(503, UNAVAILABLE, Health),
+)
+async def health(request: Request) -> Response:
+    """GET /health: each component's state; 200 when the service can serve, else 503."""
+    svc = services(request)
+    database_ok = await svc.store.ping()
+    backend = await svc.cache.check()
+    ffmpeg_ok = ffmpeg.installed()
+    free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
+    can_serve = database_ok and ffmpeg_ok and svc.jobs.accepting
+    stats = svc.cache.stats
+    view = Health(
+        status="ok" if can_serve else "unavailable",
+        database=DatabaseHealth(ok=database_ok, backend="sqlite"),
+        cache=CacheHealth(
+            backend=backend,
+            redis="connected" if backend == "redis" else "unreachable",
+            hits=stats.hits,
+            misses=stats.misses,
+        ),
+        ffmpeg=FfmpegHealth(ok=ffmpeg_ok, version=svc.ffmpeg_version),
+        queue=QueueHealth(depth=svc.jobs.queue_depth, max=svc.settings.max_queue_size),
+        jobs=JobsHealth(
+            running=len(svc.jobs.running), max_concurrent=svc.settings.max_concurrent_jobs
+        ),
+        disk=DiskHealth(free_mb=free_mb, min_free_mb=svc.settings.min_free_disk_mb),
+    )
+    return answer(view, 200 if can_serve else 503)
+
+
+@endpoint("GET", "/health/live", "getLiveness", "Liveness: the process answers",
+          ok(Live, "It answers."))  # fmt: skip
+async def health_live(request: Request) -> Live:
+    """GET /health/live: the process and its event loop answer. Nothing else is checked,
+    so a slow database or a missing Redis never gets a running server restarted."""
+    return Live(status="ok")
+
+
+@endpoint(
+    "GET",
+    "/health/ready",
+    "getReadiness",
+    "Readiness: this instance takes jobs",
+    ok(Ready, "It takes jobs."),
+    Answer(503, UNAVAILABLE, Ready),
+)
+async def health_ready(request: Request) -> Response:
+    """GET /health/ready: 200 when this instance can take jobs (database answers, FFmpeg
+    is installed, it is not shutting down), else 503, so it gets no traffic meanwhile."""
+    svc = services(request)
+    view = Ready(
+        status="unavailable",
+        database=await svc.store.ping(),
+        ffmpeg=ffmpeg.installed(),
+        accepting_jobs=svc.jobs.accepting,
+        disk=await svc.jobs.disk_ok(),
+    )
+    ready = view.database and view.ffmpeg and view.accepting_jobs and view.disk
+    if ready:
+        view = view.model_copy(update={"status": "ready"})
+    return answer(view, 200 if ready else 503)
+
+
+ENDPOINTS = (health, health_live, health_ready)

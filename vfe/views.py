@@ -1,0 +1,273 @@
+"""The public views: every JSON answer (and event) vfe sends is one of these models.
+
+A handler returns a view; ``endpoints.py`` renders it as the response, and ``openapi.py``
+takes the same classes for the document, so an answer cannot drift from its description.
+Adding a field to an answer is one edit here (plus the store, if the field is stored).
+
+The ``of`` constructors whitelist what leaves the server: a view never holds a server
+path, an argv or a traceback. Times are UTC, written by ``Timestamp`` (one place).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from .models import Frame, Job, JobStatus, Mode, SourceType, percent
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
+
+
+def moment(ts: float) -> datetime:
+    """A Unix time as the aware UTC datetime a ``Timestamp`` field holds."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _moment_or_none(ts: float | None) -> datetime | None:
+    return None if ts is None else moment(ts)
+
+
+class View(BaseModel):
+    """Base of every view: no field may be added or left out by accident."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(View):
+    """Every error but a validation error."""
+
+    detail: str
+
+
+class FieldError(View):
+    """One field that failed validation: where (``["body", "interval"]``) and why."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Invalid(View):
+    """422: which fields are wrong and why."""
+
+    detail: list[FieldError]
+
+
+class JobView(View):
+    """A job as ``GET /job-status/{job_id}`` shows it (and the job events carry it)."""
+
+    job_id: str = Field(description="The job's id (a UUID).")
+    status: JobStatus
+    video_source: str = Field(description="The path or URL asked for, or the upload's name.")
+    source_type: SourceType
+    mode: Mode
+    interval: float | None = Field(description="Seconds between frames; null in other modes.")
+    options: dict[str, Any] = Field(description="The job's sampling and output fields.")
+    plan: dict[str, Any] | None = Field(description="How the job runs, once it is planned.")
+    total_frames: int
+    processed_frames: int
+    percent: float = Field(ge=0, le=100)
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    elapsed_seconds: float | None
+    error_message: str | None
+    duration: float | None = Field(description="The video's duration, s (once probed).")
+    fps: float | None
+    width: int | None
+    height: int | None
+    codec: str | None
+    attempts: int
+
+    @classmethod
+    def of(cls, job: Job, now: float | None = None) -> JobView:
+        """The view of ``job``; ``now`` dates a running job's ``elapsed_seconds``."""
+        elapsed: float | None = None
+        if job.started_at is not None:
+            end = job.finished_at if job.finished_at is not None else now
+            if end is not None:
+                elapsed = round(max(0.0, end - job.started_at), 3)
+        mode = Mode(job.options.get("mode", Mode.INTERVAL))
+        return cls(
+            job_id=job.id,
+            status=job.status,
+            video_source=job.video_source,
+            source_type=job.source_type,
+            mode=mode,
+            interval=job.interval if mode is Mode.INTERVAL else None,
+            options={k: v for k, v in job.options.items() if k != "mode"},
+            plan=job.plan,
+            total_frames=job.total_frames,
+            processed_frames=job.processed_frames,
+            percent=percent(job.processed_frames, job.total_frames, job.status, job.progress),
+            created_at=moment(job.created_at),
+            updated_at=moment(job.updated_at),
+            started_at=_moment_or_none(job.started_at),
+            finished_at=_moment_or_none(job.finished_at),
+            elapsed_seconds=elapsed,
+            error_message=job.error_message,
+            duration=job.duration,
+            fps=job.fps,
+            width=job.width,
+            height=job.height,
+            codec=job.codec,
+            attempts=job.attempts,
+        )
+
+
+class FrameView(View):
+    """One frame, with the URL of its image."""
+
+    job_id: str
+    index: int
+    timestamp: float = Field(description="The frame's presentation time, s.")
+    target_time: float = Field(description="The time asked for, s.")
+    filename: str
+    url: str
+    width: int | None
+    height: int | None
+    size_bytes: int
+    checksum: str = Field(description="SHA-256 of the file, hex.")
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, frame: Frame) -> FrameView:
+        return cls(
+            job_id=frame.job_id,
+            index=frame.index,
+            timestamp=frame.timestamp,
+            target_time=frame.target_time,
+            filename=frame.filename,
+            url=f"/frames/{frame.job_id}/{frame.filename}",
+            width=frame.width,
+            height=frame.height,
+            size_bytes=frame.size_bytes,
+            checksum=frame.checksum,
+            created_at=moment(frame.created_at),
+        )
+
+
+class JobList(View):
+    jobs: list[JobView]
+    count: int
+
+
+class FrameList(View):
+    job_id: str
+    frames: list[FrameView]
+    total_count: int
+    offset: int
+    limit: int
+
+
+class RecentFrames(View):
+    frames: list[FrameView] = Field(description="Newest first.")
+    total_count: int
+    since_minutes: float
+    job_id: str | None
+
+
+class VideoFile(View):
+    path: str = Field(description="Relative to VIDEOS_BASE_PATH: a job's video_source.")
+    size_bytes: int
+    modified_at: Timestamp
+
+
+class VideoList(View):
+    videos: list[VideoFile]
+    count: int
+    truncated: bool = Field(description="True when more videos exist than are listed.")
+
+
+class SubmitAnswer(View):
+    job_id: str
+    status: JobStatus
+    message: str
+
+
+class DeleteAnswer(View):
+    job_id: str
+    status: Literal[JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED] = Field(
+        description="What the job was: cancelled when it had not finished."
+    )
+    message: str
+
+
+class JobsSnapshot(View):
+    """The first event of ``GET /events``: the newest jobs."""
+
+    jobs: list[JobView]
+
+
+class Deleted(View):
+    """The ``deleted`` event of ``GET /events``."""
+
+    job_id: str
+
+
+class DatabaseHealth(View):
+    ok: bool
+    backend: str
+
+
+class CacheHealth(View):
+    backend: str = Field(description="The back-end in use now: redis or memory.")
+    redis: Literal["connected", "unreachable"]
+    hits: dict[str, int]
+    misses: dict[str, int]
+
+
+class FfmpegHealth(View):
+    ok: bool
+    version: str | None
+
+
+class QueueHealth(View):
+    depth: int
+    max: int
+
+
+class JobsHealth(View):
+    running: int
+    max_concurrent: int
+
+
+class DiskHealth(View):
+    free_mb: float
+    min_free_mb: float
+
+
+class Health(View):
+    """Each component's state; the answer is 503 when ``status`` is unavailable."""
+
+    status: Literal["ok", "unavailable"]
+    database: DatabaseHealth
+    cache: CacheHealth
+    ffmpeg: FfmpegHealth
+    queue: QueueHealth
+    jobs: JobsHealth
+    disk: DiskHealth
+
+
+class Live(View):
+    """The process and its event loop answer; nothing else is checked."""
+
+    status: Literal["ok"]
+
+
+class Ready(View):
+    """Whether this instance can take jobs now (503 when it cannot)."""
+
+    status: Literal["ready", "unavailable"]
+    database: bool
+    ffmpeg: bool
+    accepting_jobs: bool
+    disk: bool
