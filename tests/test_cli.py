@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -227,13 +228,11 @@ def test_python_m_vfe_extract_quiet(media: Any, tmp_path: Path, videos: Path) ->
 def test_extract_interrupted_exits_130(
     media: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import vfe.cli
-
     def interrupted(coro: Any) -> int:
         coro.close()
         raise KeyboardInterrupt  # fault injection: Ctrl-C
 
-    monkeypatch.setattr(vfe.cli.asyncio, "run", interrupted)
+    monkeypatch.setattr(asyncio, "run", interrupted)  # vfe.cli imports asyncio when it runs
     argv = ["extract", str(media.standard()), "--out", str(tmp_path / "o")]
     assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -325,3 +324,56 @@ def test_extract_scene_argument_errors_exit_2(
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- start-up: what the command line imports -----------------------------------------------
+
+WEB_STACK = {"starlette", "uvicorn", "httpx", "httpcore", "aiosqlite", "redis"}
+PRINT_PACKAGES = (
+    "import json, sys; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+)
+
+
+def loaded_packages(code: str) -> set[str]:
+    """The top-level packages in ``sys.modules`` after ``code`` runs in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{PRINT_PACKAGES}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_import_and_help_load_no_web_stack_pydantic_or_tqdm() -> None:
+    code = """
+import contextlib, io
+from vfe.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    main(["extract", "--help"])
+"""
+    loaded = loaded_packages(code)
+    assert {"vfe", "argparse"} <= loaded  # the probe sees what the import loaded
+    assert loaded & (WEB_STACK | {"pydantic", "tqdm"}) == set()
+
+
+def test_quiet_extract_loads_no_web_stack_or_tqdm(media: Any, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    argv = ["extract", str(media.standard()), "--interval", "1", "--out", str(out), "--quiet"]
+    loaded = loaded_packages(f"from vfe.cli import main\nassert main({argv!r}) == 0")
+    assert {"pydantic", "asyncio"} <= loaded  # the engine did run
+    assert loaded & (WEB_STACK | {"tqdm"}) == set()
+    assert len(json.loads((out / "frames.json").read_text())) == 2
+
+
+def test_help_shows_the_defaults_the_validation_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    from vfe import models  # vfe.cli takes them from vfe.options, which needs no pydantic
+
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default {models.DEFAULT_SCENE_THRESHOLD})" in text
+    assert f"(default {models.DEFAULT_MIN_GAP})" in text
+    assert "{" + ",".join(f.value for f in models.ImageFormat) + "}" in text

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ffmpeg as ffmpeg_python  # ffmpeg-python: the argv / filter-graph builder
-
 from .errors import ExtractionError
 from .models import ImageFormat, Output
 
@@ -242,6 +240,8 @@ def frames_argv(
     null output fed every decoded frame, so ``-progress`` counts decoded frames (``frame=``)
     when the frames kept are few and not known ahead (scene mode).
     """
+    import ffmpeg as ffmpeg_python  # the argv / filter-graph builder, loaded on first use
+
     options: dict[str, Any] = {**INPUT_GUARDS, "copyts": None}
     if threads is not None:
         options["threads"] = threads

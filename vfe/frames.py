@@ -16,9 +16,7 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import uuid
-import zipfile
 from pathlib import Path
 
 WORK_DIR = ".work"
@@ -133,6 +131,9 @@ class FrameStore:
         spool = self.base / ".zips"
 
         def _write() -> Path:
+            import tempfile  # with zipfile: only for zips, not on every start-up
+            import zipfile
+
             spool.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f"{job_id}-", suffix=".zip", dir=spool)
             target = Path(name)

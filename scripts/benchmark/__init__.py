@@ -15,6 +15,12 @@ with psutil every 20 ms; never below ``ru_maxrss``, the largest single process).
 vfe run is checked for exactness: every frame it wrote must be the first frame whose
 presentation time is ``>= target`` (frame times come from ffprobe's packet list).
 
+Before them, a start-up section (issue 11) times ``import vfe.cli`` in a fresh interpreter
+against the time the issue measured (goal: a quarter of it), and (a) against (b) on a
+10 s 640x272 clip at interval 1, where vfe's fixed cost shows most (goal: at most 1.5x);
+it runs with ``--quick`` too (``--skip startup`` leaves it out, ``--only-startup`` runs
+nothing else).
+
 After the tables, a memory-vs-length section runs (a) on the same 1080p30 H.264 GOP-250
 video at 60 s and 180 s, at intervals 1 and 30, and checks the requirement that the peak
 memory of vfe and its FFmpeg children stays under 300 MB and does not grow with length
@@ -27,9 +33,9 @@ not asyncio, because it runs exactly one child at a time.
 Modules: ``videos`` (test videos and ffprobe facts), ``sampling`` (the table's rows),
 ``methods`` (each method's argv), ``runner`` (running and measuring one subprocess),
 ``exactness`` (checks of vfe's output), ``rounds`` (the interleaved loop over one video),
-``memory`` (the memory-vs-length runs and verdicts), ``report`` (tables and JSON) and
-``__main__`` (command line). Run it as ``python -m benchmark`` with ``scripts/`` on
-``PYTHONPATH``, as ``scripts/bench`` does.
+``startup`` (the start-up runs and verdicts), ``memory`` (the memory-vs-length runs and
+verdicts), ``report`` (tables and JSON) and ``__main__`` (command line). Run it as
+``python -m benchmark`` with ``scripts/`` on ``PYTHONPATH``, as ``scripts/bench`` does.
 """
 
 from __future__ import annotations

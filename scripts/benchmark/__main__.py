@@ -14,10 +14,20 @@ from typing import Any
 from . import ROOT
 from .memory import LengthRow, bench_lengths, length_videos
 from .methods import VFE, Method, opencv_python
-from .report import environment, lengths_json, print_lengths, print_table, row_json, write_json
+from .report import (
+    environment,
+    lengths_json,
+    print_lengths,
+    print_startup,
+    print_table,
+    row_json,
+    startup_json,
+    write_json,
+)
 from .rounds import SKIPPED, Cell, bench_video
 from .runner import BenchError
 from .sampling import SAMPLINGS
+from .startup import Startup, bench_startup, startup_inputs
 from .videos import (
     EXTRA_SPECS,
     LENGTH_PAIR,
@@ -29,7 +39,7 @@ from .videos import (
     collect_videos,
 )
 
-SKIPPABLE = {"vfe", "ffmpeg", "opencv", "decode", "exact", "pixels", "memory"}
+SKIPPABLE = {"vfe", "ffmpeg", "opencv", "decode", "exact", "pixels", "memory", "startup"}
 Table = tuple[Video, dict[str, dict[Method, Cell]], Cell]
 
 
@@ -43,14 +53,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="scripts/bench",
         description="Benchmark `vfe extract` against an FFmpeg one-liner, an OpenCV loop "
         "and a pure decode, and check that vfe's frames are exact. Medians of --rounds "
-        "rounds; ratios < 1 mean vfe is faster. After the tables, a memory-vs-length "
-        f"section runs vfe on {short} and {long} (the same video at 60 s and 180 s).",
+        "rounds; ratios < 1 mean vfe is faster. After the tables, a start-up section "
+        "times `import vfe.cli` and `vfe extract` on a 10 s clip against the one-liner, "
+        f"and a memory-vs-length section runs vfe on {short} and {long} (the same video "
+        "at 60 s and 180 s).",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: only the shared clips (else a short generated clip), 1 round, "
-        "no memory-vs-length section",
+        "the start-up section, no memory-vs-length section",
     )
     parser.add_argument(
         "--videos", metavar="KEYS", help=f"comma-separated videos to run ({keys}) or file paths"
@@ -76,13 +88,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="WHAT",
-        help="leave out vfe, ffmpeg, opencv, decode, exact, pixels or memory (the "
-        "memory-vs-length section); repeat or comma-separate",
+        help="leave out vfe, ffmpeg, opencv, decode, exact, pixels, startup (the start-up "
+        "section) or memory (the memory-vs-length section); repeat or comma-separate",
     )
-    parser.add_argument(
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
         "--only-memory",
         action="store_true",
         help="run only the memory-vs-length section (no main tables)",
+    )
+    only.add_argument(
+        "--only-startup",
+        action="store_true",
+        help="run only the start-up section (no main tables)",
     )
     parser.add_argument(
         "--vfe",
@@ -107,6 +125,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--only-memory runs no main table: drop --videos")
     if args.only_memory and "memory" in args.skip:
         parser.error("--only-memory and --skip memory leave nothing to run")
+    if args.only_startup and args.videos:
+        parser.error("--only-startup runs no main table: drop --videos")
+    if args.only_startup and "startup" in args.skip:
+        parser.error("--only-startup and --skip startup leave nothing to run")
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.rounds < 1:
@@ -120,10 +142,21 @@ def memory_skipped(args: argparse.Namespace) -> str | None:
     """Why the memory-vs-length section does not run, or None when it does."""
     if args.only_memory:
         return None
+    if args.only_startup:
+        return "skipped (--only-startup)"
     if "memory" in args.skip:
         return SKIPPED
     if args.quick:
         return "skipped (--quick; run it with --only-memory)"
+    return None
+
+
+def startup_skipped(args: argparse.Namespace) -> str | None:
+    """Why the start-up section does not run, or None when it does."""
+    if args.only_memory:
+        return "skipped (--only-memory)"
+    if "startup" in args.skip:
+        return SKIPPED
     return None
 
 
@@ -170,10 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     args.cache.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    skipped = memory_skipped(args)
+    skipped, startup_skip = memory_skipped(args), startup_skipped(args)
     try:
-        videos = [] if args.only_memory else collect_videos(args, args.cache)
+        only = args.only_memory or args.only_startup
+        videos = [] if only else collect_videos(args, args.cache)
         lengths = length_videos(args.cache) if skipped is None else None
+        short_clip = startup_inputs(args) if startup_skip is None else None
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
@@ -195,8 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "finished": None,
         "environment": environment(args, opencv),
         "videos": [],
+        "startup": {"skipped": startup_skip},
         "memory_vs_length": {"skipped": skipped},
     }
+    startup: Startup | None = None
+    if short_clip is not None:  # first: it takes seconds, the tables take minutes
+        print(f"\n-- start-up: import vfe.cli; vfe extract on {short_clip[0].path}", flush=True)
+        startup = bench_startup(short_clip, args)
+        report["startup"] = startup_json(startup)
+        write_json(args.json, report)
     tables = bench_tables(videos, args, opencv, opencv_error, report)
     length_rows: list[LengthRow] = []
     if lengths is not None:
@@ -207,11 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(args.json, report)
     for video, rows, decode in tables:
         print_table(video, rows, decode)
+    if startup is not None:
+        print_startup(startup)
+    else:
+        print(f"\n== start-up: {startup_skip}")
     if lengths is not None:
         print_lengths(lengths, length_rows, args.rounds)
     else:
         print(f"\n== memory vs length: {skipped}")
-    if tables:
+    if tables or startup is not None:
         print_legend()
     print(f"results: {args.json}")
     return 0

@@ -23,6 +23,7 @@ from .methods import LETTER, METHODS, Method
 from .rounds import SKIPPED, Cell
 from .runner import HAVE_PSUTIL, last_line, run_text
 from .sampling import SAMPLINGS, Sampling
+from .startup import EXTRACT_GOAL, IMPORT_BASELINE_S, IMPORT_GOAL, SAMPLING, Startup
 from .videos import X264_PRESET, Video
 
 
@@ -200,6 +201,98 @@ def lengths_json(videos: tuple[Video, Video], rows: list[LengthRow]) -> dict[str
             for row in rows
         ],
         "requirement_met": requirement_met(rows),
+    }
+
+
+def print_startup(result: Startup) -> None:
+    """The start-up table: ``import vfe.cli`` against the issue's time, and ``vfe extract``
+    on the short clip against the one-liner, each with its goal."""
+    video, cost = result.video, result.import_cost()
+    bare = result.bare.median()
+
+    def cells(median: dict[str, float] | None) -> str:
+        if median is None:
+            return f"{'n/a':^20}"
+        return f"{median['wall_s']:6.2f} {median['cpu_s']:6.2f} {median['peak_mib']:6.0f}"
+
+    def number(value: float | None, width: int = 4) -> str:
+        return f"{value:.2f}" if value is not None else f"{'n/a':>{width}}"
+
+    runs = len(result.vfe.runs)
+    print()
+    print(
+        f"== start-up: import vfe.cli, and vfe extract on {video.key}: {video.path.name} - "
+        f"{video.width}x{video.height} {video.codec} {video.fps:g} fps {video.duration:g} s"
+    )
+    print(
+        f"   medians of {runs} runs; {result.python}; python -c pass takes "
+        f"{number(bare['wall_s'] if bare else None)} s wall"
+    )
+    print(
+        f"{'measure':<20} | {'vfe (a)':^20} | {'baseline':^20} | {'a/base':>9} | "
+        f"{'goal':<7} | {'met':<3} | exact"
+    )
+    units = f"{'wall s  cpu s    MiB':^20}"
+    print(f"{'':<20} | {units} | {units} | {'wall/cpu':>9} | {'':<7} | {'':<3} |")
+    imported = result.imported.median()
+    if cost is None or imported is None:
+        mine = cells(None)
+    else:
+        mine = f"{cost['wall_s']:6.3f} {cost['cpu_s']:6.3f} {imported['peak_mib']:6.0f}"
+    print(
+        f"{'import vfe.cli':<20} | {mine} | {IMPORT_BASELINE_S:6.2f} {'(issue 11)':>13} | "
+        f"{number(result.import_ratio()) + '/n/a':>9} | {f'<= {IMPORT_GOAL:g}':<7} | "
+        f"{yes_no(result.import_met()):<3} |"
+    )
+    ratios = result.extract_ratios()
+    print(
+        f"{f'extract {SAMPLING.label} --quiet':<20} | {cells(result.vfe.median())} | "
+        f"{cells(result.ffmpeg.median())} | "
+        f"{number(ratios['wall']) + '/' + number(ratios['cpu']):>9} | "
+        f"{f'<= {EXTRACT_GOAL:g}':<7} | {yes_no(result.extract_met()):<3} | "
+        f"{exact_text(result.vfe)[0]}"
+    )
+    print(
+        "   import: wall and CPU s over `python -c pass` (MiB: the whole process); "
+        f"-X importtime says {number(result.importtime_s(), 0)} s; "
+        "extract: baseline is the FFmpeg one-liner (b)"
+    )
+    runs_of = {
+        "pass": result.bare,
+        "import": result.imported,
+        "vfe": result.vfe,
+        "ffmpeg": result.ffmpeg,
+    }
+    for name, cell in runs_of.items():
+        if cell.median() is None:
+            print(f"   {name}: n/a (error: {cell.error() or 'no runs'})")
+
+
+def startup_json(result: Startup) -> dict[str, Any]:
+    return {
+        "video": result.video.summary(),
+        "python": result.python,
+        "runs": len(result.vfe.runs),
+        "import": {
+            "pass": result.bare.to_json(),
+            "import": result.imported.to_json(),
+            "seconds": result.import_cost(),
+            "importtime_s": result.importtime_s(),
+            "importtime_runs_s": result.importtime,
+            "baseline_s": IMPORT_BASELINE_S,
+            "ratio": result.import_ratio(),
+            "goal_ratio": IMPORT_GOAL,
+            "met": result.import_met(),
+        },
+        "extract": {
+            "sampling": SAMPLING.label,
+            "vfe": result.vfe.to_json(),
+            "ffmpeg": result.ffmpeg.to_json(),
+            "ratios": result.extract_ratios(),
+            "goal_ratio": EXTRACT_GOAL,
+            "met": result.extract_met(),
+            "exact": exact_text(result.vfe)[1],
+        },
     }
 
 
