@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from tests.conftest import AppClient, Media, place
 from vfe.settings import Settings
 
-SOURCE_MESSAGE = "video_source must name an existing video file inside the videos folder"
+SOURCE_MESSAGE = "video_source must name a video file inside the server's videos folder"
 
 
 def no_server_paths(text: str, *paths: Path) -> None:
@@ -257,7 +259,8 @@ async def test_job_status_has_progress_timings_and_video_facts(
     assert body["codec"] == "h264"
     assert body["started_at"] and body["finished_at"]
     assert body["elapsed_seconds"] >= 0
-    assert body["created_at"].endswith("Z")
+    assert body["created_at"].endswith("+00:00")  # Python 3.10's fromisoformat reads it
+    assert datetime.fromisoformat(body["created_at"]).tzinfo is not None
 
 
 async def test_job_status_is_cached_and_invalidated(client: AppClient, media: Media, videos: Path):
@@ -374,7 +377,7 @@ async def test_frame_image_bad_or_unknown_names_are_404(
 async def test_unknown_or_malformed_ids_are_404(client: AppClient, path: str, bad: str):
     res = await client.http.get(path.format(bad=bad))
     assert res.status_code == 404
-    assert res.json()["detail"] in ("job not found", "frame not found", "Not Found")
+    assert res.json()["detail"] in ("Job not found", "Frame not found", "Not Found")
 
 
 @pytest.mark.parametrize("bad", ["not-a-uuid", "..%2F..%2Fetc", str(uuid.uuid4()).upper()])
@@ -476,7 +479,9 @@ async def test_health_reports_each_component(client: AppClient):
     res = await client.http.get("/health")
     assert res.status_code == 200
     body = res.json()
-    assert body["status"] == "ok"
+    assert body["status"] == "healthy"  # the original service's fields, which monitors read
+    assert body["redis_available"] is False and body["active_jobs"] == 0
+    assert abs(datetime.fromisoformat(body["timestamp"]).timestamp() - time.time()) < 60
     assert body["database"]["ok"] is True
     assert body["cache"]["backend"] == "memory"  # nothing listens on the test REDIS_PORT
     assert body["ffmpeg"]["ok"] is True and body["ffmpeg"]["version"]
@@ -492,7 +497,7 @@ async def test_health_is_503_without_ffmpeg(
     res = await client.http.get("/health")
     assert res.status_code == 503
     assert res.json()["ffmpeg"]["ok"] is False
-    assert res.json()["status"] == "unavailable"
+    assert res.json()["status"] == "unhealthy"
 
 
 async def test_health_is_503_when_the_database_is_gone(client: AppClient):
@@ -694,14 +699,30 @@ async def test_scene_mode_keeps_to_the_window_and_max_frames(
         assert job["total_frames"] == job["processed_frames"] == len(expected), fields
 
 
-async def test_scene_window_past_the_end_completes_with_no_frames(
+@pytest.mark.parametrize("mode", ["scene", "interval", "keyframes"])
+async def test_a_window_past_the_end_is_422_naming_start(
+    client: AppClient, media: Media, videos: Path, mode: str
+):
+    """A job that could only find nothing is refused at once, not completed empty."""
+    name = place(media.cuts(), videos)
+    res = await client.http.post(
+        "/video-job", json={"video_source": name, "mode": mode, "start": 50}
+    )
+    assert res.status_code == 422, res.text
+    (error,) = res.json()["detail"]
+    assert error["loc"] == ["body", "start"]
+    assert "past the end of the video" in error["msg"]
+    assert (await client.http.get("/jobs")).json()["count"] == 0
+
+
+async def test_timestamps_that_all_miss_the_video_are_422(
     client: AppClient, media: Media, videos: Path
 ):
     name = place(media.cuts(), videos)
-    job, frames = await _scene_job(client, {"video_source": name, "mode": "scene", "start": 10})
-    assert frames == []
-    assert job["total_frames"] == job["processed_frames"] == 0
-    assert job["percent"] == 100.0
+    res = await client.http.post("/video-job", json={"video_source": name, "timestamps": [60, 70]})
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"][0]["loc"] == ["body", "timestamps"]
+    assert "no frame of the video" in res.json()["detail"][0]["msg"]
 
 
 async def test_scene_threshold_alone_implies_scene_mode(
@@ -794,7 +815,7 @@ async def test_videos_lists_the_video_files_a_job_may_name(
     assert body["count"] == 3 and body["truncated"] is False
     first = body["videos"][0]
     assert first["size_bytes"] == media.standard().stat().st_size
-    assert first["modified_at"].endswith("Z")
+    assert first["modified_at"].endswith("+00:00")
     assert str(tmp_path) not in res.text
     # every path listed is accepted as a video_source
     for video in body["videos"]:
@@ -838,7 +859,7 @@ async def test_frames_zip_holds_every_frame(
     spool = settings.frames_base_path / ".zips"
     assert not spool.exists() or list(spool.iterdir()) == []  # the temp file is gone
     missing = await client.http.get(f"/job/{uuid.uuid4()}/frames.zip")
-    assert missing.status_code == 404 and missing.json() == {"detail": "job not found"}
+    assert missing.status_code == 404 and missing.json() == {"detail": "Job not found"}
     assert (await client.http.get("/job/not-a-job/frames.zip")).status_code == 404
 
 

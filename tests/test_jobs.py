@@ -208,7 +208,7 @@ async def test_cancel_a_running_job_publishes_cancelled(
     assert res.json() == {
         "job_id": job_id,
         "status": "cancelled",
-        "message": "Job cancelled; it and its frames removed",
+        "message": f"Job {job_id} cancelled and cleaned up successfully",
     }
     events: list[Event] = []
     while (event := await asyncio.wait_for(sub.get(), 5)) is not None:

@@ -408,7 +408,7 @@ def test_sse_streams_progress_frames_and_done_then_closes(
     for bad in ("2f1e4a8e-0d4b-4bd8-9a3e-5f3a1c1c0b7e", "not-a-job"):
         res = api.get(f"/job-status/{bad}/events")
         assert res.status_code == 404, res.text
-        assert res.json() == {"detail": "job not found"}
+        assert res.json() == {"detail": "Job not found"}
 
 
 # --- 2. cancel -----------------------------------------------------------------------------
@@ -534,7 +534,7 @@ def test_redis_outage_keeps_serving_and_reconnects(
     assert recent.json()["total_count"] > 0
 
     health = api.health()
-    assert health["status"] == "ok"
+    assert health["status"] == "healthy"
     assert health["cache"]["backend"] == "memory"
 
     redis_server.start()

@@ -41,7 +41,7 @@ async def submit(app: AppClient, **body: Any) -> httpx.Response:
 
 def assert_refused_path(res: httpx.Response) -> None:
     assert res.status_code == 400, res.text
-    assert "inside the videos folder" in res.json()["detail"]
+    assert "inside the server's videos folder" in res.json()["detail"]
     assert OUTSIDE not in res.text
 
 

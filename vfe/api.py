@@ -12,8 +12,10 @@ import asyncio
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 from starlette.background import BackgroundTask
@@ -52,9 +54,12 @@ from .views import (
     moment,
 )
 
+ALL_FRAMES = 10**9  # a page "without limit": a job has at most MAX_FRAMES_PER_JOB frames
+NO_FRAMES = "No frames extracted yet"  # the original service's words
 RECENT_TTL = 5.0  # seconds: recent-frames answers also age out as time passes
 UNFINISHED_TTL = 2.0  # seconds a running or queued job's cached status may live
 _MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+SPEC_FIELDS = frozenset(JobSpec.model_fields)
 EXAMPLE_SOURCE = "talks/keynote.mp4"  # the README's example; the schemathesis test has it
 
 JOB_ID = PathParam(
@@ -62,14 +67,14 @@ JOB_ID = PathParam(
     {"type": "string", "format": "uuid"},
     "Anything but a UUID answers 404.",
     is_job_id,
-    "job not found",
+    "Job not found",
 )
 FRAME_FILE = PathParam(
     "name",
     {"type": "string", "pattern": FRAME_NAME.pattern.replace(r"\d", "[0-9]")},
     "The frame's filename, as /frames lists it.",
     lambda name: FRAME_NAME.fullmatch(name) is not None,
-    "frame not found",
+    "Frame not found",
 )
 IDEMPOTENCY_KEY = Header(
     "Idempotency-Key",
@@ -81,6 +86,8 @@ IDEMPOTENCY_KEY = Header(
     hint="must be 1 to 200 printable ASCII characters (a UUID is a good key)",
 )
 JOB_NOT_FOUND = error(404, "No such job (also for an id that is not a UUID).")
+NOT_DELETED = "Job not found or could not be cancelled"  # the original service's words
+DELETED_JOB_ID = replace(JOB_ID, not_found=NOT_DELETED)
 JOB_LINKS = {"status": "getJobStatus", "events": "streamJobEvents", "frames": "listFrames",
              "zip": "downloadFramesZip", "delete": "deleteJob"}  # fmt: skip
 
@@ -90,20 +97,32 @@ def job_id_param(request: Request) -> str:
     return str(request.path_params["job_id"])
 
 
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
+async def _read_body(request: Request, limit: int) -> bytes:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLarge(
-                f"the JSON body is larger than MAX_BODY_KB ({limit / 1024:g} KiB)"
-            )
+            raise PayloadTooLarge(f"the body is larger than MAX_BODY_KB ({limit / 1024:g} KiB)")
+    return body
+
+
+async def _body_fields(request: Request, content_type: str, limit: int) -> dict[str, Any]:
+    """The fields of a JSON body, or of a form-encoded one (``curl -d 'video_source=…'``)."""
+    body = await _read_body(request, limit)
     if not body.strip():
         return {}
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        try:
+            return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("the form body is not valid (name=value pairs joined by &)") from None
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("the body is not valid JSON") from None
+        raise BadRequest(
+            "the body is not valid JSON; send JSON with Content-Type: application/json, "
+            "a form (-d 'video_source=…'), or the fields in the query string"
+        ) from None
     if not isinstance(data, dict):
         raise BadRequest(
             'the JSON body must be an object like {"video_source": ..., "interval": 5}'
@@ -174,7 +193,8 @@ async def submit_job(request: Request) -> Response:
     svc = services(request)
     key: str | None = IDEMPOTENCY_KEY.read(request)
     content_type = request.headers.get("content-type", "")
-    data: dict[str, Any] = dict(request.query_params)
+    # Unknown query parameters are ignored (a cache-buster such as _=123); the body's are not.
+    data: dict[str, Any] = {k: v for k, v in request.query_params.items() if k in SPEC_FIELDS}
     origin = {name: "query" for name in data}
     upload = None
     if content_type.startswith("multipart/form-data"):
@@ -188,7 +208,7 @@ async def submit_job(request: Request) -> Response:
         data.update(upload.fields)
         origin.update({name: "body" for name in upload.fields})
     else:
-        body = await _json_body(request, svc.settings.max_body_bytes)
+        body = await _body_fields(request, content_type, svc.settings.max_body_bytes)
         data.update(body)
         origin.update({name: "body" for name in body})
     path: Path | None = upload.path if upload is not None else None
@@ -211,7 +231,7 @@ async def submit_job(request: Request) -> Response:
                 raise _Repeat(job)
         source_type, path = await _source(svc, spec, upload)
         owned = source_type.owned
-        await svc.jobs.admit(spec, path)
+        await svc.jobs.admit(spec, path, "file" if source_type is SourceType.UPLOAD else None)
         job = await svc.jobs.submit(spec, source_type, path, idempotency)
         if job.source_path != str(path):  # the same request, made by a racing twin
             raise _Repeat(job)
@@ -257,7 +277,7 @@ async def job_status(request: Request) -> Response:
         return Response(cached, media_type="application/json")
     job = await svc.store.get_job(job_id)
     if job is None:
-        raise NotFound("job not found")
+        raise NotFound("Job not found")
     body = JobView.of(job, time.time()).model_dump_json()
     # A read racing an update can store the view from just before it; for a running job
     # that must not outlive the next second or two, a finished job's view does not change.
@@ -285,7 +305,9 @@ async def list_jobs(request: Request, query: JobsQuery) -> JobList:
 
 class FramesQuery(Query):
     offset: int = Field(0, ge=0, le=10**9, description="Frames to skip.")
-    limit: int = Field(1000, ge=1, le=10000, description="Frames in this page, at most.")
+    limit: int | None = Field(
+        None, ge=1, le=10000, description="Frames in this page, at most; without it, every frame."
+    )
 
 
 @endpoint(
@@ -303,8 +325,9 @@ async def list_frames(request: Request, query: FramesQuery) -> FrameList:
     svc = services(request)
     job_id = job_id_param(request)
     if await svc.store.get_job(job_id) is None:
-        raise NotFound("job not found")
-    frames = await svc.store.list_frames(job_id, query.offset, query.limit)
+        raise NotFound("Job not found")
+    page = query.limit if query.limit is not None else ALL_FRAMES
+    frames = await svc.store.list_frames(job_id, query.offset, page)
     total = await svc.store.count_frames(job_id)
     return FrameList(
         job_id=job_id,
@@ -312,6 +335,7 @@ async def list_frames(request: Request, query: FramesQuery) -> FrameList:
         total_count=total,
         offset=query.offset,
         limit=query.limit,
+        message=None if total else NO_FRAMES,
     )
 
 
@@ -334,14 +358,14 @@ async def frame_image(request: Request) -> Response:
     name = str(request.path_params["name"])
     frame = await svc.store.get_frame(job_id, name)
     if frame is None:
-        raise NotFound("frame not found")
+        raise NotFound("Frame not found")
     etag = f'"{frame.checksum}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers=headers)
     path = svc.frames.path(job_id, name)
     if not await asyncio.to_thread(path.is_file):
-        raise NotFound("frame not found")
+        raise NotFound("Frame not found")
     media_type = _MEDIA_TYPES[name.rsplit(".", 1)[1]]
     return FileResponse(path, media_type=media_type, headers=headers)
 
@@ -376,7 +400,9 @@ async def recent_frames(request: Request, query: RecentQuery) -> Response:
     body = RecentFrames(
         frames=[FrameView.of(f) for f in frames],
         total_count=len(frames),
-        since_minutes=query.since_minutes,
+        since_minutes=int(query.since_minutes)
+        if query.since_minutes.is_integer()
+        else query.since_minutes,
         job_id=job_id,
     ).model_dump_json()
     await svc.cache.set(key, body, min(RECENT_TTL, svc.settings.cache_ttl))
@@ -389,16 +415,18 @@ async def recent_frames(request: Request, query: RecentQuery) -> Response:
     "deleteJob",
     "Cancel a job and remove it and its frames",
     ok(DeleteAnswer, "Removed."),
-    JOB_NOT_FOUND,
-    params=(JOB_ID,),
+    error(404, "No such job (also for an id that is not a UUID)."),
+    params=(DELETED_JOB_ID,),
 )
 async def delete_job(request: Request) -> DeleteAnswer:
     """DELETE /job/{job_id}: cancel the job if it runs, remove it and its files."""
-    job = await services(request).jobs.delete(job_id_param(request))
-    if job.status.finished:
-        status, message = job.status, "Job and its frames removed"
-    else:
-        status, message = JobStatus.CANCELLED, "Job cancelled; it and its frames removed"
+    job_id = job_id_param(request)
+    try:
+        job = await services(request).jobs.delete(job_id)
+    except NotFound:
+        raise NotFound(NOT_DELETED) from None
+    status = job.status if job.status.finished else JobStatus.CANCELLED
+    message = f"Job {job_id} cancelled and cleaned up successfully"  # as the original says
     return DeleteAnswer.model_validate({"job_id": job.id, "status": status, "message": message})
 
 
@@ -428,8 +456,8 @@ async def frames_zip(request: Request) -> Response:
     svc = services(request)
     job_id = job_id_param(request)
     if await svc.store.get_job(job_id) is None:
-        raise NotFound("job not found")
-    frames = await svc.store.list_frames(job_id, 0, 10**9)
+        raise NotFound("Job not found")
+    frames = await svc.store.list_frames(job_id, 0, ALL_FRAMES)
     names = [f.filename for f in frames]
     archive = await svc.frames.zip(job_id, names)
     return FileResponse(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,6 +21,7 @@ from .views import (
     Live,
     QueueHealth,
     Ready,
+    moment,
 )
 
 UNAVAILABLE = "It cannot (database down, FFmpeg missing, shutting down)."
@@ -42,7 +45,10 @@ async def health(request: Request) -> Response:
     can_serve = database_ok and ffmpeg_ok and svc.jobs.accepting
     stats = svc.cache.stats
     view = Health(
-        status="ok" if can_serve else "unavailable",
+        status="healthy" if can_serve else "unhealthy",
+        timestamp=moment(time.time()),
+        redis_available=backend == "redis",
+        active_jobs=len(svc.jobs.running),
         database=DatabaseHealth(ok=database_ok, backend="sqlite"),
         cache=CacheHealth(
             backend=backend,

@@ -208,18 +208,21 @@ class JobManager:
                 f"MIN_FREE_DISK_MB, {self.settings.min_free_disk_mb:g} MiB); try again later"
             )
 
-    async def admit(self, spec: JobSpec, source: Path) -> None:
+    async def admit(self, spec: JobSpec, source: Path, field: str | None = None) -> None:
         """Refuse, before a job is recorded, what would only fail later: a file FFmpeg
-        cannot read as a video (``BadRequest``), a video longer or larger than the limits,
-        or a job that would write more than ``MAX_FRAMES_PER_JOB`` frames
-        (``ValidationFailed``). The probe is cached, so the run does not pay for it twice."""
+        cannot read as a video (``BadRequest``, naming ``field``: ``video_source`` or, for
+        an upload, ``file``), a video longer or larger than the limits, a window that
+        starts past the end or catches no frame, or a job that would write more than
+        ``MAX_FRAMES_PER_JOB`` frames (``ValidationFailed``). The probe is cached, so the
+        run does not pay for it twice."""
+        field = field or "video_source"
         limits = self.settings
         await self.check_disk()
         try:
             info, index = await inspect(source)
         except ExtractionError as exc:
-            raise BadRequest(f"video_source: {exc.detail}") from None
-        where = ["body", "video_source"]
+            raise BadRequest(f"{field}: {exc.detail}") from None
+        where = ["body", field]
         if info.duration > limits.max_video_duration_seconds:
             raise _limit(where, f"the video lasts {info.duration:.0f} s; this server takes "
                          f"at most {limits.max_video_duration_seconds:g} s "
@@ -228,10 +231,17 @@ class JobManager:
             raise _limit(where, f"the video is {info.width}x{info.height}; this server takes "
                          f"at most {limits.max_frame_pixels} pixels a frame "
                          "(MAX_FRAME_PIXELS)")  # fmt: skip
+        if spec.start >= info.duration:
+            past = f"start ({spec.start:g} s) is at or past the end of the video"
+            raise ValidationFailed.one(["body", "start"], f"{past} ({info.duration:.3f} s)")
         sampling = sampling_from(spec.options(), spec.interval)
         if sampling.mode is Mode.SCENE:
             return  # its frames are found while decoding; the run caps them
         plan = await asyncio.to_thread(make_plan, sampling, info, index)
+        if plan.total == 0:
+            nothing = (f"no frame of the video falls on what this asks for (the video lasts "
+                       f"{info.duration:.3f} s): check the times, start and end")  # fmt: skip
+            raise ValidationFailed.one(["body", sampling.mode.value], nothing)
         if plan.total > limits.max_frames_per_job:
             raise _limit(["body", sampling.mode.value], f"the job would write {plan.total} "
                          f"frames; this server writes at most {limits.max_frames_per_job} "
@@ -306,7 +316,7 @@ class JobManager:
         """
         job = await self.store.get_job(job_id)
         if job is None:
-            raise NotFound("job not found")
+            raise NotFound("Job not found")
         was_active = not job.status.finished
         self._deleting[job_id] = False
         try:

@@ -25,8 +25,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from .errors import BadRequest, PayloadTooLarge
 
 _NOT_FOUND = (
-    "video_source must name an existing video file inside the videos folder "
-    "(VIDEOS_BASE_PATH); give a path relative to it"
+    "video_source must name a video file inside the server's videos folder "
+    "(VIDEOS_BASE_PATH, by default runtime/videos), as a path relative to it; "
+    "GET /videos lists the videos there"
 )
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
@@ -77,7 +78,7 @@ def list_videos(videos_root: Path, limit: int = MAX_LISTED) -> tuple[list[VideoF
 
 def resolve_local(video_source: str, videos_root: Path) -> Path:
     """The real path of ``video_source`` inside ``videos_root``, or ``BadRequest``."""
-    if "\x00" in video_source:
+    if "\x00" in video_source or video_source.endswith(("/", "\\")):  # a file, not a folder
         raise BadRequest(_NOT_FOUND)
     root = videos_root.resolve()
     candidate = Path(video_source)

@@ -88,7 +88,7 @@ async def job_events(request: Request) -> Response:
         raise
     if job is None:
         subscription.close()
-        raise NotFound("job not found")
+        raise NotFound("Job not found")
 
     shutdown = anyio.Event()
 

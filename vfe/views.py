@@ -19,7 +19,8 @@ from .models import Frame, Job, JobStatus, Mode, SourceType, percent
 
 
 def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    # "+00:00", not "Z": Python before 3.11 reads only this form with fromisoformat.
+    return moment.isoformat()
 
 
 Timestamp = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
@@ -135,6 +136,7 @@ class FrameView(View):
     width: int | None
     height: int | None
     size_bytes: int
+    file_size: int = Field(description="The same as size_bytes (the original service's name).")
     checksum: str = Field(description="SHA-256 of the file, hex.")
     created_at: Timestamp
 
@@ -150,6 +152,7 @@ class FrameView(View):
             width=frame.width,
             height=frame.height,
             size_bytes=frame.size_bytes,
+            file_size=frame.size_bytes,
             checksum=frame.checksum,
             created_at=moment(frame.created_at),
         )
@@ -165,13 +168,14 @@ class FrameList(View):
     frames: list[FrameView]
     total_count: int
     offset: int
-    limit: int
+    limit: int | None = Field(description="The limit asked for; null: every frame from offset.")
+    message: str | None = Field(description="`No frames extracted yet` while there are none.")
 
 
 class RecentFrames(View):
     frames: list[FrameView] = Field(description="Newest first.")
     total_count: int
-    since_minutes: float
+    since_minutes: int | float = Field(description="As asked: a whole number stays one.")
     job_id: str | None
 
 
@@ -246,9 +250,13 @@ class DiskHealth(View):
 
 
 class Health(View):
-    """Each component's state; the answer is 503 when ``status`` is unavailable."""
+    """Each component's state; the answer is 503 when ``status`` is unhealthy. The first
+    four fields are the original service's, which its monitors read."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["healthy", "unhealthy"]
+    timestamp: Timestamp
+    redis_available: bool
+    active_jobs: int = Field(description="Jobs running now.")
     database: DatabaseHealth
     cache: CacheHealth
     ffmpeg: FfmpegHealth
