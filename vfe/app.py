@@ -9,6 +9,7 @@ starts at import time.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -32,6 +33,7 @@ from .events import EventBus
 from .frames import FrameStore
 from .jobs import JobManager
 from .metrics import Metrics, MetricsMiddleware, metrics_text
+from .owner import DataOwner
 from .services import Services
 from .settings import Settings
 from .store import SqliteStore
@@ -58,6 +60,16 @@ async def http_error(request: Request, exc: Exception) -> Response:
           Answer(200, "The dashboard page.", media=("text/html",)))  # fmt: skip
 async def dashboard(request: Request) -> Response:
     return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def begin_shutdown(app: Starlette) -> None:
@@ -88,6 +100,16 @@ def create_app(settings: Settings) -> Starlette:
         async with AsyncExitStack() as resources:
             resources.callback(vfe_logging.shutdown)
             resources.callback(log.info, "vfe stopped")
+            owner = DataOwner(settings.database_path)  # before any job is touched
+            owner.acquire()
+            resources.callback(owner.release)
+            if not settings.keys and not _loopback(settings.host):
+                log.warning(
+                    "listening on %s without API_KEYS: anyone who can reach this port can "
+                    "submit jobs, read frames and delete jobs; set API_KEYS (see the README's "
+                    "Security section)",
+                    settings.host,
+                )
             store = SqliteStore(settings.database_path)
             await store.open()
             resources.push_async_callback(store.close)

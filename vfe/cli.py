@@ -5,10 +5,11 @@ frame index, planner, FFmpeg) with no server, database or cache: it prints the p
 chose, shows a progress bar, writes the frames and a ``frames.json`` manifest to DIR.
 
 Exit codes: 0 done; 1 the video could not be extracted (the message says why); 2 a bad
-setting or argument (the message names it); 3 when the server's start-up fails (uvicorn's
-own code). On SIGINT/SIGTERM uvicorn shuts down gracefully and then
-re-raises the signal, so a clean stop ends "killed by SIGTERM" (-15, shell 143), as
-supervisors expect; 0 only when the server stops without a signal.
+setting or argument (the message names it), or a database that another vfe process owns
+or that vfe did not make; 3 when the server's start-up fails (uvicorn's own code). On
+SIGINT/SIGTERM uvicorn shuts down gracefully and then re-raises the signal, so a clean
+stop ends "killed by SIGTERM" (-15, shell 143), as supervisors expect; 0 only when the
+server stops without a signal.
 
 Deliberate oddity: this module imports at its top only what parsing the arguments needs;
 each command imports its own stack when it runs (the engine and pydantic for ``extract``,
@@ -19,6 +20,7 @@ uvicorn and the app for ``serve``, tqdm only when a bar is shown), so ``vfe --he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .options import DEFAULT_MIN_GAP, DEFAULT_SCENE_THRESHOLD, ImageFormat
 
 if TYPE_CHECKING:
+    import socket
     from types import FrameType
 
     from .models import Frame, JobSpec
@@ -212,6 +215,11 @@ def serve(settings: Settings) -> None:
             begin_shutdown(app)  # jobs' grace and the end of streams start at the signal
             super().handle_exit(sig, frame)
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # bound and serving: one plain line for the person who ran it
+                print(ready_line(settings), flush=True)
+
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -222,6 +230,19 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     Server(config).run()
+
+
+def ready_line(settings: Settings) -> str:
+    """``vfe ready: http://127.0.0.1:8000/ — put videos in runtime/videos/``."""
+    host = settings.host
+    everywhere = host in ("0.0.0.0", "::", "")
+    shown = "127.0.0.1" if everywhere else (f"[{host}]" if ":" in host else host)
+    url = f"http://{shown}:{settings.port}/"
+    videos = settings.videos_base_path
+    with contextlib.suppress(ValueError):
+        videos = videos.relative_to(Path.cwd())
+    note = " (listening on every address)" if everywhere else ""
+    return f"vfe ready: {url}{note} — put videos in {videos}/"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -274,5 +295,21 @@ def _serve_command(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"vfe: bad setting: {exc}", file=sys.stderr)
         return 2
-    serve(settings)
+    from .errors import VfeError
+    from .owner import DataOwner
+    from .store import check_database
+
+    # Before anything touches a job (and before the port is bound): this process must own
+    # the database, and the database must be vfe's.
+    owner = DataOwner(settings.database_path)
+    try:
+        owner.acquire()
+        check_database(settings.database_path)
+    except VfeError as exc:
+        print(f"vfe: cannot start: {exc.detail}", file=sys.stderr)
+        return 2
+    try:
+        serve(settings)
+    finally:
+        owner.release()
     return 0

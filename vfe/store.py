@@ -16,7 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, closing, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -184,6 +184,34 @@ def _db_value(value: Any) -> Any:
     return value
 
 
+_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+
+
+def foreign_database(path: Path, tables: list[str]) -> str:
+    """What to say of a database that holds tables vfe did not make."""
+    original = " (the original service's database)" if "jobs" in tables else ""
+    return (
+        f"the database {path} holds tables vfe did not create{original}: "
+        f"{', '.join(sorted(tables)[:5])}. vfe keeps its own database: move that file "
+        "away, or set DATABASE_PATH to another file"
+    )
+
+
+def check_database(path: Path) -> None:
+    """Before start-up: refuse (``StoreError``) a database made by something else, so the
+    service never starts on it. Reads only; a missing file is fine (it will be made)."""
+    if not path.exists():
+        return
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = [str(r[0]) for r in db.execute(_TABLES)]
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the database {path}: {exc}") from exc
+    if version == 0 and tables:
+        raise StoreError(foreign_database(path, tables))
+
+
 class SqliteStore:
     """The embedded ``Store``: one aiosqlite connection to ``path``."""
 
@@ -256,6 +284,11 @@ class SqliteStore:
         async with self.db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
+        if version == 0:
+            async with self.db.execute(_TABLES) as cur:
+                tables = [str(r[0]) for r in await cur.fetchall()]
+            if tables:
+                raise StoreError(foreign_database(self.path, tables))
         if version > len(MIGRATIONS):
             raise StoreError(
                 f"database schema version {version} is newer than this vfe "
