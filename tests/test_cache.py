@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -409,3 +410,30 @@ async def test_check_sees_redis_die_without_waiting_for_a_cache_call(
     redis_server.start()
     await asyncio.sleep(0.15)
     assert await cache.check() == "redis"
+
+
+async def test_redis_going_and_coming_back_is_logged_once_each(
+    redis_server: RedisServer, make_fallback: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vfe.cache")
+    cache = await make_fallback(redis_server.port, retry_seconds=0.2)
+    assert cache.name == "redis"
+    redis_server.stop()
+    await cache.get("vfe:job:1")  # the fail-over
+    # Three retry intervals while it is still down: it tries again each time and says
+    # nothing more (a span of time is what is tested here, not a wait for something).
+    quiet_until = time.monotonic() + 0.6
+    while time.monotonic() < quiet_until:
+        assert await cache.refresh() == "memory"
+        await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 30
+    redis_server.start()
+    while await cache.refresh() != "redis":
+        assert time.monotonic() < deadline, "Redis never came back"
+        await asyncio.sleep(0.05)
+    said = [r.getMessage() for r in caplog.records if r.name == "vfe.cache"]
+    assert len([m for m in said if "stopped answering" in m]) == 1, said
+    assert len([m for m in said if "answers again" in m]) == 1, said
+    assert not [m for m in said if "does not answer" in m], said  # the fail-over said it
+    levels = {r.levelname for r in caplog.records if "stopped answering" in r.getMessage()}
+    assert levels == {"WARNING"}

@@ -172,15 +172,28 @@ async def test_debug_level_is_honoured(make_settings: Callable[..., Settings]) -
 
 
 async def test_request_id_is_echoed_and_logged(client: Any) -> None:
-    res = await client.http.get("/health", headers={"X-Request-ID": "abc-123.x:y_z"})
+    res = await client.http.get("/job-status/nope", headers={"X-Request-ID": "abc-123.x:y_z"})
     assert res.headers["x-request-id"] == "abc-123.x:y_z"
     entry = await wait_for_line(
         client.settings.log_path,
         lambda e: e.get("logger") == "vfe.http" and e.get("request_id") == "abc-123.x:y_z",
     )
-    assert entry["status"] == res.status_code
-    assert entry["msg"] == f"GET /health {res.status_code}"
+    assert entry["status"] == res.status_code == 404
+    assert entry["msg"] == "GET /job-status/nope 404"
+    assert entry["level"] == "info"
     assert isinstance(entry["duration_ms"], float | int) and entry["duration_ms"] >= 0
+
+
+async def test_routine_reads_are_logged_at_debug(access_records: Collect, client: Any) -> None:
+    """Dashboard polls and thumbnails must not flood the log at INFO; changes and errors
+    still show there."""
+    logging.getLogger("vfe.http").setLevel(logging.DEBUG)  # the fixture restores it
+    await client.http.get("/health")
+    await client.http.get("/jobs")
+    await client.http.post("/video-job", json={})
+    levels = {r.getMessage(): r.levelname for r in access_records.records}
+    assert levels == {"GET /health 200": "DEBUG", "GET /jobs 200": "DEBUG",
+                      "POST /video-job 422": "INFO"}  # fmt: skip
 
 
 async def test_request_id_generated_when_absent(client: Any) -> None:
@@ -199,7 +212,8 @@ async def test_request_id_generated_when_absent(client: Any) -> None:
     ["has space", "a" * 129, "<script>alert(1)</script>", "line\tbreak", "semi;colon", "é"],
 )
 async def test_unsafe_request_id_is_replaced(client: Any, unsafe: str) -> None:
-    res = await client.http.get("/health", headers={"X-Request-ID": unsafe.encode("latin-1")})
+    headers = {"X-Request-ID": unsafe.encode("latin-1")}
+    res = await client.http.get("/no-such-route", headers=headers)  # a 404 is logged at INFO
     rid = res.headers["x-request-id"]
     assert GENERATED.match(rid)
     await wait_for_line(client.settings.log_path, lambda e: e.get("request_id") == rid)
@@ -290,6 +304,7 @@ async def test_crash_after_the_response_started_is_raised(access_records: Collec
         await RequestIdMiddleware(half_app)(scope, None, send)  # type: ignore[arg-type]
     assert len(sent) == 1
     assert access_records.entries[0]["status"] == 200
+    assert access_records.entries[0]["level"] == "info"  # it failed: not routine
 
 
 async def test_non_http_scopes_pass_through(access_records: Collect) -> None:
@@ -331,3 +346,23 @@ async def test_client_that_leaves_mid_body_is_not_an_error(access_records: Colle
     assert sent == []
     assert errors.records == []
     assert access_records.entries[0]["status"] == 499
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warned"),
+    [("0.0.0.0", "", True), ("192.0.2.7", "", True), ("0.0.0.0", "k", False),
+     ("127.0.0.1", "", False), ("::1", "", False), ("localhost", "", False)],
+)  # fmt: skip
+async def test_listening_beyond_this_machine_without_keys_is_warned(
+    make_settings: Callable[..., Settings], host: str, keys: str, warned: bool
+) -> None:
+    from tests.conftest import AppClient
+
+    settings = make_settings(HOST=host, API_KEYS=keys)
+    async with AppClient(settings):
+        started = await wait_for_line(settings.log_path, lambda e: e.get("msg") == "vfe started")
+    warnings = [e for e in read_lines(settings.log_path) if "without API_KEYS" in e["msg"]]
+    assert bool(warnings) == warned, warnings
+    if warned:
+        assert warnings[0]["level"] == "warning" and host in warnings[0]["msg"]
+    assert started["level"] == "info"

@@ -11,6 +11,7 @@ Values are strings (JSON); keys share the ``vfe:`` prefix.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -23,6 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+log = logging.getLogger("vfe.cache")
 PREFIX = "vfe:"
 REDIS_TIMEOUT = 1.0  # seconds, to connect and for each reply
 REDIS_ATTEMPTS = 2  # one retry: a pooled connection may be stale after a Redis restart
@@ -120,6 +122,7 @@ class RedisCache:
     name = "redis"
 
     def __init__(self, host: str, port: int, db: int) -> None:
+        self.where = f"{host}:{port}"
         self.client = aioredis.Redis(
             host=host,
             port=port,
@@ -181,6 +184,7 @@ class FallbackCache:
         self.stats = CacheStats()
         self._using_redis = False
         self._next_try = 0.0
+        self._told_down = False  # the log said Redis does not answer; say it once
         self.last_error: str | None = None
 
     @property
@@ -209,9 +213,18 @@ class FallbackCache:
             await self.redis.clear()  # invalidations made meanwhile never reached it
         except _REDIS_FAILURES as exc:
             self.last_error = type(exc).__name__
+            if not self._told_down:
+                self._told_down = True
+                log.info(
+                    "Redis at %s does not answer (%s); caching in memory, trying it again "
+                    "every %g s", self.redis.where, self.last_error, self.retry_seconds,
+                )  # fmt: skip
             return self.name
         self._using_redis = True
         self.last_error = None
+        if self._told_down:
+            log.info("Redis at %s answers again; caching there", self.redis.where)
+        self._told_down = False
         return self.name
 
     async def check(self) -> str:
@@ -227,6 +240,12 @@ class FallbackCache:
 
     async def _fail_over(self, exc: BaseException) -> None:
         self.last_error = type(exc).__name__
+        where = self.redis.where if self.redis is not None else "?"
+        log.warning(
+            "Redis at %s stopped answering (%s); caching in memory until it is back",
+            where, self.last_error,
+        )  # fmt: skip
+        self._told_down = True
         self._using_redis = False
         self._next_try = time.monotonic() + self.retry_seconds
         await self.memory.clear()  # invalidations made meanwhile went to Redis only

@@ -135,6 +135,7 @@ class RequestIdMiddleware:
         started = time.perf_counter()
         status = 500
         status_sent = False
+        failed = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, status_sent
@@ -151,6 +152,7 @@ class RequestIdMiddleware:
         except ClientDisconnect:
             status = 499  # the client left mid-request: nobody to answer, nothing wrong here
         except Exception:
+            failed = True
             # Here, not in Starlette's outermost error middleware, so the 500 and its log
             # line carry this request's id.
             errors.exception("unhandled error")
@@ -162,7 +164,10 @@ class RequestIdMiddleware:
             )
             await send_with_id({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
-            access.info(
+            # Reads that worked (dashboard polls, thumbnails) are routine: debug only.
+            routine = scope.get("method") in ("GET", "HEAD") and status < 400 and not failed
+            access.log(
+                logging.DEBUG if routine else logging.INFO,
                 "%s %s %s",
                 scope.get("method"),
                 scope.get("path"),
