@@ -4,7 +4,8 @@ vfe server (``python -m vfe serve``) with real FFmpeg.
 The tests find elements only by the ``data-testid`` names of the dashboard contract, and
 wait with Playwright's auto-waiting ``expect`` (no sleeps). One server (with a real
 redis-server) serves the whole module; the Redis test starts its own pair, and stops and
-restarts that redis-server; the API-key test starts its own server with ``API_KEYS``.
+restarts that redis-server; the API-key test starts its own server with ``API_KEYS``;
+``fresh`` is a second server as a new user first meets it (no Redis, no jobs).
 
 Screenshots of the main views at 1440x900 and 390x844 go to ``test-artifacts/screenshots/``
 (git-ignored). The browser is never downloaded: ``scripts/setup --test`` installs Debian's
@@ -16,19 +17,28 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import os
 import re
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Dialog,
+    Locator,
+    Page,
+    Route,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import ROOT, LiveServer, Media, RedisServer, place, vfe_env
 
@@ -127,6 +137,22 @@ def site(tmp_path_factory: pytest.TempPathFactory, media: Media) -> Iterator[Sit
             server.stop()
     finally:
         redis.stop()
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory, media: Media) -> Iterator[Site]:
+    """A server as a new user first meets it: no Redis (the in-memory cache, the default)
+    and no jobs. Tests using it must not submit any."""
+    root = tmp_path_factory.mktemp("fresh")
+    videos = root / "videos"
+    videos.mkdir()
+    place(media.standard(), videos)
+    server = start_server(root, videos)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            yield Site(server, videos, http)
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -327,6 +353,47 @@ def fetch_in_page(page: Page, url: str) -> dict[str, Any]:
     return got
 
 
+def until(page: Page, condition: Callable[[], bool], what: str) -> None:
+    """Wait for a condition on the test's side (such as requests held by a route), letting
+    Playwright dispatch its events meanwhile; for conditions in the page, use expect."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(20)
+
+
+def hold(page: Page, pattern: re.Pattern[str]) -> list[Route]:
+    """Hold back the page's requests whose URL matches ``pattern`` until the test lets each
+    go (``route.continue_()``): a slow server, with its real answers."""
+    held: list[Route] = []
+    page.route(pattern, lambda route: held.append(route))
+    return held
+
+
+def painted(locator: Locator) -> tuple[int, int, int]:
+    """The colour seen at an element: its background, or the nearest one behind it."""
+    rgb: list[int] = locator.evaluate(
+        """el => {
+            for (let node = el; node; node = node.parentElement) {
+                const colour = getComputedStyle(node).backgroundColor;
+                const [r, g, b, a = 1] = colour.match(/[\\d.]+/g).map(Number);
+                if (a > 0) return [r, g, b];
+            }
+            return [255, 255, 255];
+        }"""
+    )
+    return rgb[0], rgb[1], rgb[2]
+
+
+def right_below(above: Locator, below: Locator) -> None:
+    """``below`` sits just under ``above`` (within 3 rem), and they overlap sideways."""
+    top, bottom = above.bounding_box(), below.bounding_box()
+    assert top is not None and bottom is not None
+    gap = bottom["y"] - (top["y"] + top["height"])
+    assert -1 <= gap <= 48, f"{gap:.0f} px between the control and its error"
+    assert bottom["x"] < top["x"] + top["width"] and top["x"] < bottom["x"] + bottom["width"]
+
+
 def shoot(page: Page, name: str, full_page: bool = False) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
@@ -425,6 +492,8 @@ def test_submit_by_path_then_watch_it_finish_and_browse_its_frames(page: Page, s
     expect(by_id(detail, "cancel-button")).to_be_hidden()
     thumbs = by_id(detail, "frame-thumb")
     expect(thumbs).to_have_count(4)
+    expect(detail.locator('dd[data-fact="frames"]')).to_have_text(re.compile(r"^4\s*/\s*4$"))
+    expect(by_id(detail, "frame-count")).to_have_text("(4)")
     for n, frame in enumerate(frames):
         expect(thumbs.nth(n)).to_have_attribute("data-index", str(frame["index"]))
         shows_time(by_id(thumbs.nth(n), "frame-time"), frame["timestamp"])
@@ -444,23 +513,30 @@ def test_submit_by_path_then_watch_it_finish_and_browse_its_frames(page: Page, s
     caption = by_id(page, "viewer-caption")
     expect(viewer).to_be_visible()
 
-    def shows(frame: dict[str, Any]) -> None:
+    def shows(n: int) -> None:
+        """The viewer shows frames[n]; its caption numbers it one way only, labelled: its
+        place in the gallery ("frame 2 of 4"), not also its index in the job's targets."""
+        frame = frames[n]
         expect(image).to_have_attribute("src", re.compile(re.escape(frame["url"]) + "$"))
         shows_time(caption, frame["timestamp"])
+        expect(caption).to_contain_text(f"frame {n + 1} of 4")
+        text = caption.inner_text()
+        assert re.findall(r"(?i)\bframe\s+\d+", text) == [f"frame {n + 1}"], text
+        assert re.search(rf"{frame['timestamp']:.3f}\s*s in the video\b", text), text
         expect(by_id(page, "viewer-download")).to_have_attribute(
             "href", re.compile(re.escape(frame["url"]) + "$")
         )
 
-    shows(frames[1])
+    shows(1)
     page.keyboard.press("ArrowRight")
-    shows(frames[2])
+    shows(2)
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
-    shows(frames[0])
+    shows(0)
     by_id(page, "viewer-next").click()
-    shows(frames[1])
+    shows(1)
     by_id(page, "viewer-prev").click()
-    shows(frames[0])
+    shows(0)
     expect(image).to_have_js_property("complete", True)
     assert image.evaluate("img => img.naturalWidth") == 320
     page.keyboard.press("Escape")
@@ -468,7 +544,7 @@ def test_submit_by_path_then_watch_it_finish_and_browse_its_frames(page: Page, s
     expect(detail).to_be_visible()  # Escape closed the viewer only
 
     thumbs.nth(3).click()
-    shows(frames[3])
+    shows(3)
     by_id(page, "viewer-close").click()
     expect(viewer).to_be_hidden()
 
@@ -754,9 +830,12 @@ def test_health_panel_follows_redis(browser: Browser, tmp_path: Path):
         for item in ("database", "ffmpeg", "queue", "disk"):
             expect(by_id(page, f"health-{item}")).to_have_attribute("data-state", "ok")
 
+        # Without Redis the in-memory cache serves: a normal state, not a warning.
         redis.stop()
-        expect(cache).to_have_attribute("data-state", "warn")
-        expect(cache).to_contain_text("in-memory (Redis unreachable)")
+        expect(cache).to_have_attribute("data-state", "neutral")
+        expect(cache).to_have_text("in-memory")
+        expect(cache).to_have_attribute("title", re.compile("Redis"))
+        expect(by_id(page, "health-status")).to_have_attribute("data-state", "ok")
         expect(by_id(page, "health-database")).to_have_attribute("data-state", "ok")
 
         redis.start()  # same port: the server finds it again
@@ -869,3 +948,286 @@ def test_api_key_is_asked_once_kept_and_sent(browser: Browser, tmp_path: Path, m
         page.context.close()
         server.stop()
     assert not watch.errors, f"uncaught errors in the page: {watch.errors}"
+
+
+def test_job_list_says_loading_until_the_server_answers(browser: Browser, fresh: Site):
+    """Until the first snapshot or GET /jobs answers, the list is loading, not empty
+    (on a phone: the health bar with the in-memory cache fits too)."""
+    page, watch = open_page(browser, PHONE, is_mobile=True, has_touch=True)
+    try:
+        held = hold(page, re.compile(r"//[^/]+/(events$|jobs\?)"))
+        page.goto(fresh.url)
+        until(page, lambda: len(held) == 2, "the page to ask for /events and /jobs")
+        expect(by_id(page, "health-status")).to_have_text("service ok")  # the scripts ran
+        empty = by_id(page, "jobs-empty")
+        expect(empty).to_be_visible()
+        expect(empty).to_have_text("Loading jobs…")
+        expect(by_id(page, "feed-status")).to_have_text("connecting…")
+        expect(by_id(page, "feed-status")).not_to_have_attribute("data-state", "warn")
+        no_horizontal_overflow(page, "phone, loading", PHONE["width"])
+        shoot(page, "phone-loading", full_page=True)
+
+        for route in held:
+            route.continue_()
+        expect(by_id(page, "feed-status")).to_have_text("live")
+        expect(empty).to_have_text(re.compile(r"^No jobs yet\b"))
+        expect(by_id(page, "job-row")).to_have_count(0)
+    finally:
+        page.context.close()
+    assert not watch.errors, f"uncaught errors in the page: {watch.errors}"
+
+
+def test_health_shows_the_memory_cache_as_normal(page: Page, fresh: Site):
+    """Redis is optional: the in-memory cache (the default) is not a warning."""
+    page.goto(fresh.url)
+    cache = by_id(page, "health-cache")
+    expect(cache).to_have_text("in-memory")
+    expect(cache).to_have_attribute("data-state", "neutral")
+    for item in ("database", "ffmpeg", "queue", "disk"):
+        expect(by_id(page, f"health-{item}")).to_have_attribute("data-state", "ok")
+    expect(by_id(page, "health-status")).to_have_attribute("data-state", "ok")
+    warn = page.evaluate(
+        """() => {
+            const probe = document.createElement('span');
+            probe.className = 'chip';
+            probe.dataset.state = 'warn';
+            document.body.append(probe);
+            const style = getComputedStyle(probe);
+            const colours = [style.color, style.backgroundColor];
+            probe.remove();
+            return colours;
+        }"""
+    )
+    shown = cache.evaluate(
+        "el => [getComputedStyle(el).color, getComputedStyle(el).backgroundColor]"
+    )
+    assert shown[0] != warn[0] and shown[1] != warn[1], f"warning colours: {shown}"
+
+
+def test_frame_counts_agree_while_a_job_runs(page: Page, site: Site, media: Media):
+    """The job's "Frames n / total" and the gallery's "Frames (n)" are one count, at every
+    moment of a long job (750 PNG frames of 720p: seconds of frames arriving). When it
+    is finished too: see test_submit_by_path_then_watch_it_finish_and_browse_its_frames."""
+    job_id = site.submit(place(media.slow(), site.videos), interval=0.04, format="png")
+    page.goto(f"{site.url}/#job={job_id}")
+    detail = by_id(page, "job-detail")
+    expect(detail).to_have_attribute("data-job-id", job_id)
+    expect(detail).to_have_attribute("data-status", "processing", timeout=60_000)
+    read = """detail => ({
+        status: detail.dataset.status,
+        fact: detail.querySelector('dd[data-fact="frames"]').textContent,
+        heading: detail.querySelector('[data-testid="frame-count"]').textContent,
+        thumbs: detail.querySelectorAll('[data-testid="frame-thumb"]').length,
+    })"""
+    more = """([detail, n]) => detail.dataset.status !== 'processing'
+        || detail.querySelectorAll('[data-testid="frame-thumb"]').length > n"""
+    handle = detail.element_handle()
+    seen: list[dict[str, Any]] = []
+    thumbs = 0
+    while len(seen) < 5:
+        page.wait_for_function(more, arg=[handle, thumbs + 25], timeout=60_000)
+        state: dict[str, Any] = detail.evaluate(read)
+        if state["status"] != "processing":
+            break
+        done, total = numbers(state["fact"])
+        assert total == 750, state
+        assert numbers(state["heading"]) == [done], f"the counts disagree: {state}"
+        seen.append(state)
+        thumbs = state["thumbs"]
+    assert len(seen) >= 3, f"the job finished too soon to watch it: {seen}"
+    assert site.http.delete(f"/job/{job_id}").status_code == 200  # seen enough
+
+
+def test_thumbnails_show_a_placeholder_until_loaded_and_say_when_broken(page: Page, site: Site):
+    job_id = site.submit("standard.mp4", interval=0.5)
+    assert site.wait(job_id)["status"] == "completed"
+    frames = site.frames(job_id)
+    images = re.compile(rf"/frames/{job_id}/[^/?]+$")
+    held = hold(page, images)
+    page.goto(f"{site.url}/#job={job_id}")
+    thumbs = by_id(page, "frame-thumb")
+    expect(thumbs).to_have_count(4)
+    until(page, lambda: len(held) == 4, "the page to ask for the 4 images")
+    for n in range(4):
+        box = by_id(thumbs.nth(n), "frame-image")
+        expect(box).to_have_attribute("data-image", "loading")
+        r, g, b = painted(thumbs.nth(n).locator("img"))
+        assert min(r, g, b) >= 200, f"an unloaded thumbnail is dark: rgb({r}, {g}, {b})"
+        expect(by_id(thumbs.nth(n), "frame-time")).to_be_visible()
+    shoot(page, "desktop-thumbs-loading")
+
+    # The last frame's file is gone from the disk: the server answers 404 for it.
+    frames_dir = Path(site.server.env["FRAMES_BASE_PATH"]) / job_id
+    (frames_dir / frames[3]["filename"]).unlink()
+    for route in held:
+        route.continue_()
+    page.unroute(images)
+    for n in range(3):
+        box = by_id(thumbs.nth(n), "frame-image")
+        expect(box).to_have_attribute("data-image", "loaded")
+        assert box.locator("img").evaluate("img => img.naturalWidth") == 320
+    broken = by_id(thumbs.nth(3), "frame-image")
+    expect(broken).to_have_attribute("data-image", "broken")
+    expect(broken).to_contain_text("Image not available")
+    expect(broken.locator("img")).to_be_hidden()
+    shoot(page, "desktop-thumbs-broken")
+
+    thumbs.nth(3).click()  # the large view says so too
+    expect(by_id(page, "frame-viewer")).to_be_visible()
+    expect(by_id(page, "viewer-image")).to_be_hidden()
+    expect(by_id(page, "frame-viewer")).to_contain_text("Image not available")
+    page.keyboard.press("ArrowLeft")
+    expect(by_id(page, "viewer-image")).to_be_visible()
+    expect(by_id(page, "viewer-image")).to_have_js_property("complete", True)
+    assert by_id(page, "viewer-image").evaluate("img => img.naturalWidth") == 320
+
+
+SAMPLING_RULES = [
+    ({"interval": 0.5}, r"every\s0\.5\ss"),
+    ({"fps": 2}, r"2\sfps"),
+    ({"count": 3}, r"3\sframes"),
+    ({"count": 1}, r"1\sframe"),
+    ({"timestamps": [0.5, 1, 1.5]}, r"3\stimestamps"),
+    ({"mode": "keyframes"}, r"keyframes"),
+    ({"scene_threshold": 0.4}, r"scene\s≥\s0\.4"),
+    ({"mode": "scene"}, r"scene\s≥\s0\.3"),  # the server's default threshold
+]
+
+
+def test_job_rows_show_each_sampling_rule(page: Page, site: Site):
+    jobs = [(site.submit("standard.mp4", **options), rule) for options, rule in SAMPLING_RULES]
+    page.goto(site.url)
+    for job_id, rule in jobs:
+        expect(by_id(row(page, job_id), "job-mode")).to_have_text(re.compile(rf"^{rule}$"))
+    for job_id, _ in jobs:
+        site.wait(job_id)
+
+
+def test_source_errors_show_by_the_drop_zone_and_the_url_field(
+    page: Page, site: Site, media: Media
+):
+    """A refused upload or URL (400, a string detail) is shown at its control."""
+    page.goto(site.url)
+    slot = by_id(page, "field-error-video-source")
+    by_id(page, "source-kind-upload").click()
+    by_id(page, "file-input").set_input_files(
+        files=[
+            {
+                "name": "notes.mp4",
+                "mimeType": "video/mp4",
+                "buffer": media.not_a_video().read_bytes(),
+            }
+        ]
+    )
+    with page.expect_response(lambda r: r.url.endswith("/video-job")) as answer:
+        by_id(page, "submit-button").click()
+    assert answer.value.status == 400, answer.value.text()
+    expect(slot).to_have_text(answer.value.json()["detail"])
+    right_below(by_id(page, "drop-zone"), slot)
+    expect(by_id(page, "file-input")).to_have_attribute("aria-invalid", "true")
+    shoot(page, "desktop-upload-error")
+
+    by_id(page, "source-kind-url").click()
+    expect(slot).to_be_empty()  # it was about the upload
+    by_id(page, "source-url").fill("http://127.0.0.1:9/clip.mp4")
+    with page.expect_response(lambda r: r.url.endswith("/video-job")) as answer:
+        by_id(page, "submit-button").click()
+    assert answer.value.status == 400, answer.value.text()
+    expect(slot).to_have_text(answer.value.json()["detail"])
+    right_below(by_id(page, "source-url"), slot)
+    expect(by_id(page, "source-url")).to_have_attribute("aria-invalid", "true")
+    expect(by_id(page, "source-url")).to_be_focused()
+    by_id(page, "source-url").fill("http://127.0.0.1:9/other.mp4")  # editing clears it
+    expect(slot).to_be_empty()
+
+
+# The answers' shapes before and after issue 12: what changed, one entry a shape.
+TIME_ENDINGS = {"old": "Z", "new": "+00:00"}
+HEALTH_STATUSES = {"old": ("ok", "unavailable"), "new": ("healthy", "unhealthy")}
+FRAME_SIZE = {"old": "size_bytes", "new": "file_size"}
+
+
+def _times(value: Any, shape: str) -> Any:
+    """``value`` with every time ending as in ``shape`` (``...Z`` or ``...+00:00``)."""
+    if isinstance(value, dict):
+        return {k: _times(v, shape) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_times(v, shape) for v in value]
+    if isinstance(value, str):
+        found = re.fullmatch(r"(\d{4}-\d\d-\d\dT[\d:.]+)(Z|\+00:00)", value)
+        if found:
+            return found[1] + TIME_ENDINGS[shape]
+    return value
+
+
+def _health(body: dict[str, Any], shape: str) -> dict[str, Any]:
+    """/health as the old or the new server answers it."""
+    healthy = body["status"] in ("ok", "healthy")
+    status = HEALTH_STATUSES[shape][0 if healthy else 1]
+    base = {
+        k: v for k, v in body.items() if k not in ("timestamp", "redis_available", "active_jobs")
+    }
+    if shape == "old":
+        return {**base, "status": status}
+    return {
+        **base,
+        "status": status,
+        "timestamp": _times("2030-01-01T00:00:00Z", shape),
+        "redis_available": body["cache"]["backend"] == "redis",
+        "active_jobs": body["jobs"]["running"],
+    }
+
+
+def _frames(body: dict[str, Any], shape: str) -> dict[str, Any]:
+    """Frames with only the size field of ``shape`` (the new server sends both)."""
+    frames = []
+    for frame in body["frames"]:
+        size = frame.get("size_bytes", frame.get("file_size"))
+        kept = {k: v for k, v in frame.items() if k not in ("size_bytes", "file_size")}
+        frames.append({**kept, FRAME_SIZE[shape]: size})
+    return _times({**body, "frames": frames}, shape)
+
+
+@pytest.mark.parametrize("shape", ["old", "new"])
+def test_dashboard_reads_the_old_and_new_answer_shapes(
+    page: Page, site: Site, showcase: str, shape: str
+):
+    """The server's answers change in issue 12: /health says healthy/unhealthy (and gains
+    timestamp, redis_available, active_jobs), times end in +00:00 instead of Z, frames
+    carry file_size. The real answers are rewritten into each shape here; /events is
+    refused, so the job list comes from GET /jobs."""
+
+    def rewrite(change: Callable[[Any, str], Any]) -> Callable[[Route], None]:
+        def handler(route: Route) -> None:
+            response = route.fetch()
+            body = json.dumps(change(response.json(), shape))
+            route.fulfill(response=response, body=body, content_type="application/json")
+
+        return handler
+
+    # /events only: the job's own stream (/job-status/{id}/events) stays.
+    page.route(re.compile(r"//[^/]+/events$"), lambda route: route.abort())
+    page.route(re.compile(r"/health$"), rewrite(_health))
+    page.route(re.compile(r"/jobs\?|/job-status/[^/]+$"), rewrite(_times))
+    page.route(re.compile(r"/frames/[^/]+\?|/recent-frames\?"), rewrite(_frames))
+    page.goto(site.url)
+
+    expect(by_id(page, "health-status")).to_have_text("service ok")
+    expect(by_id(page, "health-status")).to_have_attribute("data-state", "ok")
+    expect(by_id(page, "health-cache")).to_have_text("Redis")
+    expect_completed(page, showcase, 8)
+    expect(by_id(row(page, showcase), "job-when")).to_have_text(re.compile(r"\d:\d\d"))
+    newest_first = [job["job_id"] for job in site.http.get("/jobs?limit=50").json()["jobs"]]
+    rows = by_id(page, "job-row")
+    expect(rows).to_have_count(len(newest_first))
+    assert [rows.nth(n).get_attribute("data-job-id") for n in range(rows.count())] == newest_first
+
+    row(page, showcase).click()
+    detail = by_id(page, "job-detail")
+    expect(detail.locator('dd[data-fact="created"]')).to_have_text(re.compile(r"\d:\d\d"))
+    expect(by_id(detail, "frame-thumb")).to_have_count(8)
+    by_id(detail, "frame-thumb").nth(1).click()
+    caption = by_id(page, "viewer-caption")
+    expect(caption).to_contain_text("frame 2 of 8")
+    expect(caption).to_have_text(re.compile(r"\d\s(B|KB)$"))
+    expect(caption).not_to_contain_text("—")

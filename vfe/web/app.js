@@ -2,11 +2,12 @@
 //
 // The job list follows one EventSource on /events (every job's changes; first a
 // `snapshot` of the newest jobs). At start, and each time that stream has to be opened
-// again, one GET /jobs paints the list without waiting for it. The open job is in the
-// URL (#job=<id>) so it can be linked and survives a reload. When the server wants an
-// API key, the first refused request asks for it (auth.js); once a key is accepted the
-// streams are opened again and the lists reloaded.
-import { getJSON, listen } from './api.js';
+// again, one GET /jobs paints the list without waiting for it; until one of them
+// answers, the list says it is loading. The open job is in the URL (#job=<id>) so it
+// can be linked and survives a reload. When the server wants an API key, the first
+// refused request asks for it (auth.js); once a key is accepted the streams are opened
+// again and the lists reloaded.
+import { errorText, getJSON, listen } from './api.js';
 import { onKeyChange, onKeyWanted, setupKeyDialog, waitingForKey } from './auth.js';
 import { JobDetail } from './detail.js';
 import { byTestId, setText } from './dom.js';
@@ -119,7 +120,9 @@ function connect() {
   const loadJobs = async () => {
     const answer = await getJSON('/jobs?limit=50');
     const current = source === stream || stream === null; // not from a replaced stream
-    if (answer.ok && !fresh && current) jobs.replaceAll(answer.body.jobs ?? []);
+    if (!current) return;
+    if (answer.ok && !fresh) jobs.replaceAll(answer.body?.jobs ?? []);
+    else if (!answer.ok) jobs.failed(`The jobs could not be loaded: ${errorText(answer)}`);
   };
   loadJobs();
 

@@ -2,14 +2,19 @@
 // they are written, cancel/delete behind a confirmation, and the zip of all frames.
 // It follows the job on its own stream (/job-status/{id}/events), which also carries
 // `frame` events; the frames written before it connected come from GET /frames.
+// The frames done ("Frames 13 / 1000") and the gallery's heading ("Frames (13)") are one
+// count, of the frames the gallery holds: the job's processed_frames arrives in progress
+// events about once a second, its frames one by one, so counting both would disagree.
+// Until the first GET /frames has answered, the job's own count stands in for both.
 import { errorText, frameUrl, getJSON, listen, request, zipUrl } from './api.js';
 import { ask } from './confirm.js';
-import { byTestId, el, setText } from './dom.js';
+import { byTestId, el, imageBox, setText } from './dom.js';
 import * as fmt from './format.js';
 import { isNewer } from './jobs.js';
 
 const ACTIVE = new Set(['pending', 'processing']);
-const PAGE = 1000; // frames asked for per GET /frames
+const PAGE = 1000; // frames asked for per GET /frames (always with a limit)
+const CATCH_UP_MS = 2000; // a gallery behind the job's count this long is reloaded
 
 function modeText(view) {
   const o = view.options ?? {};
@@ -58,10 +63,16 @@ function planText(plan) {
   return parts.join(', ');
 }
 
-/** The facts shown, in order: [key, label, text of a job view ('' hides the line)]. */
+/** "13 / 1000": frames done of the job's total (a scene job's total grows as it runs). */
+const framesText = (view, done) => `${done} / ${Math.max(view.total_frames ?? 0, done)}`;
+
+/**
+ * The facts shown, in order: [key, label, text of a job view ('' hides the line)]. The
+ * text is given the view and the number of frames done (see the top of this file).
+ */
 const FACTS = [
   ['status', 'Status', (v) => v.status],
-  ['frames', 'Frames', (v) => `${v.processed_frames} / ${v.total_frames}`],
+  ['frames', 'Frames', framesText],
   ['elapsed', 'Run time', (v) => (v.elapsed_seconds == null ? '' : fmt.duration(v.elapsed_seconds))],
   ['created', 'Submitted', (v) => fmt.when(v.created_at)],
   ['error', 'Error', (v) => v.error_message ?? ''],
@@ -91,6 +102,8 @@ export class JobDetail {
   #stream = null;
   #frames = []; // frame views in index order
   #thumbs = new Map(); // frame index -> <li>
+  #framesLoaded = false; // a GET /frames answered: #frames holds every frame written
+  #catchUp = null; // timer of a reload of the frames, when the gallery fell behind
 
   /** `onView(view)` hears every newer view of the job; `onDeleted(jobId)` a deletion made here. */
   constructor(root, { viewer, confirmDialog, onClose, onDeleted, onView }) {
@@ -190,13 +203,14 @@ export class JobDetail {
     this.ui.progress.value = Number.isFinite(view.percent) ? view.percent : 0;
     for (const [key, , text] of FACTS) {
       const { row, dd } = this.factNodes.get(key);
-      const value = text(view) ?? '';
+      const value = text(view, this.#done()) ?? '';
       setText(dd, value);
       row.hidden = value === '';
     }
     this.factNodes.get('status').dd.dataset.status = view.status;
     this.#setActions(view);
     this.#updateCount();
+    this.#watchBehind(view);
     this.#onView(view);
   }
 
@@ -205,6 +219,7 @@ export class JobDetail {
     if (jobId !== this.#jobId) return;
     this.#gone = true;
     this.#stopFollowing();
+    clearTimeout(this.#catchUp);
     this.#setActions(null);
     this.#frames = [];
     this.#thumbs.clear();
@@ -228,6 +243,9 @@ export class JobDetail {
     this.#gone = false;
     this.#frames = [];
     this.#thumbs.clear();
+    this.#framesLoaded = false;
+    clearTimeout(this.#catchUp);
+    this.#catchUp = null;
     this.ui.gallery.replaceChildren();
     delete this.#root.dataset.jobId;
     delete this.#root.dataset.status;
@@ -288,8 +306,36 @@ export class JobDetail {
       const answer = await getJSON(`/frames/${encodeURIComponent(jobId)}?offset=${offset}&limit=${PAGE}`);
       if (jobId !== this.#jobId || !answer.ok) return;
       for (const frame of answer.body.frames ?? []) this.#addFrame(frame);
-      if (offset + PAGE >= (answer.body.total_count ?? 0)) return;
+      if (offset + PAGE >= (answer.body.total_count ?? 0)) break;
     }
+    if (this.#framesLoaded) return;
+    this.#framesLoaded = true; // from now on the gallery is the count
+    this.#updateCount();
+  }
+
+  /**
+   * Frames done: those in the gallery, once it was loaded; until then the job's count
+   * (or the frames that already came, if more).
+   */
+  #done() {
+    if (this.#framesLoaded) return this.#frames.length;
+    return Math.max(this.#view?.processed_frames ?? 0, this.#frames.length);
+  }
+
+  /**
+   * A running job's count ahead of its gallery is usual for a moment (the job list's
+   * stream can bring a view before this stream brings its frames); still behind after
+   * CATCH_UP_MS, a frame event was lost (a slow client's events are dropped): reload.
+   */
+  #watchBehind(view) {
+    const ahead = view.processed_frames ?? 0;
+    if (this.#catchUp || !this.#framesLoaded || !ACTIVE.has(view.status)) return;
+    if (ahead <= this.#frames.length) return;
+    const jobId = this.#jobId;
+    this.#catchUp = setTimeout(() => {
+      this.#catchUp = null;
+      if (jobId === this.#jobId && this.#frames.length < ahead) this.#loadFrames(jobId);
+    }, CATCH_UP_MS);
   }
 
   #addFrame(frame) {
@@ -307,9 +353,10 @@ export class JobDetail {
   }
 
   #thumb(frame) {
-    const image = el('img', {
+    // The alt says the time and names the button: the time under it is not read twice.
+    const image = imageBox({
       src: frameUrl(frame),
-      alt: `Frame ${frame.index}`,
+      alt: `Frame at ${fmt.seconds(frame.timestamp)}`,
       loading: 'lazy',
       decoding: 'async',
       width: frame.width || null,
@@ -318,6 +365,7 @@ export class JobDetail {
     const time = el('span', {
       class: 'frame-time',
       'data-testid': 'frame-time',
+      'aria-hidden': 'true',
       text: fmt.seconds(frame.timestamp),
     });
     const button = el(
@@ -330,8 +378,13 @@ export class JobDetail {
   }
 
   #updateCount() {
-    const count = this.#frames.length;
+    const count = this.#done();
     setText(this.ui.count, count ? `(${count})` : '');
+    if (this.#view) {
+      const { row, dd } = this.factNodes.get('frames');
+      setText(dd, framesText(this.#view, count));
+      row.hidden = false;
+    }
     const active = this.#view && ACTIVE.has(this.#view.status);
     this.ui.empty.hidden = count > 0 || !this.#view;
     setText(this.ui.empty, active ? 'No frames yet.' : 'No frames.');

@@ -31,3 +31,34 @@ export function setText(node, text) {
   const value = text ?? '';
   if (node.textContent !== value) node.textContent = value;
 }
+
+/**
+ * An image in a box (data-testid frame-image) that shows a neutral placeholder until the
+ * image has loaded, and says so when it cannot be loaded: see watchImage.
+ */
+export function imageBox(imageProps) {
+  const image = el('img', imageProps);
+  const box = el(
+    'span',
+    { class: 'frame-image', 'data-testid': 'frame-image' },
+    image,
+    el('span', { class: 'image-broken', text: 'Image not available' }),
+  );
+  watchImage(image, box);
+  return box;
+}
+
+/**
+ * Keep `box.dataset.image` in step with `image`: loading, loaded or broken. The CSS
+ * shows the placeholder, the image or the broken state from it. Whoever changes the
+ * image's src sets it back to loading.
+ */
+export function watchImage(image, box) {
+  box.dataset.image = image.complete && image.naturalWidth > 0 ? 'loaded' : 'loading';
+  image.addEventListener('load', () => {
+    box.dataset.image = 'loaded';
+  });
+  image.addEventListener('error', () => {
+    box.dataset.image = 'broken';
+  });
+}

@@ -1,8 +1,11 @@
 // The submit form: a source (a path inside the videos folder, picked from GET /videos
 // or typed; an upload, dropped or chosen, sent with XMLHttpRequest for its progress;
 // or an http(s) URL, sent in video_source like a path), the sampling and output
-// options of POST /video-job, and the server's 4xx answers shown in form-error and,
-// for 422, next to each field.
+// options of POST /video-job, and the server's 4xx answers shown in form-error and next
+// to the control they are about: a 422 names its fields (an upload's `file` is the
+// source); a 400 is about the video (the options are checked by 422s), and so is a 413
+// for an upload or a URL (for a path it is the JSON body's size). The source's errors
+// show under its control: the path, the drop zone or the URL field.
 import { errorText, fieldErrors, getJSON, request, upload } from './api.js';
 import { byTestId, el, setText } from './dom.js';
 import * as fmt from './format.js';
@@ -193,7 +196,7 @@ export class SubmitForm {
       const message = cutOff
         ? 'The upload was cut off: the connection closed (is the file larger than the server accepts?).'
         : errorText(answer);
-      this.#showErrors(message, fieldErrors(answer));
+      this.#showErrors(message, this.#fieldsOf(answer, message, cutOff));
       return;
     }
     setText(this.ui.status, 'Job submitted.');
@@ -234,6 +237,19 @@ export class SubmitForm {
       progress.hidden = true;
       setText(progressText, '');
     }
+  }
+
+  /** The [{field, message}] of a failed answer, each for the control it is about. */
+  #fieldsOf(answer, message, cutOff) {
+    const errors = fieldErrors(answer).map((error) =>
+      error.field === 'file' ? { ...error, field: 'video_source' } : error,
+    );
+    const aboutSource =
+      cutOff ||
+      (typeof answer.body?.detail === 'string' &&
+        (answer.status === 400 || (answer.status === 413 && this.#kind !== 'path')));
+    if (aboutSource) errors.push({ field: 'video_source', message });
+    return errors;
   }
 
   /** `message` in form-error; each {field, message} beside its field too. */

@@ -1,6 +1,9 @@
 // The health panel: GET /health every 2 s while the page is visible, and at once when
 // it regains focus. /health answers 503 with the same JSON when the service cannot take
-// jobs, so the body is read whatever the status.
+// jobs, so the body is read whatever the status. Its `status` is "ok"/"unavailable" on
+// older servers and "healthy"/"unhealthy" on newer ones (which also say redis_available
+// and active_jobs at the top level): both are read. Warning colours are for problems
+// only: the in-memory cache, used whenever Redis is not there, is a normal state.
 import { getJSON } from './api.js';
 import { byTestId, setText } from './dom.js';
 import { bytes } from './format.js';
@@ -9,9 +12,14 @@ const EVERY_MS = 2000;
 const LOW_DISK_MB = 1024;
 const FULL_DISK_MB = 100;
 
-/** Each item's [state, text] from the /health body. */
+const HEALTHY = new Set(['ok', 'healthy']);
+const MEMORY_CACHE = 'Redis is not reachable, so the in-memory cache is used (Redis is optional)';
+
+/** Each item's [state, text, title] from the /health body. */
 function describe(health) {
   const { database = {}, cache = {}, ffmpeg = {}, queue = {}, jobs = {}, disk = {} } = health;
+  const redis = cache.backend ? cache.backend === 'redis' : health.redis_available === true;
+  const running = jobs.running ?? health.active_jobs ?? 0;
   const depth = queue.depth ?? 0;
   const max = queue.max ?? Infinity;
   const free = disk.free_mb;
@@ -21,11 +29,11 @@ function describe(health) {
   }
   return {
     database: database.ok ? ['ok', database.backend === 'sqlite' ? 'SQLite' : 'ok'] : ['down', 'unavailable'],
-    cache: cache.backend === 'redis' ? ['ok', 'Redis'] : ['warn', 'in-memory (Redis unreachable)'],
+    cache: redis ? ['ok', 'Redis'] : ['neutral', 'in-memory', MEMORY_CACHE],
     ffmpeg: ffmpeg.ok ? ['ok', String(ffmpeg.version ?? 'ok').split('-')[0]] : ['down', 'not found'],
     queue: [
       depth >= max ? 'down' : depth >= 0.8 * max ? 'warn' : 'ok',
-      `${depth} waiting · ${jobs.running ?? 0}/${jobs.max_concurrent ?? '?'} running`,
+      `${depth} waiting · ${running}/${jobs.max_concurrent ?? '?'} running`,
     ],
     disk: [diskState, typeof free === 'number' ? `${bytes(free * 1024 * 1024)} free` : 'unknown'],
   };
@@ -36,13 +44,14 @@ function render(panel, answer) {
   const items = reachable ? describe(answer.body) : null;
   for (const name of ['database', 'cache', 'ffmpeg', 'queue', 'disk']) {
     const item = byTestId(`health-${name}`, panel);
-    const [state, text] = items ? items[name] : ['down', 'unknown'];
+    const [state, text, title = ''] = items ? items[name] : ['down', 'unknown'];
     item.dataset.state = state;
     setText(item, text);
+    if (item.title !== title) item.title = title;
   }
   let overall;
   if (!reachable) overall = ['down', 'server unreachable'];
-  else if (answer.body.status === 'ok') overall = ['ok', 'service ok'];
+  else if (HEALTHY.has(answer.body.status)) overall = ['ok', 'service ok'];
   else overall = ['down', `service ${answer.body.status ?? `HTTP ${answer.status}`}`];
   panel.dataset.state = overall[0];
   const badge = byTestId('health-status', panel);

@@ -6,6 +6,7 @@ import * as fmt from './format.js';
 
 const MAX_ROWS = 200;
 const SMOOTHING = 0.5; // weight of the newest speed sample: steady, yet follows changes
+export const DEFAULT_SCENE_THRESHOLD = 0.3; // the server's, when a scene job gives none
 
 const time = (iso) => {
   const value = Date.parse(iso ?? '');
@@ -78,14 +79,37 @@ class Pace {
   }
 }
 
-function modeText(view) {
-  return view.mode === 'interval' && view.interval ? `every ${fmt.number(view.interval)}\u00a0s` : view.mode;
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
+/** A job's sampling rule with its value, short: "every 2.5 s", "2 fps", "scene ≥ 0.3". */
+export function samplingText(view) {
+  const o = view.options ?? {};
+  switch (view.mode) {
+    case 'interval':
+      return `every ${fmt.number(view.interval ?? o.interval)}\u00a0s`;
+    case 'fps':
+      return `${fmt.number(o.fps)}\u00a0fps`;
+    case 'count':
+      return plural(o.count, 'frame');
+    case 'timestamps':
+      return plural((o.timestamps ?? []).length, 'timestamp');
+    case 'keyframes':
+      return 'keyframes';
+    case 'scene':
+      return `scene ≥\u00a0${fmt.number(o.scene_threshold ?? DEFAULT_SCENE_THRESHOLD)}`;
+    default:
+      return String(view.mode ?? '');
+  }
 }
 
-/** The list inside `root` (data-testid=job-list); `empty` is shown when it has no rows. */
+/**
+ * The list inside `root` (data-testid=job-list). `empty` says "Loading jobs…" until the
+ * first list arrives (replaceAll), then that there are none while it has no rows.
+ */
 export class JobList {
   #root;
   #empty;
+  #loaded = false; // the server has said which jobs there are
   #rows = new Map(); // job id -> {view, item, link}
   #removed = new Set(); // ids of deleted jobs: a late view of one must not bring it back
   #pace = new Pace();
@@ -108,9 +132,16 @@ export class JobList {
 
   /** Show `views` (newest first, from GET /jobs or a snapshot) and nothing else. */
   replaceAll(views) {
+    this.#loaded = true;
     const keep = new Set(views.map((view) => view.job_id));
     for (const jobId of [...this.#rows.keys()]) if (!keep.has(jobId)) this.remove(jobId);
     for (const view of views) this.upsert(view);
+    this.#updateEmpty();
+  }
+
+  /** The list could not be loaded: say why, unless one was loaded before. */
+  failed(text) {
+    if (!this.#loaded) setText(this.#empty, text);
   }
 
   /** Add or update the row of a job view (an older view than the one shown is ignored). */
@@ -167,7 +198,7 @@ export class JobList {
       frames: part('job-frames'),
       speed: part('job-speed'),
       eta: part('job-eta'),
-      mode: el('span', { class: 'job-mode' }),
+      mode: part('job-mode'),
       // The first block of the UUID tells jobs apart; the whole id is in the title and
       // in the job's detail, where it can be copied.
       id: el('span', {
@@ -176,7 +207,7 @@ export class JobList {
         title: `job id ${view.job_id}`,
         text: String(view.job_id).split('-')[0],
       }),
-      when: el('span', { class: 'job-when' }),
+      when: part('job-when'),
     };
     link.append(
       el('span', { class: 'job-line' }, parts.source, parts.status),
@@ -199,7 +230,7 @@ export class JobList {
     const { speed, eta } = this.#pace.describe(view);
     setText(parts.speed, speed);
     setText(parts.eta, eta);
-    setText(parts.mode, modeText(view));
+    setText(parts.mode, samplingText(view));
     setText(parts.when, fmt.when(view.created_at));
   }
 
@@ -220,5 +251,6 @@ export class JobList {
 
   #updateEmpty() {
     this.#empty.hidden = this.#rows.size > 0;
+    if (this.#loaded) setText(this.#empty, 'No jobs yet. Submit one to start.');
   }
 }

@@ -1,7 +1,8 @@
 // Recent frames across jobs (GET /dashboard/recent-frames): refreshed at start, when a
 // job finishes or is deleted, and now and then while jobs run. A click opens the viewer.
+// Until the first answer, `empty` says they are loading.
 import { frameUrl, getJSON } from './api.js';
-import { el } from './dom.js';
+import { el, imageBox, setText } from './dom.js';
 import * as fmt from './format.js';
 
 const LIMIT = 24;
@@ -24,7 +25,9 @@ export class RecentFrames {
     this.#jobName = jobName;
     root.addEventListener('click', (event) => {
       const item = event.target.closest('[data-testid="recent-frame"]');
-      if (item) this.#viewer.open(() => this.#frames, Number(item.dataset.position));
+      if (item) {
+        this.#viewer.open(() => this.#frames, Number(item.dataset.position), { noun: 'recent frame' });
+      }
     });
   }
 
@@ -42,6 +45,7 @@ export class RecentFrames {
     if (!answer.ok) return;
     this.#frames = answer.body.frames ?? [];
     this.#root.replaceChildren(...this.#frames.map((frame, position) => this.#item(frame, position)));
+    setText(this.#empty, 'No frames in the last hour.');
     this.#empty.hidden = this.#frames.length > 0;
   }
 
@@ -50,7 +54,7 @@ export class RecentFrames {
     const caption = el(
       'span',
       { class: 'recent-caption' },
-      el('span', { class: 'frame-time', text: fmt.seconds(frame.timestamp) }),
+      el('span', { class: 'frame-time', 'aria-hidden': 'true', text: fmt.seconds(frame.timestamp) }),
       source ? el('span', { class: 'recent-source', text: source, title: source }) : null,
     );
     const button = el(
@@ -61,7 +65,12 @@ export class RecentFrames {
         'data-testid': 'recent-frame',
         dataset: { position, jobId: frame.job_id, index: frame.index },
       },
-      el('img', { src: frameUrl(frame), alt: `Frame ${frame.index}`, loading: 'lazy', decoding: 'async' }),
+      imageBox({
+        src: frameUrl(frame),
+        alt: `Frame at ${fmt.seconds(frame.timestamp)}`,
+        loading: 'lazy',
+        decoding: 'async',
+      }),
       caption,
     );
     return el('li', {}, button);

@@ -1,19 +1,24 @@
 // The frame viewer: a modal <dialog> showing one frame large, with previous/next (also
 // ArrowLeft/ArrowRight), a download link, and Escape or Close to leave. It browses a
 // list it asks for each time, so frames that arrive while it is open can be reached.
+// The caption numbers a frame one way only, by its place in that list ("frame 4 of 13"),
+// next to its time in the video; the frame's index among the job's targets is not shown.
 import { frameUrl } from './api.js';
-import { byTestId, setText } from './dom.js';
+import { byTestId, setText, watchImage } from './dom.js';
 import * as fmt from './format.js';
 
 export class Viewer {
   #dialog;
   #frames = () => [];
   #index = 0;
+  #noun = 'frame';
   #returnFocus = null;
 
   constructor(dialog) {
     this.#dialog = dialog;
     this.image = byTestId('viewer-image', dialog);
+    this.imageBox = dialog.querySelector('.frame-image');
+    watchImage(this.image, this.imageBox);
     this.caption = byTestId('viewer-caption', dialog);
     this.prev = byTestId('viewer-prev', dialog);
     this.next = byTestId('viewer-next', dialog);
@@ -40,10 +45,14 @@ export class Viewer {
     });
   }
 
-  /** Show frame `index` of `frames()` (an array of frame views, in order). */
-  open(frames, index) {
+  /**
+   * Show frame `index` of `frames()` (an array of frame views, in order); `noun` names
+   * what the list holds in the caption ("frame 4 of 13", "recent frame 2 of 24").
+   */
+  open(frames, index, { noun = 'frame' } = {}) {
     this.#frames = frames;
     this.#index = index;
+    this.#noun = noun;
     this.#returnFocus = document.activeElement;
     this.#show();
     if (!this.#dialog.open) this.#dialog.showModal();
@@ -77,19 +86,22 @@ export class Viewer {
     const frame = frames[this.#index];
     if (!frame) return;
     const url = frameUrl(frame);
-    this.image.src = url;
-    this.image.alt = `Frame ${frame.index} at ${fmt.seconds(frame.timestamp)}`;
+    if (this.image.getAttribute('src') !== url) {
+      this.imageBox.dataset.image = 'loading';
+      this.image.src = url;
+    }
+    this.image.alt = `Frame at ${fmt.seconds(frame.timestamp)}`;
     if (frame.width && frame.height) {
       this.image.width = frame.width;
       this.image.height = frame.height;
     }
     const size = frame.width && frame.height ? `${frame.width}×${frame.height}` : '';
+    const bytes = frame.file_size ?? frame.size_bytes; // file_size: newer servers
     const parts = [
-      `Frame ${frame.index}`,
-      fmt.seconds(frame.timestamp),
+      `${fmt.seconds(frame.timestamp)} in the video`,
+      `${this.#noun} ${this.#index + 1} of ${frames.length}`,
       size,
-      fmt.bytes(frame.size_bytes),
-      `${this.#index + 1} of ${frames.length}`,
+      bytes == null ? '' : fmt.bytes(bytes),
     ];
     setText(this.caption, parts.filter(Boolean).join(' · '));
     this.download.href = url;
