@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import json
 import select
 import socket
 import threading
@@ -519,6 +520,10 @@ async def test_racing_requests_with_one_key_make_one_job(client: AppClient, medi
     assert {a.status_code for a in answers} == {200}
     assert len({a.json()["job_id"] for a in answers}) == 1
     assert (await client.http.get("/jobs")).json()["count"] == 1
+    messages = sorted(a.json()["message"] for a in answers)  # one made it, four repeated it
+    assert messages == ["Job already submitted with this Idempotency-Key"] * 4 + [
+        "Job submitted successfully"
+    ]
 
 
 async def test_a_bad_idempotency_key_is_422(client: AppClient, media: Media):
@@ -588,3 +593,38 @@ async def test_a_body_over_max_body_kb_is_413(
         res = await submit(app, video_source="x" * 2000)
         assert res.status_code == 413
         assert "MAX_BODY_KB" in res.json()["detail"]
+
+
+# --- bodies that once gave a 500, against a real server ----------------------------------
+
+
+def test_hostile_bodies_are_4xx_on_a_real_server(
+    live_server: Callable[..., LiveServer], media: Media, videos: Path
+):
+    server = live_server()
+    name = place(media.standard(), videos)
+    post = lambda body: httpx.post(  # noqa: E731
+        f"{server.url}/video-job", content=body,
+        headers={"content-type": "application/json"}, timeout=60,
+    )  # fmt: skip
+    deep = post(b"[" * 20000 + b"]" * 20000)  # 40 KB, under MAX_BODY_KB
+    assert deep.status_code == 400 and "nested too deeply" in deep.json()["detail"]
+    long_int = post(b'{"video_source": "%s", "count": %s}' % (name.encode(), b"9" * 5000))
+    assert long_int.status_code == 422, long_int.text
+    assert long_int.json()["detail"][0]["loc"] == ["body", "count"]
+    tiny = post(b'{"video_source": "%s", "count": 2, "end": 1e-320}' % name.encode())
+    assert tiny.status_code == 422, tiny.text
+    assert "end must be at least" in tiny.json()["detail"][0]["msg"]
+    slash = httpx.get(f"{server.url}/job-status/{'1' * 8}-1111-1111-1111-{'1' * 12}/",
+                      timeout=30, follow_redirects=False)  # fmt: skip
+    assert slash.status_code == 404 and "location" not in slash.headers
+    # A request the HTTP server itself cannot parse is refused in the same JSON shape.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+        raw.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head
+    assert json.loads(body) == {"detail": "Invalid HTTP request received."}
+    assert httpx.get(f"{server.url}/health/live", timeout=30).status_code == 200  # alive

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +19,8 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from . import fetch
 from .cache import RECENT_GENERATION, job_key, recent_key
@@ -54,6 +54,7 @@ from .views import (
     moment,
 )
 
+MAX_INT_DIGITS = 30  # far beyond every field's bound; longer integers are refused as such
 ALL_FRAMES = 10**9  # a page "without limit": a job has at most MAX_FRAMES_PER_JOB frames
 NO_FRAMES = "No frames extracted yet"  # the original service's words
 RECENT_TTL = 5.0  # seconds: recent-frames answers also age out as time passes
@@ -106,6 +107,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+def _json_int(text: str) -> int | float:
+    """A JSON integer; one too long to be any field's value reads as infinity, which the
+    field then refuses (a 422 naming it) instead of Python's digit limit raising."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
 async def _body_fields(request: Request, content_type: str, limit: int) -> dict[str, Any]:
     """The fields of a JSON body, or of a form-encoded one (``curl -d 'video_source=…'``)."""
     body = await _read_body(request, limit)
@@ -117,8 +126,10 @@ async def _body_fields(request: Request, content_type: str, limit: int) -> dict[
         except (UnicodeDecodeError, ValueError):
             raise BadRequest("the form body is not valid (name=value pairs joined by &)") from None
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(body, parse_int=_json_int)
+    except RecursionError:
+        raise BadRequest("the JSON body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
         raise BadRequest(
             "the body is not valid JSON; send JSON with Content-Type: application/json, "
             "a form (-d 'video_source=…'), or the fields in the query string"
@@ -232,8 +243,8 @@ async def submit_job(request: Request) -> Response:
         source_type, path = await _source(svc, spec, upload)
         owned = source_type.owned
         await svc.jobs.admit(spec, path, "file" if source_type is SourceType.UPLOAD else None)
-        job = await svc.jobs.submit(spec, source_type, path, idempotency)
-        if job.source_path != str(path):  # the same request, made by a racing twin
+        job, created = await svc.jobs.submit(spec, source_type, path, idempotency)
+        if not created:  # the same request, made by a racing twin
             raise _Repeat(job)
     except _Repeat as repeat:
         if owned and path is not None:
@@ -459,17 +470,12 @@ async def frames_zip(request: Request) -> Response:
         raise NotFound("Job not found")
     frames = await svc.store.list_frames(job_id, 0, ALL_FRAMES)
     names = [f.filename for f in frames]
-    archive = await svc.frames.zip(job_id, names)
-    return FileResponse(
-        archive,
+    disposition = f'attachment; filename="vfe-{job_id}-frames.zip"'
+    return StreamingResponse(
+        svc.frames.zip_stream(job_id, names),
         media_type="application/zip",
-        filename=f"vfe-{job_id}-frames.zip",
-        background=BackgroundTask(_unlink, archive),
+        headers={"Content-Disposition": disposition},
     )
-
-
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)
 
 
 ENDPOINTS = (submit_job, list_jobs, job_status, list_frames, frame_image, recent_frames,

@@ -122,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
             await cache.connect()
             bus = EventBus()
             frames = FrameStore(settings.frames_base_path)
+            await frames.sweep_spool()
             jobs = JobManager(settings, store, cache, bus, frames, metrics)
             metrics.watch(jobs, cache)
             resources.push_async_callback(jobs.stop)
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # "/job-status/<id>/" is a 404, not a redirect
     app.state.endpoints = ENDPOINTS
     app.state.metrics = metrics
     return app

@@ -20,7 +20,6 @@ uvicorn and the app for ``serve``, tqdm only when a bar is shown), so ``vfe --he
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,13 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .options import DEFAULT_MIN_GAP, DEFAULT_SCENE_THRESHOLD, ImageFormat
 
 if TYPE_CHECKING:
-    import socket
-    from types import FrameType
-
     from .models import Frame, JobSpec
-    from .settings import Settings
-
-GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 def _port(text: str) -> int:
@@ -202,49 +195,6 @@ def _progress_bar(total: int, unit: str, quiet: bool) -> Any:
     return tqdm(total=total, unit=unit, file=sys.stderr)
 
 
-def serve(settings: Settings) -> None:
-    """Run uvicorn until SIGINT/SIGTERM; open responses get a bounded time to finish."""
-    import uvicorn  # the server stack is imported only to serve: vfe extract starts faster
-
-    from .app import begin_shutdown, create_app
-
-    app = create_app(settings)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            begin_shutdown(app)  # jobs' grace and the end of streams start at the signal
-            super().handle_exit(sig, frame)
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:  # bound and serving: one plain line for the person who ran it
-                print(ready_line(settings), flush=True)
-
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
-    Server(config).run()
-
-
-def ready_line(settings: Settings) -> str:
-    """``vfe ready: http://127.0.0.1:8000/ — put videos in runtime/videos/``."""
-    host = settings.host
-    everywhere = host in ("0.0.0.0", "::", "")
-    shown = "127.0.0.1" if everywhere else (f"[{host}]" if ":" in host else host)
-    url = f"http://{shown}:{settings.port}/"
-    videos = settings.videos_base_path
-    with contextlib.suppress(ValueError):
-        videos = videos.relative_to(Path.cwd())
-    note = " (listening on every address)" if everywhere else ""
-    return f"vfe ready: {url}{note} — put videos in {videos}/"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "extract":
@@ -308,6 +258,8 @@ def _serve_command(args: argparse.Namespace) -> int:
     except VfeError as exc:
         print(f"vfe: cannot start: {exc.detail}", file=sys.stderr)
         return 2
+    from .server import serve  # the server stack is imported only to serve
+
     try:
         serve(settings)
     finally:

@@ -17,10 +17,33 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 WORK_DIR = ".work"
 FRAME_NAME = re.compile(r"^\d{6,}_\d+\.\d{3}\.(jpg|png|webp)$")
+
+
+class _Sink:
+    """A write-only stream the zip writer fills and the response drains (no ``tell`` or
+    ``seek``: ``zipfile`` then writes data descriptors, as a stream needs)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data
 
 
 def is_job_id(value: str) -> bool:
@@ -124,31 +147,33 @@ class FrameStore:
 
         return await asyncio.to_thread(_finalize)
 
-    async def zip(self, job_id: str, names: list[str]) -> Path:
-        """A zip of the job's frames ``names`` (stored, not compressed: images are
-        compressed already), written to a temp file under the frames folder; the caller
-        removes it. Frames whose file has gone are left out."""
-        spool = self.base / ".zips"
+    async def zip_stream(self, job_id: str, names: list[str]) -> AsyncIterator[bytes]:
+        """The job's frames ``names`` as one zip, made while it is sent: stored entries
+        (images are compressed already) with data descriptors, so nothing is staged on
+        disk, an unread download costs no disk, and a cut one leaves nothing behind.
+        Holds one frame in memory at a time. Frames whose file has gone are left out."""
+        import zipfile  # only for zips, not on every start-up
 
-        def _write() -> Path:
-            import tempfile  # with zipfile: only for zips, not on every start-up
-            import zipfile
+        sink = _Sink()
+        archive = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED)
+        try:
+            for frame in names:
+                path = self.path(job_id, frame)
+                try:
+                    await asyncio.to_thread(archive.write, path, frame)
+                except FileNotFoundError:
+                    continue  # deleted meanwhile: leave it out
+                if sink.chunks:
+                    yield sink.take()
+            await asyncio.to_thread(archive.close)
+            yield sink.take()
+        finally:
+            if archive.fp is not None:  # cut short: nothing to finish, nothing on disk
+                archive.fp = None
 
-            spool.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f"{job_id}-", suffix=".zip", dir=spool)
-            target = Path(name)
-            try:
-                with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as archive:
-                    for frame in names:
-                        path = self.path(job_id, frame)
-                        if path.is_file():
-                            archive.write(path, frame)
-            except BaseException:
-                target.unlink(missing_ok=True)
-                raise
-            return target
-
-        return await asyncio.to_thread(_write)
+    async def sweep_spool(self) -> None:
+        """Remove zips older versions staged under the frames folder (``.zips``)."""
+        await asyncio.to_thread(shutil.rmtree, self.base / ".zips", True)
 
     async def discard_work(self, job_id: str) -> None:
         """Remove the work folder (partial files of a stopped or finished run)."""

@@ -254,12 +254,13 @@ class JobManager:
         source_type: SourceType,
         source_path: Path,
         idempotency: tuple[str, str] | None = None,
-    ) -> Job:
-        """Record a job and queue it; ``Unavailable`` (503) when the queue is full.
+    ) -> tuple[Job, bool]:
+        """Record a job and queue it; ``Unavailable`` (503) when the queue is full. Returns
+        the job and whether this call made it.
 
-        With ``idempotency`` (key, request fingerprint): when the key already made a job,
-        that job is returned (nothing new is recorded), or ``Conflict`` (409) when it was
-        made by a different request.
+        With ``idempotency`` (key, request fingerprint): when the key already made a job
+        (also by a request racing this one), that job is returned and nothing new is
+        recorded, or ``Conflict`` (409) when it was made by a different request.
         """
         if not self.accepting:
             raise Unavailable("the service is shutting down; try again shortly")
@@ -282,7 +283,7 @@ class JobManager:
         )
         earlier = await self.store.create_job(job, idempotency)
         if earlier is not None:
-            return await self.idempotent(earlier, idempotency)
+            return await self.idempotent(earlier, idempotency), False
         try:
             self.queue.put_nowait(job.id)
         except asyncio.QueueFull:
@@ -292,7 +293,7 @@ class JobManager:
             ) from None
         self._publish("created", job)
         self.metrics.job_submitted()
-        return job
+        return job, True
 
     async def idempotent(
         self, earlier: tuple[str, str], idempotency: tuple[str, str] | None

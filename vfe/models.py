@@ -165,8 +165,8 @@ class JobSpec(BaseModel):
             raise ValueError(f"mode {self.mode.value} needs the field {self.mode.value}")
         if self.mode is not Mode.SCENE and (self.scene_threshold, self.min_gap) != (None, None):
             raise ValueError("scene_threshold and min_gap apply to mode scene only")
-        if self.end is not None and self.end <= self.start:
-            raise ValueError("end must be after start")
+        if self.end is not None and self.end - self.start < MIN_INTERVAL:
+            raise ValueError(f"end must be at least {MIN_INTERVAL:g} s after start")
         return self
 
     def options(self) -> dict[str, Any]:

@@ -12,8 +12,8 @@ every route ``auth.is_public`` does not exempt.
 
 Two deliberate oddities: an event stream's schema describes one event (``event`` and
 ``data``, whose ``contentSchema`` is the JSON it carries), as OpenAPI 3.1 tools read it;
-and operations with header parameters also list uvicorn's own text/plain 400, which it
-sends for a request it cannot parse (a control character in a header).
+and operations with header parameters also list the 400 the HTTP server itself sends for
+a request it cannot parse (a control character in a header; ``server.py`` makes it JSON).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from .views import Error, Invalid
 
 REF = "#/components/schemas/{model}"
 MALFORMED = (
-    "The HTTP server itself answers `Invalid HTTP request received.` (text/plain) to a "
-    "request it cannot parse, such as one with a control character in a header."
+    "The HTTP server itself answers `Invalid HTTP request received.` to a request it cannot "
+    "parse, such as one with a control character in a header."
 )
 INVALID = Answer(422, "A field is out of range, of the wrong type, missing or unknown.", Invalid)
 TEXT = {"schema": {"type": "string"}}
@@ -146,6 +146,18 @@ def _media(media_type: str) -> Json:
     return OBJECT if media_type == "application/json" else {}
 
 
+def _body_name(body: Body) -> str:
+    return f"{body.model.__name__}Body"
+
+
+def _body_schema(body: Body, schemas: Json) -> Json:
+    """The JSON body's schema: the model's, with no field required, since the query
+    string may give any of them (the merged fields are then checked by the model)."""
+    found = {k: v for k, v in schemas[body.model.__name__].items() if k != "required"}
+    note = "Every field may come in the query string instead; the merged fields must hold "
+    return {**found, "description": note + f"the rules of {body.model.__name__}."}
+
+
 def _request_body(body: Body) -> Json:
     """JSON of the model, or a multipart form: the upload part and the fields as text."""
     fields = body.model.model_json_schema()["properties"]
@@ -156,7 +168,7 @@ def _request_body(body: Body) -> Json:
         "properties": {body.upload: {"type": "string", "format": "binary"}, **form_fields},
         "additionalProperties": False,
     }
-    schema = {"$ref": REF.format(model=body.model.__name__)}
+    schema = {"$ref": REF.format(model=_body_name(body))}
     content = {
         "application/json": {"schema": schema, "example": body.example},
         "multipart/form-data": {"schema": form},
@@ -175,8 +187,11 @@ def _operation(ep: Endpoint) -> Json:
     if ep.query is not None or ep.body is not None or any(h.adapter for h in ep.headers):
         responses["422"] = _response(INVALID)
     if ep.headers:  # uvicorn's own answer to a header it cannot parse
-        found = responses.get("400", {"description": MALFORMED, "content": {}})
-        responses["400"] = {**found, "content": {**found["content"], "text/plain": TEXT}}
+        found = responses.get("400")
+        if found is None:
+            responses["400"] = _json(MALFORMED, Error)
+        else:
+            found["description"] += " " + MALFORMED
     op: Json = {"operationId": ep.operation_id, "summary": ep.summary}
     if ep.description:
         op["description"] = ep.description
@@ -213,8 +228,12 @@ def document(settings: Settings, endpoints: Sequence[Endpoint]) -> Json:
     for ep in endpoints:
         paths.setdefault(ep.path, {})[ep.method.lower()] = copy.deepcopy(_operation(ep))
     www_authenticate = {"WWW-Authenticate": TEXT}
+    schemas = _schemas(_models(endpoints))
+    for ep in endpoints:
+        if ep.body is not None:
+            schemas[_body_name(ep.body)] = _body_schema(ep.body, schemas)
     components: Json = {
-        "schemas": _schemas(_models(endpoints)),
+        "schemas": schemas,
         "responses": {
             "Unauthorized": _json("No valid API key was sent.", Error, headers=www_authenticate),
         },
