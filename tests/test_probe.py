@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import reference_frames
-from vfe import probe
+from vfe import ffmpeg, probe
 from vfe.errors import ExtractionError
 from vfe.probe import VideoInfo, parse
 
@@ -333,20 +334,62 @@ def test_variable_rate() -> None:
     assert not probe.FrameIndex((0.0, 1.0), (0.0,)).variable_rate  # one gap: no variation
 
 
-def test_index_rows_skip_discarded_and_unstamped() -> None:
+def _read(lines: list[str], max_frames: int | None = None) -> Any:
+    """Feed ffprobe-style output lines to the index reader, as the worker thread does."""
+    reader = probe._IndexReader(ffmpeg.LineReader(["true"]), max_frames)
+    for line in lines:
+        if not reader.line(line.encode() + b"\n"):
+            break
+    return reader
+
+
+PACKETS = [
+    "{",
+    '    "packets": [',
+    '        { "pts": 1000, "dts": 1000, "duration": 40, "flags": "K_" },',
+    '        { "pts": 1080, "dts": 1040, "duration": 40, "flags": "__",',
+    '            "side_data_list": [',
+    '                { "side_data_type": "MPEGTS Stream ID", "id": 224 }',
+    "            ]",
+    "        },",
+    '        { "pts": 1040, "duration": 40, "flags": "_D" },',
+    '        { "dts": 1120, "flags": "__" },',
+    '        { "flags": "__" }',
+    "    ],",
+    '    "streams": [ { "index": 0 } ],',
+    '    "format": { "duration": "1.0" }',
+    "}",
+]
+
+
+def test_index_lines_skip_discarded_and_unstamped_and_join_side_data() -> None:
+    reader = _read(PACKETS)
+    assert list(reader.stamps) == [1000, 1080, 1120] and list(reader.keys) == [1000]
+    assert json.loads(b"{" + b"".join(reader.rest)) == {
+        "streams": [{"index": 0}], "format": {"duration": "1.0"}}  # fmt: skip
     info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, 1.0, time_base="1/1000")
-    rows = [
-        ("1000", "1000", "40", "K_"),
-        ("1080", "1040", "40", "__"),
-        ("1040", "N/A", "40", "_D"),
-        ("N/A", "1120", "", "__"),
-        ("N/A", "N/A", "", "__"),
-    ]
-    index = probe._index(rows, info)
-    assert index.times == (0.0, 0.08, 0.12) and index.keyframes == (0.0,)
-    assert index.end == pytest.approx(0.12)  # 1080 + 40 ms; the last row had no duration
-    no_base = probe._index(rows, VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0))
-    assert no_base.times == () and no_base.keyframes == () and no_base.end is None
+    index = reader.index(info)
+    assert list(index.times) == [0.0, 0.08, 0.12] and list(index.keyframes) == [0.0]
+    assert index.end == pytest.approx(0.12)  # 1080 + 40 ms; the last packet had no duration
+    no_base = reader.index(VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0))
+    assert list(no_base.times) == [] and list(no_base.keyframes) == [] and no_base.end is None
+
+
+def test_index_times_are_exactly_the_fraction_arithmetic() -> None:
+    from fractions import Fraction
+
+    reader = _read(["{", '"packets": ['] + [
+        f'{{ "pts": {p}, "flags": "__" }},' for p in (0, 512, 1023, 10**12 + 7, 3)
+    ])  # fmt: skip
+    info = VideoInfo(1.0, 25.0, 8, 8, 0, "h264", None, 0.0, 1.466667, time_base="1/15360")
+    shift = Fraction(str(info.container_start))
+    expected = sorted(float(p * Fraction(1, 15360) - shift) for p in reader.stamps)
+    assert list(reader.index(info).times) == expected
+
+
+def test_the_reader_stops_past_max_frames() -> None:
+    reader = _read(PACKETS, max_frames=1)
+    assert reader.too_many and list(reader.stamps) == [1000]
 
 
 async def test_inspect_cache_is_bounded_by_frames(
@@ -396,7 +439,7 @@ async def test_inspect_is_cached_per_file_version(media: Any, tmp_path: Path) ->
     first = await probe.inspect(clip)
     assert await probe.inspect(clip) is first
     clip.write_bytes(media.clip("probe-25.mp4", duration=2, audio=True).read_bytes())
-    assert (await probe.inspect(clip))[1].keyframes == (0.0,)
+    assert list((await probe.inspect(clip))[1].keyframes) == [0.0]
 
 
 async def test_inspect_refuses_what_is_not_a_whole_video(

@@ -18,6 +18,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,6 +113,63 @@ async def stop_process(proc: asyncio.subprocess.Process, grace: float = STOP_GRA
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
     await proc.wait()
+
+
+class LineReader:
+    """A process whose stdout is read line by line *in the calling thread* (run it from a
+    worker thread with ``asyncio.to_thread``), so a reader with a lot to parse never holds
+    the event loop. ``stop`` may be called from any thread: it kills the process group,
+    as does the reader's own time limit. stderr is discarded (callers say what failed)."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+        self.timed_out = False
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def run(self, on_line: Callable[[bytes], bool], timeout: float) -> int:
+        """Feed each stdout line to ``on_line`` until EOF or until it returns False (the
+        process is then stopped); returns the exit code (negative when killed)."""
+        with self._lock:
+            if self._stopped:
+                return -signal.SIGKILL
+            try:
+                self._proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+            except OSError as exc:
+                raise ExtractionError(f"could not start {os.path.basename(self.argv[0])}") from exc
+        proc = self._proc
+        assert proc.stdout is not None
+        timer = threading.Timer(timeout, self._time_out)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                if not on_line(line):
+                    self.stop()
+                    break
+        except BaseException:
+            self.stop()  # the reader failed: the process must not outlive it
+            raise
+        finally:
+            timer.cancel()
+            proc.stdout.close()
+            proc.wait()
+        return proc.returncode
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill the process group (nothing of a reader's work is worth a grace period)."""
+        with self._lock:
+            self._stopped = True
+            if self._proc is not None and self._proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
 
 
 async def run(

@@ -52,7 +52,7 @@ from .models import (
 )
 from .planner import plan as make_plan
 from .planner import sampling_from
-from .probe import inspect
+from .probe import TooManyFrames, inspect, probe
 from .settings import Settings
 from .store import Store
 from .views import Deleted, FrameView, JobView
@@ -101,6 +101,7 @@ class JobManager:
         self.peak_running = 0
         self.accepting = False
         self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
+        self._probes = asyncio.Semaphore(settings.max_concurrent_probes)
         self._workers: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_reason: dict[str, str] = {}
@@ -218,11 +219,18 @@ class JobManager:
         field = field or "video_source"
         limits = self.settings
         await self.check_disk()
+        where = ["body", field]
         try:
-            info, index = await inspect(source)
+            async with self._probes:  # probes are bounded apart from jobs: none is a job yet
+                stated = (await probe(source)).frames  # the header alone: no packet read
+                if stated is not None and stated > limits.max_frames_per_video:
+                    raise TooManyFrames(limits.max_frames_per_video)
+                info, index = await inspect(source, limits.max_frames_per_video)
+        except TooManyFrames as exc:
+            most = f"this server reads at most {exc.count} a video (MAX_FRAMES_PER_VIDEO)"
+            raise _limit(where, f"the video has more than {exc.count} frames; {most}") from None
         except ExtractionError as exc:
             raise BadRequest(f"{field}: {exc.detail}") from None
-        where = ["body", field]
         if info.duration > limits.max_video_duration_seconds:
             raise _limit(where, f"the video lasts {info.duration:.0f} s; this server takes "
                          f"at most {limits.max_video_duration_seconds:g} s "
@@ -472,7 +480,7 @@ class JobManager:
             exists = False
         if not exists:
             raise ExtractionError("the video file is no longer there")
-        info, index = await inspect(source)
+        info, index = await inspect(source, self.settings.max_frames_per_video)
         sampling = sampling_from(job.options, job.interval)
         if sampling.mode is Mode.SCENE:  # frames found, not planned: cap them here
             cap = min(sampling.max_frames or math.inf, self.settings.max_frames_per_job)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import json
+from array import array
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,6 +42,7 @@ class VideoInfo:
     time_base: str | None = None  # the video stream's, e.g. "1/15360"
     has_b_frames: int = 0  # frames are decoded out of presentation order when > 0
     own_duration: bool = True  # False: the duration is the container's (maybe audio's)
+    frames: int | None = None  # as the container's header states it, when it does
 
 
 def _rate(value: Any) -> float | None:
@@ -48,6 +51,11 @@ def _rate(value: Any) -> float | None:
     except (ValueError, ZeroDivisionError):
         return None
     return float(rate) if rate > 0 else None
+
+
+def _count(value: Any) -> int | None:
+    text = str(value or "")
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def _rotation(stream: dict[str, Any]) -> int:
@@ -105,6 +113,7 @@ def parse(document: dict[str, Any]) -> VideoInfo:
         time_base=stream.get("time_base"),
         has_b_frames=int(stream.get("has_b_frames") or 0),
         own_duration=own is not None,
+        frames=_count(stream.get("nb_frames")),
     )
 
 
@@ -130,7 +139,8 @@ async def _ffprobe(path: Path, *sections: str, limit: float) -> dict[str, Any]:
 
 
 async def probe(path: Path) -> VideoInfo:
-    """Run ffprobe on ``path`` (a local file) and return what it found."""
+    """Run ffprobe on ``path`` (a local file) and return what its headers say: quick,
+    since no packet is read (``inspect`` reads them all)."""
     return parse(await _ffprobe(path, "-show_format", "-show_streams", limit=PROBE_TIMEOUT))
 
 
@@ -143,8 +153,8 @@ class FrameIndex:
     video. Packets the demuxer marks to be discarded (edit lists) are left out.
     """
 
-    times: tuple[float, ...]
-    keyframes: tuple[float, ...]
+    times: Sequence[float]  # an ``array("d")`` when read from a file: 8 bytes a frame
+    keyframes: Sequence[float]
     end: float | None = None  # where the last frame ends (its time plus its duration)
 
     def first_at_or_after(self, target: float) -> int | None:
@@ -162,54 +172,165 @@ class FrameIndex:
     @property
     def variable_rate(self) -> bool:
         """True when frame spacing varies by more than a tenth of a frame."""
-        gaps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
-        if len(gaps) < 2:
+        times = self.times
+        if len(times) < 3:
             return False
-        return max(gaps) - min(gaps) > 0.1 * (sum(gaps) / len(gaps))
+        low = high = times[1] - times[0]
+        for a, b in itertools.pairwise(times):
+            gap = b - a
+            low, high = min(low, gap), max(high, gap)
+        mean = (times[-1] - times[0]) / (len(times) - 1)
+        return high - low > 0.1 * mean
 
 
 EPSILON = 1e-6
 _CACHE: OrderedDict[tuple[str, int, int], tuple[VideoInfo, FrameIndex]] = OrderedDict()
-_CACHE_FRAMES = 2_000_000  # frame times, about 64 MB: nine hours of 60 fps, or many short videos
+_CACHE_FRAMES = 2_000_000  # frame times, about 16 MB: nine hours of 60 fps, or many short videos
 
 
-async def inspect(path: Path) -> tuple[VideoInfo, FrameIndex]:
+class TooManyFrames(ExtractionError):
+    """The video has more frames than the limit it was read with (``count`` so far)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the video has more than {count} frames")
+        self.count = count
+
+
+INDEX_ARGS = ("-select_streams", "V:0",  # the first video stream that is not cover art
+              "-show_entries", "packet=pts,dts,duration,flags",
+              "-show_format", "-show_streams")  # fmt: skip
+
+
+async def inspect(path: Path, max_frames: int | None = None) -> tuple[VideoInfo, FrameIndex]:
     """What the video is (as ``probe``) and its frame index, from one ffprobe run.
 
+    ffprobe's output is read as it comes, in a worker thread, into compact arrays (about
+    9 bytes a frame), so neither memory nor the event loop pays for a long index; past
+    ``max_frames`` frames ffprobe is stopped and ``TooManyFrames`` raised at once.
     Cached per file (by path, size and modification time), least recently used first out
-    once the cached indexes hold more than ``_CACHE_FRAMES`` frames. Raises ``ExtractionError``
-    for a file that is not a video, has no video stream, or was cut short.
+    once the cached indexes hold more than ``_CACHE_FRAMES`` frames. Raises
+    ``ExtractionError`` for a file that is not a video, has no video stream, or was cut
+    short. If the caller is cancelled, ffprobe is killed.
     """
     key = await _cache_key(path)
     cached = _CACHE.get(key)
     if cached is not None:
+        if max_frames is not None and len(cached[1].times) > max_frames:
+            raise TooManyFrames(max_frames)
         _CACHE.move_to_end(key)
         return cached
-    document = await _ffprobe(
-        path,
-        "-select_streams",
-        "V:0",  # the first video stream that is not cover art
-        "-show_format",
-        "-show_streams",
-        "-show_entries",
-        "packet=pts,dts,duration,flags",
-        limit=PROBE_TIMEOUT * 10,
-    )
-    info = parse(document)
-    rows = [
-        (str(p.get("pts", "")), str(p.get("dts", "")), str(p.get("duration", "")),
-         str(p.get("flags", "")))
-        for p in document.get("packets") or []
-    ]  # fmt: skip
-    index = await asyncio.to_thread(_index, rows, info)
-    check_complete(info, index)
-    result = (info, index)
+    guards = [arg for name, value in ffmpeg.INPUT_GUARDS.items() for arg in (f"-{name}", value)]
+    argv = [ffmpeg.binary("ffprobe"), "-hide_banner", "-loglevel", "error", *guards,
+            *INDEX_ARGS, "-of", "json=c=1", f"file:{path}"]  # fmt: skip
+    reader = _IndexReader(ffmpeg.LineReader(argv), max_frames)
+    try:
+        result = await asyncio.to_thread(reader.read)
+    except asyncio.CancelledError:
+        reader.process.stop()  # the thread then sees the end of the output and returns
+        raise
     _CACHE[key] = result
     held = sum(len(i.times) for _, i in _CACHE.values())
     while held > _CACHE_FRAMES and len(_CACHE) > 1:  # the newest stays, however long
         _, (_, dropped) = _CACHE.popitem(last=False)
         held -= len(dropped.times)
     return result
+
+
+class _IndexReader:
+    """Reads ffprobe's compact JSON (``json=c=1``: one packet a line, packets first) as a
+    stream: packets into arrays of stamps, the streams and format kept as text to parse
+    once they have all come. Runs in a worker thread."""
+
+    def __init__(self, process: ffmpeg.LineReader, max_frames: int | None) -> None:
+        self.process = process
+        self.max_frames = max_frames
+        self.stamps = array("q")  # each packet's pts (its dts when it has none), time base
+        self.keys = array("q")
+        self.last_end: int | None = None  # the latest stamp + duration
+        self.rest: list[bytes] = []  # everything after the packets
+        self.in_packets = False
+        self.after_packets = False
+        self.too_many = False
+        self.partial: list[bytes] = []  # a packet printed over several lines (side data)
+        self.depth = 0
+
+    def read(self) -> tuple[VideoInfo, FrameIndex]:
+        code = self.process.run(self.line, PROBE_TIMEOUT * 10)
+        if self.too_many:
+            assert self.max_frames is not None
+            raise TooManyFrames(self.max_frames)
+        if self.process.timed_out:
+            raise ExtractionError("reading the video's details took too long")
+        try:
+            document = json.loads(b"{" + b"".join(self.rest)) if self.after_packets else {}
+        except json.JSONDecodeError:
+            document = {}
+        if code != 0 or not isinstance(document, dict) or not document.get("format"):
+            raise ExtractionError("the file is not a video FFmpeg can read")
+        info = parse(document)
+        index = self.index(info)
+        check_complete(info, index)
+        return info, index
+
+    def line(self, raw: bytes) -> bool:
+        """One line of output; False stops ffprobe (over the frame limit)."""
+        if self.after_packets:
+            self.rest.append(raw)
+            return True
+        text = raw.strip()
+        if not self.in_packets:
+            if text.startswith(b'"packets"'):
+                self.in_packets = True
+            elif text.startswith(b'"streams"'):  # no packets section at all
+                self.after_packets = True
+                self.rest.append(raw)
+            return True
+        if self.depth or text.startswith(b"{"):
+            self.partial.append(text)
+            self.depth += text.count(b"{") - text.count(b"}")
+            if self.depth > 0:
+                return True  # the packet goes on (its side data) on the next lines
+            whole, self.partial, self.depth = b"".join(self.partial), [], 0
+            return self.packet(json.loads(whole.rstrip(b",")))
+        self.after_packets = text.startswith(b"]")
+        return True
+
+    def packet(self, packet: dict[str, Any]) -> bool:
+        flags = str(packet.get("flags", ""))
+        if "D" in flags:
+            return True  # to be discarded (edit lists): never shown
+        stamp = packet.get("pts", packet.get("dts"))
+        if not isinstance(stamp, int):
+            return True
+        if self.max_frames is not None and len(self.stamps) >= self.max_frames:
+            self.too_many = True
+            return False
+        self.stamps.append(stamp)
+        if "K" in flags:
+            self.keys.append(stamp)
+        duration = packet.get("duration")
+        if isinstance(duration, int) and duration >= 0:
+            finish = stamp + duration
+            self.last_end = finish if self.last_end is None else max(self.last_end, finish)
+        return True
+
+    def index(self, info: VideoInfo) -> FrameIndex:
+        """The stamps as seconds on FFmpeg's timeline (the container start shifted to 0),
+        each exactly ``float(stamp * time_base - start)``, sorted."""
+        if not info.time_base or not self.stamps:
+            return FrameIndex(array("d"), array("d"))
+        base, shift = Fraction(info.time_base), Fraction(str(info.container_start))
+        scale = base.numerator * shift.denominator
+        offset = shift.numerator * base.denominator
+        whole = base.denominator * shift.denominator
+
+        def seconds(stamp: int) -> float:  # int / int: correctly rounded, as float(Fraction)
+            return (stamp * scale - offset) / whole
+
+        times = array("d", sorted(map(seconds, self.stamps)))
+        keys = array("d", sorted(map(seconds, self.keys)))
+        end = None if self.last_end is None else seconds(self.last_end)
+        return FrameIndex(times, keys, end)
 
 
 async def _cache_key(path: Path) -> tuple[str, int, int]:
@@ -231,29 +352,3 @@ def check_complete(info: VideoInfo, index: FrameIndex) -> None:
             f"the video ends early or is damaged: its frames stop at {end:.3f} s "
             f"of {info.duration:.3f} s"
         )
-
-
-def _index(rows: Iterable[tuple[str, str, str, str]], info: VideoInfo) -> FrameIndex:
-    """The index of packet rows ``(pts, dts, duration, flags)``, in stream time base units."""
-    base = Fraction(info.time_base) if info.time_base else None
-    shift = Fraction(str(info.container_start))
-    times: list[float] = []
-    keys: list[float] = []
-    end: Fraction | None = None
-    for pts, dts, duration, flags in rows:
-        if "D" in flags:
-            continue
-        stamp = pts if pts not in ("", "N/A") else dts
-        if stamp in ("", "N/A") or base is None:
-            continue
-        start = int(stamp) * base - shift
-        seconds = float(start)
-        times.append(seconds)
-        if "K" in flags:
-            keys.append(seconds)
-        if duration.isdigit():
-            finish = start + int(duration) * base
-            end = finish if end is None or finish > end else end
-    times.sort()
-    keys.sort()
-    return FrameIndex(tuple(times), tuple(keys), None if end is None else float(end))

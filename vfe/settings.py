@@ -145,6 +145,19 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         ge=1,
         description="Largest picture (width x height) a video may have; the default is 8192x4320.",
     )
+    max_frames_per_video: int = Field(
+        1_000_000,
+        ge=1,
+        description="Most frames a video may have (about 9 hours at 30 fps); reading its "
+        "index stops past it and the job is refused.",
+    )
+    max_concurrent_probes: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Videos read (ffprobe) at the same time while jobs are submitted; more "
+        "wait their turn.",
+    )
     sse_heartbeat_seconds: float = Field(
         15.0, ge=0.1, le=600, description="Interval of comment heartbeats on idle event streams."
     )
