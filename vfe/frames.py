@@ -12,15 +12,18 @@ Only ``job_dir`` turns a job id into a path, and it accepts canonical UUIDs only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 WORK_DIR = ".work"
+TRASH_DIR = ".trash"  # folders of deleted jobs, removed in the background
 FRAME_NAME = re.compile(r"^\d{6,}_\d+\.\d{3}\.(jpg|png|webp)$")
 
 
@@ -44,6 +47,23 @@ class _Sink:
     def take(self) -> bytes:
         data, self.chunks = b"".join(self.chunks), []
         return data
+
+
+def _removal(root: Path) -> Iterator[None]:
+    """Remove ``root`` and everything in it, one file (or folder) a step."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+            yield
+        with contextlib.suppress(OSError):  # not empty: a new discard landed meanwhile
+            os.rmdir(folder)
+        yield
+
+
+def _advance(steps: Iterator[None], count: int) -> bool:
+    """Take up to ``count`` steps; False once there are none left."""
+    return len(list(itertools.islice(steps, count))) == count
 
 
 def is_job_id(value: str) -> bool:
@@ -191,6 +211,43 @@ class FrameStore:
                 p.unlink(missing_ok=True)
 
         await asyncio.to_thread(_unlink)
+
+    async def discard(self, job_id: str) -> None:
+        """Take the job's whole folder out of sight at once (a rename into ``.trash``);
+        ``empty_trash`` removes it later, so a job of 100,000 frames is gone in a moment."""
+
+        def _move() -> None:
+            source, trash = self.job_dir(job_id), self.base / TRASH_DIR
+            for _ in range(3):  # the emptier may remove an empty trash folder meanwhile
+                trash.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rename(source, trash / f"{job_id}-{uuid.uuid4().hex}")
+                    return
+                except FileNotFoundError:
+                    if not source.exists():
+                        return  # no frames were ever written
+
+        await asyncio.to_thread(_move)
+
+    async def empty_trash(self, batch: int = 500) -> None:
+        """Remove what ``discard`` set aside (also what a stopped process left there),
+        ``batch`` files per worker-thread call, so a cancellation (shutdown) takes effect
+        between batches and the next start goes on where this one stopped."""
+        trash = self.base / TRASH_DIR
+        while await asyncio.to_thread(trash.is_dir):
+            removal = _removal(trash)
+            while await asyncio.to_thread(_advance, removal, batch):
+                pass
+
+    async def job_folders(self) -> list[str]:
+        """The ids of the jobs that have a folder here."""
+
+        def _list() -> list[str]:
+            if not self.base.is_dir():
+                return []
+            return [entry.name for entry in os.scandir(self.base) if is_job_id(entry.name)]
+
+        return await asyncio.to_thread(_list)
 
     async def names(self, job_id: str) -> list[str]:
         """The frame files in the job's folder (temp and work files are not frames)."""

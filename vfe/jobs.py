@@ -102,6 +102,7 @@ class JobManager:
         self.accepting = False
         self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
         self._probes = asyncio.Semaphore(settings.max_concurrent_probes)
+        self._emptier: asyncio.Future[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_reason: dict[str, str] = {}
@@ -123,11 +124,28 @@ class JobManager:
                 await self.store.update_job(job.id, status=JobStatus.PENDING)
                 log.info("recovered job left processing", extra={"job_id": job.id})
         self.accepting = True
+        self._spawn(self._discard_orphans())
         if self.settings.retention_hours > 0:
             self._spawn(self._retention())
         if unfinished:
             self._backlog = len(unfinished)
             self._spawn(self._requeue([j.id for j in unfinished]))
+
+    async def _discard_orphans(self) -> None:
+        """Frames of jobs whose rows are gone (a delete cut short by a stop) go to the
+        trash, and the trash a stop left is emptied: a delete survives a restart."""
+        for job_id in await self.frames.job_folders():
+            if await self.store.get_job(job_id) is None:
+                await self.frames.discard(job_id)
+        self._empty_trash()
+
+    def _empty_trash(self) -> None:
+        """Empty the trash in the background, one emptier at a time (it loops until the
+        trash is gone, so what is discarded meanwhile goes too)."""
+        if self._emptier is None or self._emptier.done():
+            self._emptier = asyncio.ensure_future(self.frames.empty_trash())
+            self._tasks.add(self._emptier)
+            self._emptier.add_done_callback(self._tasks.discard)
 
     async def _retention(self) -> None:
         """Delete finished jobs (and their files) older than RETENTION_HOURS, now and then."""
@@ -342,7 +360,8 @@ class JobManager:
                 if cancelled is not None:  # None: its run finished it meanwhile
                     self.metrics.job_finished(JobStatus.CANCELLED, None)  # it never ran
             await self.store.delete_job(job_id)  # rows first: never list a removed file
-            await self.frames.remove(job_id)
+            await self.frames.discard(job_id)  # a rename: the files go in the background
+            self._empty_trash()
             if job.source_type.owned:  # an upload or a download: the service's own copy
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(Path(job.source_path).unlink, True)
