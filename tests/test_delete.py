@@ -3,7 +3,6 @@ a delete cut short by a stop finishes on the next start. Real server, real files
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,26 +10,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, Media, place
+from tests.conftest import LiveServer, Media, place, wait_until
 
 pytestmark = pytest.mark.live
 MANY = 20_000  # files put beside the frames: a folder slow to remove file by file
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def finished_job(server: LiveServer, name: str) -> str:
     res = httpx.post(f"{server.url}/video-job", json={"video_source": name, "interval": 0.5},
                      timeout=60)  # fmt: skip
     job_id: str = res.json()["job_id"]
-    wait_for(lambda: httpx.get(f"{server.url}/job-status/{job_id}", timeout=30).json()["status"]
-             == "completed", 120, "the job")  # fmt: skip
+    wait_until(lambda: httpx.get(f"{server.url}/job-status/{job_id}", timeout=30).json()
+               ["status"] == "completed", "the job", within=120)  # fmt: skip
     return job_id
 
 
@@ -51,7 +42,7 @@ def test_delete_answers_before_the_files_are_gone_and_they_go(
     assert not (frames / job_id).exists()  # out of sight at once
     assert httpx.get(f"{server.url}/job-status/{job_id}", timeout=30).status_code == 404
     assert httpx.get(f"{server.url}/frames/{job_id}", timeout=30).status_code == 404
-    wait_for(lambda: not (frames / ".trash").exists(), 120, "the trash to be emptied")
+    wait_until(lambda: not (frames / ".trash").exists(), "the trash to be emptied", within=120)
 
 
 def test_a_delete_cut_short_finishes_at_the_next_start(
@@ -67,8 +58,8 @@ def test_a_delete_cut_short_finishes_at_the_next_start(
     orphan.mkdir()
     (orphan / "000000_0.000.jpg").write_bytes(b"\xff\xd8")
     kept = finished_job(again := live_server(), place(media.standard(), videos))
-    wait_for(lambda: not (frames / ".trash").exists() and not orphan.exists(), 120,
-             "the leftovers to be removed")  # fmt: skip
+    wait_until(lambda: not (frames / ".trash").exists() and not orphan.exists(),
+               "the leftovers to be removed", within=120)  # fmt: skip
     assert (frames / kept).is_dir()  # a job that has its row keeps its frames
     listed = httpx.get(f"{again.url}/frames/{kept}", timeout=30).json()["frames"]
     assert listed and all((frames / kept / f["filename"]).is_file() for f in listed)

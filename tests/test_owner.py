@@ -8,14 +8,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, LiveServer, Media, free_port, place, vfe_env
+from tests.conftest import ROOT, LiveServer, Media, free_port, place, vfe_env, wait_until
 from vfe.owner import DataFolderInUse, DataOwner
 
 pytestmark = pytest.mark.live
@@ -33,14 +32,6 @@ def serve_once(env: dict[str, str], port: int) -> subprocess.CompletedProcess[st
         text=True,
         timeout=START_TIMEOUT,
     )
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def job(url: str, job_id: str) -> dict[str, object]:
@@ -62,7 +53,7 @@ def test_a_second_server_on_the_same_database_refuses_before_touching_jobs(
     res = httpx.post(f"{first.url}/video-job", json={"video_source": name, "interval": 0.1},
                      timeout=60)  # fmt: skip
     job_id = res.json()["job_id"]
-    wait_for(lambda: job(first.url, job_id)["status"] == "processing", 60, "the job to run")
+    wait_until(lambda: job(first.url, job_id)["status"] == "processing", "the job to run")
     attempts_before = job(first.url, job_id)["attempts"]
 
     second = serve_once(vfe_env(tmp_path, videos), first.port if same_port else free_port())
@@ -73,7 +64,8 @@ def test_a_second_server_on_the_same_database_refuses_before_touching_jobs(
     assert "Traceback" not in second.stderr + second.stdout
     # The running job was not "recovered" by the second start: same attempt, and it ends.
     assert job(first.url, job_id)["attempts"] == attempts_before
-    wait_for(lambda: job(first.url, job_id)["status"] != "processing", 120, "the job to end")
+    wait_until(lambda: job(first.url, job_id)["status"] != "processing", "the job to end",
+               within=120)  # fmt: skip
     final = job(first.url, job_id)
     assert final["status"] == "completed", final
     assert final["attempts"] == attempts_before
@@ -154,7 +146,7 @@ def test_the_lock_is_counted_within_one_process(tmp_path: Path) -> None:
 
 def test_serve_prints_one_plain_ready_line(live_server: Callable[..., LiveServer]) -> None:
     server = live_server()
-    wait_for(lambda: "vfe ready:" in server.log.read_text(), 30, "the ready line")
+    wait_until(lambda: "vfe ready:" in server.log.read_text(), "the ready line")
     line = next(li for li in server.log.read_text().splitlines() if "vfe ready:" in li)
     assert line.startswith(f"vfe ready: http://127.0.0.1:{server.port}/ — put videos in ")
     assert line.endswith("/")

@@ -102,6 +102,7 @@ class JobManager:
         self.accepting = False
         self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
         self._probes = asyncio.Semaphore(settings.max_concurrent_probes)
+        self._headers = asyncio.Lock()
         self._emptier: asyncio.Future[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -239,10 +240,13 @@ class JobManager:
         await self.check_disk()
         where = ["body", field]
         try:
-            async with self._probes:  # probes are bounded apart from jobs: none is a job yet
-                stated = (await probe(source)).frames  # the header alone: no packet read
-                if stated is not None and stated > limits.max_frames_per_video:
-                    raise TooManyFrames(limits.max_frames_per_video)
+            # Headers one at a time: ffprobe holds a whole MP4 sample table (200 MB for
+            # millions of samples) while it reads one; they take a tenth of a second.
+            async with self._headers:
+                stated = (await probe(source)).frames  # no packet read
+            if stated is not None and stated > limits.max_frames_per_video:
+                raise TooManyFrames(limits.max_frames_per_video)
+            async with self._probes:  # bounded apart from jobs: none of this is a job yet
                 info, index = await inspect(source, limits.max_frames_per_video)
         except TooManyFrames as exc:
             most = f"this server reads at most {exc.count} a video (MAX_FRAMES_PER_VIDEO)"

@@ -146,10 +146,10 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         description="Largest picture (width x height) a video may have; the default is 8192x4320.",
     )
     max_frames_per_video: int = Field(
-        1_000_000,
+        500_000,
         ge=1,
-        description="Most frames a video may have (about 9 hours at 30 fps); reading its "
-        "index stops past it and the job is refused.",
+        description="Most frames a video may have (4.6 hours at 30 fps, 2.3 at 60); reading "
+        "its index stops past it and the job is refused.",
     )
     max_concurrent_probes: int = Field(
         2,
