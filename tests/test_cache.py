@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import RedisServer, free_port
+from conftest import RedisServer, free_port, wait_until_async
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from vfe.cache import (
@@ -91,7 +91,7 @@ async def test_memory_ttl_expiry() -> None:
     await cache.set("vfe:long", "3", 60)
     assert await cache.get("vfe:gone") is None
     assert len(cache) == 2  # the expired entry was dropped when read
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # outlive the 0.05 s TTL: the time passing is what is tested
     assert await cache.get("vfe:short") is None
     assert await cache.get("vfe:long") == "3"
     assert len(cache) == 1
@@ -310,6 +310,7 @@ async def test_redis_back_after_retry_seconds_with_stale_keys_cleared(
             # Before retry_seconds the cache does not even try.
             assert await cache.refresh() == "memory"
             assert await raw.get("vfe:job:stale") == "old"
+        # out the retry interval (a sleep never ends early, so no load can make it short)
         await asyncio.sleep(max(0.0, after + retry - time.monotonic()) + 0.05)
         assert await cache.refresh() == "redis"
         assert cache.name == "redis"
@@ -332,7 +333,7 @@ async def test_switch_to_memory_clears_memory(
     assert cache.name == "memory"
     await cache.set("vfe:job:1", "pending", 60)
     redis_server.start()
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.25)  # out the 0.2 s retry interval (Redis answers: start waited)
     assert await cache.refresh() == "redis"
     await cache.set("vfe:job:1", "completed", 60)  # goes to Redis only
     redis_server.stop()
@@ -345,7 +346,7 @@ async def test_refresh_while_redis_still_down_stays_on_memory(
 ) -> None:
     redis_server.stop()
     cache = await make_fallback(redis_server.port, retry_seconds=0.1)
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.15)  # out the 0.1 s retry interval, so refresh does try Redis
     assert await cache.refresh() == "memory"
     assert cache.last_error == "ConnectionError"
 
@@ -408,7 +409,7 @@ async def test_check_sees_redis_die_without_waiting_for_a_cache_call(
     redis_server.stop()
     assert await cache.check() == "memory"
     redis_server.start()
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.15)  # out the 0.1 s retry interval (Redis answers: start waited)
     assert await cache.check() == "redis"
 
 
@@ -426,11 +427,12 @@ async def test_redis_going_and_coming_back_is_logged_once_each(
     while time.monotonic() < quiet_until:
         assert await cache.refresh() == "memory"
         await asyncio.sleep(0.05)
-    deadline = time.monotonic() + 30
     redis_server.start()
-    while await cache.refresh() != "redis":
-        assert time.monotonic() < deadline, "Redis never came back"
-        await asyncio.sleep(0.05)
+
+    async def back() -> bool:
+        return await cache.refresh() == "redis"
+
+    await wait_until_async(back, "Redis to come back")
     said = [r.getMessage() for r in caplog.records if r.name == "vfe.cache"]
     assert len([m for m in said if "stopped answering" in m]) == 1, said
     assert len([m for m in said if "answers again" in m]) == 1, said

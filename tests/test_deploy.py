@@ -210,8 +210,8 @@ def test_healthcheck_and_probes_pass_against_a_real_server(
     assert run(command, {**clean_env, "PORT": str(server.port)}).returncode == 0
     # The probes the Deployment names answer without a key.
     for path in ("/health/live", "/health/ready"):
-        assert httpx.get(server.url + path, timeout=5).status_code == 200, path
-    assert httpx.get(server.url + "/jobs", timeout=5).status_code == 401
+        assert httpx.get(server.url + path, timeout=30).status_code == 200, path
+    assert httpx.get(server.url + "/jobs", timeout=30).status_code == 401
     server.stop()
     assert run(command, {**clean_env, "PORT": str(server.port)}).returncode != 0
 

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import AppClient, Media, place
+from tests.conftest import AppClient, Media, place, wait_until_async
 from vfe.settings import Settings
 
 MIB = 1024 * 1024
@@ -90,11 +90,11 @@ async def test_retention_deletes_finished_jobs_and_their_files(
         job_id = await app.submit(name, 1)
         assert (await app.wait(job_id))["status"] == "completed"
         assert (settings.frames_base_path / job_id).is_dir()
-        for _ in range(100):
-            if (await app.http.get(f"/job-status/{job_id}")).status_code == 404:
-                break
-            await asyncio.sleep(0.1)
-        assert (await app.http.get(f"/job-status/{job_id}")).status_code == 404
+
+        async def swept() -> bool:
+            return (await app.http.get(f"/job-status/{job_id}")).status_code == 404
+
+        await wait_until_async(swept, "the sweep to delete the job")
         assert not (settings.frames_base_path / job_id).exists()
 
 

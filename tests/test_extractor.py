@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import reference_frames
+from tests.conftest import patience, reference_frames
 from vfe import extractor, planner, probe
 from vfe.errors import ExtractionError
 from vfe.extractor import Extractor, _Run
@@ -649,7 +649,7 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(
         await asyncio.sleep(3600)  # a slow consumer: cancelled while FFmpeg may still run
 
     task = asyncio.create_task(Extractor(store).run(job_id, clip, info, plan, on_frames))
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(patience(60)):
         await first_batch.wait()
     assert not task.done(), task.exception() if task.done() and not task.cancelled() else ""
     task.cancel()

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpcore
 import pytest
 
+from tests.conftest import wait_until_async
 from vfe.errors import BadRequest, PayloadTooLarge, VfeError
 from vfe.fetch import _Blocked, _GuardedBackend, check_url, download, is_url
 from vfe.networks import AddressPolicy
@@ -144,7 +145,8 @@ def dest(tmp_path: Path) -> Path:
 
 
 async def fetch(url: str, dest: Path, **kwargs: object) -> object:
-    options: dict[str, object] = {"max_bytes": 10**7, "timeout": 5.0, "policy": ALLOW_REMOTE}
+    # a time limit no test reaches, however busy the machine, unless it tests the limit
+    options: dict[str, object] = {"max_bytes": 10**7, "timeout": 30.0, "policy": ALLOW_REMOTE}
     options.update(kwargs)
     return await download(url, dest, **options)  # type: ignore[arg-type]
 
@@ -164,7 +166,7 @@ async def test_downloads_to_a_new_file(remote: Server, dest: Path) -> None:
         f"{remote.url}/clips/My%20Clip.mp4?token=s3cret",
         dest,
         max_bytes=10**7,
-        timeout=5,
+        timeout=30,
         policy=ALLOW_REMOTE,
     )
     assert got.path.parent == dest and got.path.read_bytes() == PAYLOAD
@@ -176,7 +178,7 @@ async def test_downloads_to_a_new_file(remote: Server, dest: Path) -> None:
 
 async def test_follows_a_redirect(remote: Server, dest: Path) -> None:
     got = await download(
-        f"{remote.url}/go?to=/a/video.mp4", dest, max_bytes=10**7, timeout=5, policy=ALLOW_REMOTE
+        f"{remote.url}/go?to=/a/video.mp4", dest, max_bytes=10**7, timeout=30, policy=ALLOW_REMOTE
     )
     assert got.path.read_bytes() == PAYLOAD
     assert got.final_url == f"{remote.url}/a/video.mp4"
@@ -201,7 +203,7 @@ async def test_redirect_to_the_metadata_address_is_blocked_at_once(
     started = time.monotonic()
     message = await refused(f"{remote.url}/go?to=http://169.254.169.254/latest/", dest)
     assert "169.254.169.254, which is a private or local address" in message
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # at once, whatever that address would do
 
 
 @pytest.mark.parametrize(
@@ -247,7 +249,7 @@ async def test_allow_private_lets_loopback_through(local: Server, dest: Path) ->
         f"{local.url}/video.mp4",
         dest,
         max_bytes=10**7,
-        timeout=5,
+        timeout=30,
         policy=AddressPolicy(allow_private=True),
     )
     assert got.path.read_bytes() == PAYLOAD
@@ -258,7 +260,7 @@ async def test_too_large_by_content_length(remote: Server, dest: Path) -> None:
     with pytest.raises(PayloadTooLarge) as caught:
         await fetch(f"{remote.url}/big", dest, max_bytes=1024 * 1024)
     assert str(caught.value) == "the video at the URL is larger than MAX_DOWNLOAD_MB (1 MiB)"
-    assert time.monotonic() - started < 2  # refused at the headers, not after waiting
+    assert time.monotonic() - started < 5  # refused at the headers, not after waiting (30 s)
     assert files(dest) == []
 
 
@@ -272,14 +274,12 @@ async def test_time_limit(remote: Server, dest: Path) -> None:
     started = time.monotonic()
     message = await refused(f"{remote.url}/stall", dest, timeout=0.5)
     assert message == "downloading the video took longer than 0.5 s (URL_TIMEOUT_SECONDS)"
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # the server would stall for 30 s
 
 
 async def test_cancelled_download_leaves_no_file(remote: Server, dest: Path) -> None:
     task = asyncio.create_task(fetch(f"{remote.url}/stall", dest))
-    async with asyncio.timeout(5):
-        while not files(dest):  # noqa: ASYNC110 - polls the file system, not an event
-            await asyncio.sleep(0.01)  # the partial file exists mid-download
+    await wait_until_async(lambda: files(dest), "the partial file (mid-download)", every=0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import patience, wait_until_async
 from vfe import ffmpeg
 from vfe.errors import ExtractionError
 from vfe.models import ImageFormat, Output
@@ -36,11 +37,8 @@ def group_alive(pgid: int) -> bool:
     return bool(group_members(pgid))
 
 
-async def wait_group_gone(pgid: int, within: float = 2.0) -> None:
-    deadline = time.monotonic() + within
-    while group_alive(pgid):
-        assert time.monotonic() < deadline, f"process group {pgid} still alive"
-        await asyncio.sleep(0.05)
+async def wait_group_gone(pgid: int) -> None:
+    await wait_until_async(lambda: not group_alive(pgid), f"process group {pgid} to be gone")
 
 
 def write_script(folder: Path, name: str, body: str) -> Path:
@@ -164,17 +162,18 @@ async def start(*argv: str) -> asyncio.subprocess.Process:
 async def test_stop_process_terminates_politely() -> None:
     proc = await start("sleep", "30")
     began = time.monotonic()
-    await ffmpeg.stop_process(proc, grace=5)
+    await ffmpeg.stop_process(proc, grace=30)
     assert proc.returncode == -signal.SIGTERM
-    assert time.monotonic() - began < 4  # did not need the grace period
+    assert time.monotonic() - began < 15  # did not need the grace period
     await wait_group_gone(proc.pid)
 
 
 async def test_stop_process_kills_a_group_that_ignores_sigterm() -> None:
     # bash and its sleep child both ignore TERM (ignored signals survive exec)
     proc = await start("bash", "-c", 'trap "" TERM; sleep 30 & sleep 30; wait')
-    await asyncio.sleep(0.3)
-    assert len(group_members(proc.pid)) == 3, "bash and its two sleeps share the group"
+    await wait_until_async(
+        lambda: len(group_members(proc.pid)) == 3, "bash and its two sleeps to share the group"
+    )
     await ffmpeg.stop_process(proc, grace=0.3)
     assert proc.returncode == -signal.SIGKILL
     await wait_group_gone(proc.pid)
@@ -192,20 +191,21 @@ async def test_cancelling_run_kills_the_child_and_its_group() -> None:
     task = asyncio.create_task(
         ffmpeg.run(["bash", "-c", 'trap "" TERM; sleep 30 & sleep 30 & wait'])
     )
-    deadline = time.monotonic() + 5
-    while not [c for c in me.children() if c.name() == "bash"]:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)  # let bash start its children
-    (bash,) = [c for c in me.children() if c.name() == "bash"]
-    children = bash.children()
-    assert len(children) == 2
+
+    def bash_and_its_children() -> tuple[psutil.Process, list[psutil.Process]] | None:
+        for child in me.children():
+            if child.name() == "bash" and len(grandchildren := child.children()) == 2:
+                return child, grandchildren
+        return None
+
+    bash, children = await wait_until_async(bash_and_its_children, "bash and its two sleeps")
     began = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_group_gone(bash.pid, within=2.5)
-    assert time.monotonic() - began < 3
+    await wait_group_gone(bash.pid)
+    # the stop grace (1 s), then SIGKILL: far less than the sleeps' 30 s
+    assert time.monotonic() - began < 10
     for child in [bash, *children]:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
     with pytest.raises(ProcessLookupError):
@@ -218,12 +218,14 @@ async def test_run_under_a_timeout_stops_real_ffmpeg() -> None:
         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=60", "-f", "null", "-",
     ]  # fmt: skip
     seen: list[int] = []
-
-    def on_progress(block: dict[str, str]) -> None:
-        seen.extend(c.pid for c in psutil.Process().children() if "ffmpeg" in c.name())
-
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(1.5):
+        async with asyncio.timeout(patience(60)) as timeout:
+
+            def on_progress(block: dict[str, str]) -> None:
+                seen.extend(c.pid for c in psutil.Process().children() if "ffmpeg" in c.name())
+                # FFmpeg is mid-run (its input lasts 60 s): the timeout fires now
+                timeout.reschedule(asyncio.get_running_loop().time())
+
             await ffmpeg.run(argv, on_progress=on_progress)
     assert seen
     for pid in set(seen):

@@ -30,27 +30,15 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import LiveServer, Media, RedisServer, place
+from tests.conftest import LiveServer, Media, RedisServer, patience, place, wait_until
 
 pytestmark = pytest.mark.live
 
 FINISHED = ("completed", "failed", "cancelled")
-HTTP_TIMEOUT = httpx.Timeout(10.0)
+HTTP_TIMEOUT = httpx.Timeout(30.0)
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
 
 
 class Api:
@@ -96,7 +84,7 @@ class Api:
         body: dict[str, Any] = res.json()
         return body
 
-    def wait_running(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_running(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until the job is processing and has listed at least one frame."""
 
         def running() -> dict[str, Any] | None:
@@ -105,15 +93,17 @@ class Api:
             ok = body["status"] == "processing" and body["processed_frames"] > 0
             return body if ok else None
 
-        result: dict[str, Any] = wait_until(running, timeout, "the job to be mid-run")
+        result: dict[str, Any] = wait_until(running, "the job to be mid-run", within=timeout)
         return result
 
-    def wait_finished(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    def wait_finished(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
         def finished() -> dict[str, Any] | None:
             body = self.status(job_id)
             return body if body["status"] in FINISHED else None
 
-        result: dict[str, Any] = wait_until(finished, timeout, f"job {job_id} to finish", 0.1)
+        result: dict[str, Any] = wait_until(
+            finished, f"job {job_id} to finish", within=timeout, every=0.1
+        )
         return result
 
 
@@ -124,7 +114,7 @@ class SseReader:
     exception if it did not end cleanly (the server closing the response is clean).
     """
 
-    def __init__(self, url: str, read_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, read_timeout: float = 30.0) -> None:
         self.url = url
         self.read_timeout = read_timeout
         self.status_code: int | None = None
@@ -135,10 +125,10 @@ class SseReader:
         self.connected = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-        assert self.connected.wait(10), "the SSE request got no answer"
+        assert self.connected.wait(patience(30)), "the SSE request got no answer"
 
     def _run(self) -> None:
-        timeout = httpx.Timeout(10.0, read=self.read_timeout)
+        timeout = httpx.Timeout(30.0, read=self.read_timeout)
         try:
             with httpx.stream("GET", self.url, timeout=timeout) as res:
                 self.status_code = res.status_code
@@ -175,13 +165,14 @@ class SseReader:
     def of(self, name: str) -> list[dict[str, Any]]:
         return [data for n, data in self.events if n == name]
 
-    def wait_for(self, name: str, timeout: float) -> dict[str, Any]:
-        wait_until(lambda: self.of(name) or self.ended.is_set(), timeout, f"SSE {name!r}")
+    def wait_for(self, name: str, timeout: float = 60.0) -> dict[str, Any]:
+        wait_until(lambda: self.of(name) or self.ended.is_set(), f"SSE {name!r}", within=timeout)
         assert self.of(name), f"stream ended without {name!r}: {self.names} ({self.error!r})"
         return self.of(name)[-1]
 
-    def wait_ended(self, timeout: float) -> None:
-        assert self.ended.wait(timeout), f"SSE stream still open after {timeout:g} s"
+    def wait_ended(self, timeout: float = 30.0) -> None:
+        limit = patience(timeout)
+        assert self.ended.wait(limit), f"SSE stream still open after {limit:g} s"
 
 
 def job_processes(job_id: str) -> list[psutil.Process]:
@@ -316,17 +307,17 @@ def serve(
 # --- 1. SSE --------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_global_events_follow_every_job_from_snapshot_to_deleted(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
     api = serve()
     name = place(media.standard(), videos)
     before = api.submit(name, 1.0)
-    wait_until(lambda: api.status(before)["status"] == "completed", 30, "the first job")
+    wait_until(lambda: api.status(before)["status"] == "completed", "the first job")
     stream = SseReader(f"{api.url}/events")
     assert stream.status_code == 200
-    snapshot = stream.wait_for("snapshot", 10)
+    snapshot = stream.wait_for("snapshot")
     assert [j["job_id"] for j in snapshot["jobs"]] == [before]
     assert snapshot["jobs"][0]["status"] == "completed"
 
@@ -334,7 +325,7 @@ def test_global_events_follow_every_job_from_snapshot_to_deleted(
         return [(n, d) for n, d in stream.events if d.get("job_id") == job_id]
 
     job_id = api.submit(name, 0.04)  # as another client would: the list learns of it live
-    wait_until(lambda: any(n == "done" for n, _ in of(job_id)), 30, "done on /events")
+    wait_until(lambda: any(n == "done" for n, _ in of(job_id)), "done on /events", within=120)
     names = [n for n, _ in of(job_id)]
     assert names[0] == "created" and names[-1] == "done" and "status" in names
     assert "frame" not in stream.names  # frames stay on the job's own stream
@@ -343,13 +334,13 @@ def test_global_events_follow_every_job_from_snapshot_to_deleted(
     done = of(job_id)[-1][1]
     assert done["status"] == "completed" and done["processed_frames"] == 50
     assert api.get(f"/job/{job_id}").status_code == 405  # only DELETE there
-    assert httpx.delete(f"{api.url}/job/{job_id}", timeout=10).status_code == 200
-    wait_until(lambda: any(n == "deleted" for n, _ in of(job_id)), 10, "deleted on /events")
+    assert httpx.delete(f"{api.url}/job/{job_id}", timeout=HTTP_TIMEOUT).status_code == 200
+    wait_until(lambda: any(n == "deleted" for n, _ in of(job_id)), "deleted on /events")
     assert of(job_id)[-1] == ("deleted", {"job_id": job_id})
     assert stream.error is None and not stream.ended.is_set()  # it stays open
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_sse_streams_progress_frames_and_done_then_closes(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
@@ -361,8 +352,8 @@ def test_sse_streams_progress_frames_and_done_then_closes(
     stream = SseReader(f"{api.url}/job-status/{job_id}/events")
     assert stream.status_code == 200
 
-    stream.wait_for("done", 60)
-    stream.wait_ended(5)  # the server closes the stream after the final event
+    stream.wait_for("done", 120)
+    stream.wait_ended()  # the server closes the stream after the final event
     assert stream.error is None, f"stream did not end cleanly: {stream.error!r}"
 
     names = stream.names
@@ -398,7 +389,7 @@ def test_sse_streams_progress_frames_and_done_then_closes(
 
     # A finished job: snapshot and its final event, then the stream closes by itself.
     again = SseReader(f"{api.url}/job-status/{job_id}/events")
-    again.wait_ended(5)
+    again.wait_ended()
     assert again.error is None, repr(again.error)
     assert again.status_code == 200
     assert again.names == ["snapshot", "done"]
@@ -414,7 +405,7 @@ def test_sse_streams_progress_frames_and_done_then_closes(
 # --- 2. cancel -----------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_cancel_running_job_stops_ffmpeg_and_removes_everything(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
@@ -442,12 +433,13 @@ def test_cancel_running_job_stops_ffmpeg_and_removes_everything(
     assert api.get(f"/job-status/{job_id}").status_code == 404
     assert api.get(f"/frames/{job_id}").status_code == 404
 
-    stream.wait_ended(3)
+    stream.wait_ended()
     assert stream.error is None, repr(stream.error)
     assert stream.names[-1] == "cancelled"
     assert "done" not in stream.names
 
-    # Nothing comes back later (no late writer recreating the folder or the job).
+    # Nothing comes back later (no late writer recreating the folder or the job): the
+    # quiet second is what is tested, so it is a fixed sleep.
     time.sleep(1.0)
     assert not folder.exists()
     assert job_processes(job_id) == []
@@ -458,35 +450,39 @@ def test_cancel_running_job_stops_ffmpeg_and_removes_everything(
 # --- 3. crash recovery ---------------------------------------------------------------------
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(360)
 def test_crash_mid_job_then_restart_completes_without_duplicates(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
     api = serve(redis=True)
     name = place(media.slow(), videos)
-    job_id = api.submit(name, 0.04)
+    # 300 frames of 720p: killed far from the end, and run about twice (the orphan below
+    # finishes it, then the restart runs it again), so no more frames than that.
+    job_id = api.submit(name, 0.1)
     api.wait_running(job_id)
-    listed_before = wait_until(lambda: api.frames(job_id)["total_count"], 30, "frames to be listed")
+    listed_before = wait_until(lambda: api.frames(job_id)["total_count"], "frames to be listed")
     assert listed_before > 0
 
     api.server.kill()  # SIGKILL: no shutdown code runs
     assert db_status(api.server, job_id) == "processing"
-    # The orphaned FFmpeg dies on its next write to a closed pipe.
-    wait_until(lambda: not job_processes(job_id), 5, "the orphaned FFmpeg to exit")
+    # The orphaned FFmpeg outlives the server: it ignores SIGPIPE, so its writes to the
+    # closed pipes fail quietly and it decodes on to the end of its part of the video.
+    # Restart once it has gone (up to a whole run of the job on a busy machine).
+    wait_until(lambda: not job_processes(job_id), "the orphaned FFmpeg to exit", within=120)
 
     api.server.start()
-    job = api.wait_finished(job_id, 60)
+    job = api.wait_finished(job_id)
     assert job["status"] == "completed", job
     assert job["attempts"] == 2, job
     assert job["error_message"] is None
-    assert check_frames_complete(api, job_id)["total_frames"] == 750
+    assert check_frames_complete(api, job_id)["total_frames"] == 300
     assert not (frames_dir(api.server, job_id) / ".work").exists()
 
 
 # --- 4. Redis goes away and comes back -----------------------------------------------------
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 def test_redis_outage_keeps_serving_and_reconnects(
     live_server: Callable[..., LiveServer],
     redis_server: RedisServer,
@@ -507,7 +503,7 @@ def test_redis_outage_keeps_serving_and_reconnects(
     latencies: dict[str, float] = {}
     requests = 0
     job: dict[str, Any] = {}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + patience(120)
     while time.monotonic() < deadline:
         for path in (
             f"/job-status/{job_id}",
@@ -538,7 +534,7 @@ def test_redis_outage_keeps_serving_and_reconnects(
     assert health["cache"]["backend"] == "memory"
 
     redis_server.start()
-    wait_until(lambda: api.health()["cache"]["backend"] == "redis", 5, "cache back on Redis")
+    wait_until(lambda: api.health()["cache"]["backend"] == "redis", "cache back on Redis")
     assert api.status(job_id)["status"] == "completed"  # nothing stale served from Redis
     cached_in_redis(api, redis_server, job_id)
 
@@ -556,7 +552,7 @@ def cached_in_redis(api: Api, redis_server: RedisServer, job_id: str) -> None:
             api.status(job_id)
             return bool(raw.exists(f"vfe:job:{job_id}"))
 
-        wait_until(cached, 5, "the job status to be cached in Redis")
+        wait_until(cached, "the job status to be cached in Redis")
     finally:
         raw.close()
 
@@ -564,7 +560,7 @@ def cached_in_redis(api: Api, redis_server: RedisServer, job_id: str) -> None:
 # --- 5. concurrency bound ------------------------------------------------------------------
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 def test_at_most_max_concurrent_jobs_run_together(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
@@ -575,7 +571,7 @@ def test_at_most_max_concurrent_jobs_run_together(
         with ThreadPoolExecutor(8) as pool:
             job_ids = list(pool.map(lambda _: api.submit(name, 0.2), range(8)))
         assert len(set(job_ids)) == 8
-        jobs = [api.wait_finished(job_id, 60) for job_id in job_ids]
+        jobs = [api.wait_finished(job_id) for job_id in job_ids]
     assert [job["status"] for job in jobs] == ["completed"] * 8, jobs
     assert all(job["processed_frames"] == job["total_frames"] == 100 for job in jobs)
 
@@ -589,15 +585,18 @@ def test_at_most_max_concurrent_jobs_run_together(
 # --- 6. /health under load -----------------------------------------------------------------
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 def test_health_answers_quickly_while_five_jobs_run(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
     api = serve(MAX_CONCURRENT_JOBS=5)
     name = place(media.long(), videos)
     with HealthSampler(api.url, every=0.02) as sampler:
-        job_ids = [api.submit(name, 0.04) for _ in range(5)]
-        jobs = [api.wait_finished(job_id, 60) for job_id in job_ids]
+        # all at once: one after the other, a busy machine could finish the first job
+        # before the fifth was in (each submit probes the video)
+        with ThreadPoolExecutor(5) as pool:
+            job_ids = list(pool.map(lambda _: api.submit(name, 0.04), range(5)))
+        jobs = [api.wait_finished(job_id) for job_id in job_ids]
     assert [job["status"] for job in jobs] == ["completed"] * 5
     assert not sampler.errors, sampler.errors
     assert len(sampler.samples) >= 10
@@ -611,26 +610,28 @@ def test_health_answers_quickly_while_five_jobs_run(
 # --- 7. SIGTERM with a running job and an open stream --------------------------------------
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 def test_sigterm_lets_a_running_job_finish_within_the_grace_and_takes_no_new_one(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
-    api = serve(SHUTDOWN_GRACE_SECONDS=20, MAX_CONCURRENT_JOBS=1)
+    grace = patience(60)  # far longer than the job, even on a busy machine
+    api = serve(SHUTDOWN_GRACE_SECONDS=grace, MAX_CONCURRENT_JOBS=1)
     name = place(media.slow(), videos)
     running = api.submit(name, 0.5)  # 60 frames of 720p: a few seconds
     queued = api.submit(name, 1)
     api.wait_running(running)
     started = time.monotonic()
-    code = api.server.stop(signal.SIGTERM, timeout=25)
+    code = api.server.stop(signal.SIGTERM, timeout=grace + 30)
     took = time.monotonic() - started
     assert code in (0, -signal.SIGTERM), code
-    assert took < 20.0, f"the server took {took:.1f} s to stop"
+    assert took < grace, f"the server took {took:.1f} s to stop"
     assert db_status(api.server, running) == "completed"  # finished inside the grace
     assert db_status(api.server, queued) == "pending"  # not started while stopping
     api.server.start()
-    assert api.wait_finished(queued, 60)["status"] == "completed"
+    assert api.wait_finished(queued)["status"] == "completed"
 
 
+@pytest.mark.timeout(300)
 def test_sigterm_mid_job_ends_stream_and_job_resumes_after_restart(
     serve: Callable[..., Api], media: Media, videos: Path
 ) -> None:
@@ -640,10 +641,10 @@ def test_sigterm_mid_job_ends_stream_and_job_resumes_after_restart(
     job_id = api.submit(name, 0.04)
     stream = SseReader(f"{api.url}/job-status/{job_id}/events")
     api.wait_running(job_id)
-    stream.wait_for("frame", 10)
+    stream.wait_for("frame")
 
     started = time.monotonic()
-    code = api.server.stop(signal.SIGTERM, timeout=20)
+    code = api.server.stop(signal.SIGTERM)
     took = time.monotonic() - started
     # bounded: the grace (1 s), then FFmpeg stops (about 1 s); the rest is slack for a
     # loaded CI box. The event stream ends at the signal, not after the grace.
@@ -651,7 +652,7 @@ def test_sigterm_mid_job_ends_stream_and_job_resumes_after_restart(
     # uvicorn re-raises the signal it caught once it has shut down cleanly.
     assert code in (0, -signal.SIGTERM), code
     assert "vfe stopped" in api.server.log.read_text(), "the lifespan shutdown did not run"
-    stream.wait_ended(1)
+    stream.wait_ended()
     assert stream.ended_at is not None and stream.ended_at - started < 3.0
     # Ended by the server like a finished job's stream, not cut off mid-response.
     assert stream.error is None, f"stream cut off: {stream.error!r}"
@@ -661,7 +662,7 @@ def test_sigterm_mid_job_ends_stream_and_job_resumes_after_restart(
     assert not (frames_dir(api.server, job_id) / ".work").exists()
 
     api.server.start()
-    job = api.wait_finished(job_id, 60)
+    job = api.wait_finished(job_id)
     assert job["status"] == "completed", job
     assert job["attempts"] == 2
     assert check_frames_complete(api, job_id)["total_frames"] == 750

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until_async
 from vfe import logging as vfe_logging
 from vfe.logging import JsonFormatter, RequestIdMiddleware, request_id
 from vfe.settings import Settings
@@ -30,14 +29,12 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 async def wait_for_line(path: Path, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
     """The first log line matching ``predicate``; the writer thread may lag a little."""
-    deadline = time.monotonic() + 10
-    while True:
-        entries = read_lines(path)
-        for entry in entries:
-            if predicate(entry):
-                return entry
-        assert time.monotonic() < deadline, entries
-        await asyncio.sleep(0.02)
+
+    def found() -> dict[str, Any] | None:
+        return next((entry for entry in read_lines(path) if predicate(entry)), None)
+
+    entry: dict[str, Any] = await wait_until_async(found, "the log line", every=0.02)
+    return entry
 
 
 @pytest.fixture

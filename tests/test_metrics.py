@@ -6,7 +6,6 @@ counts, and a scrape of a real server over HTTP."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message, Receive, Scope, Send
 
-from tests.conftest import AppClient, LiveServer, Media, RedisServer, place
+from tests.conftest import (
+    AppClient,
+    LiveServer,
+    Media,
+    RedisServer,
+    patience,
+    place,
+    wait_until,
+    wait_until_async,
+)
 from vfe.metrics import Metrics, MetricsMiddleware
 from vfe.models import JobStatus
 from vfe.settings import Settings
@@ -53,10 +61,9 @@ async def idle(client: AppClient) -> None:
     """Wait until the workers let go of every job (a worker does so just after the job's
     final event, and drops a deleted job's queue entry only when it reaches it)."""
     jobs = client.services.jobs
-    deadline = time.monotonic() + 10
-    while jobs.running or jobs.queue_depth:
-        assert time.monotonic() < deadline, "the workers never went idle"
-        await asyncio.sleep(0.02)
+    await wait_until_async(
+        lambda: not (jobs.running or jobs.queue_depth), "the workers to go idle", every=0.02
+    )
 
 
 async def run_to_end(client: AppClient, video_source: str, interval: float) -> tuple[str, str]:
@@ -65,7 +72,7 @@ async def run_to_end(client: AppClient, video_source: str, interval: float) -> t
     subscription = client.services.bus.subscribe(None)
     try:
         job_id = await client.submit(video_source, interval)
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(patience(120)):
             while (event := await subscription.get()) is not None:
                 if event.job_id == job_id and event.type in FINAL_EVENTS:
                     return job_id, event.type
@@ -140,10 +147,12 @@ async def test_failed_and_cancelled_jobs_are_counted(
     async with make_client(settings) as client:
         store = client.services.store
         running = await client.submit(slow, 0.04)
-        deadline = time.monotonic() + 30
-        while (job := await store.get_job(running)) is None or job.status != "processing":
-            assert time.monotonic() < deadline, "the first job never started"
-            await asyncio.sleep(0.05)
+
+        async def started() -> bool:
+            job = await store.get_job(running)
+            return job is not None and job.status == "processing"
+
+        await wait_until_async(started, "the first job to start")
         subscription = client.services.bus.subscribe(None)
         doomed = await client.submit(vanishing, 1)  # queued behind the running job
         queued = await client.submit(standard, 1)
@@ -156,7 +165,7 @@ async def test_failed_and_cancelled_jobs_are_counted(
 
         assert (await client.http.delete(f"/job/{queued}")).json()["status"] == "cancelled"
         assert (await client.http.delete(f"/job/{running}")).json()["status"] == "cancelled"
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(patience(60)):
             while (event := await subscription.get()) is not None:
                 if event.job_id == doomed and event.type in FINAL_EVENTS:
                     assert event.type == "failed"
@@ -251,15 +260,16 @@ def test_a_live_server_is_scraped_over_http(
     name = place(media.standard(), videos)
     server = live_server(API_KEYS="scrape-key")
     auth = {"Authorization": "Bearer scrape-key"}
-    with httpx.Client(base_url=server.url, headers=auth, timeout=10) as http:
+    with httpx.Client(base_url=server.url, headers=auth, timeout=30) as http:
         res = http.post("/video-job", json={"video_source": name, "interval": 0.5})
         assert res.status_code == 200, res.text
         job_id = res.json()["job_id"]
-        deadline = time.monotonic() + 60
-        while http.get(f"/job-status/{job_id}").json()["status"] not in ("completed", "failed"):
-            assert time.monotonic() < deadline, "the job did not finish"
-            time.sleep(0.1)
-        assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401
+        wait_until(
+            lambda: http.get(f"/job-status/{job_id}").json()["status"] in ("completed", "failed"),
+            "the job to finish",
+            within=120,
+        )
+        assert httpx.get(f"{server.url}/metrics", timeout=30).status_code == 401
         res = http.get("/metrics")
     assert res.status_code == 200
     assert res.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"

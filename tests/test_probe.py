@@ -45,6 +45,7 @@ async def test_25fps_h264(media: Any) -> None:
         pix_fmt="yuv420p",
         start_time=0.0,
         time_base="1/12800",
+        frames=50,  # as the MP4 header states it (2 s of 25 fps)
     )
 
 

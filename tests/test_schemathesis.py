@@ -8,10 +8,16 @@ The server runs with an API key (sent as a header) and a real clip at the path t
 document's example names, so example submits run real jobs. ``GET /events`` is left out:
 the stream never ends by itself, and the in-process tests check its schema instead. The
 seed is fixed so a run is reproducible; change it to explore.
+
+Every phase runs over every other operation, with up to 50 generated cases an operation:
+about 30 s on an idle two-core machine. 200 took 70 s there and up to 170 s on a busy one,
+for more random values of the same schemas; the stateful phase ran the same 73 scenarios
+over the same links with either.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveServer, Media, place
+from tests.conftest import LiveServer, Media, patience, place
 from vfe.api import EXAMPLE_SOURCE
 
 pytestmark = pytest.mark.live
@@ -36,7 +42,7 @@ CHECKS = (
 )
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_schemathesis_finds_nothing(
     live_server: Callable[..., LiveServer], media: Media, videos: Path, tmp_path: Path
 ):
@@ -48,7 +54,7 @@ def test_schemathesis_finds_nothing(
         "--checks", ",".join(CHECKS),
         "--header", f"Authorization: Bearer {KEY}",
         "--exclude-path", "/events",
-        "--max-examples", "200",
+        "--max-examples", "50",
         "--workers", "1",
         "--seed", str(SEED),
         "--request-timeout", "20",
@@ -56,8 +62,9 @@ def test_schemathesis_finds_nothing(
         "--no-color",
     ]  # fmt: skip
     started = time.monotonic()
+    # About 30 s when idle; the bound leaves room for a machine ten times slower.
     run = subprocess.run(
-        argv, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False
+        argv, cwd=tmp_path, capture_output=True, text=True, timeout=patience(360), check=False
     )
     output = run.stdout + run.stderr
     took = time.monotonic() - started
@@ -65,3 +72,10 @@ def test_schemathesis_finds_nothing(
     print(f"schemathesis took {took:.1f} s")
     assert run.returncode == 0, f"schemathesis found problems (exit {run.returncode})"
     assert "No issues found" in output
+    # Every operation but GET /events was tested, and every phase ran and passed.
+    selected = re.search(r"Selected: (\d+)/(\d+)", output)
+    tested = re.search(r"Tested: (\d+)", output)
+    assert selected and tested, output[-3000:]
+    assert int(tested[1]) == int(selected[1]) == int(selected[2]) - 1
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert f"✅ {phase}\n" in output, f"the {phase} phase did not pass"

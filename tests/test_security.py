@@ -198,7 +198,7 @@ def test_an_oversized_upload_is_cut_off_while_streaming_and_memory_stays_flat(
         timeout=30,
     )
     assert res.status_code == 413
-    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
 
 
 async def test_a_text_file_named_mp4_is_refused_before_a_job_exists(

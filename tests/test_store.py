@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_until_async
 from vfe.errors import StoreError
 from vfe.models import Frame, Job, JobStatus, SourceType
 from vfe.store import MIGRATIONS, SqliteStore, Store
@@ -250,10 +251,11 @@ async def settle_aiosqlite_threads() -> None:
     When ``aiosqlite.connect`` fails it stops its worker thread with a future nobody
     awaits; if the test's loop closes first, the thread raises "Event loop is closed".
     """
-    deadline = time.monotonic() + 5
-    while any("_connection_worker_thread" in t.name for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "aiosqlite worker thread did not stop"
-        await asyncio.sleep(0.01)
+    await wait_until_async(
+        lambda: not any("_connection_worker_thread" in t.name for t in threading.enumerate()),
+        "the aiosqlite worker thread to stop",
+        every=0.01,
+    )
 
 
 async def test_missing_folder_is_a_store_error(tmp_path: Path) -> None:
