@@ -26,6 +26,13 @@ video at 60 s and 180 s, at intervals 1 and 30, and checks the requirement that 
 memory of vfe and its FFmpeg children stays under 300 MB and does not grow with length
 (``--skip memory`` leaves it out, ``--only-memory`` runs nothing else, ``--quick`` skips it).
 
+Last, a bounded-probing section (issue 13) starts a real ``vfe serve`` and uploads a 39 MB
+video that states 3,000,000 frames three times at once, then a Matroska copy that states
+no count: each answer within 30 s, the server's process tree under 400 MB, every
+``/health/live`` within 0.5 s, memory back within 50 MB after (``--skip probing`` leaves it
+out, ``--only-probing`` runs nothing else, ``--quick`` skips it: the clip takes about 70 s
+of CPU to make the first time).
+
 Deliberate oddities: (d) does not depend on the sampling, so it runs once per video and
 round and its median is repeated on every row; the script uses blocking ``subprocess``,
 not asyncio, because it runs exactly one child at a time.
@@ -34,7 +41,8 @@ Modules: ``videos`` (test videos and ffprobe facts), ``sampling`` (the table's r
 ``methods`` (each method's argv), ``runner`` (running and measuring one subprocess),
 ``exactness`` (checks of vfe's output), ``rounds`` (the interleaved loop over one video),
 ``startup`` (the start-up runs and verdicts), ``memory`` (the memory-vs-length runs and
-verdicts), ``report`` (tables and JSON) and ``__main__`` (command line). Run it as
+verdicts), ``server`` (a ``vfe serve`` subprocess), ``probing`` (the bounded-probing runs
+and verdicts), ``report`` (tables and JSON) and ``__main__`` (command line). Run it as
 ``python -m benchmark`` with ``scripts/`` on ``PYTHONPATH``, as ``scripts/bench`` does.
 """
 

@@ -14,12 +14,15 @@ from typing import Any
 from . import ROOT
 from .memory import LengthRow, bench_lengths, length_videos
 from .methods import VFE, Method, opencv_python
+from .probing import UPLOADS, bench_probing, probing_inputs
 from .report import (
     environment,
     lengths_json,
     print_lengths,
+    print_probing,
     print_startup,
     print_table,
+    probing_json,
     row_json,
     startup_json,
     write_json,
@@ -39,7 +42,10 @@ from .videos import (
     collect_videos,
 )
 
-SKIPPABLE = {"vfe", "ffmpeg", "opencv", "decode", "exact", "pixels", "memory", "startup"}
+SKIPPABLE = {
+    *("vfe", "ffmpeg", "opencv", "decode", "exact", "pixels"),
+    *("memory", "startup", "probing"),
+}
 Table = tuple[Video, dict[str, dict[Method, Cell]], Cell]
 
 
@@ -55,14 +61,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "and a pure decode, and check that vfe's frames are exact. Medians of --rounds "
         "rounds; ratios < 1 mean vfe is faster. After the tables, a start-up section "
         "times `import vfe.cli` and `vfe extract` on a 10 s clip against the one-liner, "
-        f"and a memory-vs-length section runs vfe on {short} and {long} (the same video "
-        "at 60 s and 180 s).",
+        f"a memory-vs-length section runs vfe on {short} and {long} (the same video "
+        "at 60 s and 180 s), and a probing section uploads a 39 MB video that states "
+        "3,000,000 frames (and a Matroska copy) three times at once to a real `vfe serve`.",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: only the shared clips (else a short generated clip), 1 round, "
-        "the start-up section, no memory-vs-length section",
+        "the start-up section, no memory-vs-length or probing section (the probing clip "
+        "alone takes about 70 s of CPU to make the first time)",
     )
     parser.add_argument(
         "--videos", metavar="KEYS", help=f"comma-separated videos to run ({keys}) or file paths"
@@ -89,7 +97,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="WHAT",
         help="leave out vfe, ffmpeg, opencv, decode, exact, pixels, startup (the start-up "
-        "section) or memory (the memory-vs-length section); repeat or comma-separate",
+        "section), memory (the memory-vs-length section) or probing (the bounded-probing "
+        "section); repeat or comma-separate",
     )
     only = parser.add_mutually_exclusive_group()
     only.add_argument(
@@ -101,6 +110,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--only-startup",
         action="store_true",
         help="run only the start-up section (no main tables)",
+    )
+    only.add_argument(
+        "--only-probing",
+        action="store_true",
+        help="run only the bounded-probing section (no main tables); --rounds rounds of "
+        "three uploads at once, each on a fresh server",
     )
     parser.add_argument(
         "--vfe",
@@ -129,6 +144,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--only-startup runs no main table: drop --videos")
     if args.only_startup and "startup" in args.skip:
         parser.error("--only-startup and --skip startup leave nothing to run")
+    if args.only_probing and args.videos:
+        parser.error("--only-probing runs no main table: drop --videos")
+    if args.only_probing and "probing" in args.skip:
+        parser.error("--only-probing and --skip probing leave nothing to run")
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.rounds < 1:
@@ -142,8 +161,8 @@ def memory_skipped(args: argparse.Namespace) -> str | None:
     """Why the memory-vs-length section does not run, or None when it does."""
     if args.only_memory:
         return None
-    if args.only_startup:
-        return "skipped (--only-startup)"
+    if args.only_startup or args.only_probing:
+        return f"skipped (--only-{'startup' if args.only_startup else 'probing'})"
     if "memory" in args.skip:
         return SKIPPED
     if args.quick:
@@ -153,10 +172,23 @@ def memory_skipped(args: argparse.Namespace) -> str | None:
 
 def startup_skipped(args: argparse.Namespace) -> str | None:
     """Why the start-up section does not run, or None when it does."""
-    if args.only_memory:
-        return "skipped (--only-memory)"
+    if args.only_memory or args.only_probing:
+        return f"skipped (--only-{'memory' if args.only_memory else 'probing'})"
     if "startup" in args.skip:
         return SKIPPED
+    return None
+
+
+def probing_skipped(args: argparse.Namespace) -> str | None:
+    """Why the bounded-probing section does not run, or None when it does."""
+    if args.only_probing:
+        return None
+    if args.only_memory or args.only_startup:
+        return f"skipped (--only-{'memory' if args.only_memory else 'startup'})"
+    if "probing" in args.skip:
+        return SKIPPED
+    if args.quick:
+        return "skipped (--quick; run it with --only-probing)"
     return None
 
 
@@ -204,11 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     skipped, startup_skip = memory_skipped(args), startup_skipped(args)
+    probing_skip = probing_skipped(args)
     try:
-        only = args.only_memory or args.only_startup
+        only = args.only_memory or args.only_startup or args.only_probing
         videos = [] if only else collect_videos(args, args.cache)
         lengths = length_videos(args.cache) if skipped is None else None
         short_clip = startup_inputs(args) if startup_skip is None else None
+        probing = probing_inputs(args.cache) if probing_skip is None else None
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
@@ -232,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "videos": [],
         "startup": {"skipped": startup_skip},
         "memory_vs_length": {"skipped": skipped},
+        "probing": {"skipped": probing_skip},
     }
     startup: Startup | None = None
     if short_clip is not None:  # first: it takes seconds, the tables take minutes
@@ -245,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n-- memory vs length: {lengths[0].path.name}, {lengths[1].path.name}", flush=True)
         length_rows = bench_lengths(lengths, args, args.cache)
         report["memory_vs_length"] = lengths_json(lengths, length_rows)
+        write_json(args.json, report)
+    if probing is not None:
+        names = ", ".join(row.video.path.name for row in probing)
+        print(f"\n-- bounded probing: {UPLOADS} uploads at once of {names}", flush=True)
+        report["probing"] = probing_json(bench_probing(probing, args))
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(args.json, report)
     for video, rows, decode in tables:
@@ -257,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_lengths(lengths, length_rows, args.rounds)
     else:
         print(f"\n== memory vs length: {skipped}")
+    if probing is not None:
+        print_probing(probing, args.rounds)
+    else:
+        print(f"\n== bounded probing: {probing_skip}")
     if tables or startup is not None:
         print_legend()
     print(f"results: {args.json}")

@@ -20,6 +20,16 @@ from .memory import (
     requirement_met,
 )
 from .methods import LETTER, METHODS, Method
+from .probing import (
+    ANSWER_GOAL_S,
+    LIVE_GOAL_S,
+    PEAK_LIMIT_MB,
+    PEAK_LIMIT_MIB,
+    RETURN_LIMIT_MB,
+    RETURN_LIMIT_MIB,
+    UPLOADS,
+    Probing,
+)
 from .rounds import SKIPPED, Cell
 from .runner import HAVE_PSUTIL, last_line, run_text
 from .sampling import SAMPLINGS, Sampling
@@ -296,6 +306,83 @@ def startup_json(result: Startup) -> dict[str, Any]:
     }
 
 
+def print_probing(rows: list[Probing], rounds: int) -> None:
+    """The bounded-probing table: one row per file, the worst round against each goal."""
+
+    def value(number: float | None, spec: str) -> str:
+        return "n/a" if number is None else format(number, spec)
+
+    print()
+    print(
+        f"== bounded probing: {UPLOADS} uploads at once to a fresh vfe serve, "
+        f"{rounds} round(s); worst round shown, answers of every round counted"
+    )
+    for row in rows:
+        stated = row.header_frames
+        print(
+            f"   {row.video.path.name}: {row.size_mb:.1f} MB, its header states "
+            f"{f'{stated} frames' if stated is not None else 'no frame count'}"
+        )
+    print(
+        f"   MiB: summed RSS of the server and its children, sampled every 50 ms; "
+        f"{PEAK_LIMIT_MB} MB = {PEAK_LIMIT_MIB:.1f} MiB, {RETURN_LIMIT_MB} MB = "
+        f"{RETURN_LIMIT_MIB:.1f} MiB"
+    )
+    print(
+        f"{'file':<12} {'answers':<9} | {'slowest s':>9} met | {'peak MiB':>8} met | "
+        f"{'live s':>6} met | {'after-before MiB':>16} met"
+    )
+    print(
+        f"{'goal':<12} {'':<9} | {f'<= {ANSWER_GOAL_S:g}':>9}     | "
+        f"{f'< {PEAK_LIMIT_MIB:.1f}':>8}     | {f'<= {LIVE_GOAL_S:g}':>6}     | "
+        f"{f'<= {RETURN_LIMIT_MIB:.1f}':>16}"
+    )
+    for row in rows:
+        met = row.met()
+        print(
+            f"{row.video.path.name:<12} {row.answers_text():<9} | "
+            f"{value(row.slowest_s(), '.2f'):>9} {yes_no(met['answer']):<3} | "
+            f"{value(row.peak_mib(), '.0f'):>8} {yes_no(met['peak']):<3} | "
+            f"{value(row.live_worst_s(), '.3f'):>6} {yes_no(met['live']):<3} | "
+            f"{value(row.growth_mib(), '+.0f'):>16} {yes_no(met['return']):<3}"
+        )
+    for row in rows:
+        name = row.video.path.name
+        if row.error:
+            print(f"   {name}: {row.error}")
+        details = sorted({a.detail for a in row.answers()})
+        for detail in details:
+            print(f"   {name} answered: {detail}")
+        for trial in row.trials:
+            failed = f", {trial.live_failures} failed" if trial.live_failures else ""
+            stop = trial.server_stop
+            exited = f"; vfe serve stopped: {stop}" if stop != "clean" else ""
+            print(
+                f"   {name} round {trial.round}: {trial.before_mib:.0f} MiB before, peak "
+                f"{trial.peak_mib:.0f} with at most {trial.most_children} child process(es), "
+                f"{trial.after_mib:.0f} after (settled in {trial.settle_s:.1f} s); "
+                f"{trial.live_polls} /health/live polls{failed}{exited}"
+            )
+    for row in rows:
+        verdict = {None: "not measured", True: "met", False: "NOT met"}[row.all_met()]
+        print(f"   goals on {row.video.path.name}: {verdict}")
+
+
+def probing_json(rows: list[Probing]) -> dict[str, Any]:
+    return {
+        "uploads_at_once": UPLOADS,
+        "goals": {
+            "answer_s": ANSWER_GOAL_S,
+            "peak_mb": PEAK_LIMIT_MB,
+            "peak_mib": PEAK_LIMIT_MIB,
+            "live_s": LIVE_GOAL_S,
+            "return_mb": RETURN_LIMIT_MB,
+            "return_mib": RETURN_LIMIT_MIB,
+        },
+        "rows": [row.to_json() for row in rows],
+    }
+
+
 def environment(args: argparse.Namespace, opencv: Path | None) -> dict[str, Any]:
     ffmpeg_version = last_line(run_text(["ffmpeg", "-version"]).splitlines()[0])
     cv = None
@@ -313,6 +400,8 @@ def environment(args: argparse.Namespace, opencv: Path | None) -> dict[str, Any]
         "quick": args.quick,
         "skip": sorted(args.skip),
         "only_memory": args.only_memory,
+        "only_startup": args.only_startup,
+        "only_probing": args.only_probing,
         "timeout_s": args.timeout,
         "vfe": str(args.vfe),
     }

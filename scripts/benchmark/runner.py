@@ -67,17 +67,33 @@ def last_line(text: str) -> str:
 
 def tree_rss(proc: Any) -> int:
     """Summed RSS of ``proc`` and its live descendants (shared pages count once per process)."""
-    total = 0
+    return tree_usage(proc)[0]
+
+
+def tree_usage(proc: Any) -> tuple[int, int]:
+    """``tree_rss`` and how many descendants of ``proc`` it counted."""
+    total = descendants = 0
     try:
         members = [proc, *proc.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return 0, 0
     for member in members:
         try:
             total += member.memory_info().rss
         except psutil.Error:
-            pass  # it exited between listing and reading
-    return int(total)
+            continue  # it exited between listing and reading
+        descendants += member is not proc
+    return int(total), descendants
+
+
+def process(pid: int) -> Any:
+    """A psutil handle on process ``pid`` for ``tree_rss``; BenchError without psutil."""
+    if psutil is None:
+        raise BenchError("psutil is not installed: the memory of a process tree is unknown")
+    try:
+        return psutil.Process(pid)
+    except psutil.Error as exc:
+        raise BenchError(f"process {pid}: {exc}") from exc
 
 
 def measure(argv: Sequence[str], round_no: int, log: Path, timeout: float) -> Run:

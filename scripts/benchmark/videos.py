@@ -23,7 +23,8 @@ X264_PRESET = "veryfast"  # part of every generated H.264 file's name, so a chan
 
 @dataclass(frozen=True)
 class Spec:
-    """A test video generated with lavfi ``testsrc2`` and cached by file name."""
+    """A test video generated with a lavfi source (``testsrc2`` at 30 fps unless told)
+    and cached by file name."""
 
     key: str
     filename: str
@@ -31,6 +32,13 @@ class Spec:
     seconds: int
     codec_args: tuple[str, ...]
     describe: str
+    source: str = "testsrc2"  # a lavfi source, with its own options: "color=c=blue"
+    rate: int = 30
+
+    def lavfi(self) -> str:
+        """The ``-f lavfi`` input: the source with size, rate and duration added."""
+        joint = ":" if "=" in self.source else "="
+        return f"{self.source}{joint}size={self.size}:rate={self.rate}:duration={self.seconds}"
 
 
 def x264(gop: int) -> tuple[str, ...]:
@@ -80,6 +88,18 @@ STARTUP_SPEC = Spec(
     f"640x272 30 fps H.264 10 s, libx264 -preset {X264_PRESET} -g 250",
 )
 EXTRA_SPECS = (LENGTH_PAIR[0], STARTUP_SPEC)
+# Issue 13's hostile upload for the probing section: 39 MB that state 3,000,000 frames
+# (16x16, 1000 fps, 50 min, one keyframe every 10,000 frames). Not in the main table.
+PROBING_SPEC = Spec(
+    "tiny_3m",
+    "tiny_3m.mp4",
+    "16x16",
+    3000,
+    ("-c:v", "libx264", "-g", "10000", "-preset", "ultrafast"),
+    "16x16 1000 fps H.264 50 min (3,000,000 frames) of blue, libx264 -preset ultrafast -g 10000",
+    source="color=c=blue",
+    rate=1000,
+)
 QUICK_SPEC = Spec(
     "quick",
     f"h264_360p30_gop250_10s_{X264_PRESET}.mp4",
@@ -149,7 +169,7 @@ def generate(spec: Spec, dest: Path) -> None:
         "-f",
         "lavfi",
         "-i",
-        f"testsrc2=size={spec.size}:rate=30:duration={spec.seconds}",
+        spec.lavfi(),
         *spec.codec_args,
         "-f",
         container,
@@ -236,6 +256,24 @@ def cached_video(spec: Spec, cache: Path) -> Video:
         dest.parent.mkdir(parents=True, exist_ok=True)
         generate(spec, dest)
     return Video(spec.key, dest, f"generated: {spec.describe}")
+
+
+def remuxed(video: Video, container: str, suffix: str) -> Video:
+    """``video`` copied stream for stream (``-c copy``) into ``container``, next to it
+    with ``suffix``; made when missing. Not yet probed."""
+    dest = video.path.with_suffix(suffix)
+    if not dest.is_file():
+        part = dest.with_name(dest.name + ".part")
+        print(f"remuxing {video.path.name} to {dest.name}", flush=True)
+        argv = ["ffmpeg", *FFMPEG_QUIET, "-y", "-i", str(video.path), "-c", "copy"]
+        try:
+            run_text([*argv, "-f", container, str(part)])
+        except BenchError:
+            part.unlink(missing_ok=True)
+            raise
+        part.rename(dest)
+    origin = f"{video.origin}; ffmpeg -c copy to {container}"
+    return Video(f"{video.key}-{suffix.lstrip('.')}", dest, origin)
 
 
 def collect_videos(args: argparse.Namespace, cache: Path) -> list[Video]:
