@@ -8,6 +8,7 @@ from the original service" lists what is the same, what is more, and what change
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -130,6 +131,19 @@ async def test_a_form_encoded_body_is_read_like_a_query_string(
     bad = await client.http.post("/video-job", data={"video_source": name, "interval": "0"})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "interval"]
+
+
+async def test_json_sent_as_a_form_is_read_as_json(
+    client: AppClient, media: Media, videos: Path
+) -> None:
+    """`curl -d '{"video_source": …}'` without a Content-Type sends it as a form."""
+    name = place(media.standard(), videos)
+    res = await client.http.post(
+        "/video-job",
+        content=json.dumps({"video_source": name, "interval": 1}).encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert res.status_code == 200, res.text
 
 
 async def test_a_non_json_body_says_how_to_send_one(client: AppClient) -> None:

@@ -99,12 +99,12 @@ def job_id_param(request: Request) -> str:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(f"the body is larger than MAX_BODY_KB ({limit / 1024:g} KiB)")
-    return body
+    return bytes(body)
 
 
 def _json_int(text: str) -> int | float:
@@ -120,7 +120,10 @@ async def _body_fields(request: Request, content_type: str, limit: int) -> dict[
     body = await _read_body(request, limit)
     if not body.strip():
         return {}
-    if content_type.startswith("application/x-www-form-urlencoded"):
+    # curl -d sends JSON as a form unless told otherwise: a body that is an object is JSON
+    if content_type.startswith(
+        "application/x-www-form-urlencoded"
+    ) and not body.lstrip().startswith(b"{"):
         try:
             return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
         except (UnicodeDecodeError, ValueError):

@@ -130,7 +130,8 @@ class LineReader:
 
     def run(self, on_line: Callable[[bytes], bool], timeout: float) -> int:
         """Feed each stdout line to ``on_line`` until EOF or until it returns False (the
-        process is then stopped); returns the exit code (negative when killed)."""
+        process is then stopped); returns the exit code (negative when killed). A line
+        over ``MAX_LINE`` bytes is cut there and the rest of it dropped."""
         with self._lock:
             if self._stopped:
                 return -signal.SIGKILL
@@ -145,8 +146,14 @@ class LineReader:
         assert proc.stdout is not None
         timer = threading.Timer(timeout, self._time_out)
         timer.start()
+        skipping = False  # inside a line longer than MAX_LINE: its rest is dropped
         try:
-            for line in proc.stdout:
+            while line := proc.stdout.readline(MAX_LINE):
+                whole = line.endswith(b"\n")
+                if skipping:
+                    skipping = not whole
+                    continue
+                skipping = not whole and len(line) >= MAX_LINE
                 if not on_line(line):
                     self.stop()
                     break

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+log = logging.getLogger("vfe.frames")
 WORK_DIR = ".work"
 TRASH_DIR = ".trash"  # folders of deleted jobs, removed in the background
 FRAME_NAME = re.compile(r"^\d{6,}_\d+\.\d{3}\.(jpg|png|webp)$")
@@ -51,8 +53,9 @@ class _Sink:
 
 def _removal(root: Path) -> Iterator[None]:
     """Remove ``root`` and everything in it, one file (or folder) a step."""
-    for folder, _dirs, files in os.walk(root, topdown=False):
-        for name in files:
+    for folder, dirs, files in os.walk(root, topdown=False):
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # never followed
+        for name in [*files, *links]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
             yield
@@ -61,9 +64,9 @@ def _removal(root: Path) -> Iterator[None]:
         yield
 
 
-def _advance(steps: Iterator[None], count: int) -> bool:
-    """Take up to ``count`` steps; False once there are none left."""
-    return len(list(itertools.islice(steps, count))) == count
+def _advance(steps: Iterator[None], count: int) -> int:
+    """Take up to ``count`` steps; how many were taken (fewer: none are left)."""
+    return len(list(itertools.islice(steps, count)))
 
 
 def is_job_id(value: str) -> bool:
@@ -235,9 +238,14 @@ class FrameStore:
         between batches and the next start goes on where this one stopped."""
         trash = self.base / TRASH_DIR
         while await asyncio.to_thread(trash.is_dir):
-            removal = _removal(trash)
-            while await asyncio.to_thread(_advance, removal, batch):
-                pass
+            removal, steps = _removal(trash), 0
+            while (done := await asyncio.to_thread(_advance, removal, batch)) == batch:
+                steps += done
+            if steps + done <= 1 and await asyncio.to_thread(trash.is_dir):
+                # a pass that removed nothing, and the trash is still there: it cannot be
+                # removed (permissions?); do not spin on it
+                log.warning("the trash under FRAMES_BASE_PATH cannot be emptied; left as is")
+                return
 
     async def job_folders(self) -> list[str]:
         """The ids of the jobs that have a folder here."""

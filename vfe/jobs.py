@@ -125,20 +125,12 @@ class JobManager:
                 await self.store.update_job(job.id, status=JobStatus.PENDING)
                 log.info("recovered job left processing", extra={"job_id": job.id})
         self.accepting = True
-        self._spawn(self._discard_orphans())
+        self._empty_trash()  # what a stop left of earlier deletes
         if self.settings.retention_hours > 0:
             self._spawn(self._retention())
         if unfinished:
             self._backlog = len(unfinished)
             self._spawn(self._requeue([j.id for j in unfinished]))
-
-    async def _discard_orphans(self) -> None:
-        """Frames of jobs whose rows are gone (a delete cut short by a stop) go to the
-        trash, and the trash a stop left is emptied: a delete survives a restart."""
-        for job_id in await self.frames.job_folders():
-            if await self.store.get_job(job_id) is None:
-                await self.frames.discard(job_id)
-        self._empty_trash()
 
     def _empty_trash(self) -> None:
         """Empty the trash in the background, one emptier at a time (it loops until the
@@ -363,9 +355,12 @@ class JobManager:
                 )
                 if cancelled is not None:  # None: its run finished it meanwhile
                     self.metrics.job_finished(JobStatus.CANCELLED, None)  # it never ran
-            await self.store.delete_job(job_id)  # rows first: never list a removed file
-            await self.frames.discard(job_id)  # a rename: the files go in the background
+            # The folder first (a rename: its files go in the background), then the rows: a
+            # stop in between leaves a job without files, never files without a job (a
+            # frames folder with no job may be someone else's, so nothing sweeps those).
+            await self.frames.discard(job_id)
             self._empty_trash()
+            await self.store.delete_job(job_id)
             if job.source_type.owned:  # an upload or a download: the service's own copy
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(Path(job.source_path).unlink, True)
@@ -374,7 +369,7 @@ class JobManager:
             # invalidation above: drop it once more when such a read has surely finished.
             self._spawn(self._invalidate_later(job_id))
         finally:
-            announced = self._deleting.pop(job_id)
+            announced = self._deleting.pop(job_id, False)  # a racing twin may have taken it
         if was_active and not announced:
             # Its run had not started (or recorded nothing): streams still need an end.
             self._publish("cancelled", replace(job, status=JobStatus.CANCELLED))

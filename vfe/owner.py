@@ -43,8 +43,14 @@ class DataOwner:
         if held is not None:
             self._held[self.path] = (held[0], held[1] + 1)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise DataFolderInUse(
+                f"cannot open the lock file {self.path} ({exc.strerror}); check the "
+                "folder's permissions, or set DATABASE_PATH to a folder this user may write"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

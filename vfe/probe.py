@@ -14,6 +14,7 @@ import json
 from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -196,6 +197,9 @@ class TooManyFrames(ExtractionError):
         self.count = count
 
 
+# Index reads hold a thread for as long as ffprobe runs: their own pool, so they never
+# take the threads that file work and health checks use (threads start on first use).
+_READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vfe-index")
 INDEX_ARGS = ("-select_streams", "V:0",  # the first video stream that is not cover art
               "-show_entries", "packet=pts,dts,duration,flags",
               "-show_format", "-show_streams")  # fmt: skip
@@ -224,7 +228,8 @@ async def inspect(path: Path, max_frames: int | None = None) -> tuple[VideoInfo,
             *INDEX_ARGS, "-of", "json=c=1", f"file:{path}"]  # fmt: skip
     reader = _IndexReader(ffmpeg.LineReader(argv), max_frames)
     try:
-        result = await asyncio.to_thread(reader.read)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(_READERS, reader.read)
     except asyncio.CancelledError:
         reader.process.stop()  # the thread then sees the end of the output and returns
         raise
@@ -255,7 +260,10 @@ class _IndexReader:
         self.depth = 0
 
     def read(self) -> tuple[VideoInfo, FrameIndex]:
-        code = self.process.run(self.line, PROBE_TIMEOUT * 10)
+        try:
+            code = self.process.run(self.line, PROBE_TIMEOUT * 10)
+        except ValueError:  # a line that is not what ffprobe writes (cut, or crafted)
+            raise ExtractionError("the file is not a video FFmpeg can read") from None
         if self.too_many:
             assert self.max_frames is not None
             raise TooManyFrames(self.max_frames)

@@ -203,7 +203,7 @@ def check_database(path: Path) -> None:
     if not path.exists():
         return
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = [str(r[0]) for r in db.execute(_TABLES)]
     except sqlite3.Error as exc:
