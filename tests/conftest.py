@@ -465,6 +465,11 @@ class LiveServer:
         self.proc.wait()
         self.proc = None
 
+    def finished(self, job_id: str) -> dict[str, Any] | None:
+        """The job's status document once it has finished (else None): for ``wait_until``."""
+        body: dict[str, Any] = httpx.get(f"{self.url}/job-status/{job_id}", timeout=30).json()
+        return body if body["status"] in ("completed", "failed", "cancelled") else None
+
 
 @pytest.fixture
 def live_server(tmp_path: Path, videos: Path) -> Iterator[Callable[..., LiveServer]]:

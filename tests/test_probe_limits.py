@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, Media, place, run_ffmpeg, wait_until
-from tests.test_zip import finished
 
 pytestmark = pytest.mark.live
 LIVE_BOUND = 2.0  # s: what /health/live may take on a busy CI machine (0.3 s measured idle)
@@ -72,5 +71,5 @@ def test_under_the_limit_the_same_video_is_accepted_and_runs(
                      json={"video_source": place(mkv, videos), "count": 3})  # fmt: skip
     assert res.status_code == 200, res.text
     job_id = res.json()["job_id"]
-    job = wait_until(lambda: finished(server, job_id), "the job", within=120)
+    job = wait_until(lambda: server.finished(job_id), "the job", within=120)
     assert job["status"] == "completed" and job["processed_frames"] == 3, job

@@ -10,7 +10,6 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,18 +24,12 @@ def disk_used(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def finished(server: LiveServer, job_id: str) -> dict[str, Any] | None:
-    """The job's status document once it has finished."""
-    body: dict[str, Any] = httpx.get(f"{server.url}/job-status/{job_id}", timeout=30).json()
-    return body if body["status"] in ("completed", "failed", "cancelled") else None
-
-
 def finished_job(server: LiveServer, name: str, interval: float) -> str:
     res = httpx.post(f"{server.url}/video-job", json={"video_source": name,
                      "interval": interval, "format": "png"}, timeout=60)  # fmt: skip
     assert res.status_code == 200, res.text
     job_id: str = res.json()["job_id"]
-    status = wait_until(lambda: finished(server, job_id), "the job", within=240)
+    status = wait_until(lambda: server.finished(job_id), "the job", within=240)
     assert status["status"] == "completed", status
     return job_id
 
