@@ -20,8 +20,8 @@ def finished_job(server: LiveServer, name: str) -> str:
     res = httpx.post(f"{server.url}/video-job", json={"video_source": name, "interval": 0.5},
                      timeout=60)  # fmt: skip
     job_id: str = res.json()["job_id"]
-    wait_until(lambda: httpx.get(f"{server.url}/job-status/{job_id}", timeout=30).json()
-               ["status"] == "completed", "the job", within=120)  # fmt: skip
+    job = wait_until(lambda: server.finished(job_id), "the job", within=120)
+    assert job["status"] == "completed", job
     return job_id
 
 
