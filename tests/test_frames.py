@@ -173,16 +173,19 @@ async def test_remove_with_a_bad_name_removes_nothing(frames: FrameStore) -> Non
     assert outside.exists()
 
 
-async def test_remove_whole_folder(frames: FrameStore) -> None:
+async def test_discard_whole_folder(frames: FrameStore) -> None:
     other = str(uuid.uuid4())
     await frames.prepare(JOB)
     await frames.prepare(other)
     frames.path(JOB, frame_name(0, 0.0)).write_bytes(b"f")
     frames.path(other, frame_name(0, 0.0)).write_bytes(b"g")
-    await frames.remove(JOB)
+    await frames.discard(JOB)
     assert not frames.job_dir(JOB).exists()
     assert frames.path(other, frame_name(0, 0.0)).exists()
-    await frames.remove(JOB)  # already gone: no error
+    await frames.discard(JOB)  # already gone: no error
+    await frames.empty_trash()
+    assert not (frames.base / ".trash").exists()
+    assert frames.path(other, frame_name(0, 0.0)).exists()
     assert frames.base.is_dir()
 
 

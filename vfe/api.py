@@ -86,6 +86,8 @@ IDEMPOTENCY_KEY = Header(
     ),
     hint="must be 1 to 200 printable ASCII characters (a UUID is a good key)",
 )
+SUBMIT_BODY = Body(JobSpec, {"video_source": EXAMPLE_SOURCE, "interval": 2.5}, "file",
+                   "video_source")  # fmt: skip
 JOB_NOT_FOUND = error(404, "No such job (also for an id that is not a UUID).")
 NOT_DELETED = "Job not found or could not be cancelled"  # the original service's words
 DELETED_JOB_ID = replace(JOB_ID, not_found=NOT_DELETED)
@@ -192,7 +194,7 @@ async def _source(svc: Services, spec: JobSpec, upload: Upload | None) -> tuple[
     error(503, "The queue is full, or the service is shutting down.", headers=("Retry-After",)),
     error(507, "The disk for frames has less than MIN_FREE_DISK_MB free."),
     headers=(IDEMPOTENCY_KEY,),
-    body=Body(JobSpec, {"video_source": EXAMPLE_SOURCE, "interval": 2.5}, "file", "video_source"),
+    body=SUBMIT_BODY,
     description="Send the fields as JSON, as a query string, or as a multipart form with the "
     "video in `file` (then leave out video_source). Query fields are merged with the body's, "
     "which win.",
@@ -229,9 +231,9 @@ async def submit_job(request: Request) -> Response:
     owned = path is not None
     try:
         if upload is not None and upload.path is not None:
-            if data.get("video_source"):
-                raise BadRequest("send either a file or video_source, not both")
-            data["video_source"] = upload.filename
+            if data.get(SUBMIT_BODY.replaces):
+                raise BadRequest(f"send either a file or {SUBMIT_BODY.replaces}, not both")
+            data[SUBMIT_BODY.replaces] = upload.filename
         try:
             spec = JobSpec.model_validate(data)
         except ValidationError as exc:

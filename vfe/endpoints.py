@@ -15,7 +15,7 @@ model) and returns a view model (sent as 200 JSON) or a finished ``Response``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -133,7 +133,6 @@ class Endpoint:
     headers: tuple[Header, ...] = ()
     body: Body | None = None
     description: str = ""
-    name: str = field(default="")
 
     def parse_query(self, request: Request) -> Query | None:
         """The query string as the endpoint's query model; 422 naming each bad field."""
@@ -158,7 +157,7 @@ class Endpoint:
 
         run.__name__ = run.__qualname__ = self.handler.__name__
         run.__doc__ = self.handler.__doc__
-        return Route(self.path, run, methods=[self.method], name=self.name or None)
+        return Route(self.path, run, methods=[self.method])
 
 
 def endpoint(

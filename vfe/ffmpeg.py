@@ -117,9 +117,9 @@ async def stop_process(proc: asyncio.subprocess.Process, grace: float = STOP_GRA
 
 class LineReader:
     """A process whose stdout is read line by line *in the calling thread* (run it from a
-    worker thread with ``asyncio.to_thread``), so a reader with a lot to parse never holds
-    the event loop. ``stop`` may be called from any thread: it kills the process group,
-    as does the reader's own time limit. stderr is discarded (callers say what failed)."""
+    worker thread), so a reader with a lot to parse never holds the event loop. ``stop``
+    may be called from any thread: it kills the process group, as does the reader's own
+    time limit. stderr is discarded (callers say what failed)."""
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)

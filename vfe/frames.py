@@ -202,11 +202,8 @@ class FrameStore:
         """Remove the work folder (partial files of a stopped or finished run)."""
         await asyncio.to_thread(shutil.rmtree, self.work_dir(job_id), True)
 
-    async def remove(self, job_id: str, names: list[str] | None = None) -> None:
-        """Remove some frame files of a job, or (``names=None``) its whole folder."""
-        if names is None:
-            await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
-            return
+    async def remove(self, job_id: str, names: list[str]) -> None:
+        """Remove some frame files of a job (``discard`` takes its whole folder)."""
         paths = [self.path(job_id, n) for n in names]
 
         def _unlink() -> None:
@@ -246,16 +243,6 @@ class FrameStore:
                 # removed (permissions?); do not spin on it
                 log.warning("the trash under FRAMES_BASE_PATH cannot be emptied; left as is")
                 return
-
-    async def job_folders(self) -> list[str]:
-        """The ids of the jobs that have a folder here."""
-
-        def _list() -> list[str]:
-            if not self.base.is_dir():
-                return []
-            return [entry.name for entry in os.scandir(self.base) if is_job_id(entry.name)]
-
-        return await asyncio.to_thread(_list)
 
     async def names(self, job_id: str) -> list[str]:
         """The frame files in the job's folder (temp and work files are not frames)."""

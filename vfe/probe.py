@@ -118,13 +118,18 @@ def parse(document: dict[str, Any]) -> VideoInfo:
     )
 
 
-async def _ffprobe(path: Path, *sections: str, limit: float) -> dict[str, Any]:
-    """ffprobe's JSON about ``path`` (the file protocol only, whatever the name looks
-    like) for ``sections``; ``ExtractionError`` when it is not a video or takes over
-    ``limit`` seconds."""
+def _argv(path: Path, *sections: str) -> list[str]:
+    """ffprobe's argv for ``sections`` of ``path``, as compact JSON, reading through the
+    file protocol only (whatever the name looks like) and real containers only."""
     guards = [arg for name, value in ffmpeg.INPUT_GUARDS.items() for arg in (f"-{name}", value)]
-    argv = [ffmpeg.binary("ffprobe"), "-hide_banner", "-loglevel", "error", *guards, *sections,
+    return [ffmpeg.binary("ffprobe"), "-hide_banner", "-loglevel", "error", *guards, *sections,
             "-of", "json=c=1", f"file:{path}"]  # fmt: skip
+
+
+async def _ffprobe(path: Path, *sections: str, limit: float) -> dict[str, Any]:
+    """ffprobe's JSON about ``path`` for ``sections``; ``ExtractionError`` when it is not
+    a video or takes over ``limit`` seconds."""
+    argv = _argv(path, *sections)
     try:
         async with asyncio.timeout(limit):
             done = await ffmpeg.run(argv)
@@ -223,10 +228,7 @@ async def inspect(path: Path, max_frames: int | None = None) -> tuple[VideoInfo,
             raise TooManyFrames(max_frames)
         _CACHE.move_to_end(key)
         return cached
-    guards = [arg for name, value in ffmpeg.INPUT_GUARDS.items() for arg in (f"-{name}", value)]
-    argv = [ffmpeg.binary("ffprobe"), "-hide_banner", "-loglevel", "error", *guards,
-            *INDEX_ARGS, "-of", "json=c=1", f"file:{path}"]  # fmt: skip
-    reader = _IndexReader(ffmpeg.LineReader(argv), max_frames)
+    reader = _IndexReader(ffmpeg.LineReader(_argv(path, *INDEX_ARGS)), max_frames)
     try:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(_READERS, reader.read)
