@@ -18,7 +18,7 @@ from vfe.events import Event
 from vfe.extractor import Extractor
 from vfe.models import Frame, Job, JobStatus, SourceType
 from vfe.settings import Settings
-from vfe.store import SqliteStore
+from vfe.store.sqlite import SqliteStore
 
 
 async def _seed(settings: Settings, job: Job, frames: list[Frame]) -> None:

@@ -36,7 +36,7 @@ from .metrics import Metrics, MetricsMiddleware, metrics_text
 from .owner import DataOwner
 from .services import Services
 from .settings import Settings
-from .store import SqliteStore
+from .store import open_store
 
 WEB = Path(__file__).parent / "web"
 log = logging.getLogger("vfe.app")
@@ -100,7 +100,8 @@ def create_app(settings: Settings) -> Starlette:
         async with AsyncExitStack() as resources:
             resources.callback(vfe_logging.shutdown)
             resources.callback(log.info, "vfe stopped")
-            owner = DataOwner(settings.database_path)  # before any job is touched
+            # before any job is touched; SQLite only: PostgreSQL is shared by design
+            owner = DataOwner(settings.database_path, enabled=settings.postgres_url is None)
             owner.acquire()
             resources.callback(owner.release)
             if not settings.keys and not _loopback(settings.host):
@@ -110,7 +111,7 @@ def create_app(settings: Settings) -> Starlette:
                     "Security section)",
                     settings.host,
                 )
-            store = SqliteStore(settings.database_path)
+            store = open_store(settings)
             await store.open()
             resources.push_async_callback(store.close)
             cache = FallbackCache(
@@ -135,7 +136,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.loop = asyncio.get_running_loop()
             log.info(
                 "vfe started",
-                extra={"cache": cache.name, "ffmpeg": version, "database": "sqlite"},
+                extra={"cache": cache.name, "ffmpeg": version, "database": store.backend},
             )
             yield
 

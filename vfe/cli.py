@@ -247,14 +247,15 @@ def _serve_command(args: argparse.Namespace) -> int:
         return 2
     from .errors import VfeError
     from .owner import DataOwner
-    from .store import check_database
+    from .store.sqlite import check_database
 
     # Before anything touches a job (and before the port is bound): this process must own
-    # the database, and the database must be vfe's.
-    owner = DataOwner(settings.database_path)
+    # the SQLite database, and the database must be vfe's. PostgreSQL has many users.
+    owner = DataOwner(settings.database_path, enabled=settings.postgres_url is None)
     try:
         owner.acquire()
-        check_database(settings.database_path)
+        if settings.postgres_url is None:
+            check_database(settings.database_path)
     except VfeError as exc:
         print(f"vfe: cannot start: {exc.detail}", file=sys.stderr)
         return 2

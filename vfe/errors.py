@@ -8,7 +8,8 @@
     ├── ValidationFailed (422)    fields that fail validation; carries [{loc, msg, type}]
     ├── Unavailable (503)         queue full, service shutting down
     ├── InsufficientStorage (507) free disk under MIN_FREE_DISK_MB
-    ├── StoreError (500)          SQLite failed (translated inside store.py)
+    ├── StoreError (500)          the database failed (translated inside store/)
+    │   └── StoreUnavailable (503) the database cannot be reached (PostgreSQL down)
     └── ExtractionError (500)     FFmpeg/ffprobe failed; its message is shown on the job
 
 The single handler in ``app.py`` renders each as ``{"detail": ...}`` with its status.
@@ -79,9 +80,16 @@ class InsufficientStorage(VfeError):
 
 
 class StoreError(VfeError):
-    """The database failed; raised from inside ``store.py`` only."""
+    """The database failed; raised from inside ``store/`` only."""
 
     status = 500
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (a PostgreSQL restart, a network cut); the
+    request may be tried again shortly."""
+
+    status = 503
 
 
 class ExtractionError(VfeError):

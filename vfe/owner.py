@@ -9,7 +9,8 @@ holds it. It is taken before anything touches a job, and before the server binds
 
 Within one process the lock is counted, not re-taken: ``vfe serve`` takes it before
 uvicorn starts (to refuse with a plain message and exit 2) and the app's lifespan takes
-it again, which must not fail against itself.
+it again, which must not fail against itself. With PostgreSQL (the scaled-out layout)
+many processes share the database by design and leases guard the jobs: no lock is taken.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class DataOwner:
 
     _held: ClassVar[dict[Path, tuple[int, int]]] = {}  # lock path -> (fd, count)
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, enabled: bool = True) -> None:
         self.database = database
         self.path = database.with_name(database.name + ".lock")
+        self.enabled = enabled
 
     def acquire(self) -> None:
         """Take the lock, or raise ``DataFolderInUse`` naming the process that holds it."""
+        if not self.enabled:
+            return
         held = self._held.get(self.path)
         if held is not None:
             self._held[self.path] = (held[0], held[1] + 1)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from annotated_types import BaseMetadata, Ge, Le
-from pydantic import BaseModel, Field, InstanceOf, SecretStr, ValidationError
+from pydantic import BaseModel, Field, InstanceOf, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from .networks import AddressPolicy
@@ -64,7 +64,24 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         "cache serves meanwhile.",
     )
     database_path: Path = Field(
-        Path("runtime/db/metadata.db"), description="SQLite file for job metadata."
+        Path("runtime/db/metadata.db"),
+        description="SQLite file for job metadata (when DATABASE_URL is not set).",
+    )
+    database_url: SecretStr = Field(
+        SecretStr(""),
+        description="`postgresql://user:password@host:port/db`: keep job metadata and the "
+        "job queue in PostgreSQL (the scaled-out layout: `vfe serve --api-only` replicas "
+        "and `vfe worker`s); empty: SQLite at DATABASE_PATH.",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="PostgreSQL: most connections one process opens."
+    )
+    stalled_after_seconds: float = Field(
+        30.0,
+        ge=2,
+        le=3600,
+        description="PostgreSQL: a worker silent this long (no heartbeat) is taken for dead, "
+        "and its jobs run again on another worker.",
     )
     frames_base_path: Path = Field(
         Path("runtime/frames"), description="Folder where frames are written."
@@ -162,6 +179,14 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         15.0, ge=0.1, le=600, description="Interval of comment heartbeats on idle event streams."
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and not raw.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL, or empty for SQLite")
+        return value
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every setting from ``env`` (default: the process environment).
@@ -176,9 +201,16 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
             return cls.model_validate(values)
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
-            raise SettingsError(
-                "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in errors)
-            ) from None
+            lines = (
+                f"{'.'.join(map(str, e['loc'])).upper()}: " + e["msg"].removeprefix("Value error, ")
+                for e in errors
+            )
+            raise SettingsError("; ".join(lines)) from None
+
+    @property
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL URL of the scaled-out layout; None: the embedded SQLite file."""
+        return self.database_url.get_secret_value() or None
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,4 +1,4 @@
-"""Job and frame metadata: the ``Store`` interface and its SQLite back-end.
+"""The embedded ``Store``: SQLite through aiosqlite.
 
 ``SqliteStore`` keeps one long-lived aiosqlite connection (aiosqlite runs SQLite in its
 own thread, so the event loop never waits on disk). WAL mode lets readers go on while a
@@ -12,18 +12,30 @@ driver exception.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, closing, suppress
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiosqlite
 
-from .errors import StoreError
-from .models import Frame, Job, JobStatus, SourceType
+from ..errors import StoreError
+from ..models import Frame, Job, JobStatus
+from . import (
+    FINISHED,
+    FRAME_COLUMNS,
+    JOB_COLUMNS,
+    JOB_FIELDS,
+    RUN_WRITABLE,
+    UPDATABLE,
+    checked,
+    db_value,
+    frame_from_row,
+    frame_row,
+    job_from_row,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: jobs and frames.
@@ -89,101 +101,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_JOB_COLUMNS = (
-    "id, status, video_source, source_type, source_path, interval, created_at, updated_at, "
-    "total_frames, processed_frames, started_at, finished_at, error_message, duration, fps, "
-    "width, height, codec, attempts, options, plan, progress"
-)
-_FRAME_COLUMNS = (
-    "job_id, idx, timestamp, target_time, filename, size_bytes, checksum, width, height, created_at"
-)
-_JOB_FIELDS = tuple(_JOB_COLUMNS.replace(" ", "").split(","))
-_UPDATABLE = frozenset(_JOB_FIELDS) - {"id", "created_at"}
-_FINISHED = tuple(s.value for s in JobStatus if s.finished)
-
-
-class Store(Protocol):
-    """What the rest of vfe needs from a metadata store (SQLite now, PostgreSQL later)."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def ping(self) -> bool: ...
-    async def create_job(
-        self, job: Job, idempotency: tuple[str, str] | None = None
-    ) -> tuple[str, str] | None: ...
-    async def find_idempotent(self, key: str) -> tuple[str, str] | None: ...
-    async def get_job(self, job_id: str) -> Job | None: ...
-    async def update_job(
-        self, job_id: str, *, unless_finished: bool = True, **values: Any
-    ) -> Job | None: ...
-    async def list_jobs(
-        self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
-    ) -> list[Job]: ...
-    async def delete_job(self, job_id: str) -> bool: ...
-    async def add_frames(self, frames: Sequence[Frame]) -> None: ...
-    async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]: ...
-    async def count_frames(self, job_id: str) -> int: ...
-    async def get_frame(self, job_id: str, filename: str) -> Frame | None: ...
-    async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None: ...
-    async def recent_frames(
-        self, since: float, job_id: str | None = None, limit: int = 500
-    ) -> list[Frame]: ...
-
-
-def _job(row: sqlite3.Row | Sequence[Any]) -> Job:
-    (id_, status, source, stype, spath, interval, created, updated, total, processed, started,
-     finished, error, duration, fps, width, height, codec, attempts, options,
-     plan, progress) = row  # fmt: skip
-    return Job(
-        id=id_,
-        status=JobStatus(status),
-        video_source=source,
-        source_type=SourceType(stype),
-        source_path=spath,
-        interval=interval,
-        created_at=created,
-        updated_at=updated,
-        total_frames=total,
-        processed_frames=processed,
-        started_at=started,
-        finished_at=finished,
-        error_message=error,
-        duration=duration,
-        fps=fps,
-        width=width,
-        height=height,
-        codec=codec,
-        attempts=attempts,
-        options=json.loads(options or "{}"),
-        plan=json.loads(plan) if plan else None,
-        progress=progress,
-    )
-
-
-def _frame(row: sqlite3.Row | Sequence[Any]) -> Frame:
-    job_id, idx, ts, target, name, size, checksum, width, height, created = row
-    return Frame(
-        job_id=job_id,
-        index=idx,
-        timestamp=ts,
-        target_time=target,
-        filename=name,
-        size_bytes=size,
-        checksum=checksum,
-        width=width,
-        height=height,
-        created_at=created,
-    )
-
-
-def _db_value(value: Any) -> Any:
-    if isinstance(value, JobStatus | SourceType):
-        return value.value
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return value
-
-
 _TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
 
 
@@ -214,6 +131,8 @@ def check_database(path: Path) -> None:
 
 class SqliteStore:
     """The embedded ``Store``: one aiosqlite connection to ``path``."""
+
+    backend = "sqlite"
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -321,14 +240,14 @@ class SqliteStore:
         When the key is already recorded nothing is written and its ``(fingerprint,
         job_id)`` is returned instead, so two requests racing with one key make one job.
         """
-        values = [_db_value(getattr(job, c)) for c in _JOB_FIELDS]
+        values = [db_value(getattr(job, c)) for c in JOB_FIELDS]
         async with self._transaction("creating a job"):
             if idempotency is not None:
                 found = await self._idempotent(idempotency[0])
                 if found is not None:
                     return found
             await self._write(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
             if idempotency is not None:
@@ -354,10 +273,10 @@ class SqliteStore:
     async def get_job(self, job_id: str) -> Job | None:
         async with self._guard("reading a job"):
             async with self.db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
             ) as cur:
                 row = await cur.fetchone()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     async def update_job(
         self, job_id: str, *, unless_finished: bool = True, **values: Any
@@ -367,27 +286,73 @@ class SqliteStore:
         Returns None when the job does not exist or (with ``unless_finished``) has already
         finished, so a late write can never move a finished status.
         """
-        unknown = set(values) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"not job columns: {sorted(unknown)}")
+        checked(values, UPDATABLE)
         values.setdefault("updated_at", time.time())
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        params: list[Any] = [_db_value(v) for v in values.values()]
         where = "id = ?"
-        params.append(job_id)
+        params: list[Any] = [job_id]
         if unless_finished:
-            where += f" AND status NOT IN ({', '.join('?' * len(_FINISHED))})"
-            params.extend(_FINISHED)
+            where += f" AND status NOT IN ({', '.join('?' * len(FINISHED))})"
+            params.extend(FINISHED)
         async with self._transaction("updating a job"):
-            changed = await self._write(f"UPDATE jobs SET {assignments} WHERE {where}", params)
-        if not changed:
-            return None
-        return await self.get_job(job_id)
+            return await self._update(values, where, params)
+
+    async def _update(
+        self, values: dict[str, Any], where: str, params: list[Any], also: str = ""
+    ) -> Job | None:
+        """``UPDATE jobs`` the row ``where`` picks (``also``: more assignments, as SQL);
+        the job as it now is, or None."""
+        assignments = ", ".join([*(f"{name} = ?" for name in values), *filter(None, [also])])
+        sql = f"UPDATE jobs SET {assignments} WHERE {where} RETURNING {JOB_COLUMNS}"
+        async with self.db.execute(sql, [*map(db_value, values.values()), *params]) as cur:
+            row = await cur.fetchone()
+        return job_from_row(row) if row else None
+
+    async def claim(self, job_id: str, now: float) -> Job | None:
+        """Start a run of a job that has not finished: ``processing``, the next attempt
+        number, started now. None when the job has finished or is gone."""
+        values = {"status": JobStatus.PROCESSING, "started_at": now, "finished_at": None,
+                  "error_message": None, "updated_at": now}  # fmt: skip
+        active = [JobStatus.PENDING.value, JobStatus.PROCESSING.value]
+        async with self._transaction("claiming a job"):
+            return await self._update(
+                values, "id = ? AND status IN (?, ?)", [job_id, *active], "attempts = attempts + 1"
+            )
+
+    async def record(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        frames: Sequence[Frame] = (),
+        drop: Sequence[int] = (),
+        **values: Any,
+    ) -> Job | None:
+        """One write of a run, fenced: only while the job is ``processing`` under
+        ``attempt``, set ``values``, add ``frames`` (replacing by index) and delete the
+        frames indexed ``drop``, all in one transaction. None when refused: nothing written."""
+        checked(values, RUN_WRITABLE)
+        values.setdefault("updated_at", time.time())
+        async with self._transaction("recording a run"):
+            job = await self._update(
+                values,
+                "id = ? AND attempts = ? AND status = ?",
+                [job_id, attempt, JobStatus.PROCESSING.value],
+            )
+            if job is None:
+                return None
+            await self._insert_frames(frames)
+            if drop:
+                await self._write(
+                    "DELETE FROM frames WHERE job_id = ? AND idx = ?",
+                    [(job_id, i) for i in drop],
+                    many=True,
+                )
+        return job
 
     async def list_jobs(
         self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
     ) -> list[Job]:
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
         params: list[Any] = []
         if statuses:
             sql += f" WHERE status IN ({', '.join('?' * len(statuses))})"
@@ -397,7 +362,7 @@ class SqliteStore:
         async with self._guard("listing jobs"):
             async with self.db.execute(sql, params) as cur:
                 rows = await cur.fetchall()
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def delete_job(self, job_id: str) -> bool:
         async with self._transaction("deleting a job"):
@@ -408,27 +373,26 @@ class SqliteStore:
         """Insert frames in one transaction; a frame with the same index replaces the old."""
         if not frames:
             return
-        rows: Iterable[tuple[Any, ...]] = (
-            (f.job_id, f.index, f.timestamp, f.target_time, f.filename, f.size_bytes,
-             f.checksum, f.width, f.height, f.created_at)
-            for f in frames
-        )  # fmt: skip
         async with self._transaction("saving frames"):
+            await self._insert_frames(frames)
+
+    async def _insert_frames(self, frames: Sequence[Frame]) -> None:
+        if frames:
             await self._write(
-                f"INSERT OR REPLACE INTO frames ({_FRAME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                rows,
+                f"INSERT OR REPLACE INTO frames ({FRAME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [frame_row(f) for f in frames],
                 many=True,
             )
 
     async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]:
         async with self._guard("listing frames"):
             async with self.db.execute(
-                f"SELECT {_FRAME_COLUMNS} FROM frames WHERE job_id = ? "
+                f"SELECT {FRAME_COLUMNS} FROM frames WHERE job_id = ? "
                 "ORDER BY timestamp, idx LIMIT ? OFFSET ?",
                 (job_id, limit, offset),
             ) as cur:
                 rows = await cur.fetchall()
-        return [_frame(r) for r in rows]
+        return [frame_from_row(r) for r in rows]
 
     async def count_frames(self, job_id: str) -> int:
         async with self._guard("counting frames"):
@@ -441,11 +405,11 @@ class SqliteStore:
     async def get_frame(self, job_id: str, filename: str) -> Frame | None:
         async with self._guard("reading a frame"):
             async with self.db.execute(
-                f"SELECT {_FRAME_COLUMNS} FROM frames WHERE job_id = ? AND filename = ?",
+                f"SELECT {FRAME_COLUMNS} FROM frames WHERE job_id = ? AND filename = ?",
                 (job_id, filename),
             ) as cur:
                 row = await cur.fetchone()
-        return _frame(row) if row else None
+        return frame_from_row(row) if row else None
 
     async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None:
         """Delete the frames of ``job_id`` with these indexes."""
@@ -462,7 +426,7 @@ class SqliteStore:
         self, since: float, job_id: str | None = None, limit: int = 500
     ) -> list[Frame]:
         """Frames created at or after ``since`` (epoch seconds), newest first."""
-        sql = f"SELECT {_FRAME_COLUMNS} FROM frames WHERE created_at >= ?"
+        sql = f"SELECT {FRAME_COLUMNS} FROM frames WHERE created_at >= ?"
         params: list[Any] = [since]
         if job_id is not None:
             sql += " AND job_id = ?"
@@ -472,4 +436,4 @@ class SqliteStore:
         async with self._guard("listing recent frames"):
             async with self.db.execute(sql, params) as cur:
                 rows = await cur.fetchall()
-        return [_frame(r) for r in rows]
+        return [frame_from_row(r) for r in rows]

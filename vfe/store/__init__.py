@@ -1,0 +1,176 @@
+"""Job and frame metadata: the ``Store`` interface, what its back-ends share, and the
+choice between them.
+
+    Store (Protocol)
+    ├── SqliteStore    sqlite.py    embedded: one aiosqlite connection to DATABASE_PATH
+    └── PostgresStore  postgres.py  scaled out: a psycopg pool on DATABASE_URL
+
+``open_store(settings)`` picks the back-end: ``DATABASE_URL`` selects PostgreSQL, else
+SQLite. Both keep the same tables and columns, each moved forward by its own ordered,
+versioned migrations, and both pass one contract suite (``tests/contract/test_store.py``).
+
+A run of a job writes only through ``claim`` and ``record``, which are fenced: ``claim``
+gives the run the next attempt number, and ``record`` writes (status, progress, frames)
+only while the job is still ``processing`` under that attempt, all in one transaction. A
+run that was cancelled, deleted or claimed again by another worker has its writes refused
+(``None``) and must stop. Driver errors are translated inside each back-end into
+``StoreError`` (``StoreUnavailable``, a 503, when the database cannot be reached).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..models import Frame, Job, JobStatus, SourceType
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+JOB_COLUMNS = (
+    "id, status, video_source, source_type, source_path, interval, created_at, updated_at, "
+    "total_frames, processed_frames, started_at, finished_at, error_message, duration, fps, "
+    "width, height, codec, attempts, options, plan, progress"
+)
+FRAME_COLUMNS = (
+    "job_id, idx, timestamp, target_time, filename, size_bytes, checksum, width, height, created_at"
+)
+JOB_FIELDS = tuple(JOB_COLUMNS.replace(" ", "").split(","))
+UPDATABLE = frozenset(JOB_FIELDS) - {"id", "created_at"}
+FINISHED = tuple(s.value for s in JobStatus if s.finished)
+RUN_WRITABLE = UPDATABLE - {"attempts", "started_at"}  # a run's own claim sets those
+
+
+class Store(Protocol):
+    """What the rest of vfe needs from a metadata store."""
+
+    backend: str  # "sqlite" or "postgresql", for /health and /metrics
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> bool: ...
+    async def create_job(
+        self, job: Job, idempotency: tuple[str, str] | None = None
+    ) -> tuple[str, str] | None: ...
+    async def find_idempotent(self, key: str) -> tuple[str, str] | None: ...
+    async def get_job(self, job_id: str) -> Job | None: ...
+    async def update_job(
+        self, job_id: str, *, unless_finished: bool = True, **values: Any
+    ) -> Job | None: ...
+    async def claim(self, job_id: str, now: float) -> Job | None: ...
+    async def record(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        frames: Sequence[Frame] = (),
+        drop: Sequence[int] = (),
+        **values: Any,
+    ) -> Job | None: ...
+    async def list_jobs(
+        self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
+    ) -> list[Job]: ...
+    async def delete_job(self, job_id: str) -> bool: ...
+    async def add_frames(self, frames: Sequence[Frame]) -> None: ...
+    async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]: ...
+    async def count_frames(self, job_id: str) -> int: ...
+    async def get_frame(self, job_id: str, filename: str) -> Frame | None: ...
+    async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None: ...
+    async def recent_frames(
+        self, since: float, job_id: str | None = None, limit: int = 500
+    ) -> list[Frame]: ...
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A ``Job`` from a row of ``JOB_COLUMNS``."""
+    (id_, status, source, stype, spath, interval, created, updated, total, processed, started,
+     finished, error, duration, fps, width, height, codec, attempts, options,
+     plan, progress) = row  # fmt: skip
+    return Job(
+        id=id_,
+        status=JobStatus(status),
+        video_source=source,
+        source_type=SourceType(stype),
+        source_path=spath,
+        interval=interval,
+        created_at=created,
+        updated_at=updated,
+        total_frames=total,
+        processed_frames=processed,
+        started_at=started,
+        finished_at=finished,
+        error_message=error,
+        duration=duration,
+        fps=fps,
+        width=width,
+        height=height,
+        codec=codec,
+        attempts=attempts,
+        options=json.loads(options or "{}"),
+        plan=json.loads(plan) if plan else None,
+        progress=progress,
+    )
+
+
+def frame_from_row(row: Sequence[Any]) -> Frame:
+    """A ``Frame`` from a row of ``FRAME_COLUMNS``."""
+    job_id, idx, ts, target, name, size, checksum, width, height, created = row
+    return Frame(
+        job_id=job_id,
+        index=idx,
+        timestamp=ts,
+        target_time=target,
+        filename=name,
+        size_bytes=size,
+        checksum=checksum,
+        width=width,
+        height=height,
+        created_at=created,
+    )
+
+
+def frame_row(f: Frame) -> tuple[Any, ...]:
+    """The values of ``FRAME_COLUMNS`` for ``f``."""
+    return (f.job_id, f.index, f.timestamp, f.target_time, f.filename, f.size_bytes,
+            f.checksum, f.width, f.height, f.created_at)  # fmt: skip
+
+
+def db_value(value: Any) -> Any:
+    """A Python value as the database keeps it (enums by value, dicts as JSON text)."""
+    if isinstance(value, JobStatus | SourceType):
+        return value.value
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return value
+
+
+def checked(values: dict[str, Any], allowed: frozenset[str]) -> None:
+    """``ValueError`` for names that are not columns a caller may set."""
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"not job columns: {sorted(unknown)}")
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the settings name (not yet open): PostgreSQL when ``DATABASE_URL`` is
+    set, else the SQLite file at ``DATABASE_PATH``. Imports only the back-end it uses."""
+    url = settings.postgres_url
+    if url is not None:
+        from .postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=settings.database_pool_size)
+    from .sqlite import SqliteStore
+
+    return SqliteStore(settings.database_path)
+
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "JOB_COLUMNS",
+    "Store",
+    "db_value",
+    "frame_from_row",
+    "job_from_row",
+    "open_store",
+]

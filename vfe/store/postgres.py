@@ -1,0 +1,408 @@
+"""The scaled-out ``Store``: PostgreSQL through psycopg 3 and a psycopg-pool connection pool.
+
+Connections are in autocommit mode; every multi-statement write is one explicit
+transaction. Each connection is checked as it leaves the pool, so after a PostgreSQL
+restart the first request gets a fresh connection instead of a dead one; while the server
+is down, a request waits at most ``CONNECT_TIMEOUT`` seconds and gets ``StoreUnavailable``
+(503). The schema version is kept in ``vfe_schema``; ``MIGRATIONS`` move it forward under
+an advisory lock, so several processes starting at once migrate once. The same lock's
+transaction also installs the queue's schema (``extra_schema``), when a queue asks for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..errors import StoreError, StoreUnavailable
+from ..models import Frame, Job, JobStatus
+from . import (
+    FINISHED,
+    FRAME_COLUMNS,
+    JOB_COLUMNS,
+    JOB_FIELDS,
+    RUN_WRITABLE,
+    UPDATABLE,
+    checked,
+    db_value,
+    frame_from_row,
+    frame_row,
+    job_from_row,
+)
+
+CONNECT_TIMEOUT = 5.0  # seconds a request waits for a connection before a 503
+MIGRATION_LOCK = 0x76666500  # pg_advisory_xact_lock key: "vfe" and a zero
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, frames and idempotency keys, as SQLite's migrations 1-4 leave them.
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        video_source TEXT NOT NULL,
+        source_type TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        interval DOUBLE PRECISION NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        total_frames INTEGER NOT NULL DEFAULT 0,
+        processed_frames INTEGER NOT NULL DEFAULT 0,
+        started_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        error_message TEXT,
+        duration DOUBLE PRECISION,
+        fps DOUBLE PRECISION,
+        width INTEGER,
+        height INTEGER,
+        codec TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        options TEXT NOT NULL DEFAULT '{}',
+        plan TEXT,
+        progress DOUBLE PRECISION
+    );
+    CREATE INDEX jobs_by_status ON jobs (status, created_at);
+    CREATE INDEX jobs_by_created ON jobs (created_at);
+    CREATE TABLE frames (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        timestamp DOUBLE PRECISION NOT NULL,
+        target_time DOUBLE PRECISION NOT NULL,
+        filename TEXT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        checksum TEXT NOT NULL,
+        width INTEGER,
+        height INTEGER,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE INDEX frames_by_job_time ON frames (job_id, timestamp);
+    CREATE UNIQUE INDEX frames_by_job_name ON frames (job_id, filename);
+    CREATE INDEX frames_by_created ON frames (created_at);
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX idempotency_by_job ON idempotency (job_id);
+    """,
+)
+
+Cursor = psycopg.AsyncCursor[Any]
+ExtraSchema = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+
+
+class PostgresStore:
+    """A ``Store`` on PostgreSQL: a pool of at most ``pool_size`` connections to ``url``."""
+
+    backend = "postgresql"
+
+    def __init__(
+        self, url: str, pool_size: int = 10, extra_schema: ExtraSchema | None = None
+    ) -> None:
+        self.url = url
+        self.extra_schema = extra_schema
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_size),
+            open=False,
+            timeout=CONNECT_TIMEOUT,
+            kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
+            check=AsyncConnectionPool.check_connection,
+            name="vfe",
+        )
+        self._open = False
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """The connection pool (the queue shares it)."""
+        return self._pool
+
+    @asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        if not self._open:
+            raise StoreError("database is not open")
+        try:
+            yield
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise StoreUnavailable(
+                f"the database cannot be reached while {what}; try again shortly"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"database error while {what}") from exc
+
+    @asynccontextmanager
+    async def _cursor(self, what: str, *, transaction: bool = False) -> AsyncIterator[Cursor]:
+        """A cursor on a pooled connection; with ``transaction`` its statements commit
+        together or not at all."""
+        async with self._guard(what), self._pool.connection() as conn:
+            if transaction:
+                async with conn.transaction(), conn.cursor() as cur:
+                    yield cur
+            else:
+                async with conn.cursor() as cur:
+                    yield cur
+
+    async def open(self) -> None:
+        """Connect and move the schema forward (``StoreUnavailable`` if the server does
+        not answer within ``CONNECT_TIMEOUT``)."""
+        self._open = True
+        try:
+            async with self._guard("opening the database"):
+                await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+                await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS vfe_schema (version INTEGER NOT NULL)")
+            cur = await conn.execute("SELECT version FROM vfe_schema")
+            row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            if row is None:
+                await conn.execute("INSERT INTO vfe_schema (version) VALUES (0)")
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"database schema version {version} is newer than this vfe "
+                    f"(knows {len(MIGRATIONS)}); upgrade vfe or use another DATABASE_URL"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await conn.execute(script)
+                await conn.execute("UPDATE vfe_schema SET version = %s", (number,))
+            if self.extra_schema is not None:
+                await self.extra_schema(conn)
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self._pool.close()
+
+    async def ping(self) -> bool:
+        try:
+            async with self._cursor("checking the database") as cur:
+                await cur.execute("SELECT 1")
+                return (await cur.fetchone()) is not None
+        except StoreError:
+            return False
+
+    async def create_job(
+        self, job: Job, idempotency: tuple[str, str] | None = None
+    ) -> tuple[str, str] | None:
+        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key.
+
+        When the key is already recorded nothing is written and its ``(fingerprint,
+        job_id)`` is returned instead, so two requests racing with one key make one job
+        (the second insert of the key waits for the first transaction, then yields).
+        """
+        values = [db_value(getattr(job, c)) for c in JOB_FIELDS]
+        if idempotency is not None and (found := await self.find_idempotent(idempotency[0])):
+            return found
+        async with self._guard("creating a job"), self._pool.connection() as conn:
+            try:
+                async with conn.transaction(), conn.cursor() as cur:
+                    marks = ", ".join(["%s"] * len(values))
+                    await cur.execute(f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({marks})", values)
+                    if idempotency is not None:
+                        await cur.execute(
+                            "INSERT INTO idempotency (key, fingerprint, job_id, created_at) "
+                            "VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING key",
+                            (*idempotency, job.id, job.created_at),
+                        )
+                        if await cur.fetchone() is None:
+                            raise _KeyTaken
+            except _KeyTaken:
+                return await self._idempotent(conn, idempotency[0])  # type: ignore[index]
+        return None
+
+    async def find_idempotent(self, key: str) -> tuple[str, str] | None:
+        """The ``(fingerprint, job_id)`` recorded for an Idempotency-Key, if its job exists."""
+        async with self._guard("reading an idempotency key"), self._pool.connection() as conn:
+            return await self._idempotent(conn, key)
+
+    @staticmethod
+    async def _idempotent(conn: psycopg.AsyncConnection[Any], key: str) -> tuple[str, str] | None:
+        cur = await conn.execute(
+            "SELECT fingerprint, job_id FROM idempotency WHERE key = %s", (key,)
+        )
+        row = await cur.fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self._cursor("reading a job") as cur:
+            await cur.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
+            row = await cur.fetchone()
+        return job_from_row(row) if row else None
+
+    async def _update(
+        self, cur: Cursor, values: dict[str, Any], where: str, params: list[Any], also: str = ""
+    ) -> Job | None:
+        """``UPDATE jobs`` the row ``where`` picks (``also``: more assignments, as SQL);
+        the job as it now is, or None."""
+        assignments = ", ".join([*(f"{name} = %s" for name in values), *filter(None, [also])])
+        await cur.execute(
+            f"UPDATE jobs SET {assignments} WHERE {where} RETURNING {JOB_COLUMNS}",
+            [*map(db_value, values.values()), *params],
+        )
+        row = await cur.fetchone()
+        return job_from_row(row) if row else None
+
+    async def update_job(
+        self, job_id: str, *, unless_finished: bool = True, **values: Any
+    ) -> Job | None:
+        """Set ``values`` on a job and return it; a finished job is left as it is (None)."""
+        checked(values, UPDATABLE)
+        values.setdefault("updated_at", time.time())
+        where = "id = %s"
+        params: list[Any] = [job_id]
+        if unless_finished:
+            where += " AND NOT (status = ANY(%s))"
+            params.append(list(FINISHED))
+        async with self._cursor("updating a job") as cur:
+            return await self._update(cur, values, where, params)
+
+    async def claim(self, job_id: str, now: float) -> Job | None:
+        """Start a run of a job that has not finished: ``processing``, the next attempt
+        number, started now. None when the job has finished or is gone."""
+        values = {"status": JobStatus.PROCESSING, "started_at": now, "finished_at": None,
+                  "error_message": None, "updated_at": now}  # fmt: skip
+        active = [JobStatus.PENDING.value, JobStatus.PROCESSING.value]
+        async with self._cursor("claiming a job") as cur:
+            return await self._update(
+                cur, values, "id = %s AND status = ANY(%s)", [job_id, active],
+                "attempts = attempts + 1",
+            )  # fmt: skip
+
+    async def record(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        frames: Sequence[Frame] = (),
+        drop: Sequence[int] = (),
+        **values: Any,
+    ) -> Job | None:
+        """One write of a run, fenced: only while the job is ``processing`` under
+        ``attempt``, set ``values``, add ``frames`` (replacing by index) and delete the
+        frames indexed ``drop``, all in one transaction. None when refused: nothing written."""
+        checked(values, RUN_WRITABLE)
+        values.setdefault("updated_at", time.time())
+        async with self._cursor("recording a run", transaction=True) as cur:
+            job = await self._update(
+                cur,
+                values,
+                "id = %s AND attempts = %s AND status = %s",
+                [job_id, attempt, JobStatus.PROCESSING.value],
+            )
+            if job is None:
+                return None
+            await self._insert_frames(cur, frames)
+            if drop:
+                await cur.execute(
+                    "DELETE FROM frames WHERE job_id = %s AND idx = ANY(%s)", (job_id, list(drop))
+                )
+        return job
+
+    async def list_jobs(
+        self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
+    ) -> list[Job]:
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
+        params: list[Any] = []
+        if statuses:
+            sql += " WHERE status = ANY(%s)"
+            params.append([s.value for s in statuses])
+        sql += f" ORDER BY created_at {'ASC' if oldest_first else 'DESC'} LIMIT %s"
+        params.append(limit)
+        async with self._cursor("listing jobs") as cur:
+            await cur.execute(sql, params)
+            rows = await cur.fetchall()
+        return [job_from_row(r) for r in rows]
+
+    async def delete_job(self, job_id: str) -> bool:
+        async with self._cursor("deleting a job") as cur:
+            await cur.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
+            return cur.rowcount > 0
+
+    async def add_frames(self, frames: Sequence[Frame]) -> None:
+        """Insert frames in one transaction; a frame with the same index (or file name)
+        replaces the old."""
+        if not frames:
+            return
+        async with self._cursor("saving frames", transaction=True) as cur:
+            await self._insert_frames(cur, frames)
+
+    @staticmethod
+    async def _insert_frames(cur: Cursor, frames: Sequence[Frame]) -> None:
+        if not frames:
+            return
+        for job_id in {f.job_id for f in frames}:  # as SQLite's INSERT OR REPLACE does
+            mine = [f for f in frames if f.job_id == job_id]
+            await cur.execute(
+                "DELETE FROM frames WHERE job_id = %s AND (idx = ANY(%s) OR filename = ANY(%s))",
+                (job_id, [f.index for f in mine], [f.filename for f in mine]),
+            )
+        await cur.executemany(
+            f"INSERT INTO frames ({FRAME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            [frame_row(f) for f in frames],
+        )
+
+    async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]:
+        async with self._cursor("listing frames") as cur:
+            await cur.execute(
+                f"SELECT {FRAME_COLUMNS} FROM frames WHERE job_id = %s "
+                "ORDER BY timestamp, idx LIMIT %s OFFSET %s",
+                (job_id, limit, offset),
+            )
+            rows = await cur.fetchall()
+        return [frame_from_row(r) for r in rows]
+
+    async def count_frames(self, job_id: str) -> int:
+        async with self._cursor("counting frames") as cur:
+            await cur.execute("SELECT COUNT(*) FROM frames WHERE job_id = %s", (job_id,))
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def get_frame(self, job_id: str, filename: str) -> Frame | None:
+        async with self._cursor("reading a frame") as cur:
+            await cur.execute(
+                f"SELECT {FRAME_COLUMNS} FROM frames WHERE job_id = %s AND filename = %s",
+                (job_id, filename),
+            )
+            row = await cur.fetchone()
+        return frame_from_row(row) if row else None
+
+    async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None:
+        """Delete the frames of ``job_id`` with these indexes."""
+        if indexes:
+            async with self._cursor("deleting frames") as cur:
+                await cur.execute(
+                    "DELETE FROM frames WHERE job_id = %s AND idx = ANY(%s)",
+                    (job_id, list(indexes)),
+                )
+
+    async def recent_frames(
+        self, since: float, job_id: str | None = None, limit: int = 500
+    ) -> list[Frame]:
+        """Frames created at or after ``since`` (epoch seconds), newest first."""
+        sql = f"SELECT {FRAME_COLUMNS} FROM frames WHERE created_at >= %s"
+        params: list[Any] = [since]
+        if job_id is not None:
+            sql += " AND job_id = %s"
+            params.append(job_id)
+        sql += " ORDER BY created_at DESC, idx DESC LIMIT %s"
+        params.append(limit)
+        async with self._cursor("listing recent frames") as cur:
+            await cur.execute(sql, params)
+            rows = await cur.fetchall()
+        return [frame_from_row(r) for r in rows]
+
+
+class _KeyTaken(Exception):
+    """The Idempotency-Key was recorded by a racing request: roll this job back."""
