@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import RedisServer, free_port, wait_until_async
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.conftest import RedisServer, free_port, wait_until_async
 from vfe.cache import (
     PREFIX,
     RECENT_PREFIX,

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, Media, free_port, vfe_env
 
+from tests.conftest import ROOT, Media, free_port, vfe_env
 from vfe.cli import main
 
 

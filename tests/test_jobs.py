@@ -176,7 +176,7 @@ async def test_cancel_a_queued_job(
         assert res.status_code == 200 and res.json()["status"] == "cancelled"
         assert not (settings.frames_base_path / running).exists()
         # the cancelled run has ended (the worker may already hold the next queue entry)
-        task = client.services.jobs.running.get(running)
+        task = client.services.jobs.queue.tasks.get(running)
         assert task is None or task.done()
 
 
@@ -196,7 +196,7 @@ async def test_delete_right_after_submit_always_ends_the_stream(
                 break
         sub.close()
         assert finals == ["cancelled"]
-        assert client.services.jobs._stop_reason == {}
+        assert client.services.jobs.running == []
 
 
 async def test_cancel_a_running_job_publishes_cancelled(
@@ -296,10 +296,10 @@ async def test_submit_is_refused_while_shutting_down(client: AppClient, media: M
 async def test_a_status_read_racing_a_delete_cannot_keep_the_job_alive(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from vfe import jobs
+    from vfe import submit
     from vfe.cache import job_key
 
-    monkeypatch.setattr(jobs, "REINVALIDATE_AFTER", 0.3)
+    monkeypatch.setattr(submit, "REINVALIDATE_AFTER", 0.3)
 
     job_id = await client.submit(place(media.standard(), videos), 1)
     view = await client.wait(job_id)
@@ -366,9 +366,9 @@ LONG_CUTS = sorted([6.0 * n + 5 for n in range(LONG_CUTS_SHOTS)] +
 async def test_scene_job_progress_rises_from_0_to_1(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from vfe import jobs
+    from vfe import worker
 
-    monkeypatch.setattr(jobs, "PROGRESS_EVERY", 0.0)  # a progress event for each report
+    monkeypatch.setattr(worker, "PROGRESS_EVERY", 0.0)  # a progress event for each report
     name = place(long_cuts(media), videos)
     sub = client.services.bus.subscribe(None)  # before the submit: miss no event
     res = await client.http.post("/video-job", json={"video_source": name, "mode": "scene"})
@@ -411,9 +411,9 @@ async def test_scene_job_progress_is_recorded_while_it_runs(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The stored progress starts at 0, only rises, and is 1.0 at completion."""
-    from vfe import jobs
+    from vfe import worker
 
-    monkeypatch.setattr(jobs, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(worker, "PROGRESS_EVERY", 0.0)
     name = place(long_cuts(media), videos)
     res = await client.http.post("/video-job", json={"video_source": name, "mode": "scene"})
     job_id = res.json()["job_id"]
@@ -477,9 +477,9 @@ async def test_scene_job_left_processing_is_run_again_replacing_frames(
 async def test_scene_job_percent_moves_while_frames_keep_coming(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from vfe import jobs
+    from vfe import worker
 
-    monkeypatch.setattr(jobs, "PROGRESS_EVERY", 0.4)  # FFmpeg reports every 0.5 s
+    monkeypatch.setattr(worker, "PROGRESS_EVERY", 0.4)  # FFmpeg reports every 0.5 s
     name = place(long_cuts(media), videos)
     sub = client.services.bus.subscribe(None)
     res = await client.http.post("/video-job", json={"video_source": name, "mode": "scene"})

@@ -21,7 +21,7 @@ all (the client left) is counted with status ``499``, as the access log does.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -54,7 +54,7 @@ class JobsState(Protocol):
     def queue_depth(self) -> int: ...
 
     @property
-    def running(self) -> Mapping[str, object]: ...
+    def running(self) -> Sequence[str]: ...
 
 
 class CacheState(Protocol):

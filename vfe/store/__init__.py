@@ -20,7 +20,7 @@ run that was cancelled, deleted or claimed again by another worker has its write
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import Frame, Job, JobStatus, SourceType
@@ -40,6 +40,10 @@ JOB_FIELDS = tuple(JOB_COLUMNS.replace(" ", "").split(","))
 UPDATABLE = frozenset(JOB_FIELDS) - {"id", "created_at"}
 FINISHED = tuple(s.value for s in JobStatus if s.finished)
 RUN_WRITABLE = UPDATABLE - {"attempts", "started_at"}  # a run's own claim sets those
+# Called inside the transaction that records a job, with the back-end's connection (None
+# for SQLite): the queue's entry is written in the same transaction, and if it raises,
+# the job is not recorded either.
+Then = Callable[[Any], Awaitable[None]]
 
 
 class Store(Protocol):
@@ -51,7 +55,7 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def ping(self) -> bool: ...
     async def create_job(
-        self, job: Job, idempotency: tuple[str, str] | None = None
+        self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
     ) -> tuple[str, str] | None: ...
     async def find_idempotent(self, key: str) -> tuple[str, str] | None: ...
     async def get_job(self, job_id: str) -> Job | None: ...

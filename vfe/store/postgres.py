@@ -28,6 +28,7 @@ from . import (
     JOB_FIELDS,
     RUN_WRITABLE,
     UPDATABLE,
+    Then,
     checked,
     db_value,
     frame_from_row,
@@ -112,7 +113,8 @@ class PostgresStore:
             max_size=max(1, pool_size),
             open=False,
             timeout=CONNECT_TIMEOUT,
-            kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
+            kwargs={"connect_timeout": int(CONNECT_TIMEOUT)},
+            configure=_autocommit,  # not in kwargs: procrastinate adds its own autocommit
             check=AsyncConnectionPool.check_connection,
             name="vfe",
         )
@@ -194,9 +196,11 @@ class PostgresStore:
             return False
 
     async def create_job(
-        self, job: Job, idempotency: tuple[str, str] | None = None
+        self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
     ) -> tuple[str, str] | None:
-        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key.
+        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key; then
+        await ``then(connection)`` in the same transaction (if it raises, nothing is
+        recorded): the queue's entry commits with the job.
 
         When the key is already recorded nothing is written and its ``(fingerprint,
         job_id)`` is returned instead, so two requests racing with one key make one job
@@ -218,6 +222,8 @@ class PostgresStore:
                         )
                         if await cur.fetchone() is None:
                             raise _KeyTaken
+                    if then is not None:
+                        await then(conn)
             except _KeyTaken:
                 return await self._idempotent(conn, idempotency[0])  # type: ignore[index]
         return None
@@ -402,6 +408,10 @@ class PostgresStore:
             await cur.execute(sql, params)
             rows = await cur.fetchall()
         return [frame_from_row(r) for r in rows]
+
+
+async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.set_autocommit(True)
 
 
 class _KeyTaken(Exception):

@@ -30,6 +30,7 @@ from . import (
     JOB_FIELDS,
     RUN_WRITABLE,
     UPDATABLE,
+    Then,
     checked,
     db_value,
     frame_from_row,
@@ -233,9 +234,10 @@ class SqliteStore:
             return False
 
     async def create_job(
-        self, job: Job, idempotency: tuple[str, str] | None = None
+        self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
     ) -> tuple[str, str] | None:
-        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key.
+        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key; then
+        await ``then(None)`` before the commit (if it raises, nothing is recorded).
 
         When the key is already recorded nothing is written and its ``(fingerprint,
         job_id)`` is returned instead, so two requests racing with one key make one job.
@@ -256,6 +258,8 @@ class SqliteStore:
                     "VALUES (?, ?, ?, ?)",
                     (*idempotency, job.id, job.created_at),
                 )
+            if then is not None:
+                await then(None)
         return None
 
     async def find_idempotent(self, key: str) -> tuple[str, str] | None:

@@ -1,0 +1,240 @@
+"""The scaled-out ``JobQueue``: procrastinate on the same PostgreSQL as the store.
+
+Each job is one procrastinate job of the task ``vfe.run`` on the queue ``vfe`` whose only
+argument is the vfe job id; it is deferred on the store's connection, inside the
+transaction that records the job. Workers are woken by procrastinate's NOTIFY (a poll
+every few seconds is the fallback), heartbeat every ``STALLED_AFTER_SECONDS / 4``, and
+every worker retries, now and then, the jobs of workers whose heartbeat is older than
+``STALLED_AFTER_SECONDS``: a SIGKILLed worker's job runs again elsewhere, and the store's
+fence refuses whatever the old run might still write.
+
+``cancel`` asks procrastinate to abort the job (a NOTIFY to the worker running it, which
+cancels the job's task and so stops FFmpeg) and waits until that run has ended, or its
+worker is taken for dead. A shutdown that outlasts its grace aborts the running jobs; each
+is deferred again, so it goes back to the queue. If PostgreSQL goes away, the worker stops
+and is started again, with a growing pause, until it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import procrastinate
+from procrastinate.schema import SchemaManager
+
+from ..errors import StoreError, Unavailable
+from ..store.postgres import PostgresStore
+from . import Runner, WorkerInfo
+
+log = logging.getLogger("vfe.jobs")
+
+QUEUE = "vfe"
+TASK = "vfe.run"
+POLL_SECONDS = 5.0  # fallback poll for new jobs, should a NOTIFY be missed
+CANCEL_POLL = 0.1  # seconds between looks at a job being cancelled
+CANCEL_WAIT = 10.0  # longest wait for a cancelled run to end
+RESTART_PAUSE = (0.5, 10.0)  # first and longest pause before restarting a failed worker
+
+
+async def install_schema(conn: Any) -> None:
+    """procrastinate's tables, once (called inside the store's migration lock)."""
+    cur = await conn.execute("SELECT to_regclass('procrastinate_jobs')")
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        await conn.execute(SchemaManager.get_schema())
+
+
+class ProcrastinateQueue:
+    """Jobs queued in PostgreSQL and run by any ``vfe worker`` (or ``vfe serve``)."""
+
+    backend = "procrastinate"
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        max_size: int,
+        concurrency: int,
+        grace: float,
+        stalled_after: float,
+        name: str = "worker",
+    ) -> None:
+        self.store = store
+        self.max_size = max_size
+        self.concurrency = concurrency
+        self.grace = grace
+        self.stalled_after = stalled_after
+        self.name = name
+        self.app = procrastinate.App(connector=procrastinate.PsycopgConnector())
+        self.task = self.app.task(name=TASK, queue=QUEUE, pass_context=False)(self._run)
+        self._runner: Runner | None = None
+        self._tasks: dict[str, asyncio.Task[Any]] = {}  # vfe job id -> its running task
+        self._stopping = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- life ----------------------------------------------------------------------------
+
+    async def start(self, runner: Runner | None) -> None:
+        await self.app.open_async(pool=self.store.pool)
+        self._runner = runner
+        if runner is not None:
+            self._supervisor = asyncio.create_task(self._supervise(), name="vfe-worker")
+            self._sweeper = asyncio.create_task(self._sweep_stalled(), name="vfe-stalled")
+
+    async def _supervise(self) -> None:
+        """Run procrastinate's worker; start it again when it fails (PostgreSQL gone)."""
+        pause = RESTART_PAUSE[0]
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                await self.app.run_worker_async(
+                    queues=[QUEUE],
+                    name=self.name,
+                    concurrency=self.concurrency,
+                    wait=True,
+                    install_signal_handlers=False,
+                    shutdown_graceful_timeout=self.grace,
+                    fetch_job_polling_interval=POLL_SECONDS,
+                    update_heartbeat_interval=max(0.5, self.stalled_after / 4),
+                    stalled_worker_timeout=self.stalled_after,
+                    listen_notify=True,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("the worker stopped (%s); starting it again", exc)
+            if self._stopping:
+                return
+            if time.monotonic() - started > 60:
+                pause = RESTART_PAUSE[0]
+            await asyncio.sleep(pause)
+            pause = min(RESTART_PAUSE[1], pause * 2)
+
+    async def _sweep_stalled(self) -> None:
+        """Now and then, queue again the jobs of workers taken for dead."""
+        every = max(0.5, self.stalled_after / 4)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                stalled = await self.app.job_manager.get_stalled_jobs(
+                    queue=QUEUE, seconds_since_heartbeat=self.stalled_after
+                )
+                for job in stalled:
+                    job_id = job.task_kwargs.get("job_id")
+                    log.info("running again the job of a dead worker", extra={"job_id": job_id})
+                    with contextlib.suppress(Exception):  # another worker may have done it
+                        await self.app.job_manager.retry_job(job)
+            except Exception as exc:
+                log.debug("stalled-job sweep failed: %s", exc)
+
+    async def _run(self, job_id: str) -> None:
+        """The task: run the job; when a shutdown stops it, queue it again."""
+        assert self._runner is not None
+        self._tasks[job_id] = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            await self._runner(job_id)
+        except asyncio.CancelledError:
+            if self._stopping:  # a shutdown, not a user's cancel: back to the queue
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.task.defer_async(job_id=job_id))
+            raise
+        finally:
+            self._tasks.pop(job_id, None)
+
+    def begin_shutdown(self) -> None:
+        """Fetch no more jobs; procrastinate lets running ones go on for the grace period,
+        then aborts them (each is queued again)."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+
+    async def stop(self) -> None:
+        """Shut down as ``begin_shutdown`` does, wait for it (the grace and a little
+        more), and close the queue."""
+        self.begin_shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        pending = [t for t in (self._supervisor, self._sweeper) if t is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=self.grace + 10)
+        with contextlib.suppress(Exception):
+            await self.app.close_async()
+
+    # --- the queue -----------------------------------------------------------------------
+
+    async def enqueue(self, job_id: str, connection: Any = None) -> None:
+        if await self.depth() >= self.max_size:
+            raise Unavailable(
+                f"the job queue is full ({self.max_size} waiting); try again later",
+                headers={"Retry-After": "10"},
+            )
+        await self.task.configure(connection=connection).defer_async(job_id=job_id)
+
+    async def _entries(self, job_id: str) -> list[tuple[int, str, int | None]]:
+        """(id, status, worker id) of the job's unfinished procrastinate jobs."""
+        async with self.store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, status::text, worker_id FROM procrastinate_jobs "
+                "WHERE queue_name = %s AND args->>'job_id' = %s AND status IN ('todo', 'doing')",
+                (QUEUE, job_id),
+            )
+            return [(int(r[0]), str(r[1]), r[2]) for r in await cur.fetchall()]
+
+    async def cancel(self, job_id: str) -> bool:
+        try:
+            entries = await self._entries(job_id)
+            for entry_id, _status, _worker in entries:
+                await self.app.job_manager.cancel_job_by_id_async(entry_id, abort=True)
+            if not any(status == "doing" for _, status, _ in entries):
+                return False
+            deadline = time.monotonic() + CANCEL_WAIT
+            while time.monotonic() < deadline:
+                doing = [w for _, s, w in await self._entries(job_id) if s == "doing"]
+                if not doing or not await self._alive(doing):
+                    return True  # ended, or its worker is dead (its lease has expired)
+                await asyncio.sleep(CANCEL_POLL)
+        except Exception as exc:
+            raise StoreError("could not cancel the job's run") from exc
+        return True
+
+    async def _alive(self, worker_ids: list[int | None]) -> bool:
+        """Whether any of these workers has sent a heartbeat within STALLED_AFTER_SECONDS."""
+        ids = [w for w in worker_ids if w is not None]
+        if not ids:
+            return False
+        async with self.store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM procrastinate_workers WHERE id = ANY(%s) "
+                "AND last_heartbeat >= now() - make_interval(secs => %s)",
+                (ids, self.stalled_after),
+            )
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    def running(self) -> list[str]:
+        return list(self._tasks)
+
+    async def depth(self) -> int:
+        async with self.store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status = 'todo'",
+                (QUEUE,),
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def workers(self) -> list[WorkerInfo]:
+        async with self.store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT w.id, extract(epoch FROM w.last_heartbeat), "
+                "(SELECT count(*) FROM procrastinate_jobs j WHERE j.worker_id = w.id "
+                "AND j.status = 'doing') FROM procrastinate_workers w "
+                "WHERE w.last_heartbeat >= now() - make_interval(secs => %s) ORDER BY w.id",
+                (self.stalled_after,),
+            )
+            rows = await cur.fetchall()
+        return [WorkerInfo(f"worker-{r[0]}", float(r[1]), int(r[2])) for r in rows]

@@ -1,0 +1,282 @@
+"""The submit side of jobs: admit, submit, idempotency, delete and retention. Used by the
+API; it queues jobs and stops them through the ``JobQueue`` and never runs one itself.
+
+``submit`` records the job and its queue entry in one transaction. ``delete`` first
+writes ``cancelled`` (so the job's run, wherever it is, has every later write refused),
+then has the queue stop the run and waits for it, and only then removes the job's files
+and rows: a frames folder is never removed under a run that still writes into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from .cache import WORST_CALL_SECONDS
+from .errors import (
+    BadRequest,
+    Conflict,
+    ExtractionError,
+    InsufficientStorage,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+)
+from .events import Event
+from .frames import FrameStore
+from .models import Job, JobSpec, JobStatus, Mode, SourceType
+from .planner import plan as make_plan
+from .planner import sampling_from
+from .probe import TooManyFrames, inspect, probe
+from .queue import JobQueue
+from .settings import Settings
+from .store import Store
+from .views import Deleted
+from .worker import JobRunner
+
+log = logging.getLogger("vfe.jobs")
+
+RETENTION_SWEEP_SECONDS = 300.0  # at most this long between retention sweeps
+# After a delete, when to drop its cache entries once more: later than any read that
+# raced the delete can still be storing (its cache get and set may each wait this long).
+REINVALIDATE_AFTER = 2 * WORST_CALL_SECONDS + 0.5
+
+
+def _limit(loc: list[str], message: str) -> ValidationFailed:
+    return ValidationFailed.one(loc, message, "limit_exceeded")
+
+
+class Submissions:
+    """Takes jobs in, and takes them out again."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        queue: JobQueue,
+        runner: JobRunner,
+        frames: FrameStore,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.runner = runner  # for its cache invalidation, events and disk check
+        self.frames = frames
+        self.accepting = False
+        self._probes = asyncio.Semaphore(settings.max_concurrent_probes)
+        self._headers = asyncio.Lock()
+        self._emptier: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- life ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.accepting = True
+        self.empty_trash()  # what a stop left of earlier deletes
+        if self.settings.retention_hours > 0:
+            self._spawn(self._retention())
+
+    async def stop(self) -> None:
+        self.accepting = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def empty_trash(self) -> None:
+        """Empty the trash in the background, one emptier at a time (it loops until the
+        trash is gone, so what is discarded meanwhile goes too)."""
+        if self._emptier is None or self._emptier.done():
+            self._emptier = asyncio.ensure_future(self.frames.empty_trash())
+            self._tasks.add(self._emptier)
+            self._emptier.add_done_callback(self._tasks.discard)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retention(self) -> None:
+        """Delete finished jobs (and their files) older than RETENTION_HOURS, now and then."""
+        keep = self.settings.retention_hours * 3600
+        every = min(RETENTION_SWEEP_SECONDS, max(1.0, keep / 4))
+        while True:
+            try:
+                await self.sweep(time.time() - keep)
+            except Exception:
+                log.exception("retention sweep failed")
+            await asyncio.sleep(every)
+
+    async def sweep(self, before: float) -> int:
+        """Delete the finished jobs that finished before ``before``; return how many."""
+        finished = [s for s in JobStatus if s.finished]
+        removed = 0
+        for job in await self.store.list_jobs(finished, limit=10_000, oldest_first=True):
+            if (job.finished_at or job.updated_at) < before:
+                with contextlib.suppress(NotFound):
+                    await self.delete(job.id)
+                    removed += 1
+        if removed:
+            log.info("retention removed %d finished jobs", removed)
+        return removed
+
+    # --- admit and submit ----------------------------------------------------------------
+
+    async def check_disk(self) -> None:
+        """``InsufficientStorage`` (507) when the frames' disk is below its floor."""
+        if not await self.runner.disk_ok():
+            raise InsufficientStorage(
+                "the server's disk for frames is nearly full (less free than "
+                f"MIN_FREE_DISK_MB, {self.settings.min_free_disk_mb:g} MiB); try again later"
+            )
+
+    async def admit(self, spec: JobSpec, source: Path, field: str | None = None) -> None:
+        """Refuse, before a job is recorded, what would only fail later: a file FFmpeg
+        cannot read as a video (``BadRequest``, naming ``field``: ``video_source`` or, for
+        an upload, ``file``), a video longer or larger than the limits, a window that
+        starts past the end or catches no frame, or a job that would write more than
+        ``MAX_FRAMES_PER_JOB`` frames (``ValidationFailed``). The probe is cached, so the
+        run does not pay for it twice."""
+        field = field or "video_source"
+        limits = self.settings
+        await self.check_disk()
+        where = ["body", field]
+        try:
+            # Headers one at a time: ffprobe holds a whole MP4 sample table (200 MB for
+            # millions of samples) while it reads one; they take a tenth of a second.
+            async with self._headers:
+                stated = (await probe(source)).frames  # no packet read
+            if stated is not None and stated > limits.max_frames_per_video:
+                raise TooManyFrames(limits.max_frames_per_video)
+            async with self._probes:  # bounded apart from jobs: none of this is a job yet
+                info, index = await inspect(source, limits.max_frames_per_video)
+        except TooManyFrames as exc:
+            most = f"this server reads at most {exc.count} a video (MAX_FRAMES_PER_VIDEO)"
+            raise _limit(where, f"the video has more than {exc.count} frames; {most}") from None
+        except ExtractionError as exc:
+            raise BadRequest(f"{field}: {exc.detail}") from None
+        if info.duration > limits.max_video_duration_seconds:
+            raise _limit(where, f"the video lasts {info.duration:.0f} s; this server takes "
+                         f"at most {limits.max_video_duration_seconds:g} s "
+                         "(MAX_VIDEO_DURATION_SECONDS)")  # fmt: skip
+        if info.width * info.height > limits.max_frame_pixels:
+            raise _limit(where, f"the video is {info.width}x{info.height}; this server takes "
+                         f"at most {limits.max_frame_pixels} pixels a frame "
+                         "(MAX_FRAME_PIXELS)")  # fmt: skip
+        if spec.start >= info.duration:
+            past = f"start ({spec.start:g} s) is at or past the end of the video"
+            raise ValidationFailed.one(["body", "start"], f"{past} ({info.duration:.3f} s)")
+        sampling = sampling_from(spec.options(), spec.interval)
+        if sampling.mode is Mode.SCENE:
+            return  # its frames are found while decoding; the run caps them
+        plan = await asyncio.to_thread(make_plan, sampling, info, index)
+        if plan.total == 0:
+            nothing = (f"no frame of the video falls on what this asks for (the video lasts "
+                       f"{info.duration:.3f} s): check the times, start and end")  # fmt: skip
+            raise ValidationFailed.one(["body", sampling.mode.value], nothing)
+        if plan.total > limits.max_frames_per_job:
+            raise _limit(["body", sampling.mode.value], f"the job would write {plan.total} "
+                         f"frames; this server writes at most {limits.max_frames_per_job} "
+                         "a job (MAX_FRAMES_PER_JOB): sample less often, narrow start/end, "
+                         "or set max_frames")  # fmt: skip
+
+    async def submit(
+        self,
+        spec: JobSpec,
+        source_type: SourceType,
+        source_path: Path,
+        idempotency: tuple[str, str] | None = None,
+    ) -> tuple[Job, bool]:
+        """Record a job and queue it, in one transaction; ``Unavailable`` (503) when the
+        queue is full or the service is stopping. Returns the job and whether this call
+        made it.
+
+        With ``idempotency`` (key, request fingerprint): when the key already made a job
+        (also by a request racing this one), that job is returned and nothing new is
+        recorded, or ``Conflict`` (409) when it was made by a different request.
+        """
+        if not self.accepting:
+            raise Unavailable("the service is shutting down; try again shortly")
+        now = time.time()
+        job = Job(
+            id=str(uuid.uuid4()),
+            status=JobStatus.PENDING,
+            video_source=spec.video_source,
+            source_type=source_type,
+            source_path=str(source_path),
+            interval=spec.interval,
+            options=spec.options(),
+            created_at=now,
+            updated_at=now,
+        )
+
+        async def enqueue(connection: Any) -> None:
+            await self.queue.enqueue(job.id, connection)
+
+        earlier = await self.store.create_job(job, idempotency, enqueue)
+        if earlier is not None:
+            return await self.idempotent(earlier, idempotency), False
+        self.runner.publish("created", job)
+        self.runner.metrics.job_submitted()
+        return job, True
+
+    async def idempotent(
+        self, earlier: tuple[str, str], idempotency: tuple[str, str] | None
+    ) -> Job:
+        """The job an Idempotency-Key made, if this request is the same one; else 409."""
+        fingerprint, job_id = earlier
+        job = await self.store.get_job(job_id)
+        if idempotency is None or fingerprint != idempotency[1] or job is None:
+            raise Conflict(
+                "this Idempotency-Key was used with a different request; "
+                "use a new key for a new job"
+            )
+        return job
+
+    # --- delete --------------------------------------------------------------------------
+
+    async def delete(self, job_id: str) -> Job:
+        """Cancel ``job_id`` if it is queued or running, then remove it and its files.
+
+        Returns the job as it was before the call. Waits for a running job's FFmpeg to
+        stop (bounded by the queue's cancel).
+        """
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFound("Job not found")
+        if not job.status.finished:
+            cancelled = await self.store.update_job(
+                job_id, status=JobStatus.CANCELLED, finished_at=time.time()
+            )
+            if cancelled is not None:  # None: its run finished it meanwhile
+                await self.runner.invalidate(job_id)
+                ran = None if job.started_at is None else time.time() - job.started_at
+                self.runner.metrics.job_finished(JobStatus.CANCELLED, ran)
+                self.runner.publish("cancelled", cancelled)
+        await self.queue.cancel(job_id)  # its writes are refused now; wait for it to stop
+        # The folder first (a rename: its files go in the background), then the rows: a
+        # stop in between leaves a job without files, never files without a job (a frames
+        # folder with no job may be someone else's, so nothing sweeps those).
+        await self.frames.discard(job_id)
+        self.empty_trash()
+        await self.store.delete_job(job_id)
+        if job.source_type.owned:  # an upload or a download: the service's own copy
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(Path(job.source_path).unlink, True)
+        await self.runner.invalidate(job_id)
+        # A status read that raced this delete may cache the job again just after the
+        # invalidation above: drop it once more when such a read has surely finished.
+        self._spawn(self._invalidate_later(job_id))
+        self.runner.bus.publish(
+            Event("deleted", job_id, Deleted(job_id=job_id).model_dump())
+        )  # for the job list
+        return job
+
+    async def _invalidate_later(self, job_id: str) -> None:
+        await asyncio.sleep(REINVALIDATE_AFTER)
+        await self.runner.invalidate(job_id)

@@ -1,0 +1,252 @@
+"""The worker side of jobs: claim, plan, extract, settle. Used by the embedded pool and by
+``vfe worker``; it knows nothing of HTTP or of how jobs are queued.
+
+A run claims its job (``processing``, the next attempt number) and from then on writes
+only through the store's fence (``Store.record``): progress, frames and the final status
+are written only while the job is still ``processing`` under this attempt. When a write is
+refused (the job was cancelled, deleted, or claimed again after this worker was taken for
+dead) the run stops at once and writes nothing more. Frames are recorded one batch behind
+FFmpeg, so the last batch commits in the same transaction as the final status; a re-run
+replaces frames by index and drops those it did not produce again, and
+``processed_frames`` never goes down.
+
+A run ends by ``_settle``, shielded from cancellation: completed, failed, or (stopped by a
+shutdown) back to ``pending`` for the next start. A cancel by a user is written by the
+submit side before it stops the run, so the run's own ending is then refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .cache import RECENT_GENERATION, FallbackCache, job_key
+from .errors import ExtractionError, StoreError, VfeError
+from .events import Event, EventBus
+from .extractor import Extractor
+from .frames import FrameStore
+from .metrics import Metrics
+from .models import Frame, Job, JobStatus, Mode, output_from
+from .planner import plan as make_plan
+from .planner import sampling_from
+from .probe import inspect
+from .settings import Settings
+from .store import Store
+from .views import FrameView, JobView
+
+log = logging.getLogger("vfe.jobs")
+
+PROGRESS_EVERY = 1.0  # seconds between progress events of one job
+
+
+class Gone(Exception):
+    """The run's write was refused: the job was finished, deleted or claimed again."""
+
+
+class JobRunner:
+    """Runs one job at a time per call of ``run``; many calls may run at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        cache: FallbackCache,
+        bus: EventBus,
+        frames: FrameStore,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = cache
+        self.bus = bus
+        self.frames = frames
+        self.metrics = metrics
+        self.extractor = Extractor(frames)
+
+    async def disk_ok(self) -> bool:
+        """Whether the disk under FRAMES_BASE_PATH has MIN_FREE_DISK_MB free."""
+        return await self.frames.free_bytes() >= self.settings.min_free_disk_bytes
+
+    async def run(self, job_id: str) -> None:
+        """Run one job to a final status; never raises except to propagate a cancel."""
+        job = await self.store.claim(job_id, time.time())
+        if job is None:
+            return  # finished, cancelled or deleted before it started
+        attempt = job.attempts
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_seconds):
+                await self._extract(job)
+        except asyncio.CancelledError:
+            # a shutdown: back to the queue (a user's cancel was written first: refused)
+            await self._settle(job_id, attempt, JobStatus.PENDING, None, "status")
+            raise
+        except Gone:
+            return
+        except TimeoutError:
+            limit = self.settings.job_timeout_seconds
+            await self._settle(
+                job_id, attempt, JobStatus.FAILED, f"the job took longer than {limit:g} s",
+                "failed",
+            )  # fmt: skip
+        except VfeError as exc:
+            if not isinstance(exc, ExtractionError):  # ours, not the video's: keep the cause
+                log.error("job failed", exc_info=exc, extra={"job_id": job_id})
+            await self._prune(job_id)
+            await self._settle(job_id, attempt, JobStatus.FAILED, str(exc.detail), "failed")
+        except Exception:
+            log.exception("job crashed", extra={"job_id": job_id})
+            await self._settle(
+                job_id, attempt, JobStatus.FAILED, "internal error while extracting frames",
+                "failed",
+            )  # fmt: skip
+
+    async def _prune(self, job_id: str) -> None:
+        """Remove the frame files a failed run wrote but never listed (a piece finishing
+        a frame as another failed): on a full disk every byte counts."""
+        with contextlib.suppress(StoreError, OSError):
+            listed = {f.filename for f in await self.store.list_frames(job_id, 0, 10**9)}
+            written = await self.frames.names(job_id)
+            await self.frames.remove(job_id, sorted(set(written) - listed))
+
+    async def _settle(
+        self,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        error: str | None,
+        event: str,
+        frames: list[Frame] | None = None,
+        **values: Any,
+    ) -> None:
+        """Write a run's final status (with its last ``frames``) and announce it, all
+        shielded from cancellation, so a cancel arriving mid-write can never record a
+        status without its event."""
+
+        async def write_and_announce() -> None:
+            values.update(status=status, error_message=error)
+            if status.finished:
+                values["finished_at"] = time.time()
+            job = await self.store.record(job_id, attempt, frames=frames or [], **values)
+            await self.invalidate(job_id)
+            if job is None:
+                return  # cancelled, deleted or claimed again: not this run's to end
+            log.info("job %s", status.value, extra={"job_id": job_id, "error": error})
+            for frame in frames or []:
+                self._frame_event(frame)
+            if status.finished:
+                ran = None if job.started_at is None else values["finished_at"] - job.started_at
+                self.metrics.job_finished(status, ran)
+            self.publish(event, job)
+
+        try:
+            await asyncio.shield(write_and_announce())
+        except StoreError:
+            log.exception("could not record job status", extra={"job_id": job_id})
+
+    async def _extract(self, job: Job) -> None:
+        attempt = job.attempts
+        await self.invalidate(job.id)
+        self.publish("status", job)
+        source = Path(job.source_path)
+        try:
+            exists = await asyncio.to_thread(source.is_file)
+        except OSError:
+            exists = False
+        if not exists:
+            raise ExtractionError("the video file is no longer there")
+        info, index = await inspect(source, self.settings.max_frames_per_video)
+        sampling = sampling_from(job.options, job.interval)
+        if sampling.mode is Mode.SCENE:  # frames found, not planned: cap them here
+            cap = min(sampling.max_frames or math.inf, self.settings.max_frames_per_job)
+            sampling = replace(sampling, max_frames=int(cap))
+        plan = await asyncio.to_thread(make_plan, sampling, info, index)  # CPU, off the loop
+        scene = plan.scene is not None  # frames found while decoding, not planned
+        job = await self._record(
+            job.id,
+            attempt,
+            plan=plan.describe(),
+            total_frames=max(plan.total, job.processed_frames),
+            progress=(job.progress or 0.0) if scene else None,  # a retry never goes back
+            duration=info.duration,
+            fps=info.fps,
+            width=info.width,
+            height=info.height,
+            codec=info.codec,
+        )
+        self.publish("progress", job)
+        before = {f.index: f.filename for f in await self.store.list_frames(job.id, 0, 10**9)}
+        produced: set[int] = set()
+        held: list[Frame] = []  # the latest batch: recorded with the next, or with the end
+        last_progress = time.monotonic()
+
+        async def on_frames(batch: list[Frame]) -> None:
+            nonlocal job, last_progress, held
+            if not await self.disk_ok():  # these frames are whole; stop before more
+                raise ExtractionError(
+                    "the server's disk for frames ran nearly full (below MIN_FREE_DISK_MB); "
+                    "the job stopped"
+                )
+            ready, held = held, list(batch)
+            produced.update(f.index for f in batch)
+            processed = max(job.processed_frames, len(produced) - len(held))
+            counts = {"processed_frames": processed}
+            if scene:  # the frames found so far are all the frames known
+                counts["total_frames"] = max(job.total_frames, processed)
+            job = await self._record(job.id, attempt, frames=ready, **counts)
+            self.metrics.frames_added(len(ready))
+            for frame in ready:
+                self._frame_event(frame)
+            # scene jobs announce progress with their decoding (on_progress), not here
+            if not scene and time.monotonic() - last_progress >= PROGRESS_EVERY:
+                last_progress = time.monotonic()
+                self.publish("progress", job)
+
+        async def on_progress(share: float) -> None:
+            nonlocal job, last_progress
+            if time.monotonic() - last_progress >= PROGRESS_EVERY:
+                last_progress = time.monotonic()
+                progress = max(job.progress or 0.0, share)
+                job = await self._record(job.id, attempt, progress=progress)
+                self.publish("progress", job)
+
+        output = output_from(job.options)
+        written = await self.extractor.run(
+            job.id, source, info, plan, on_frames, output, on_progress
+        )
+        stale = sorted(set(before) - produced)
+        if stale:  # frames of an earlier attempt this run did not produce again
+            job = await self._record(job.id, attempt, drop=stale)
+            await self.frames.remove(job.id, [before[i] for i in stale])
+        log.info("extracted %d frames", written, extra={"job_id": job.id})
+        count = len(produced)  # every frame listed now: the earlier ones were replaced
+        done: dict[str, Any] = {"total_frames": count, "processed_frames": count}
+        if scene:
+            done["progress"] = 1.0
+        self.metrics.frames_added(len(held))
+        await self._settle(job.id, attempt, JobStatus.COMPLETED, None, "done", held, **done)
+
+    async def _record(self, job_id: str, attempt: int, **values: Any) -> Job:
+        """A fenced write of this run; ``Gone`` when it is refused."""
+        job = await self.store.record(job_id, attempt, **values)
+        if job is None:
+            raise Gone  # cancelled, deleted or claimed again meanwhile
+        await self.invalidate(job_id)
+        return job
+
+    async def invalidate(self, job_id: str) -> None:
+        """Drop the job's cached status and every cached recent-frames answer."""
+        await self.cache.delete(job_key(job_id))
+        await self.cache.incr(RECENT_GENERATION)
+
+    def _frame_event(self, frame: Frame) -> None:
+        self.bus.publish(Event("frame", frame.job_id, FrameView.of(frame).model_dump(mode="json")))
+
+    def publish(self, event: str, job: Job) -> None:
+        view = JobView.of(job, time.time()).model_dump(mode="json")
+        self.bus.publish(Event(event, job.id, view))
