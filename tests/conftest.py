@@ -434,9 +434,13 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 
 
 class LiveServer:
-    """vfe served by a real uvicorn in a subprocess (``python -m vfe serve``)."""
+    """vfe served by a real uvicorn in a subprocess (``python -m vfe serve``, or another
+    ``command``: ``("serve", "--api-only")``, ``("worker",)``)."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, command: tuple[str, ...] = ("serve",)
+    ) -> None:
+        self.command = command
         self.port = free_port()
         self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
         self.log = log
@@ -446,7 +450,7 @@ class LiveServer:
     def start(self, timeout: float = 60.0) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vfe", "serve"],
+                [sys.executable, "-m", "vfe", *self.command],
                 env=self.env,
                 cwd=ROOT,
                 stdout=out,
@@ -495,8 +499,9 @@ def live_server(tmp_path: Path, videos: Path) -> Iterator[Callable[..., LiveServ
     """Factory: ``live_server(**env)`` starts a server; all are stopped after the test."""
     started: list[LiveServer] = []
 
-    def start(**extra: Any) -> LiveServer:
-        server = LiveServer(vfe_env(tmp_path, videos, **extra), tmp_path / "server.log")
+    def start(*command: str, **extra: Any) -> LiveServer:
+        log = tmp_path / ("server.log" if not started else f"server-{len(started)}.log")
+        server = LiveServer(vfe_env(tmp_path, videos, **extra), log, command or ("serve",))
         server.start()
         started.append(server)
         return server

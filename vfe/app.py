@@ -1,4 +1,8 @@
-"""``create_app(settings)``: routes, middleware, error handlers, and the lifespan.
+"""``create_app(settings, role)``: routes, middleware, error handlers, and the lifespan.
+
+The role says what the process does: ``all`` (``vfe serve``: the API and the jobs),
+``api`` (``vfe serve --api-only``: the API; jobs run on workers) or ``worker``
+(``vfe worker``: jobs, and only the health and metrics routes, for orchestrators).
 
 The lifespan owns every resource: it creates the runtime folders, opens the store, the
 cache (Redis if it answers, memory otherwise), the event bus and the job manager (which
@@ -11,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from enum import StrEnum
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -34,12 +40,25 @@ from .frames import FrameStore
 from .jobs import JobManager
 from .metrics import Metrics, MetricsMiddleware, metrics_text
 from .owner import DataOwner
+from .queue import make_queue
 from .services import Services
 from .settings import Settings
 from .store import open_store
 
 WEB = Path(__file__).parent / "web"
 log = logging.getLogger("vfe.app")
+
+
+class Role(StrEnum):
+    """What one vfe process does."""
+
+    ALL = "all"  # vfe serve: the API and the jobs
+    API = "api"  # vfe serve --api-only
+    WORKER = "worker"  # vfe worker
+
+    @property
+    def runs_jobs(self) -> bool:
+        return self is not Role.API
 
 
 async def vfe_error(request: Request, exc: Exception) -> Response:
@@ -88,7 +107,7 @@ def begin_shutdown(app: Starlette) -> None:
     loop.call_soon_threadsafe(drain)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
     """Build the vfe ASGI app for ``settings``; resources open in its lifespan."""
     metrics = Metrics()  # this app's own registry: apps in one process never share counts
 
@@ -112,6 +131,7 @@ def create_app(settings: Settings) -> Starlette:
                     settings.host,
                 )
             store = open_store(settings)
+            queue = make_queue(settings, store, name=f"{role.value}-{os.getpid()}")
             await store.open()
             resources.push_async_callback(store.close)
             cache = FallbackCache(
@@ -124,8 +144,18 @@ def create_app(settings: Settings) -> Starlette:
             bus = EventBus()
             frames = FrameStore(settings.frames_base_path)
             await frames.sweep_spool()
-            jobs = JobManager(settings, store, cache, bus, frames, metrics)
+            jobs = JobManager(
+                settings, store, cache, bus, frames, metrics, queue, run_jobs=role.runs_jobs
+            )
             metrics.watch(jobs, cache)
+            if store.backend == "postgresql":  # events reach the other processes too
+                from .relay import PgRelay
+                from .store.postgres import PostgresStore
+
+                assert isinstance(store, PostgresStore)
+                relay = PgRelay(store, bus, jobs.runner.invalidate)
+                relay.start(listen=role is not Role.WORKER)
+                resources.push_async_callback(relay.stop)  # after the jobs' last events
             resources.push_async_callback(jobs.stop)
             resources.callback(bus.close)  # streams end first, then the workers stop
             version = await ffmpeg.version()
@@ -136,12 +166,21 @@ def create_app(settings: Settings) -> Starlette:
             app.state.loop = asyncio.get_running_loop()
             log.info(
                 "vfe started",
-                extra={"cache": cache.name, "ffmpeg": version, "database": store.backend},
+                extra={
+                    "cache": cache.name,
+                    "ffmpeg": version,
+                    "database": store.backend,
+                    "queue": queue.backend,
+                    "role": role.value,
+                },
             )
             yield
 
-    routes: list[BaseRoute] = [ep.route() for ep in ENDPOINTS]
-    routes += [Mount("/static", StaticFiles(directory=WEB), name="static"), docs.asset_route()]
+    if role is Role.WORKER:  # no API: what orchestrators probe and scrape
+        routes: list[BaseRoute] = [ep.route() for ep in (*health.ENDPOINTS, metrics_text)]
+    else:
+        routes = [ep.route() for ep in ENDPOINTS]
+        routes += [Mount("/static", StaticFiles(directory=WEB), name="static"), docs.asset_route()]
     app = Starlette(
         routes=routes,
         middleware=[

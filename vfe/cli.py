@@ -48,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API and dashboard")
     serve.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port (default: PORT, 8000)")
+    serve.add_argument(
+        "--api-only",
+        action="store_true",
+        help="serve the API and run no jobs: `vfe worker`s run them (needs DATABASE_URL)",
+    )
+    worker = commands.add_parser(
+        "worker",
+        help="run jobs from the PostgreSQL queue, serve no API (needs DATABASE_URL); "
+        "/health/live on HOST:PORT for orchestrators",
+    )
+    worker.add_argument("--host", help="bind address of the health routes (default: HOST)")
+    worker.add_argument("--port", type=_port, help="port of the health routes (default: PORT)")
     extract = commands.add_parser(
         "extract", help="extract frames from one video into a folder, without a server"
     )
@@ -231,8 +243,14 @@ def _extract_command(args: argparse.Namespace) -> int:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    """``vfe serve``: read the settings (exit 2 when one is bad), then serve."""
+    """``vfe serve`` and ``vfe worker``: read the settings (exit 2 when one is bad), then
+    serve in the role asked for."""
+    from .app import Role
     from .settings import Settings, SettingsError
+
+    role = Role.WORKER if args.command == "worker" else Role.ALL
+    if getattr(args, "api_only", False):
+        role = Role.API
 
     overrides = {}
     if args.host:
@@ -244,6 +262,14 @@ def _serve_command(args: argparse.Namespace) -> int:
         settings.ensure_dirs()
     except SettingsError as exc:
         print(f"vfe: bad setting: {exc}", file=sys.stderr)
+        return 2
+    if role is not Role.ALL and settings.postgres_url is None:
+        what = "vfe worker" if role is Role.WORKER else "vfe serve --api-only"
+        print(
+            f"vfe: {what} needs DATABASE_URL (a PostgreSQL database shared by the API and "
+            "the workers); with SQLite, run plain `vfe serve`",
+            file=sys.stderr,
+        )
         return 2
     from .errors import VfeError
     from .owner import DataOwner
@@ -262,7 +288,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     from .server import serve  # the server stack is imported only to serve
 
     try:
-        serve(settings)
+        serve(settings, role)
     finally:
         owner.release()
     return 0

@@ -6,15 +6,17 @@ loses its oldest events, never the newest (the final event of a job always arriv
 The latest state is replayed by the SSE layer from the store, not from here, so a
 subscriber that connects late still starts from the truth.
 
-The in-process bus serves one process; the scale-out step swaps in Redis pub/sub behind
-the same ``publish``/``subscribe`` interface.
+The bus serves one process. In the scaled-out layout ``relay.PgRelay`` sets ``relay``:
+every published event is also handed to it (to go out as a PostgreSQL NOTIFY), and the
+events of other processes come back in through ``deliver``, which reaches only this
+process's subscribers.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +81,7 @@ class EventBus:
         self.maxlen = maxlen
         self._subs: set[Subscription] = set()
         self.closed = False
+        self.relay: Callable[[Event], None] | None = None  # other processes' share
 
     def subscribe(self, job_id: str | None = None) -> Subscription:
         """Subscribe to one job's events, or to every job's with ``job_id=None``."""
@@ -93,6 +96,13 @@ class EventBus:
         self._subs.discard(sub)
 
     def publish(self, event: Event) -> None:
+        """Deliver ``event`` here and hand it to the relay, if any."""
+        self.deliver(event)
+        if self.relay is not None:
+            self.relay(event)
+
+    def deliver(self, event: Event) -> None:
+        """Deliver ``event`` to this process's subscribers only."""
         for sub in list(self._subs):
             if sub.job_id is None or sub.job_id == event.job_id:
                 sub.push(event)

@@ -5,6 +5,12 @@ continuously (a pipe nobody reads deadlocks the child); each child starts in a n
 session so its whole process group can be signalled; stopping is terminate, a bounded
 wait, kill, and always ``await proc.wait()``, also when the caller is cancelled.
 
+FFmpeg never outlives the process that started it, however that process ends (a
+SIGKILLed worker's FFmpeg would otherwise go on writing frames for a job that runs again
+elsewhere): where util-linux's ``setpriv`` is found (every Debian has it), FFmpeg is
+started through ``setpriv --pdeathsig KILL``, which sets ``PR_SET_PDEATHSIG`` and then
+becomes FFmpeg itself (same process, no shell).
+
 Deliberate oddity: stderr runs at ``info`` level (with level tags) because the
 ``showinfo`` filter reports the real presentation time of each frame written there;
 lines that are not showinfo lines feed the error tail.
@@ -14,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -47,6 +55,15 @@ INPUT_GUARDS: dict[str, str] = {"protocol_whitelist": PROTOCOLS, "format_whiteli
 
 ProgressCallback = Callable[[dict[str, str]], None]
 LineCallback = Callable[[str], bool]
+
+
+@functools.cache
+def death_guard() -> tuple[str, ...]:
+    """The argv prefix that makes a child die with its parent, if this system has one."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--")
 
 
 def binary(name: str) -> str:
@@ -196,6 +213,7 @@ async def run(
     """
     try:
         proc = await asyncio.create_subprocess_exec(
+            *death_guard(),
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

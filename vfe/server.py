@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .app import begin_shutdown, create_app
+from .app import Role, begin_shutdown, create_app
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class JsonHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def ready_line(settings: Settings) -> str:
+def ready_line(settings: Settings, role: Role = Role.ALL) -> str:
     """``vfe ready: http://127.0.0.1:8000/ — put videos in runtime/videos/``."""
     host = settings.host
     everywhere = host in ("0.0.0.0", "::", "")
@@ -52,12 +52,15 @@ def ready_line(settings: Settings) -> str:
     with contextlib.suppress(ValueError):
         videos = videos.relative_to(Path.cwd())
     note = " (listening on every address)" if everywhere else ""
-    return f"vfe ready: {url}{note} — put videos in {videos}/"
+    if role is Role.WORKER:
+        return f"vfe worker ready: running jobs; health at {url}health/live{note}"
+    what = " (API only: jobs run on `vfe worker`s)" if role is Role.API else ""
+    return f"vfe ready: {url}{note}{what} — put videos in {videos}/"
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, role: Role = Role.ALL) -> None:
     """Run uvicorn until SIGINT/SIGTERM; open responses get a bounded time to finish."""
-    app = create_app(settings)
+    app = create_app(settings, role)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -67,7 +70,7 @@ def serve(settings: Settings) -> None:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:  # bound and serving: one plain line for the person who ran it
-                print(ready_line(settings), flush=True)
+                print(ready_line(settings, role), flush=True)
 
     config = uvicorn.Config(
         app,

@@ -1,0 +1,177 @@
+"""The scaled-out layout for real: ``vfe serve --api-only`` and ``vfe worker`` processes on
+one real PostgreSQL database (a new one per test), sharing one frames folder.
+
+Each process is a real uvicorn in a subprocess; workers are SIGKILLed for real. Streams
+are read in a background thread, as in test_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import LiveServer, Media, patience, place, wait_until
+
+pytestmark = pytest.mark.live
+
+TIMEOUT = httpx.Timeout(30.0)
+STALLED = "3"  # seconds: a SIGKILLed worker's job runs again soon after
+
+
+@pytest.fixture
+def cluster(live_server: Callable[..., LiveServer], postgres_url: str) -> Callable[..., LiveServer]:
+    """``cluster("worker")`` or ``cluster("serve", "--api-only")``: a process of the
+    scaled-out layout on this test's database."""
+
+    def start(*command: str, **env: Any) -> LiveServer:
+        env.setdefault("STALLED_AFTER_SECONDS", STALLED)
+        return live_server(*command, DATABASE_URL=postgres_url, **env)
+
+    return start
+
+
+def submit(api: LiveServer, name: str, interval: float) -> str:
+    res = httpx.post(
+        f"{api.url}/video-job", json={"video_source": name, "interval": interval}, timeout=TIMEOUT
+    )
+    assert res.status_code == 200, res.text
+    job_id: str = res.json()["job_id"]
+    return job_id
+
+
+def status(api: LiveServer, job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{api.url}/job-status/{job_id}", timeout=TIMEOUT).json()
+    return body
+
+
+class Stream(threading.Thread):
+    """Reads an SSE stream into ``events`` ((name, data) pairs) until it ends."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.opened = threading.Event()
+
+    def run(self) -> None:
+        name = ""
+        with httpx.stream("GET", self.url, timeout=httpx.Timeout(120.0)) as res:
+            self.opened.set()
+            for line in res.iter_lines():
+                if line.startswith("event:"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and name:
+                    self.events.append((name, json.loads(line.split(":", 1)[1])))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+
+def ffmpeg_children(server: LiveServer) -> list[psutil.Process]:
+    assert server.proc is not None
+    return [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+            if p.name() == "ffmpeg"]  # fmt: skip
+
+
+def gone(processes: list[psutil.Process]) -> bool:
+    """Whether none of them still runs (a zombie waiting to be reaped has stopped)."""
+    for proc in processes:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+def test_a_job_waits_for_a_worker_and_its_events_reach_the_api(
+    cluster: Callable[..., LiveServer], media: Media, videos: Path
+) -> None:
+    api = cluster("serve", "--api-only")
+    job_id = submit(api, place(media.long(), videos), 1.0)
+    health = httpx.get(f"{api.url}/health", timeout=TIMEOUT).json()
+    assert status(api, job_id)["status"] == "pending"  # nobody runs jobs yet
+    stream = Stream(f"{api.url}/job-status/{job_id}/events")
+    stream.start()
+    assert stream.opened.wait(patience(30))
+    worker = cluster("worker")
+    done = wait_until(lambda: (s := status(api, job_id))["status"] == "completed" and s,
+                      "the worker to complete the job")  # fmt: skip
+    stream.join(patience(30))
+    names = stream.names()
+    assert names[-1] == "done" and names.count("done") == 1
+    assert {"progress", "frame"} <= set(names)
+    frames = httpx.get(f"{api.url}/frames/{job_id}", timeout=TIMEOUT).json()["frames"]
+    assert [round(f["timestamp"], 3) for f in frames] == [float(t) for t in range(20)]
+    assert done["total_frames"] == done["processed_frames"] == 20
+    streamed = {data["filename"] for name, data in stream.events if name == "frame"}
+    assert streamed == {f["filename"] for f in frames}
+    assert health["status"] in ("healthy", "unhealthy")
+    assert worker.proc is not None and worker.proc.poll() is None
+
+
+def test_delete_on_the_api_stops_the_run_on_a_worker(
+    cluster: Callable[..., LiveServer], media: Media, videos: Path, tmp_path: Path
+) -> None:
+    api = cluster("serve", "--api-only")
+    worker = cluster("worker")
+    job_id = submit(api, place(media.slow(), videos), 0.04)
+    wait_until(lambda: status(api, job_id)["processed_frames"] > 0, "the job to list frames")
+    running = ffmpeg_children(worker)
+    assert running
+    started = time.monotonic()
+    res = httpx.delete(f"{api.url}/job/{job_id}", timeout=TIMEOUT)
+    assert res.status_code == 200 and res.json()["status"] == "cancelled"
+    wait_until(lambda: gone(running), "the worker's FFmpeg to stop", within=2)
+    assert time.monotonic() - started < patience(2) + 1
+    assert httpx.get(f"{api.url}/job-status/{job_id}", timeout=TIMEOUT).status_code == 404
+    assert not (tmp_path / "frames" / job_id).exists()
+
+
+def test_thirty_jobs_on_three_workers_one_killed_each_completes_once(
+    cluster: Callable[..., LiveServer], media: Media, videos: Path
+) -> None:
+    api = cluster("serve", "--api-only")
+    workers = [cluster("worker", MAX_CONCURRENT_JOBS="2") for _ in range(3)]
+    everything = Stream(f"{api.url}/events")
+    everything.start()
+    assert everything.opened.wait(patience(30))
+    short, long = place(media.standard(), videos), place(media.long(), videos)
+    jobs = {submit(api, long if n % 5 == 0 else short, 0.5): (40 if n % 5 == 0 else 4)
+            for n in range(30)}  # fmt: skip
+    # kill a worker in the middle of a long job, FFmpeg and all
+    victim = wait_until(lambda: next((w for w in workers if ffmpeg_children(w)), None),
+                        "a worker to run FFmpeg")  # fmt: skip
+    orphans = ffmpeg_children(victim)
+    victim.kill()
+    wait_until(lambda: gone(orphans), "the killed worker's FFmpeg to stop", within=2)
+
+    def all_finished() -> bool:
+        return all(status(api, j)["status"] in ("completed", "failed", "cancelled") for j in jobs)
+
+    wait_until(all_finished, "every job to finish", within=240)
+    for job_id, expected in jobs.items():
+        body = status(api, job_id)
+        assert body["status"] == "completed", body
+        assert body["total_frames"] == body["processed_frames"] == expected
+        frames = httpx.get(f"{api.url}/frames/{job_id}", timeout=TIMEOUT).json()["frames"]
+        assert len(frames) == expected == len({f["index"] for f in frames})
+        for frame in frames:  # every listed frame is whole
+            image = httpx.get(f"{api.url}{frame['url']}", timeout=TIMEOUT)
+            assert image.status_code == 200 and len(image.content) == frame["file_size"]
+    deadline = time.monotonic() + patience(10)
+    while time.monotonic() < deadline:  # the last `done` events may still be on their way
+        done = Counter(d["job_id"] for name, d in list(everything.events) if name == "done")
+        if all(done[j] >= 1 for j in jobs):
+            break
+        time.sleep(0.1)
+    assert all(done[j] == 1 for j in jobs), done
