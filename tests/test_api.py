@@ -485,8 +485,12 @@ async def test_health_reports_each_component(client: AppClient):
     assert body["database"]["ok"] is True
     assert body["cache"]["backend"] == "memory"  # nothing listens on the test REDIS_PORT
     assert body["ffmpeg"]["ok"] is True and body["ffmpeg"]["version"]
-    assert body["queue"] == {"depth": 0, "max": 1000}
+    assert body["database"]["backend"] == "sqlite"
+    assert body["queue"] == {"depth": 0, "max": 1000, "backend": "memory"}
     assert body["jobs"] == {"running": 0, "max_concurrent": 5}
+    workers = body["workers"]  # embedded: this process runs the jobs
+    assert (workers["count"], workers["running"]) == (1, 0)
+    assert abs(datetime.fromisoformat(workers["last_heartbeat"]).timestamp() - time.time()) < 60
     assert body["disk"]["free_mb"] > 0
 
 

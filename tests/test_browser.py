@@ -425,7 +425,7 @@ def test_layout_fits_and_screenshots(
         page.goto(site.url)
         expect(by_id(page, "submit-form")).to_be_visible()
         expect_completed(page, showcase, 8)
-        for item in ("database", "cache", "ffmpeg", "queue", "disk"):
+        for item in ("database", "cache", "ffmpeg", "queue", "workers", "disk"):
             expect(by_id(page, f"health-{item}")).to_have_attribute("data-state", "ok")
         no_horizontal_overflow(page, f"{device} job list", viewport["width"])
         short_id = by_id(row(page, showcase), "job-id")
@@ -827,7 +827,7 @@ def test_health_panel_follows_redis(browser: Browser, tmp_path: Path):
         cache = by_id(page, "health-cache")
         expect(cache).to_have_attribute("data-state", "ok")
         expect(cache).to_contain_text("Redis")
-        for item in ("database", "ffmpeg", "queue", "disk"):
+        for item in ("database", "ffmpeg", "queue", "workers", "disk"):
             expect(by_id(page, f"health-{item}")).to_have_attribute("data-state", "ok")
 
         # Without Redis the in-memory cache serves: a normal state, not a warning.

@@ -21,6 +21,7 @@ from .views import (
     Live,
     QueueHealth,
     Ready,
+    WorkersHealth,
     moment,
 )
 
@@ -39,6 +40,7 @@ async def health(request: Request) -> Response:
     """GET /health: each component's state; 200 when the service can serve, else 503."""
     svc = services(request)
     database_ok = await svc.store.ping()
+    seen = await svc.jobs.look()
     backend = await svc.cache.check()
     ffmpeg_ok = ffmpeg.installed()
     free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
@@ -49,7 +51,7 @@ async def health(request: Request) -> Response:
         timestamp=moment(time.time()),
         redis_available=backend == "redis",
         active_jobs=len(svc.jobs.running),
-        database=DatabaseHealth(ok=database_ok, backend="sqlite"),
+        database=DatabaseHealth(ok=database_ok, backend=svc.store.backend),
         cache=CacheHealth(
             backend=backend,
             redis="connected" if backend == "redis" else "unreachable",
@@ -57,9 +59,16 @@ async def health(request: Request) -> Response:
             misses=stats.misses,
         ),
         ffmpeg=FfmpegHealth(ok=ffmpeg_ok, version=svc.ffmpeg_version),
-        queue=QueueHealth(depth=svc.jobs.queue_depth, max=svc.settings.max_queue_size),
+        queue=QueueHealth(
+            depth=seen.depth, max=svc.settings.max_queue_size, backend=svc.jobs.queue.backend
+        ),
         jobs=JobsHealth(
             running=len(svc.jobs.running), max_concurrent=svc.settings.max_concurrent_jobs
+        ),
+        workers=WorkersHealth(
+            count=len(seen.workers),
+            running=sum(w.running for w in seen.workers),
+            last_heartbeat=moment(seen.last_heartbeat) if seen.last_heartbeat else None,
         ),
         disk=DiskHealth(free_mb=free_mb, min_free_mb=svc.settings.min_free_disk_mb),
     )
@@ -86,12 +95,17 @@ async def health_ready(request: Request) -> Response:
     """GET /health/ready: 200 when this instance can take jobs (database answers, FFmpeg
     is installed, it is not shutting down), else 503, so it gets no traffic meanwhile."""
     svc = services(request)
+    seen = await svc.jobs.look()
     view = Ready(
         status="unavailable",
         database=await svc.store.ping(),
         ffmpeg=ffmpeg.installed(),
         accepting_jobs=svc.jobs.accepting,
         disk=await svc.jobs.disk_ok(),
+        database_backend=svc.store.backend,
+        queue_depth=seen.depth,
+        workers=len(seen.workers),
+        last_heartbeat=moment(seen.last_heartbeat) if seen.last_heartbeat else None,
     )
     ready = view.database and view.ffmpeg and view.accepting_jobs and view.disk
     if ready:

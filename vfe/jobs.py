@@ -14,15 +14,19 @@ run; a shutdown leaves it ``processing`` and the run puts it back to ``pending``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import FallbackCache
+from .errors import StoreError
 from .events import EventBus
 from .frames import FrameStore
 from .metrics import Metrics
 from .models import Job, JobSpec, JobStatus, SourceType
-from .queue import JobQueue, make_queue
+from .queue import JobQueue, WorkerInfo, make_queue
 from .queue.memory import MemoryQueue
 from .settings import Settings
 from .store import Store
@@ -30,6 +34,8 @@ from .submit import Submissions
 from .worker import JobRunner
 
 log = logging.getLogger("vfe.jobs")
+
+LOOK_EVERY = 5.0  # seconds between looks at a shared queue, for /metrics
 
 
 class JobManager:
@@ -52,6 +58,8 @@ class JobManager:
         self.runner = JobRunner(settings, store, cache, bus, frames, self.metrics)
         self.queue = queue if queue is not None else make_queue(settings, store)
         self.run_jobs = run_jobs  # False: `vfe serve --api-only` queues jobs, runs none
+        self.seen = QueueView()
+        self._looking: asyncio.Task[None] | None = None
         self.submissions = Submissions(settings, store, self.queue, self.runner, frames)
 
     # --- life of the manager -------------------------------------------------------------
@@ -71,6 +79,8 @@ class JobManager:
             self.queue.restore([j.id for j in unfinished])
         await self.queue.start(self.runner.run if self.run_jobs else None)
         self.submissions.start()
+        if not isinstance(self.queue, MemoryQueue):
+            self._looking = asyncio.create_task(self._keep_looking(), name="vfe-queue-look")
 
     def begin_shutdown(self) -> None:
         """SIGTERM: take no more jobs and start no queued one (they stay ``pending``);
@@ -82,6 +92,9 @@ class JobManager:
         """Stop taking jobs, stop running ones (back to ``pending``), end the workers.
         After ``begin_shutdown`` it first waits for the running jobs' grace period."""
         self.submissions.accepting = False
+        if self._looking is not None:
+            self._looking.cancel()
+            await asyncio.gather(self._looking, return_exceptions=True)
         await self.queue.stop()
         await self.submissions.stop()
 
@@ -131,10 +144,49 @@ class JobManager:
         """Ids of the jobs this process runs now."""
         return self.queue.running()
 
+    async def look(self) -> QueueView:
+        """The queue's depth and live workers now (the last ones seen, should the database
+        not answer); also what /metrics shows until the next look."""
+        with contextlib.suppress(StoreError):
+            self.seen = QueueView(await self.queue.depth(), await self.queue.workers())
+        return self.seen
+
+    async def _keep_looking(self) -> None:
+        """PostgreSQL: refresh ``seen`` now and then, for /metrics (scraped synchronously)."""
+        while True:
+            await self.look()
+            await asyncio.sleep(LOOK_EVERY)
+
     @property
     def peak_running(self) -> int:
         return self.queue.peak_running if isinstance(self.queue, MemoryQueue) else 0
 
     @property
     def queue_depth(self) -> int:
-        return self.queue.queue.qsize() if isinstance(self.queue, MemoryQueue) else 0
+        if isinstance(self.queue, MemoryQueue):
+            return self.queue.queue.qsize()
+        return self.seen.depth
+
+    @property
+    def live_workers(self) -> list[WorkerInfo]:
+        """Embedded: this process, when it runs jobs; else the workers last seen."""
+        if isinstance(self.queue, MemoryQueue):
+            return self.queue.live()
+        return self.seen.workers
+
+    @property
+    def backends(self) -> tuple[str, str]:
+        """(database, queue) back-ends."""
+        return self.store.backend, self.queue.backend
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """The queue as last seen: jobs waiting, and the live workers."""
+
+    depth: int = 0
+    workers: list[WorkerInfo] = field(default_factory=list)
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        return max((w.heartbeat for w in self.workers), default=None)

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .cache import CacheStats
 from .endpoints import Answer, endpoint
 from .models import JobStatus
+from .queue import WorkerInfo
 
 # Recent prometheus_client releases (0.26) point CONTENT_TYPE_LATEST at the newer 1.0.0
 # format, older ones (0.22) at 0.0.4; generate_latest writes 0.0.4 by default, which every
@@ -55,6 +56,12 @@ class JobsState(Protocol):
 
     @property
     def running(self) -> Sequence[str]: ...
+
+    @property
+    def live_workers(self) -> Sequence[WorkerInfo]: ...
+
+    @property
+    def backends(self) -> tuple[str, str]: ...
 
 
 class CacheState(Protocol):
@@ -77,8 +84,25 @@ class _StateCollector(Collector):
                 "vfe_queue_depth", "Jobs waiting in the queue.", value=self.jobs.queue_depth
             )
             yield GaugeMetricFamily(
-                "vfe_jobs_running", "Jobs being extracted now.", value=len(self.jobs.running)
+                "vfe_jobs_running",
+                "Jobs being extracted now by this process.",
+                value=len(self.jobs.running),
             )
+            workers = self.jobs.live_workers
+            yield GaugeMetricFamily(
+                "vfe_workers_live", "Workers with a recent heartbeat.", value=len(workers)
+            )
+            if workers:
+                yield GaugeMetricFamily(
+                    "vfe_workers_last_heartbeat_timestamp_seconds",
+                    "When a worker last sent a heartbeat (Unix time).",
+                    value=max(w.heartbeat for w in workers),
+                )
+            info = GaugeMetricFamily(
+                "vfe_backend_info", "The back-ends in use.", labels=["database", "queue"]
+            )
+            info.add_metric(list(self.jobs.backends), 1)
+            yield info
         if self.cache is not None:
             stats = self.cache.stats
             for name, table, what in (

@@ -237,6 +237,19 @@ class FfmpegHealth(View):
 class QueueHealth(View):
     depth: int
     max: int
+    backend: str = Field(
+        description="memory (the embedded queue, in this process) or procrastinate "
+        "(PostgreSQL, shared by every process)."
+    )
+
+
+class WorkersHealth(View):
+    """The processes that run jobs: this one when embedded, every live ``vfe worker``
+    (and ``vfe serve``) on PostgreSQL."""
+
+    count: int = Field(description="Live workers (heartbeat within STALLED_AFTER_SECONDS).")
+    running: int = Field(description="Jobs they run now.")
+    last_heartbeat: Timestamp | None = Field(description="The latest heartbeat of any.")
 
 
 class JobsHealth(View):
@@ -262,6 +275,7 @@ class Health(View):
     ffmpeg: FfmpegHealth
     queue: QueueHealth
     jobs: JobsHealth
+    workers: WorkersHealth
     disk: DiskHealth
 
 
@@ -279,3 +293,7 @@ class Ready(View):
     ffmpeg: bool
     accepting_jobs: bool
     disk: bool
+    database_backend: str = Field(description="sqlite or postgresql.")
+    queue_depth: int = Field(description="Jobs waiting to run.")
+    workers: int = Field(description="Live workers (see /health).")
+    last_heartbeat: Timestamp | None = Field(description="The latest heartbeat of a worker.")

@@ -80,6 +80,10 @@ class MemoryQueue:
         return self.queue.qsize()
 
     async def workers(self) -> list[WorkerInfo]:
+        return self.live()
+
+    def live(self) -> list[WorkerInfo]:
+        """This process, while its workers run (not when it only queues)."""
         if not self._workers:
             return []
         return [WorkerInfo("embedded", time.time(), len(self.tasks))]

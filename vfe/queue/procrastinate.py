@@ -21,12 +21,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import procrastinate
+import procrastinate.exceptions
+import psycopg
 from procrastinate.schema import SchemaManager
+from psycopg_pool import PoolTimeout
 
-from ..errors import StoreError, Unavailable
+from ..errors import StoreUnavailable, Unavailable
 from ..store.postgres import PostgresStore
 from . import Runner, WorkerInfo
 
@@ -38,6 +42,17 @@ POLL_SECONDS = 5.0  # fallback poll for new jobs, should a NOTIFY be missed
 CANCEL_POLL = 0.1  # seconds between looks at a job being cancelled
 CANCEL_WAIT = 10.0  # longest wait for a cancelled run to end
 RESTART_PAUSE = (0.5, 10.0)  # first and longest pause before restarting a failed worker
+
+
+@contextlib.asynccontextmanager
+async def _guard(what: str) -> AsyncIterator[None]:
+    """Driver and procrastinate errors as ``StoreUnavailable`` (a 503), as the store does."""
+    try:
+        yield
+    except (psycopg.Error, PoolTimeout, procrastinate.exceptions.ConnectorException) as exc:
+        raise StoreUnavailable(
+            f"the job queue cannot be reached while {what}; try again shortly"
+        ) from exc
 
 
 async def install_schema(conn: Any) -> None:
@@ -172,11 +187,12 @@ class ProcrastinateQueue:
                 f"the job queue is full ({self.max_size} waiting); try again later",
                 headers={"Retry-After": "10"},
             )
-        await self.task.configure(connection=connection).defer_async(job_id=job_id)
+        async with _guard("queueing a job"):
+            await self.task.configure(connection=connection).defer_async(job_id=job_id)
 
     async def _entries(self, job_id: str) -> list[tuple[int, str, int | None]]:
         """(id, status, worker id) of the job's unfinished procrastinate jobs."""
-        async with self.store.pool.connection() as conn:
+        async with _guard("finding a job's run"), self.store.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT id, status::text, worker_id FROM procrastinate_jobs "
                 "WHERE queue_name = %s AND args->>'job_id' = %s AND status IN ('todo', 'doing')",
@@ -185,20 +201,19 @@ class ProcrastinateQueue:
             return [(int(r[0]), str(r[1]), r[2]) for r in await cur.fetchall()]
 
     async def cancel(self, job_id: str) -> bool:
-        try:
-            entries = await self._entries(job_id)
+        entries = await self._entries(job_id)
+        async with _guard("cancelling a job's run"):
             for entry_id, _status, _worker in entries:
                 await self.app.job_manager.cancel_job_by_id_async(entry_id, abort=True)
-            if not any(status == "doing" for _, status, _ in entries):
-                return False
-            deadline = time.monotonic() + CANCEL_WAIT
-            while time.monotonic() < deadline:
-                doing = [w for _, s, w in await self._entries(job_id) if s == "doing"]
-                if not doing or not await self._alive(doing):
-                    return True  # ended, or its worker is dead (its lease has expired)
-                await asyncio.sleep(CANCEL_POLL)
-        except Exception as exc:
-            raise StoreError("could not cancel the job's run") from exc
+        if not any(status == "doing" for _, status, _ in entries):
+            return False
+        deadline = time.monotonic() + CANCEL_WAIT
+        while time.monotonic() < deadline:
+            doing = [w for _, s, w in await self._entries(job_id) if s == "doing"]
+            if not doing or not await self._alive(doing):
+                return True  # ended, or its worker is dead (its lease has expired)
+            await asyncio.sleep(CANCEL_POLL)
+        log.warning("a cancelled run has not stopped yet", extra={"job_id": job_id})
         return True
 
     async def _alive(self, worker_ids: list[int | None]) -> bool:
@@ -206,7 +221,7 @@ class ProcrastinateQueue:
         ids = [w for w in worker_ids if w is not None]
         if not ids:
             return False
-        async with self.store.pool.connection() as conn:
+        async with _guard("looking at workers"), self.store.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT count(*) FROM procrastinate_workers WHERE id = ANY(%s) "
                 "AND last_heartbeat >= now() - make_interval(secs => %s)",
@@ -219,7 +234,7 @@ class ProcrastinateQueue:
         return list(self._tasks)
 
     async def depth(self) -> int:
-        async with self.store.pool.connection() as conn:
+        async with _guard("counting queued jobs"), self.store.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status = 'todo'",
                 (QUEUE,),
@@ -228,7 +243,7 @@ class ProcrastinateQueue:
         return int(row[0]) if row else 0
 
     async def workers(self) -> list[WorkerInfo]:
-        async with self.store.pool.connection() as conn:
+        async with _guard("looking at workers"), self.store.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT w.id, extract(epoch FROM w.last_heartbeat), "
                 "(SELECT count(*) FROM procrastinate_jobs j WHERE j.worker_id = w.id "

@@ -28,7 +28,7 @@ function describe(health) {
     diskState = free < FULL_DISK_MB ? 'down' : free < LOW_DISK_MB ? 'warn' : 'ok';
   }
   return {
-    database: database.ok ? ['ok', database.backend === 'sqlite' ? 'SQLite' : 'ok'] : ['down', 'unavailable'],
+    database: database.ok ? ['ok', { sqlite: 'SQLite', postgresql: 'PostgreSQL' }[database.backend] ?? 'ok'] : ['down', 'unavailable'],
     cache: redis ? ['ok', 'Redis'] : ['neutral', 'in-memory', MEMORY_CACHE],
     ffmpeg: ffmpeg.ok ? ['ok', String(ffmpeg.version ?? 'ok').split('-')[0]] : ['down', 'not found'],
     queue: [
@@ -36,13 +36,23 @@ function describe(health) {
       `${depth} waiting · ${running}/${jobs.max_concurrent ?? '?'} running`,
     ],
     disk: [diskState, typeof free === 'number' ? `${bytes(free * 1024 * 1024)} free` : 'unknown'],
+    workers: describeWorkers(health.workers, queue.backend),
   };
+}
+
+/** The workers chip: the embedded pool, or the live `vfe worker`s and their last heartbeat. */
+function describeWorkers(workers, backend) {
+  if (!workers) return ['neutral', 'unknown'];
+  if (backend === 'memory') return ['ok', 'in this process'];
+  const beat = workers.last_heartbeat ? `last heartbeat ${workers.last_heartbeat}` : 'no heartbeat';
+  if (workers.count === 0) return ['warn', 'none live', `Jobs wait until a vfe worker starts (${beat})`];
+  return ['ok', `${workers.count} live · ${workers.running} running`, beat];
 }
 
 function render(panel, answer) {
   const reachable = answer.status !== 0 && answer.body && typeof answer.body === 'object';
   const items = reachable ? describe(answer.body) : null;
-  for (const name of ['database', 'cache', 'ffmpeg', 'queue', 'disk']) {
+  for (const name of ['database', 'cache', 'ffmpeg', 'queue', 'workers', 'disk']) {
     const item = byTestId(`health-${name}`, panel);
     const [state, text, title = ''] = items ? items[name] : ['down', 'unknown'];
     item.dataset.state = state;
