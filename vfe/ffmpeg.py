@@ -211,9 +211,12 @@ async def run(
     If the caller is cancelled, the process group is stopped before the cancellation
     propagates, so no child outlives its job.
     """
+    guard = death_guard()
+    if guard and shutil.which(argv[0]) is None:  # through setpriv, exec would fail later
+        raise ExtractionError(f"could not start {os.path.basename(argv[0])}")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *death_guard(),
+            *guard,
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
