@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Media, place
+from tests.conftest import Media, place, wait_until_async
 from vfe.settings import Settings
 
 
@@ -35,7 +35,12 @@ async def test_health_and_metrics_show_the_shared_back_ends(
     make_client: Any, pg_settings: Settings
 ) -> None:
     async with make_client(pg_settings) as client:
-        body = (await client.http.get("/health")).json()
+
+        async def worker_seen() -> dict[str, Any] | None:
+            body: dict[str, Any] = (await client.http.get("/health")).json()
+            return body if body["workers"]["count"] else None
+
+        body = await wait_until_async(worker_seen, "this process's worker to register")
         assert body["status"] == "healthy"
         assert body["database"] == {"ok": True, "backend": "postgresql"}
         assert body["queue"]["backend"] == "procrastinate" and body["queue"]["depth"] == 0

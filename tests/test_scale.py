@@ -8,6 +8,7 @@ are read in a background thread, as in test_live.py.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import LiveServer, Media, patience, place, wait_until
+from tests.conftest import LiveServer, Media, free_port, patience, place, wait_until
+from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.live
 
@@ -175,3 +177,79 @@ def test_thirty_jobs_on_three_workers_one_killed_each_completes_once(
             break
         time.sleep(0.1)
     assert all(done[j] == 1 for j in jobs), done
+
+
+def test_sigterm_on_a_worker_mid_job_loses_nothing(
+    cluster: Callable[..., LiveServer], media: Media, videos: Path
+) -> None:
+    api = cluster("serve", "--api-only")
+    first = cluster("worker", SHUTDOWN_GRACE_SECONDS="0.5")
+    job_id = submit(api, place(media.slow(), videos), 0.04)
+    wait_until(lambda: status(api, job_id)["processed_frames"] > 0, "the job to list frames")
+    assert first.stop() in (0, -signal.SIGTERM)  # the grace ends before the job does
+    after = status(api, job_id)
+    assert after["status"] in ("pending", "completed"), after
+    cluster("worker")
+    done = wait_until(lambda: (s := status(api, job_id))["status"] == "completed" and s,
+                      "another worker to finish the job", within=240)  # fmt: skip
+    frames = httpx.get(f"{api.url}/frames/{job_id}", timeout=TIMEOUT).json()["frames"]
+    assert done["total_frames"] == len(frames) == len({f["index"] for f in frames}) == 750
+
+
+def test_two_api_processes_give_the_same_answers(
+    cluster: Callable[..., LiveServer], media: Media, videos: Path
+) -> None:
+    one, two = cluster("serve", "--api-only"), cluster("serve", "--api-only")
+    cluster("worker")
+    job_id = submit(one, place(media.standard(), videos), 0.4)
+    assert status(two, job_id)["status"] in ("pending", "processing", "completed")
+    wait_until(lambda: status(one, job_id)["status"] == "completed", "the job to complete")
+    # the second process had cached the job unfinished: the job's events dropped that
+    wait_until(lambda: status(two, job_id)["status"] == "completed", "the second to agree",
+               within=5)  # fmt: skip
+    for path in (f"/job-status/{job_id}", f"/frames/{job_id}", "/jobs"):
+        a = httpx.get(one.url + path, timeout=TIMEOUT).json()
+        b = httpx.get(two.url + path, timeout=TIMEOUT).json()
+        for body in (a, b):
+            body.pop("elapsed_seconds", None)
+        assert a == b, path
+    assert httpx.delete(f"{two.url}/job/{job_id}", timeout=TIMEOUT).status_code == 200
+    wait_until(lambda: httpx.get(f"{one.url}/job-status/{job_id}", timeout=TIMEOUT).status_code
+               == 404, "the first to forget the job", within=5)  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_postgresql_restarting_mid_run_is_503_meanwhile_and_every_job_finishes(
+    live_server: Callable[..., LiveServer], media: Media, videos: Path
+) -> None:
+    server = PostgresServer(free_port())
+    try:
+        server.start()
+        url = server.create_database()
+        env = {"DATABASE_URL": url, "STALLED_AFTER_SECONDS": STALLED}
+        api = live_server("serve", "--api-only", **env)
+        live_server("worker", **env)
+        name = place(media.long(), videos)
+        jobs = [submit(api, name, 0.5) for _ in range(4)]
+        wait_until(lambda: status(api, jobs[0])["processed_frames"] > 0, "a job to run")
+        server.stop()
+        answers = [
+            httpx.get(f"{api.url}/job-status/{jobs[-1]}", timeout=TIMEOUT),
+            httpx.post(f"{api.url}/video-job", json={"video_source": name}, timeout=TIMEOUT),
+            httpx.get(f"{api.url}/jobs", timeout=TIMEOUT),
+            httpx.get(f"{api.url}/health", timeout=TIMEOUT),
+        ]
+        for res in answers:
+            assert res.status_code == 503, (res.request.url, res.status_code, res.text)
+            assert res.json()["detail" if "detail" in res.json() else "status"]
+        server.start()
+
+        def finished() -> bool:
+            return all(status(api, j)["status"] == "completed" for j in jobs)
+
+        wait_until(finished, "every job to complete after the restart", within=240)
+        for job_id in jobs:
+            frames = httpx.get(f"{api.url}/frames/{job_id}", timeout=TIMEOUT).json()["frames"]
+            assert len(frames) == len({f["index"] for f in frames}) == 40
+    finally:
+        server.remove()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import RECENT_GENERATION, FallbackCache, job_key
-from .errors import ExtractionError, StoreError, VfeError
+from .errors import ExtractionError, StoreError, StoreUnavailable, VfeError
 from .events import Event, EventBus
 from .extractor import Extractor
 from .frames import FrameStore
@@ -36,6 +36,7 @@ from .models import Frame, Job, JobStatus, Mode, output_from
 from .planner import plan as make_plan
 from .planner import sampling_from
 from .probe import inspect
+from .queue import RunAgain
 from .settings import Settings
 from .store import Store
 from .views import FrameView, JobView
@@ -74,7 +75,8 @@ class JobRunner:
         return await self.frames.free_bytes() >= self.settings.min_free_disk_bytes
 
     async def run(self, job_id: str) -> None:
-        """Run one job to a final status; never raises except to propagate a cancel."""
+        """Run one job to a final status; never raises except to propagate a cancel, or
+        ``RunAgain`` when the database went away meanwhile."""
         job = await self.store.claim(job_id, time.time())
         if job is None:
             return  # finished, cancelled or deleted before it started
@@ -88,6 +90,9 @@ class JobRunner:
             raise
         except Gone:
             return
+        except StoreUnavailable:  # the database is away: not the job's fault, run it again
+            log.warning("the database went away during a run", extra={"job_id": job_id})
+            raise RunAgain from None
         except TimeoutError:
             limit = self.settings.job_timeout_seconds
             await self._settle(
@@ -146,6 +151,10 @@ class JobRunner:
 
         try:
             await asyncio.shield(write_and_announce())
+        except StoreUnavailable:
+            if status is JobStatus.PENDING:  # a shutdown: the queue has it anyway
+                return
+            raise RunAgain from None  # unrecorded: the job runs again when it is back
         except StoreError:
             log.exception("could not record job status", extra={"job_id": job_id})
 

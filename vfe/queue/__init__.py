@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 Runner = Callable[[str], Coroutine[Any, Any, None]]  # runs one job, by id, to its end
 
 
+class RunAgain(Exception):
+    """Raised by a run that stopped because the database could not be reached: the queue
+    runs the job again once the database answers (its next claim fences this run off)."""
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     """A live worker: its name and when it last said it was alive (epoch seconds)."""

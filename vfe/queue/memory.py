@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 from ..errors import Unavailable
-from . import Runner, WorkerInfo
+from . import RunAgain, Runner, WorkerInfo
 
 log = logging.getLogger("vfe.jobs")
 
 STOP_WAIT = 5.0  # seconds to wait for a stopped job task to write its final status
+AGAIN_AFTER = 1.0  # seconds before a run that lost the database is queued again
 
 
 class MemoryQueue:
@@ -37,6 +38,7 @@ class MemoryQueue:
         self._backlog = 0  # restored jobs not yet in the queue; they go before new ones
         self._restoring: asyncio.Task[None] | None = None
         self._draining: asyncio.Future[None] | None = None
+        self._later: set[asyncio.Task[None]] = set()  # runs to queue again after a pause
 
     async def start(self, runner: Runner | None) -> None:
         self._runner = runner
@@ -73,6 +75,11 @@ class MemoryQueue:
         await asyncio.wait([task], timeout=STOP_WAIT)
         return True
 
+    async def _again(self, job_id: str) -> None:
+        """Queue a job again after a pause (its run could not reach the database)."""
+        await asyncio.sleep(AGAIN_AFTER)
+        await self.queue.put(job_id)
+
     def running(self) -> list[str]:
         return list(self.tasks)
 
@@ -105,7 +112,7 @@ class MemoryQueue:
             task.cancel()
         if self.tasks:
             await asyncio.wait(list(self.tasks.values()), timeout=STOP_WAIT)
-        others = [*self._workers, *filter(None, [self._restoring])]
+        others = [*self._workers, *self._later, *filter(None, [self._restoring])]
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
@@ -123,8 +130,13 @@ class MemoryQueue:
                 self.peak_running = max(self.peak_running, len(self.tasks))
                 try:
                     await asyncio.wait([task])  # returns however the job task ends
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error("job task failed", exc_info=task.exception())
+                    failure = None if task.cancelled() else task.exception()
+                    if isinstance(failure, RunAgain):
+                        later = asyncio.create_task(self._again(job_id))
+                        self._later.add(later)
+                        later.add_done_callback(self._later.discard)
+                    elif failure is not None:
+                        log.error("job task failed", exc_info=failure)
                 except asyncio.CancelledError:
                     # This worker is being stopped; stop the job and let it record that.
                     task.cancel()

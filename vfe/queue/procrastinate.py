@@ -6,7 +6,9 @@ transaction that records the job. Workers are woken by procrastinate's NOTIFY (a
 every few seconds is the fallback), heartbeat every ``STALLED_AFTER_SECONDS / 4``, and
 every worker retries, now and then, the jobs of workers whose heartbeat is older than
 ``STALLED_AFTER_SECONDS``: a SIGKILLed worker's job runs again elsewhere, and the store's
-fence refuses whatever the old run might still write.
+fence refuses whatever the old run might still write. The same sweep queues again any
+unfinished job whose queue entry has ended without it (a run stopped while the database
+was away): the ``jobs`` table, not procrastinate, says whether a job is done.
 
 ``cancel`` asks procrastinate to abort the job (a NOTIFY to the worker running it, which
 cancels the job's task and so stops FFmpeg) and waits until that run has ended, or its
@@ -32,7 +34,7 @@ from psycopg_pool import PoolTimeout
 
 from ..errors import StoreUnavailable, Unavailable
 from ..store.postgres import PostgresStore
-from . import Runner, WorkerInfo
+from . import RunAgain, Runner, WorkerInfo
 
 log = logging.getLogger("vfe.jobs")
 
@@ -42,6 +44,7 @@ POLL_SECONDS = 5.0  # fallback poll for new jobs, should a NOTIFY be missed
 CANCEL_POLL = 0.1  # seconds between looks at a job being cancelled
 CANCEL_WAIT = 10.0  # longest wait for a cancelled run to end
 RESTART_PAUSE = (0.5, 10.0)  # first and longest pause before restarting a failed worker
+ORPHAN_LOCK = 0x76666501  # pg_try_advisory_xact_lock key of the orphan sweep
 
 
 @contextlib.asynccontextmanager
@@ -130,7 +133,8 @@ class ProcrastinateQueue:
             pause = min(RESTART_PAUSE[1], pause * 2)
 
     async def _sweep_stalled(self) -> None:
-        """Now and then, queue again the jobs of workers taken for dead."""
+        """Now and then, queue again the jobs of workers taken for dead, and any unfinished
+        job left with no queue entry (its run ended while the database was away)."""
         every = max(0.5, self.stalled_after / 4)
         while True:
             await asyncio.sleep(every)
@@ -143,8 +147,28 @@ class ProcrastinateQueue:
                     log.info("running again the job of a dead worker", extra={"job_id": job_id})
                     with contextlib.suppress(Exception):  # another worker may have done it
                         await self.app.job_manager.retry_job(job)
+                await self._requeue_orphans()
             except Exception as exc:
                 log.debug("stalled-job sweep failed: %s", exc)
+
+    async def _requeue_orphans(self) -> None:
+        """Queue again every unfinished job, quiet for ``stalled_after``, that has no
+        waiting or running queue entry; one process at a time does it."""
+        async with self.store.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (ORPHAN_LOCK,))
+            row = await cur.fetchone()
+            if not (row and row[0]):
+                return
+            cur = await conn.execute(
+                "SELECT j.id FROM jobs j WHERE j.status IN ('pending', 'processing') "
+                "AND j.updated_at < extract(epoch FROM now()) - %s AND NOT EXISTS ("
+                "SELECT 1 FROM procrastinate_jobs p WHERE p.queue_name = %s "
+                "AND p.args->>'job_id' = j.id AND p.status IN ('todo', 'doing'))",
+                (self.stalled_after, QUEUE),
+            )
+            for (job_id,) in await cur.fetchall():
+                log.info("queueing again a job its run left unfinished", extra={"job_id": job_id})
+                await self.task.configure(connection=conn).defer_async(job_id=job_id)
 
     async def _run(self, job_id: str) -> None:
         """The task: run the job; when a shutdown stops it, queue it again."""
@@ -152,6 +176,8 @@ class ProcrastinateQueue:
         self._tasks[job_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
             await self._runner(job_id)
+        except RunAgain:  # the database went away: queue it again once it is back
+            await self._defer_again(job_id)
         except asyncio.CancelledError:
             if self._stopping:  # a shutdown, not a user's cancel: back to the queue
                 with contextlib.suppress(Exception):
@@ -160,9 +186,23 @@ class ProcrastinateQueue:
         finally:
             self._tasks.pop(job_id, None)
 
+    async def _defer_again(self, job_id: str) -> None:
+        pause = RESTART_PAUSE[0]
+        while True:
+            try:
+                await self.task.defer_async(job_id=job_id)
+                return
+            except Exception as exc:
+                log.debug("cannot queue a job again yet: %s", exc)
+            await asyncio.sleep(pause)
+            pause = min(RESTART_PAUSE[1], pause * 2)
+
     def begin_shutdown(self) -> None:
         """Fetch no more jobs; procrastinate lets running ones go on for the grace period,
-        then aborts them (each is queued again)."""
+        then aborts them (each is queued again). Once: a second cancel would cut that
+        graceful stop short and leave its jobs unrecorded."""
+        if self._stopping:
+            return
         self._stopping = True
         if self._supervisor is not None:
             self._supervisor.cancel()
