@@ -284,6 +284,37 @@ def test_compose_takes_keys_address_and_videos_from_the_environment(
     assert {m["target"]: m["source"] for m in vfe["volumes"]}["/videos"] == str(tmp_path)
 
 
+def test_compose_scaled_runs_api_workers_postgresql_and_redis(
+    clean_env: dict[str, str],
+) -> None:
+    result = run(
+        [tool("docker-compose"), "-f", "deploy/compose.scaled.yaml", "config", "--format",
+         "json"], clean_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    services = config["services"]
+    assert set(services) == {"api", "worker", "postgres", "redis"}
+    api, worker, postgres = services["api"], services["worker"], services["postgres"]
+    assert api["command"] == ["serve", "--api-only", "--host", "0.0.0.0"]
+    assert worker["command"] == ["worker", "--host", "0.0.0.0"]
+    assert "ports" not in worker, "--scale worker=N needs no host port per worker"
+    assert "container_name" not in worker
+    (port,) = api["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "8000", 8000)
+    assert "ports" not in postgres and postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    for service in (api, worker):
+        env = service["environment"]
+        assert set(env) <= set(setting_names())
+        assert env["DATABASE_URL"].startswith("postgresql://vfe:")
+        assert env["DATABASE_URL"].endswith("@postgres:5432/vfe")
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        mounts = {m["target"]: m for m in service["volumes"]}
+        assert mounts["/data"]["source"] == "vfe-data", "one frames volume for all"
+    assert api["environment"]["DATABASE_URL"] == worker["environment"]["DATABASE_URL"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] in api["environment"]["DATABASE_URL"]
+
+
 # --- Kubernetes ----------------------------------------------------------------------------
 
 
@@ -306,14 +337,18 @@ def test_manifests_are_all_in_the_vfe_namespace() -> None:
     assert kinds[("Namespace", "vfe")] == MANIFESTS[0].name, "the namespace comes first"
     for kind in ("ConfigMap", "Secret", "PersistentVolumeClaim", "Service", "Ingress"):
         assert any(k == kind for k, _ in kinds), kind
-    assert ("Deployment", "vfe") in kinds and ("Deployment", "redis") in kinds
+    for deployment in ("vfe", "vfe-worker", "redis"):
+        assert ("Deployment", deployment) in kinds
+    assert ("StatefulSet", "postgres") in kinds
+    assert ("HorizontalPodAutoscaler", "vfe-worker") in kinds
 
 
-def test_vfe_deployment_is_one_replica_recreate_with_probes_and_resources() -> None:
+def test_api_is_two_replicas_rolling_with_probes_and_resources() -> None:
     deployment = resource("Deployment", "vfe")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1, "SQLite: one writer"
-    assert spec["strategy"] == {"type": "Recreate"}, "never two pods on one SQLite file"
+    assert spec["replicas"] == 2, "replicas share PostgreSQL and the frames volume"
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = spec["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 30
     assert pod["enableServiceLinks"] is False, "service links would set REDIS_PORT=tcp://…"
@@ -326,35 +361,90 @@ def test_vfe_deployment_is_one_replica_recreate_with_probes_and_resources() -> N
     assert {"name": "http", "containerPort": 8000} in vfe["ports"]
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(vfe["resources"][kind]), kind
-    assert vfe["args"] == ["serve", "--host", "0.0.0.0"]
+    assert vfe["args"] == ["serve", "--api-only", "--host", "0.0.0.0"]
 
 
-def test_vfe_pod_is_non_root_and_keeps_its_data_on_the_claim() -> None:
-    deployment = resource("Deployment", "vfe")
-    pod = deployment["spec"]["template"]["spec"]
-    security = pod["securityContext"]
-    assert security["runAsNonRoot"] is True
-    assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == APP_UID
-    vfe = container(deployment, "vfe")
-    assert vfe["securityContext"]["allowPrivilegeEscalation"] is False
-    assert vfe["securityContext"]["readOnlyRootFilesystem"] is True
-    assert vfe["securityContext"]["capabilities"]["drop"] == ["ALL"]
+def test_workers_run_jobs_scale_on_cpu_and_are_not_behind_the_service() -> None:
+    worker = resource("Deployment", "vfe-worker")
+    pod = worker["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert not resource("Service", "vfe")["spec"]["selector"].items() <= labels.items()
+    vfe = container(worker, "vfe-worker")
+    assert vfe["args"] == ["worker", "--host", "0.0.0.0"]
+    assert vfe["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert vfe["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert vfe["resources"]["requests"]["cpu"], "the autoscaler measures against it"
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 30
+    settings = resource("ConfigMap", "vfe-settings")["data"]
+    assert float(settings["SHUTDOWN_GRACE_SECONDS"]) < 30, "the grace ends before SIGKILL"
 
+    hpa = resource("HorizontalPodAutoscaler", "vfe-worker")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": "vfe-worker"}  # fmt: skip
+    (metric,) = hpa["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert 1 <= hpa["minReplicas"] < hpa["maxReplicas"]
+
+
+def test_keda_scaled_object_scales_workers_on_the_queue_depth() -> None:
+    docs = list(yaml.safe_load_all((K8S / "optional" / "keda-scaledobject.yaml").read_text()))
+    by_kind = {d["kind"]: d for d in docs}
+    scaled = by_kind["ScaledObject"]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["metadata"]["namespace"] == "vfe"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "vfe-worker"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "postgresql"
+    query = trigger["metadata"]["query"]
+    assert "procrastinate_jobs" in query and "'vfe'" in query and "'todo'" in query
+    auth = by_kind["TriggerAuthentication"]
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    (ref,) = auth["spec"]["secretTargetRef"]
+    assert (ref["name"], ref["key"]) == ("vfe-database", "DATABASE_URL")
+
+
+def test_postgresql_keeps_its_data_and_is_internal() -> None:
+    postgres = resource("StatefulSet", "postgres")
+    (claim,) = postgres["spec"]["volumeClaimTemplates"]
+    pg = container(postgres, "postgres")
+    assert claim["metadata"]["name"] in {m["name"] for m in pg["volumeMounts"]}
+    password = next(e for e in pg["env"] if e["name"] == "POSTGRES_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "vfe-database",
+                                                     "key": "POSTGRES_PASSWORD"}  # fmt: skip
+    assert pg["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    service = resource("Service", "postgres")["spec"]
+    assert service.get("type", "ClusterIP") == "ClusterIP"
+    example = resource("Secret", "vfe-database")["stringData"]
+    assert example["DATABASE_URL"].startswith("postgresql://vfe:")
+    assert "@postgres:5432/" in example["DATABASE_URL"]
+
+
+def test_pods_are_non_root_and_share_the_frames_claim() -> None:
     claim = resource("PersistentVolumeClaim", "vfe-data")
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = {m["mountPath"]: m["name"] for m in vfe["volumeMounts"]}
-    claimed = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
-    assert claimed == claim["metadata"]["name"]
-    assert "emptyDir" in volumes[mounts["/tmp"]], "a writable /tmp on a read-only root"
-
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "every pod, any node"
     settings = resource("ConfigMap", "vfe-settings")["data"]
     assert set(settings) <= set(setting_names()), "only real settings"
-    for name in ("DATABASE_PATH", "FRAMES_BASE_PATH", "UPLOADS_PATH", "LOG_PATH"):
+    for name in ("FRAMES_BASE_PATH", "UPLOADS_PATH", "LOG_PATH"):
         assert settings[name].startswith("/data/"), name
     assert settings["REDIS_HOST"] == resource("Service", "redis")["metadata"]["name"]
-    assert "API_KEYS" not in settings, "keys belong in the Secret"
-    sources = {next(iter(s)): next(iter(s.values()))["name"] for s in vfe["envFrom"]}
-    assert sources == {"configMapRef": "vfe-settings", "secretRef": "vfe-api-keys"}
+    assert "API_KEYS" not in settings and "DATABASE_URL" not in settings, "secrets apart"
+    for name, box in (("vfe", "vfe"), ("vfe-worker", "vfe-worker")):
+        deployment = resource("Deployment", name)
+        pod = deployment["spec"]["template"]["spec"]
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True
+        assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == APP_UID
+        vfe = container(deployment, box)
+        assert vfe["securityContext"]["allowPrivilegeEscalation"] is False
+        assert vfe["securityContext"]["readOnlyRootFilesystem"] is True
+        assert vfe["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in vfe["volumeMounts"]}
+        claimed = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
+        assert claimed == claim["metadata"]["name"]
+        assert "emptyDir" in volumes[mounts["/tmp"]], "a writable /tmp on a read-only root"
+        sources = {next(iter(s.values()))["name"] for s in vfe["envFrom"]}
+        assert sources == {"vfe-settings", "vfe-api-keys", "vfe-database"}
     assert set(resource("Secret", "vfe-api-keys")["stringData"]) == {"API_KEYS"}
 
 
@@ -381,11 +471,16 @@ def test_redis_is_internal_and_vfe_is_reached_through_service_and_ingress() -> N
 # --- deploy.sh -----------------------------------------------------------------------------
 
 FAKE_KUBECTL = """#!/bin/sh
-# Records each call; `get secret` succeeds only when FAKE_SECRET_EXISTS is set.
+# Records each call; `get secret` succeeds only when FAKE_SECRET_EXISTS is set, and the
+# in-cluster password it reads is FAKE_PG_PASSWORD.
 printf 'kubectl %s\\n' "$*" >> "$FAKE_LOG"
 case "$*" in
+  *"get secret vfe-database -o"*)
+    [ -n "$FAKE_SECRET_EXISTS" ] && printf '%s' "$FAKE_PG_PASSWORD"; exit 0 ;;
   *"get secret"*) [ -n "$FAKE_SECRET_EXISTS" ]; exit $? ;;
-  *"create secret"*) printf 'kind: Secret\\nAPI_KEYS: '; cat; printf '\\n' ;;
+  *"create secret"*)
+    key=$(printf '%s' "$*" | sed -n 's/.*--from-file=\\([A-Z_]*\\)=.*/\\1/p')
+    printf 'kind: Secret\\n%s: ' "$key"; cat; printf '\\n' ;;
   *"-f -"*) cat >> "$FAKE_LOG" ;;
 esac
 """
@@ -422,7 +517,13 @@ def test_deploy_sh_applies_in_order_with_the_given_image(
     assert "20-secret.yaml" not in applied_files(log), "the example key is not applied"
     assert "image: reg.example/vfe:1.2" in log and "image: vfe:latest" not in log
     assert log.index("kind: Deployment\nmetadata:\n  name: vfe") < log.index("60-service")
-    assert "rollout status deployment/vfe" in log
+    assert log.count("image: reg.example/vfe:1.2") == 2, "the API and the workers"
+    assert "rollout status deployment/vfe " in log and "deployment/vfe-worker" in log
+    # no DATABASE_URL: PostgreSQL in the cluster, with a random password made here
+    assert "35-postgres.yaml" in applied_files(log) and "56-worker-hpa.yaml" in applied_files(log)
+    password = re.search(r"POSTGRES_PASSWORD: ([0-9a-f]{64})$", log, flags=re.M)
+    assert password and f"postgresql://vfe:{password[1]}@postgres:5432/vfe" in log
+    assert password[1] not in "\n".join(ln for ln in log.splitlines() if ln.startswith("kub"))
 
 
 def test_deploy_sh_keeps_an_existing_secret_or_applies_the_example(
@@ -437,6 +538,29 @@ def test_deploy_sh_keeps_an_existing_secret_or_applies_the_example(
     assert result.returncode == 0, result.stderr
     assert "20-secret.yaml" in applied_files(log)
     assert "WARNING" in result.stderr and "EXAMPLE" in result.stderr
+
+
+def test_deploy_sh_uses_an_external_database_and_keda_when_asked(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    url = "postgresql://vfe:s3cret@db.example:5432/vfe"
+    env = {**clean_env, "API_KEYS": "k", "DATABASE_URL": url, "VFE_KEDA": "1"}
+    result, log = deploy(tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert f"DATABASE_URL: {url}" in log, "the Secret comes from DATABASE_URL"
+    assert "s3cret" not in "\n".join(ln for ln in log.splitlines() if ln.startswith("kub"))
+    files = applied_files(log)
+    assert "35-postgres.yaml" not in files and "56-worker-hpa.yaml" not in files
+    assert "keda-scaledobject.yaml" in files and "delete hpa vfe-worker" in log
+    assert "statefulset/postgres" not in log
+
+    # later, without DATABASE_URL: the external Secret is kept, PostgreSQL stays outside
+    result, log = deploy(tmp_path, {**clean_env, "API_KEYS": "k", "FAKE_SECRET_EXISTS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "35-postgres.yaml" not in applied_files(log)
+    result, log = deploy(tmp_path, {**clean_env, "API_KEYS": "k", "FAKE_SECRET_EXISTS": "1",
+                                    "FAKE_PG_PASSWORD": "cGFzcw=="})  # fmt: skip
+    assert "35-postgres.yaml" in applied_files(log), "an in-cluster Secret keeps PostgreSQL"
 
 
 def test_deploy_sh_refuses_a_bad_image_name(tmp_path: Path, clean_env: dict[str, str]) -> None:

@@ -80,8 +80,9 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         30.0,
         ge=2,
         le=3600,
-        description="PostgreSQL: a worker silent this long (no heartbeat) is taken for dead, "
-        "and its jobs run again on another worker.",
+        description="PostgreSQL: within this long of a worker's death (a SIGKILL, a lost "
+        "machine), its jobs run again on another worker (workers beat every sixth of it and "
+        "are taken for dead after two thirds).",
     )
     frames_base_path: Path = Field(
         Path("runtime/frames"), description="Folder where frames are written."

@@ -30,6 +30,7 @@ from .report import (
 from .rounds import SKIPPED, Cell, bench_video
 from .runner import BenchError
 from .sampling import SAMPLINGS
+from .scale import Scale, bench_scale, print_scale, scale_json
 from .startup import Startup, bench_startup, startup_inputs
 from .videos import (
     EXTRA_SPECS,
@@ -42,10 +43,17 @@ from .videos import (
     collect_videos,
 )
 
-SKIPPABLE = {
-    *("vfe", "ffmpeg", "opencv", "decode", "exact", "pixels"),
-    *("memory", "startup", "probing"),
+# The sections after the main tables, each with --only-NAME and --skip NAME.
+SECTIONS = {
+    "startup": "the start-up section (no main tables)",
+    "memory": "the memory-vs-length section (no main tables)",
+    "probing": "the bounded-probing section (no main tables); --rounds rounds of three "
+    "uploads at once, each on a fresh server",
+    "scale": "the scale-out section (no main tables): embedded against PostgreSQL with API "
+    "and worker processes",
 }
+LONG_SECTIONS = {"memory", "probing", "scale"}  # not in a --quick run
+SKIPPABLE = {*("vfe", "ffmpeg", "opencv", "decode", "exact", "pixels"), *SECTIONS}
 Table = tuple[Video, dict[str, dict[Method, Cell]], Cell]
 
 
@@ -62,15 +70,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "rounds; ratios < 1 mean vfe is faster. After the tables, a start-up section "
         "times `import vfe.cli` and `vfe extract` on a 10 s clip against the one-liner, "
         f"a memory-vs-length section runs vfe on {short} and {long} (the same video "
-        "at 60 s and 180 s), and a probing section uploads a 39 MB video that states "
-        "3,000,000 frames (and a Matroska copy) three times at once to a real `vfe serve`.",
+        "at 60 s and 180 s), a probing section uploads a 39 MB video that states "
+        "3,000,000 frames (and a Matroska copy) three times at once to a real `vfe serve`, "
+        "and a scale-out section runs the same jobs embedded and on PostgreSQL with API and "
+        "worker processes.",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: only the shared clips (else a short generated clip), 1 round, "
-        "the start-up section, no memory-vs-length or probing section (the probing clip "
-        "alone takes about 70 s of CPU to make the first time)",
+        "the start-up section, no memory-vs-length, probing or scale-out section (the "
+        "probing clip alone takes about 70 s of CPU to make the first time)",
     )
     parser.add_argument(
         "--videos", metavar="KEYS", help=f"comma-separated videos to run ({keys}) or file paths"
@@ -97,26 +107,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="WHAT",
         help="leave out vfe, ffmpeg, opencv, decode, exact, pixels, startup (the start-up "
-        "section), memory (the memory-vs-length section) or probing (the bounded-probing "
-        "section); repeat or comma-separate",
+        "section), memory (the memory-vs-length section), probing (the bounded-probing "
+        "section) or scale (the scale-out section); repeat or comma-separate",
     )
     only = parser.add_mutually_exclusive_group()
-    only.add_argument(
-        "--only-memory",
-        action="store_true",
-        help="run only the memory-vs-length section (no main tables)",
-    )
-    only.add_argument(
-        "--only-startup",
-        action="store_true",
-        help="run only the start-up section (no main tables)",
-    )
-    only.add_argument(
-        "--only-probing",
-        action="store_true",
-        help="run only the bounded-probing section (no main tables); --rounds rounds of "
-        "three uploads at once, each on a fresh server",
-    )
+    for name, what in SECTIONS.items():
+        only.add_argument(f"--only-{name}", action="store_true", help=f"run only {what}")
     parser.add_argument(
         "--vfe",
         type=Path,
@@ -136,18 +132,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = args.skip - SKIPPABLE
     if unknown:
         parser.error(f"--skip: unknown {', '.join(sorted(unknown))}")
-    if args.only_memory and args.videos:
-        parser.error("--only-memory runs no main table: drop --videos")
-    if args.only_memory and "memory" in args.skip:
-        parser.error("--only-memory and --skip memory leave nothing to run")
-    if args.only_startup and args.videos:
-        parser.error("--only-startup runs no main table: drop --videos")
-    if args.only_startup and "startup" in args.skip:
-        parser.error("--only-startup and --skip startup leave nothing to run")
-    if args.only_probing and args.videos:
-        parser.error("--only-probing runs no main table: drop --videos")
-    if args.only_probing and "probing" in args.skip:
-        parser.error("--only-probing and --skip probing leave nothing to run")
+    for name in SECTIONS:
+        if getattr(args, f"only_{name}") and args.videos:
+            parser.error(f"--only-{name} runs no main table: drop --videos")
+        if getattr(args, f"only_{name}") and name in args.skip:
+            parser.error(f"--only-{name} and --skip {name} leave nothing to run")
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.rounds < 1:
@@ -157,38 +146,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def memory_skipped(args: argparse.Namespace) -> str | None:
-    """Why the memory-vs-length section does not run, or None when it does."""
-    if args.only_memory:
-        return None
-    if args.only_startup or args.only_probing:
-        return f"skipped (--only-{'startup' if args.only_startup else 'probing'})"
-    if "memory" in args.skip:
+def section_skipped(args: argparse.Namespace, name: str) -> str | None:
+    """Why the section ``name`` does not run, or None when it does."""
+    only = next((other for other in SECTIONS if getattr(args, f"only_{other}")), None)
+    if only is not None:
+        return None if only == name else f"skipped (--only-{only})"
+    if name in args.skip:
         return SKIPPED
-    if args.quick:
-        return "skipped (--quick; run it with --only-memory)"
-    return None
-
-
-def startup_skipped(args: argparse.Namespace) -> str | None:
-    """Why the start-up section does not run, or None when it does."""
-    if args.only_memory or args.only_probing:
-        return f"skipped (--only-{'memory' if args.only_memory else 'probing'})"
-    if "startup" in args.skip:
-        return SKIPPED
-    return None
-
-
-def probing_skipped(args: argparse.Namespace) -> str | None:
-    """Why the bounded-probing section does not run, or None when it does."""
-    if args.only_probing:
-        return None
-    if args.only_memory or args.only_startup:
-        return f"skipped (--only-{'memory' if args.only_memory else 'startup'})"
-    if "probing" in args.skip:
-        return SKIPPED
-    if args.quick:
-        return "skipped (--quick; run it with --only-probing)"
+    if args.quick and name in LONG_SECTIONS:
+        return f"skipped (--quick; run it with --only-{name})"
     return None
 
 
@@ -235,10 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     args.cache.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    skipped, startup_skip = memory_skipped(args), startup_skipped(args)
-    probing_skip = probing_skipped(args)
+    skipped, startup_skip = section_skipped(args, "memory"), section_skipped(args, "startup")
+    probing_skip, scale_skip = section_skipped(args, "probing"), section_skipped(args, "scale")
     try:
-        only = args.only_memory or args.only_startup or args.only_probing
+        only = any(getattr(args, f"only_{name}") for name in SECTIONS)
         videos = [] if only else collect_videos(args, args.cache)
         lengths = length_videos(args.cache) if skipped is None else None
         short_clip = startup_inputs(args) if startup_skip is None else None
@@ -267,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "startup": {"skipped": startup_skip},
         "memory_vs_length": {"skipped": skipped},
         "probing": {"skipped": probing_skip},
+        "scale": {"skipped": scale_skip},
     }
     startup: Startup | None = None
     if short_clip is not None:  # first: it takes seconds, the tables take minutes
@@ -285,6 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(row.video.path.name for row in probing)
         print(f"\n-- bounded probing: {UPLOADS} uploads at once of {names}", flush=True)
         report["probing"] = probing_json(bench_probing(probing, args))
+    scale: Scale | None = None
+    if scale_skip is None:
+        print("\n-- scale-out: embedded against PostgreSQL, API and workers", flush=True)
+        try:
+            scale = bench_scale(args)
+            report["scale"] = scale_json(scale)
+        except BenchError as exc:
+            print(f"bench: scale-out: {exc}", file=sys.stderr)
+            report["scale"] = {"skipped": f"failed: {exc}"}
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(args.json, report)
     for video, rows, decode in tables:
@@ -301,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_probing(probing, args.rounds)
     else:
         print(f"\n== bounded probing: {probing_skip}")
+    if scale is not None:
+        print_scale(scale)
+    else:
+        print(f"\n== scale-out: {report['scale']['skipped']}")
     if tables or startup is not None:
         print_legend()
     print(f"results: {args.json}")

@@ -1,8 +1,9 @@
-"""A real ``vfe serve`` for the bench: on a free port of 127.0.0.1, with every folder in a
-temporary one and Redis pointed at a closed port (the in-memory cache serves instead).
+"""A real ``vfe serve`` (or ``vfe serve --api-only``, ``vfe worker``) for the bench: on a
+free port of 127.0.0.1, with every folder in a temporary one (or one shared by several
+processes) and Redis pointed at a closed port (the in-memory cache serves instead).
 
 The server inherits the bench's environment, so a vfe setting exported there applies to
-it too; only the address, the folders and the Redis port are set here.
+it too; only the address, the folders, the Redis port and ``env`` are set here.
 """
 
 from __future__ import annotations
@@ -48,11 +49,19 @@ class Server:
     group, and always reaps it and removes its folder.
     """
 
-    def __init__(self, vfe: Path) -> None:
+    def __init__(
+        self,
+        vfe: Path,
+        command: tuple[str, ...] = ("serve",),
+        folder: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.vfe = vfe
-        self.folder = Path(tempfile.mkdtemp(prefix="vfe-bench-serve-"))
-        self.log = self.folder / "serve.log"
+        self.command = command
+        self.own_folder = folder is None  # a shared folder outlives this server
+        self.folder = folder or Path(tempfile.mkdtemp(prefix="vfe-bench-serve-"))
         port, self.redis_port = free_ports(2)  # nothing listens on the second one
+        self.log = self.folder / f"{command[0]}-{port}.log"
         self.url = f"http://127.0.0.1:{port}"
         self.env = {
             **os.environ,
@@ -63,7 +72,8 @@ class Server:
             "FRAMES_BASE_PATH": str(self.folder / "frames"),
             "VIDEOS_BASE_PATH": str(self.folder / "videos"),
             "UPLOADS_PATH": str(self.folder / "uploads"),
-            "LOG_PATH": str(self.folder / "logs" / "app.log"),
+            "LOG_PATH": str(self.folder / "logs" / f"app-{port}.log"),
+            **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.handle: Any = None  # psutil's view of the process, for tree_rss
@@ -91,7 +101,7 @@ class Server:
         with self.log.open("wb") as out:
             try:
                 self.proc = subprocess.Popen(
-                    [str(self.vfe), "serve"],
+                    [str(self.vfe), *self.command],
                     env=self.env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -99,20 +109,21 @@ class Server:
                     start_new_session=True,  # its FFmpeg children can be killed with it
                 )
             except OSError as exc:
-                raise BenchError(f"{self.vfe} serve: {exc}") from exc
+                raise BenchError(f"{self.vfe} {self.command[0]}: {exc}") from exc
         self.handle = process(self.proc.pid)
         deadline = time.monotonic() + START_TIMEOUT_S
         with httpx.Client(base_url=self.url, timeout=1.0) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise BenchError(f"vfe serve exited {self.proc.returncode}: {self.last_log()}")
+                    code = self.proc.returncode
+                    raise BenchError(f"vfe {self.command[0]} exited {code}: {self.last_log()}")
                 try:
                     if client.get("/health/live").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass  # not listening yet
                 time.sleep(0.1)
-        raise BenchError(f"vfe serve did not answer within {START_TIMEOUT_S:g} s")
+        raise BenchError(f"vfe {self.command[0]} did not answer within {START_TIMEOUT_S:g} s")
 
     def rss_mib(self) -> float:
         """The summed RSS of the server and all its descendants, in MiB."""
@@ -156,7 +167,15 @@ class Server:
             self.stopped = f"exit {proc.returncode}"
         if self.folder.exists():
             self.last_words = self.last_log()
-            shutil.rmtree(self.folder, ignore_errors=True)
+            if self.own_folder:
+                shutil.rmtree(self.folder, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the server alone, as a crash would (its FFmpeg dies with it), and reap."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            self.proc.wait()
+            self.stopped = "killed"
 
     def last_log(self) -> str:
         try:

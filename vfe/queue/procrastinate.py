@@ -3,9 +3,9 @@
 Each job is one procrastinate job of the task ``vfe.run`` on the queue ``vfe`` whose only
 argument is the vfe job id; it is deferred on the store's connection, inside the
 transaction that records the job. Workers are woken by procrastinate's NOTIFY (a poll
-every few seconds is the fallback), heartbeat every ``STALLED_AFTER_SECONDS / 4``, and
-every worker retries, now and then, the jobs of workers whose heartbeat is older than
-``STALLED_AFTER_SECONDS``: a SIGKILLed worker's job runs again elsewhere, and the store's
+every few seconds is the fallback) and heartbeat every sixth of ``STALLED_AFTER_SECONDS``;
+every sixth, each worker retries the jobs of workers silent for two thirds of it: a
+SIGKILLed worker's job runs again elsewhere within ``STALLED_AFTER_SECONDS``, and the store's
 fence refuses whatever the old run might still write. The same sweep queues again any
 unfinished job whose queue entry has ended without it (a run stopped while the database
 was away): the ``jobs`` table, not procrastinate, says whether a job is done.
@@ -85,6 +85,11 @@ class ProcrastinateQueue:
         self.concurrency = concurrency
         self.grace = grace
         self.stalled_after = stalled_after
+        # A worker beats every sixth of STALLED_AFTER_SECONDS and is dead once silent for
+        # two thirds of it (four beats missed); the sweep, every sixth, then runs its job
+        # again: within STALLED_AFTER_SECONDS of its death, however the beats fell.
+        self.beat = max(0.5, stalled_after / 6)
+        self.dead_after = stalled_after * 2 / 3
         self.name = name
         self.app = procrastinate.App(connector=procrastinate.PsycopgConnector())
         self.task = self.app.task(name=TASK, queue=QUEUE, pass_context=False)(self._run)
@@ -117,8 +122,8 @@ class ProcrastinateQueue:
                     install_signal_handlers=False,
                     shutdown_graceful_timeout=self.grace,
                     fetch_job_polling_interval=POLL_SECONDS,
-                    update_heartbeat_interval=max(0.5, self.stalled_after / 4),
-                    stalled_worker_timeout=self.stalled_after,
+                    update_heartbeat_interval=self.beat,
+                    stalled_worker_timeout=self.dead_after,
                     listen_notify=True,
                 )
             except asyncio.CancelledError:
@@ -135,12 +140,12 @@ class ProcrastinateQueue:
     async def _sweep_stalled(self) -> None:
         """Now and then, queue again the jobs of workers taken for dead, and any unfinished
         job left with no queue entry (its run ended while the database was away)."""
-        every = max(0.5, self.stalled_after / 4)
+        every = self.beat
         while True:
             await asyncio.sleep(every)
             try:
                 stalled = await self.app.job_manager.get_stalled_jobs(
-                    queue=QUEUE, seconds_since_heartbeat=self.stalled_after
+                    queue=QUEUE, seconds_since_heartbeat=self.dead_after
                 )
                 for job in stalled:
                     job_id = job.task_kwargs.get("job_id")
@@ -265,7 +270,7 @@ class ProcrastinateQueue:
             cur = await conn.execute(
                 "SELECT count(*) FROM procrastinate_workers WHERE id = ANY(%s) "
                 "AND last_heartbeat >= now() - make_interval(secs => %s)",
-                (ids, self.stalled_after),
+                (ids, self.dead_after),
             )
             row = await cur.fetchone()
         return bool(row and row[0])
@@ -289,7 +294,7 @@ class ProcrastinateQueue:
                 "(SELECT count(*) FROM procrastinate_jobs j WHERE j.worker_id = w.id "
                 "AND j.status = 'doing') FROM procrastinate_workers w "
                 "WHERE w.last_heartbeat >= now() - make_interval(secs => %s) ORDER BY w.id",
-                (self.stalled_after,),
+                (self.dead_after,),
             )
             rows = await cur.fetchall()
         return [WorkerInfo(f"worker-{r[0]}", float(r[1]), int(r[2])) for r in rows]
