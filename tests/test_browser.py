@@ -814,6 +814,37 @@ def test_untrusted_names_show_as_text(watched: tuple[Page, Watch], site: Site, m
     assert watch.dialogs == [], f"a file name ran script: {watch.dialogs}"
 
 
+def test_health_panel_shows_the_workers_of_the_scaled_layout(
+    browser: Browser, tmp_path: Path, postgres_url: str
+):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    env = {"DATABASE_URL": postgres_url, "STALLED_AFTER_SECONDS": "3"}
+    api = LiveServer(
+        vfe_env(tmp_path, videos, **env), tmp_path / "api.log", ("serve", "--api-only")
+    )
+    api.start()
+    worker: LiveServer | None = None
+    page, watch = open_page(browser, DESKTOP)
+    try:
+        page.goto(api.url)
+        workers = by_id(page, "health-workers")
+        expect(workers).to_have_attribute("data-state", "warn")  # no worker yet: jobs wait
+        expect(workers).to_have_text("none live")
+        expect(by_id(page, "health-database")).to_have_text("PostgreSQL")
+        worker = LiveServer(vfe_env(tmp_path, videos, **env), tmp_path / "worker.log", ("worker",))
+        worker.start()
+        expect(workers).to_have_attribute("data-state", "ok")
+        expect(workers).to_have_text(re.compile(r"^1 live · 0 running$"))
+        expect(workers).to_have_attribute("title", re.compile("last heartbeat"))
+        assert watch.errors == []
+    finally:
+        page.context.close()
+        for server in (worker, api):
+            if server is not None:
+                server.stop()
+
+
 def test_health_panel_follows_redis(browser: Browser, tmp_path: Path):
     redis = RedisServer(tmp_path)
     redis.start()
