@@ -266,3 +266,18 @@ SOF = b"\x08" + (241).to_bytes(2, "big") + (321).to_bytes(2, "big") + b"\x03"
 )
 def test_image_size_from_headers(head: bytes, size: tuple[int, int] | None) -> None:
     assert image_size(head) == size
+
+
+async def test_each_run_of_a_job_has_a_work_folder_of_its_own(frames: FrameStore) -> None:
+    first, second = await frames.prepare(JOB, "1"), await frames.prepare(JOB, "2")
+    assert first == frames.work_dir(JOB) / "1" and second == frames.work_dir(JOB) / "2"
+    (first / "partial.jpg").write_bytes(b"x")
+    (second / "partial.jpg").write_bytes(b"y")
+    await frames.prepare(JOB, "2")  # a run starting again empties only its own
+    assert (first / "partial.jpg").exists() and not (second / "partial.jpg").exists()
+    await frames.discard_work(JOB, "1")
+    assert not first.exists() and second.exists()
+    await frames.discard_work(JOB, "2")  # the last run's goes, and the work folder with it
+    assert not frames.work_dir(JOB).exists() and frames.job_dir(JOB).exists()
+    with pytest.raises(ValueError, match="not a run"):
+        frames.work_dir(JOB, "../x")

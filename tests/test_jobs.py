@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AppClient, Media, patience, place, run_ffmpeg, wait_until_async
+from vfe.errors import StoreError
 from vfe.events import Event
 from vfe.extractor import Extractor
 from vfe.models import Frame, Job, JobStatus, SourceType
@@ -493,3 +494,23 @@ async def test_scene_job_percent_moves_while_frames_keep_coming(
     sub.close()
     assert len(percents) >= 3  # the job ran through several throttle periods
     assert any(0 < p < 100 for p in percents), percents
+
+
+async def test_a_claim_that_cannot_reach_the_database_runs_the_job_later(
+    client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
+):
+    store = client.services.store
+    claim = store.claim
+    failures: list[str] = []
+
+    async def flaky_claim(job_id: str, now: float) -> Any:
+        if not failures:  # fault: the first claim finds the database busy
+            failures.append(job_id)
+            raise StoreError("database is locked")
+        return await claim(job_id, now)
+
+    monkeypatch.setattr(store, "claim", flaky_claim)
+    job_id = await client.submit(place(media.standard(), videos), 1)
+    done = await client.wait(job_id)
+    assert failures == [job_id]
+    assert done["status"] == "completed" and done["attempts"] == 1

@@ -156,8 +156,12 @@ class Extractor:
         on_frames: FramesCallback,
         output: Output | None = None,
         on_progress: ProgressCallback | None = None,
+        run: str = "",
     ) -> int:
         """Extract every frame of ``plan``; return how many were written.
+
+        ``run`` names this run's own work folder (its attempt number), so a run that
+        outlives its lease never shares partial files with the one that replaced it.
 
         ``on_progress`` hears the share of the planned decoding done, for plans whose
         frames are not known ahead (scene mode); other plans count their frames.
@@ -167,7 +171,7 @@ class Extractor:
         the work folder removed; frames already reported stay, each a complete file.
         """
         output = output or Output()
-        work = await self.frames.prepare(job_id)
+        work = await self.frames.prepare(job_id, run)
         slots = asyncio.Semaphore(plan.parallel)
         written = 0
 
@@ -187,7 +191,7 @@ class Extractor:
         except BaseExceptionGroup as group_error:
             raise group_error.exceptions[0] from None
         finally:
-            await self.frames.discard_work(job_id)
+            await self.frames.discard_work(job_id, run)
         return written
 
     async def _run_group(

@@ -133,17 +133,22 @@ class FrameStore:
             raise ValueError("not a job id")
         return self.base / job_id
 
-    def work_dir(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / WORK_DIR
+    def work_dir(self, job_id: str, run: str = "") -> Path:
+        """The job's work folder, or one run's within it (``run``: its attempt number),
+        so two runs of one job (a worker taken for dead that still runs) never share one."""
+        work = self.job_dir(job_id) / WORK_DIR
+        if run and not run.isdigit():
+            raise ValueError("not a run")
+        return work / run if run else work
 
     def path(self, job_id: str, name: str) -> Path:
         if not FRAME_NAME.fullmatch(name):  # match() lets a trailing newline through
             raise ValueError("not a frame name")
         return self.job_dir(job_id) / name
 
-    async def prepare(self, job_id: str) -> Path:
-        """Create the job's folders and empty its work folder; return the work folder."""
-        work = self.work_dir(job_id)
+    async def prepare(self, job_id: str, run: str = "") -> Path:
+        """Create the job's folders and empty its (run's) work folder; return that."""
+        work = self.work_dir(job_id, run)
 
         def _prepare() -> None:
             shutil.rmtree(work, ignore_errors=True)
@@ -198,9 +203,18 @@ class FrameStore:
         """Remove zips older versions staged under the frames folder (``.zips``)."""
         await asyncio.to_thread(shutil.rmtree, self.base / ".zips", True)
 
-    async def discard_work(self, job_id: str) -> None:
-        """Remove the work folder (partial files of a stopped or finished run)."""
-        await asyncio.to_thread(shutil.rmtree, self.work_dir(job_id), True)
+    async def discard_work(self, job_id: str, run: str = "") -> None:
+        """Remove the work folder of a run (partial files of a stopped or finished run),
+        or of every run (and the work folder itself once no run has one)."""
+        work = self.work_dir(job_id, run)
+
+        def _discard() -> None:
+            shutil.rmtree(work, ignore_errors=True)
+            if run:
+                with contextlib.suppress(OSError):  # another run's folder is still there
+                    work.parent.rmdir()
+
+        await asyncio.to_thread(_discard)
 
     async def remove(self, job_id: str, names: list[str]) -> None:
         """Remove some frame files of a job (``discard`` takes its whole folder)."""

@@ -40,7 +40,7 @@ async def health(request: Request) -> Response:
     """GET /health: each component's state; 200 when the service can serve, else 503."""
     svc = services(request)
     database_ok = await svc.store.ping()
-    seen = await svc.jobs.look()
+    seen = await svc.jobs.look() if database_ok else svc.jobs.seen  # no second wait
     backend = await svc.cache.check()
     ffmpeg_ok = ffmpeg.installed()
     free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
@@ -95,10 +95,11 @@ async def health_ready(request: Request) -> Response:
     """GET /health/ready: 200 when this instance can take jobs (database answers, FFmpeg
     is installed, it is not shutting down), else 503, so it gets no traffic meanwhile."""
     svc = services(request)
-    seen = await svc.jobs.look()
+    database_ok = await svc.store.ping()
+    seen = await svc.jobs.look() if database_ok else svc.jobs.seen  # no second wait
     view = Ready(
         status="unavailable",
-        database=await svc.store.ping(),
+        database=database_ok,
         ffmpeg=ffmpeg.installed(),
         accepting_jobs=svc.jobs.accepting,
         disk=await svc.jobs.disk_ok(),

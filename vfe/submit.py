@@ -34,7 +34,7 @@ from .models import Job, JobSpec, JobStatus, Mode, SourceType
 from .planner import plan as make_plan
 from .planner import sampling_from
 from .probe import TooManyFrames, inspect, probe
-from .queue import JobQueue
+from .queue import JobQueue, Stop
 from .settings import Settings
 from .store import Store
 from .views import Deleted
@@ -249,16 +249,26 @@ class Submissions:
         job = await self.store.get_job(job_id)
         if job is None:
             raise NotFound("Job not found")
+        cancelled = None
         if not job.status.finished:
             cancelled = await self.store.update_job(
                 job_id, status=JobStatus.CANCELLED, finished_at=time.time()
             )
             if cancelled is not None:  # None: its run finished it meanwhile
                 await self.runner.invalidate(job_id)
-                ran = None if job.started_at is None else time.time() - job.started_at
+                running = job.status is JobStatus.PROCESSING and job.started_at is not None
+                ran = time.time() - job.started_at if running and job.started_at else None
                 self.runner.metrics.job_finished(JobStatus.CANCELLED, ran)
-                self.runner.publish("cancelled", cancelled)
-        await self.queue.cancel(job_id)  # its writes are refused now; wait for it to stop
+        # Its run's writes are refused from now on; wait for it to end before its files go.
+        stop = await self.queue.cancel(job_id)
+        if cancelled is not None:  # after the run's last event, so it is the stream's last
+            self.runner.publish("cancelled", cancelled)
+        if stop is Stop.STILL_RUNNING:
+            raise Unavailable(
+                "the job is cancelled, but its run has not stopped yet; send DELETE again "
+                "shortly to remove it",
+                headers={"Retry-After": "5"},
+            )
         # The folder first (a rename: its files go in the background), then the rows: a
         # stop in between leaves a job without files, never files without a job (a frames
         # folder with no job may be someone else's, so nothing sweeps those).

@@ -77,7 +77,11 @@ class JobRunner:
     async def run(self, job_id: str) -> None:
         """Run one job to a final status; never raises except to propagate a cancel, or
         ``RunAgain`` when the database went away meanwhile."""
-        job = await self.store.claim(job_id, time.time())
+        try:
+            job = await self.store.claim(job_id, time.time())
+        except StoreError:  # the database is away or busy: not the job's fault
+            log.warning("could not claim a job", extra={"job_id": job_id}, exc_info=True)
+            raise RunAgain from None
         if job is None:
             return  # finished, cancelled or deleted before it started
         attempt = job.attempts
@@ -94,6 +98,7 @@ class JobRunner:
             log.warning("the database went away during a run", extra={"job_id": job_id})
             raise RunAgain from None
         except TimeoutError:
+            await self._prune(job_id, attempt)
             limit = self.settings.job_timeout_seconds
             await self._settle(
                 job_id, attempt, JobStatus.FAILED, f"the job took longer than {limit:g} s",
@@ -102,7 +107,7 @@ class JobRunner:
         except VfeError as exc:
             if not isinstance(exc, ExtractionError):  # ours, not the video's: keep the cause
                 log.error("job failed", exc_info=exc, extra={"job_id": job_id})
-            await self._prune(job_id)
+            await self._prune(job_id, attempt)
             await self._settle(job_id, attempt, JobStatus.FAILED, str(exc.detail), "failed")
         except Exception:
             log.exception("job crashed", extra={"job_id": job_id})
@@ -111,10 +116,14 @@ class JobRunner:
                 "failed",
             )  # fmt: skip
 
-    async def _prune(self, job_id: str) -> None:
+    async def _prune(self, job_id: str, attempt: int) -> None:
         """Remove the frame files a failed run wrote but never listed (a piece finishing
-        a frame as another failed): on a full disk every byte counts."""
+        a frame as another failed): on a full disk every byte counts. Only while this run
+        still holds the job: files not listed yet may be a newer run's."""
         with contextlib.suppress(StoreError, OSError):
+            job = await self.store.get_job(job_id)
+            if job is None or job.attempts != attempt or job.status is not JobStatus.PROCESSING:
+                return
             listed = {f.filename for f in await self.store.list_frames(job_id, 0, 10**9)}
             written = await self.frames.names(job_id)
             await self.frames.remove(job_id, sorted(set(written) - listed))
@@ -141,6 +150,8 @@ class JobRunner:
             await self.invalidate(job_id)
             if job is None:
                 return  # cancelled, deleted or claimed again: not this run's to end
+            if status.finished:  # what runs before this one left behind
+                await self.frames.discard_work(job_id)
             log.info("job %s", status.value, extra={"job_id": job_id, "error": error})
             for frame in frames or []:
                 self._frame_event(frame)
@@ -226,7 +237,7 @@ class JobRunner:
 
         output = output_from(job.options)
         written = await self.extractor.run(
-            job.id, source, info, plan, on_frames, output, on_progress
+            job.id, source, info, plan, on_frames, output, on_progress, run=str(attempt)
         )
         stale = sorted(set(before) - produced)
         if stale:  # frames of an earlier attempt this run did not produce again

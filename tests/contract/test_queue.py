@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import wait_until_async
 from vfe.errors import Unavailable
-from vfe.queue import JobQueue
+from vfe.queue import JobQueue, Stop
 from vfe.queue.memory import MemoryQueue
 
 MAX = 3
@@ -27,11 +27,13 @@ class Runner:
 
     async def __call__(self, job_id: str) -> None:
         self.ran.append(job_id)
-        if job_id.startswith("block"):
+        if job_id.startswith(("block", "slow")):
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 self.stopped.append(job_id)
+                if job_id.startswith("slow"):  # an FFmpeg that takes its time to stop
+                    await asyncio.shield(asyncio.sleep(1.5))
                 raise
 
 
@@ -96,11 +98,11 @@ async def test_cancel_stops_a_running_job_and_waits_for_it(make_queue: Callable[
     queue = await make_queue(runner)
     await queue.enqueue("block-1")
     await wait_until_async(lambda: queue.running() == ["block-1"], "the job to run")
-    assert await queue.cancel("block-1") is True
+    assert await queue.cancel("block-1") is Stop.STOPPED
     assert runner.stopped == ["block-1"]
     await wait_until_async(lambda: queue.running() == [], "the run to end")
-    assert await queue.cancel("block-1") is False  # nothing runs it any more
-    assert await queue.cancel("never-queued") is False
+    assert await queue.cancel("block-1") is Stop.NO_RUN  # nothing runs it any more
+    assert await queue.cancel("never-queued") is Stop.NO_RUN
 
 
 async def test_live_workers_are_seen(make_queue: Callable[..., Any]) -> None:
@@ -122,3 +124,19 @@ async def test_stop_stops_running_jobs(make_queue: Callable[..., Any]) -> None:
     await queue.stop()
     assert runner.stopped == ["block-2"]
     assert queue.running() == []
+
+
+async def test_cancel_says_when_a_run_has_not_stopped_in_time(
+    make_queue: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vfe.queue import memory, procrastinate
+
+    monkeypatch.setattr(memory, "STOP_WAIT", 0.3)  # fault: the waits end before the run
+    monkeypatch.setattr(procrastinate, "CANCEL_WAIT", 0.3)
+    runner = Runner()
+    queue = await make_queue(runner)
+    await queue.enqueue("slow-1")
+    await wait_until_async(lambda: queue.running() == ["slow-1"], "the job to run")
+    assert await queue.cancel("slow-1") is Stop.STILL_RUNNING
+    await wait_until_async(lambda: queue.running() == [], "the run to end at last")
+    assert runner.stopped == ["slow-1"]

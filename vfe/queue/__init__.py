@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -26,6 +27,14 @@ if TYPE_CHECKING:
     from ..store import Store
 
 Runner = Callable[[str], Coroutine[Any, Any, None]]  # runs one job, by id, to its end
+
+
+class Stop(StrEnum):
+    """What ``JobQueue.cancel`` found."""
+
+    NO_RUN = "no run"  # nothing runs the job (it waits, or has ended)
+    STOPPED = "stopped"  # its run has ended
+    STILL_RUNNING = "still running"  # asked to stop, it has not yet within the wait
 
 
 class RunAgain(Exception):
@@ -57,8 +66,8 @@ class JobQueue(Protocol):
         queue is full, which undoes the job too."""
         ...
 
-    async def cancel(self, job_id: str) -> bool:
-        """Stop the job's run, if it has one; True when a run was stopped."""
+    async def cancel(self, job_id: str) -> Stop:
+        """Stop the job's run, if it has one, and wait (bounded) until it has ended."""
         ...
 
     def running(self) -> list[str]:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ..errors import Unavailable
-from . import RunAgain, Runner, WorkerInfo
+from . import RunAgain, Runner, Stop, WorkerInfo
 
 log = logging.getLogger("vfe.jobs")
 
@@ -65,15 +65,15 @@ class MemoryQueue:
             )
         self.queue.put_nowait(job_id)
 
-    async def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str) -> Stop:
         """Cancel the job's task and wait (at most ``STOP_WAIT`` s) for it to end; a
         queued id stays queued, and its run finds the job finished and skips it."""
         task = self.tasks.get(job_id)
         if task is None:
-            return False
+            return Stop.NO_RUN
         task.cancel()
         await asyncio.wait([task], timeout=STOP_WAIT)
-        return True
+        return Stop.STOPPED if task.done() else Stop.STILL_RUNNING
 
     async def _again(self, job_id: str) -> None:
         """Queue a job again after a pause (its run could not reach the database)."""

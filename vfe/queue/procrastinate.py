@@ -30,11 +30,12 @@ import procrastinate
 import procrastinate.exceptions
 import psycopg
 from procrastinate.schema import SchemaManager
+from procrastinate.worker import Worker
 from psycopg_pool import PoolTimeout
 
-from ..errors import StoreUnavailable, Unavailable
+from ..errors import StoreError, StoreUnavailable, Unavailable
 from ..store.postgres import PostgresStore
-from . import RunAgain, Runner, WorkerInfo
+from . import RunAgain, Runner, Stop, WorkerInfo
 
 log = logging.getLogger("vfe.jobs")
 
@@ -53,9 +54,14 @@ async def _guard(what: str) -> AsyncIterator[None]:
     try:
         yield
     except (psycopg.Error, PoolTimeout, procrastinate.exceptions.ConnectorException) as exc:
-        raise StoreUnavailable(
-            f"the job queue cannot be reached while {what}; try again shortly"
-        ) from exc
+        cause = (
+            exc.__cause__ if isinstance(exc, procrastinate.exceptions.ConnectorException) else exc
+        )
+        if isinstance(cause, psycopg.OperationalError | PoolTimeout):
+            raise StoreUnavailable(
+                f"the job queue cannot be reached while {what}; try again shortly"
+            ) from exc
+        raise StoreError(f"job queue error while {what}") from exc
 
 
 async def install_schema(conn: Any) -> None:
@@ -64,6 +70,11 @@ async def install_schema(conn: Any) -> None:
     row = await cur.fetchone()
     if row is None or row[0] is None:
         await conn.execute(SchemaManager.get_schema())
+    # cancel and the orphan sweep find a job's live entries by its vfe id
+    await conn.execute(
+        "CREATE INDEX IF NOT EXISTS vfe_procrastinate_job_id ON procrastinate_jobs "
+        "((args->>'job_id')) WHERE status IN ('todo', 'doing')"
+    )
 
 
 class ProcrastinateQueue:
@@ -96,8 +107,11 @@ class ProcrastinateQueue:
         self._runner: Runner | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}  # vfe job id -> its running task
         self._stopping = False
+        self._stopped = asyncio.Event()  # set with _stopping, to end a restart pause
+        self._worker: Worker | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._beating: asyncio.Task[None] | None = None
 
     # --- life ----------------------------------------------------------------------------
 
@@ -113,19 +127,24 @@ class ProcrastinateQueue:
         pause = RESTART_PAUSE[0]
         while not self._stopping:
             started = time.monotonic()
+            self._worker = Worker(
+                app=self.app,
+                queues=[QUEUE],
+                name=self.name,
+                concurrency=self.concurrency,
+                wait=True,
+                install_signal_handlers=False,
+                shutdown_graceful_timeout=self.grace,
+                # a retried job is not announced by NOTIFY: poll often enough to meet the
+                # STALLED_AFTER_SECONDS bound
+                fetch_job_polling_interval=min(POLL_SECONDS, self.beat),
+                update_heartbeat_interval=self.beat,
+                stalled_worker_timeout=self.dead_after,
+                listen_notify=True,
+                delete_jobs="always",  # the jobs table is the record; entries only queue
+            )
             try:
-                await self.app.run_worker_async(
-                    queues=[QUEUE],
-                    name=self.name,
-                    concurrency=self.concurrency,
-                    wait=True,
-                    install_signal_handlers=False,
-                    shutdown_graceful_timeout=self.grace,
-                    fetch_job_polling_interval=POLL_SECONDS,
-                    update_heartbeat_interval=self.beat,
-                    stalled_worker_timeout=self.dead_after,
-                    listen_notify=True,
-                )
+                await self._worker.run()  # type: ignore[no-untyped-call]  # untyped upstream
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -134,7 +153,8 @@ class ProcrastinateQueue:
                 return
             if time.monotonic() - started > 60:
                 pause = RESTART_PAUSE[0]
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):  # a shutdown ends the pause
+                await asyncio.wait_for(self._stopped.wait(), pause)
             pause = min(RESTART_PAUSE[1], pause * 2)
 
     async def _sweep_stalled(self) -> None:
@@ -184,12 +204,18 @@ class ProcrastinateQueue:
         except RunAgain:  # the database went away: queue it again once it is back
             await self._defer_again(job_id)
         except asyncio.CancelledError:
-            if self._stopping:  # a shutdown, not a user's cancel: back to the queue
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.task.defer_async(job_id=job_id))
+            # A shutdown (ours, or procrastinate's when PostgreSQL went away) leaves the
+            # job unfinished: back to the queue. A user's cancel finished it first.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._defer_if_unfinished(job_id))
             raise
         finally:
             self._tasks.pop(job_id, None)
+
+    async def _defer_if_unfinished(self, job_id: str) -> None:
+        job = await self.store.get_job(job_id)
+        if job is not None and not job.status.finished:
+            await self.task.defer_async(job_id=job_id)
 
     async def _defer_again(self, job_id: str) -> None:
         pause = RESTART_PAUSE[0]
@@ -203,31 +229,43 @@ class ProcrastinateQueue:
             pause = min(RESTART_PAUSE[1], pause * 2)
 
     def begin_shutdown(self) -> None:
-        """Fetch no more jobs; procrastinate lets running ones go on for the grace period,
-        then aborts them (each is queued again). Once: a second cancel would cut that
-        graceful stop short and leave its jobs unrecorded."""
+        """Fetch no more jobs; running ones go on for the grace period, then are stopped
+        and queued again. procrastinate stops heartbeating as its shutdown starts, which
+        would get this worker taken for dead while its jobs still run: the heartbeat is
+        kept going here until the worker has unregistered."""
         if self._stopping:
             return
         self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
+        self._stopped.set()
+        if self._worker is not None:
+            self._worker.stop()  # type: ignore[no-untyped-call]  # untyped upstream
+            self._beating = asyncio.create_task(self._beat(self._worker), name="vfe-beat")
+
+    async def _beat(self, worker: Worker) -> None:
+        while worker.worker_id is not None:
+            with contextlib.suppress(Exception):
+                await self.app.job_manager.update_heartbeat(worker.worker_id)
+            await asyncio.sleep(self.beat)
 
     async def stop(self) -> None:
         """Shut down as ``begin_shutdown`` does, wait for it (the grace and a little
-        more), and close the queue."""
+        more, then cancel what is left), and close the queue."""
         self.begin_shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        pending = [t for t in (self._supervisor, self._sweeper) if t is not None]
-        if pending:
-            await asyncio.wait(pending, timeout=self.grace + 10)
+        tasks = [t for t in (self._supervisor, self._sweeper) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.grace + 10)
+        for task in [*tasks, *filter(None, [self._beating])]:
+            task.cancel()
+        await asyncio.gather(*tasks, *filter(None, [self._beating]), return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.app.close_async()
 
     # --- the queue -----------------------------------------------------------------------
 
     async def enqueue(self, job_id: str, connection: Any = None) -> None:
-        if await self.depth() >= self.max_size:
+        if await self.depth(connection) >= self.max_size:
             raise Unavailable(
                 f"the job queue is full ({self.max_size} waiting); try again later",
                 headers={"Retry-After": "10"},
@@ -245,21 +283,21 @@ class ProcrastinateQueue:
             )
             return [(int(r[0]), str(r[1]), r[2]) for r in await cur.fetchall()]
 
-    async def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str) -> Stop:
         entries = await self._entries(job_id)
         async with _guard("cancelling a job's run"):
             for entry_id, _status, _worker in entries:
                 await self.app.job_manager.cancel_job_by_id_async(entry_id, abort=True)
         if not any(status == "doing" for _, status, _ in entries):
-            return False
+            return Stop.NO_RUN
         deadline = time.monotonic() + CANCEL_WAIT
         while time.monotonic() < deadline:
             doing = [w for _, s, w in await self._entries(job_id) if s == "doing"]
             if not doing or not await self._alive(doing):
-                return True  # ended, or its worker is dead (its lease has expired)
+                return Stop.STOPPED  # ended, or its worker is dead (its lease has expired)
             await asyncio.sleep(CANCEL_POLL)
         log.warning("a cancelled run has not stopped yet", extra={"job_id": job_id})
-        return True
+        return Stop.STILL_RUNNING
 
     async def _alive(self, worker_ids: list[int | None]) -> bool:
         """Whether any of these workers has sent a heartbeat within STALLED_AFTER_SECONDS."""
@@ -278,13 +316,16 @@ class ProcrastinateQueue:
     def running(self) -> list[str]:
         return list(self._tasks)
 
-    async def depth(self) -> int:
-        async with _guard("counting queued jobs"), self.store.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status = 'todo'",
-                (QUEUE,),
-            )
-            row = await cur.fetchone()
+    async def depth(self, connection: Any = None) -> int:
+        """Jobs waiting; on ``connection`` when given (a submit's own transaction: a
+        second pooled connection per submit could drain the pool under load)."""
+        sql = "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status = 'todo'"
+        async with _guard("counting queued jobs"):
+            if connection is not None:
+                row = await (await connection.execute(sql, (QUEUE,))).fetchone()
+            else:
+                async with self.store.pool.connection() as conn:
+                    row = await (await conn.execute(sql, (QUEUE,))).fetchone()
         return int(row[0]) if row else 0
 
     async def workers(self) -> list[WorkerInfo]:

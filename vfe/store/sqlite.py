@@ -303,11 +303,16 @@ class SqliteStore:
     async def _update(
         self, values: dict[str, Any], where: str, params: list[Any], also: str = ""
     ) -> Job | None:
-        """``UPDATE jobs`` the row ``where`` picks (``also``: more assignments, as SQL);
-        the job as it now is, or None."""
+        """``UPDATE jobs`` the row ``where`` picks (``also``: more assignments, as SQL;
+        ``params[0]`` is the job's id); the job as it now is, or None."""
         assignments = ", ".join([*(f"{name} = ?" for name in values), *filter(None, [also])])
-        sql = f"UPDATE jobs SET {assignments} WHERE {where} RETURNING {JOB_COLUMNS}"
-        async with self.db.execute(sql, [*map(db_value, values.values()), *params]) as cur:
+        sql = f"UPDATE jobs SET {assignments} WHERE {where}"
+        # No RETURNING (SQLite 3.35+): the read that follows is inside the same transaction.
+        if not await self._write(sql, [*map(db_value, values.values()), *params]):
+            return None
+        async with self.db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (params[0],)
+        ) as cur:
             row = await cur.fetchone()
         return job_from_row(row) if row else None
 
