@@ -77,8 +77,12 @@ class JobRunner:
     async def run(self, job_id: str) -> None:
         """Run one job to a final status; never raises except to propagate a cancel, or
         ``RunAgain`` when the database went away meanwhile."""
+        now = time.time()
         try:
-            job = await self.store.claim(job_id, time.time())
+            job = await self.store.claim(job_id, now)
+        except asyncio.CancelledError:  # the claim may have committed all the same
+            await asyncio.shield(self._unclaim(job_id, now))
+            raise
         except StoreError:  # the database is away or busy: not the job's fault
             log.warning("could not claim a job", extra={"job_id": job_id}, exc_info=True)
             raise RunAgain from None
@@ -115,6 +119,15 @@ class JobRunner:
                 job_id, attempt, JobStatus.FAILED, "internal error while extracting frames",
                 "failed",
             )  # fmt: skip
+
+    async def _unclaim(self, job_id: str, claimed_at: float) -> None:
+        """A stop arrived during the claim: if the claim was written (it is this run's
+        when its start time is ``claimed_at``), put the job back to ``pending``."""
+        with contextlib.suppress(StoreError):
+            job = await self.store.get_job(job_id)
+            if job is not None and job.status is JobStatus.PROCESSING:
+                if job.started_at == claimed_at:
+                    await self.store.record(job_id, job.attempts, status=JobStatus.PENDING)
 
     async def _prune(self, job_id: str, attempt: int) -> None:
         """Remove the frame files a failed run wrote but never listed (a piece finishing

@@ -113,6 +113,10 @@ class PostgresStore:
             max_size=max(1, pool_size),
             open=False,
             timeout=CONNECT_TIMEOUT,
+            # Give up a reconnection attempt after this long, so its backoff never grows
+            # past it: the next request starts a fresh one (1 s apart), and a restarted
+            # PostgreSQL is used again within seconds, not after a backoff of minutes.
+            reconnect_timeout=CONNECT_TIMEOUT,
             kwargs={"connect_timeout": int(CONNECT_TIMEOUT)},
             configure=_autocommit,  # not in kwargs: procrastinate adds its own autocommit
             check=AsyncConnectionPool.check_connection,
