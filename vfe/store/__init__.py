@@ -47,22 +47,50 @@ Then = Callable[[Any], Awaitable[None]]
 
 
 class Store(Protocol):
-    """What the rest of vfe needs from a metadata store."""
+    """What the rest of vfe needs from a metadata store; each back-end says only what is
+    its own. Every method raises ``StoreError`` (``StoreUnavailable``: unreachable)."""
 
     backend: str  # "sqlite" or "postgresql", for /health and /metrics
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect and move the schema forward."""
+        ...
+
     async def close(self) -> None: ...
-    async def ping(self) -> bool: ...
+
+    async def ping(self) -> bool:
+        """Whether the database answers (never raises)."""
+        ...
+
     async def create_job(
         self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
-    ) -> tuple[str, str] | None: ...
-    async def find_idempotent(self, key: str) -> tuple[str, str] | None: ...
+    ) -> tuple[str, str] | None:
+        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key; then
+        await ``then`` (with the back-end's connection) in the same transaction: if it
+        raises, nothing is recorded. When the key is already recorded nothing is written
+        and its ``(fingerprint, job_id)`` is returned instead, so two requests racing with
+        one key make one job."""
+        ...
+
+    async def find_idempotent(self, key: str) -> tuple[str, str] | None:
+        """The ``(fingerprint, job_id)`` recorded for an Idempotency-Key, if its job exists."""
+        ...
+
     async def get_job(self, job_id: str) -> Job | None: ...
+
     async def update_job(
         self, job_id: str, *, unless_finished: bool = True, **values: Any
-    ) -> Job | None: ...
-    async def claim(self, job_id: str, now: float) -> Job | None: ...
+    ) -> Job | None:
+        """Set ``values`` on a job and return it; None when the job does not exist or (with
+        ``unless_finished``) has already finished, so a late write never moves a finished
+        status. Not for runs: they write through ``record``."""
+        ...
+
+    async def claim(self, job_id: str, now: float) -> Job | None:
+        """Start a run of a job that has not finished: ``processing``, the next attempt
+        number, started ``now``. None when the job has finished or is gone."""
+        ...
+
     async def record(
         self,
         job_id: str,
@@ -71,19 +99,39 @@ class Store(Protocol):
         frames: Sequence[Frame] = (),
         drop: Sequence[int] = (),
         **values: Any,
-    ) -> Job | None: ...
+    ) -> Job | None:
+        """One write of a run, fenced: only while the job is ``processing`` under
+        ``attempt``, set ``values``, add ``frames`` (replacing by index or file name) and
+        delete the frames indexed ``drop``, all in one transaction. None when refused:
+        nothing written."""
+        ...
+
     async def list_jobs(
         self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
     ) -> list[Job]: ...
-    async def delete_job(self, job_id: str) -> bool: ...
-    async def add_frames(self, frames: Sequence[Frame]) -> None: ...
-    async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]: ...
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete a job with its frames and idempotency key; whether it existed."""
+        ...
+
+    async def add_frames(self, frames: Sequence[Frame]) -> None:
+        """Insert frames in one transaction; a frame with the same index (or file name)
+        replaces the old."""
+        ...
+
+    async def list_frames(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[Frame]:
+        """A job's frames in time order (index breaks ties)."""
+        ...
+
     async def count_frames(self, job_id: str) -> int: ...
     async def get_frame(self, job_id: str, filename: str) -> Frame | None: ...
     async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None: ...
+
     async def recent_frames(
         self, since: float, job_id: str | None = None, limit: int = 500
-    ) -> list[Frame]: ...
+    ) -> list[Frame]:
+        """Frames created at or after ``since`` (epoch seconds), newest first."""
+        ...
 
 
 def job_from_row(row: Sequence[Any]) -> Job:

@@ -202,14 +202,6 @@ class PostgresStore:
     async def create_job(
         self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
     ) -> tuple[str, str] | None:
-        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key; then
-        await ``then(connection)`` in the same transaction (if it raises, nothing is
-        recorded): the queue's entry commits with the job.
-
-        When the key is already recorded nothing is written and its ``(fingerprint,
-        job_id)`` is returned instead, so two requests racing with one key make one job
-        (the second insert of the key waits for the first transaction, then yields).
-        """
         values = [db_value(getattr(job, c)) for c in JOB_FIELDS]
         if idempotency is not None and (found := await self.find_idempotent(idempotency[0])):
             return found
@@ -233,7 +225,6 @@ class PostgresStore:
         return None
 
     async def find_idempotent(self, key: str) -> tuple[str, str] | None:
-        """The ``(fingerprint, job_id)`` recorded for an Idempotency-Key, if its job exists."""
         async with self._guard("reading an idempotency key"), self._pool.connection() as conn:
             return await self._idempotent(conn, key)
 
@@ -267,7 +258,6 @@ class PostgresStore:
     async def update_job(
         self, job_id: str, *, unless_finished: bool = True, **values: Any
     ) -> Job | None:
-        """Set ``values`` on a job and return it; a finished job is left as it is (None)."""
         checked(values, UPDATABLE)
         values.setdefault("updated_at", time.time())
         where = "id = %s"
@@ -279,8 +269,6 @@ class PostgresStore:
             return await self._update(cur, values, where, params)
 
     async def claim(self, job_id: str, now: float) -> Job | None:
-        """Start a run of a job that has not finished: ``processing``, the next attempt
-        number, started now. None when the job has finished or is gone."""
         values = {"status": JobStatus.PROCESSING, "started_at": now, "finished_at": None,
                   "error_message": None, "updated_at": now}  # fmt: skip
         active = [JobStatus.PENDING.value, JobStatus.PROCESSING.value]
@@ -299,9 +287,6 @@ class PostgresStore:
         drop: Sequence[int] = (),
         **values: Any,
     ) -> Job | None:
-        """One write of a run, fenced: only while the job is ``processing`` under
-        ``attempt``, set ``values``, add ``frames`` (replacing by index) and delete the
-        frames indexed ``drop``, all in one transaction. None when refused: nothing written."""
         checked(values, RUN_WRITABLE)
         values.setdefault("updated_at", time.time())
         async with self._cursor("recording a run", transaction=True) as cur:
@@ -341,8 +326,6 @@ class PostgresStore:
             return cur.rowcount > 0
 
     async def add_frames(self, frames: Sequence[Frame]) -> None:
-        """Insert frames in one transaction; a frame with the same index (or file name)
-        replaces the old."""
         if not frames:
             return
         async with self._cursor("saving frames", transaction=True) as cur:
@@ -389,7 +372,6 @@ class PostgresStore:
         return frame_from_row(row) if row else None
 
     async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None:
-        """Delete the frames of ``job_id`` with these indexes."""
         if indexes:
             async with self._cursor("deleting frames") as cur:
                 await cur.execute(
@@ -400,7 +382,6 @@ class PostgresStore:
     async def recent_frames(
         self, since: float, job_id: str | None = None, limit: int = 500
     ) -> list[Frame]:
-        """Frames created at or after ``since`` (epoch seconds), newest first."""
         sql = f"SELECT {FRAME_COLUMNS} FROM frames WHERE created_at >= %s"
         params: list[Any] = [since]
         if job_id is not None:

@@ -236,12 +236,6 @@ class SqliteStore:
     async def create_job(
         self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
     ) -> tuple[str, str] | None:
-        """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key; then
-        await ``then(None)`` before the commit (if it raises, nothing is recorded).
-
-        When the key is already recorded nothing is written and its ``(fingerprint,
-        job_id)`` is returned instead, so two requests racing with one key make one job.
-        """
         values = [db_value(getattr(job, c)) for c in JOB_FIELDS]
         async with self._transaction("creating a job"):
             if idempotency is not None:
@@ -263,7 +257,6 @@ class SqliteStore:
         return None
 
     async def find_idempotent(self, key: str) -> tuple[str, str] | None:
-        """The ``(fingerprint, job_id)`` recorded for an Idempotency-Key, if its job exists."""
         async with self._guard("reading an idempotency key"):
             return await self._idempotent(key)
 
@@ -285,11 +278,6 @@ class SqliteStore:
     async def update_job(
         self, job_id: str, *, unless_finished: bool = True, **values: Any
     ) -> Job | None:
-        """Set ``values`` on a job and return it; a finished job is left as it is.
-
-        Returns None when the job does not exist or (with ``unless_finished``) has already
-        finished, so a late write can never move a finished status.
-        """
         checked(values, UPDATABLE)
         values.setdefault("updated_at", time.time())
         where = "id = ?"
@@ -317,8 +305,6 @@ class SqliteStore:
         return job_from_row(row) if row else None
 
     async def claim(self, job_id: str, now: float) -> Job | None:
-        """Start a run of a job that has not finished: ``processing``, the next attempt
-        number, started now. None when the job has finished or is gone."""
         values = {"status": JobStatus.PROCESSING, "started_at": now, "finished_at": None,
                   "error_message": None, "updated_at": now}  # fmt: skip
         active = [JobStatus.PENDING.value, JobStatus.PROCESSING.value]
@@ -336,9 +322,6 @@ class SqliteStore:
         drop: Sequence[int] = (),
         **values: Any,
     ) -> Job | None:
-        """One write of a run, fenced: only while the job is ``processing`` under
-        ``attempt``, set ``values``, add ``frames`` (replacing by index) and delete the
-        frames indexed ``drop``, all in one transaction. None when refused: nothing written."""
         checked(values, RUN_WRITABLE)
         values.setdefault("updated_at", time.time())
         async with self._transaction("recording a run"):
@@ -379,7 +362,6 @@ class SqliteStore:
         return deleted
 
     async def add_frames(self, frames: Sequence[Frame]) -> None:
-        """Insert frames in one transaction; a frame with the same index replaces the old."""
         if not frames:
             return
         async with self._transaction("saving frames"):
@@ -421,7 +403,6 @@ class SqliteStore:
         return frame_from_row(row) if row else None
 
     async def delete_frames(self, job_id: str, indexes: Sequence[int]) -> None:
-        """Delete the frames of ``job_id`` with these indexes."""
         if not indexes:
             return
         async with self._transaction("deleting frames"):
@@ -434,7 +415,6 @@ class SqliteStore:
     async def recent_frames(
         self, since: float, job_id: str | None = None, limit: int = 500
     ) -> list[Frame]:
-        """Frames created at or after ``since`` (epoch seconds), newest first."""
         sql = f"SELECT {FRAME_COLUMNS} FROM frames WHERE created_at >= ?"
         params: list[Any] = [since]
         if job_id is not None:
