@@ -145,8 +145,9 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
             frames = FrameStore(settings.frames_base_path)
             await frames.sweep_spool()
             jobs = JobManager(
-                settings, store, cache, bus, frames, metrics, queue, run_jobs=role.runs_jobs
-            )
+                settings, store, cache, bus, frames, metrics, queue,
+                run_jobs=role.runs_jobs, serve_api=role is not Role.WORKER,
+            )  # fmt: skip
             metrics.watch(jobs, cache)
             if store.backend == "postgresql":  # events reach the other processes too
                 from .relay import PgRelay

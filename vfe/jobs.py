@@ -51,6 +51,7 @@ class JobManager:
         metrics: Metrics | None = None,
         queue: JobQueue | None = None,
         run_jobs: bool = True,
+        serve_api: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -58,6 +59,7 @@ class JobManager:
         self.runner = JobRunner(settings, store, cache, bus, frames, self.metrics)
         self.queue = queue if queue is not None else make_queue(settings, store)
         self.run_jobs = run_jobs  # False: `vfe serve --api-only` queues jobs, runs none
+        self.serve_api = serve_api  # False: `vfe worker`, which leaves retention to the API
         self.seen = QueueView()
         self._looking: asyncio.Task[None] | None = None
         self.submissions = Submissions(settings, store, self.queue, self.runner, frames)
@@ -78,7 +80,7 @@ class JobManager:
                     log.info("recovered job left processing", extra={"job_id": job.id})
             self.queue.restore([j.id for j in unfinished])
         await self.queue.start(self.runner.run if self.run_jobs else None)
-        self.submissions.start()
+        self.submissions.start(sweeps=self.serve_api)
         if not isinstance(self.queue, MemoryQueue):
             self._looking = asyncio.create_task(self._keep_looking(), name="vfe-queue-look")
 

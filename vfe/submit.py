@@ -76,8 +76,12 @@ class Submissions:
 
     # --- life ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, sweeps: bool = True) -> None:
+        """Take jobs; with ``sweeps`` (a process that serves the API) also empty the trash
+        a stop left and delete jobs past RETENTION_HOURS now and then."""
         self.accepting = True
+        if not sweeps:
+            return
         self.empty_trash()  # what a stop left of earlier deletes
         if self.settings.retention_hours > 0:
             self._spawn(self._retention())
