@@ -427,6 +427,20 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.remove()
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """One real S3-compatible server (SeaweedFS) for the session; each test takes a prefix
+    of its own in its bucket."""
+    from tests.seaweed import SeaweedServer
+
+    server = SeaweedServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a new, empty database on the session's PostgreSQL."""

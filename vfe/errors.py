@@ -10,6 +10,8 @@
     ├── InsufficientStorage (507) free disk under MIN_FREE_DISK_MB
     ├── StoreError (500)          the database failed (translated inside store/)
     │   └── StoreUnavailable (503) the database cannot be reached (PostgreSQL down)
+    ├── StorageError (500)        file storage failed (translated inside storage/)
+    │   └── StorageUnavailable (503) the object store cannot be reached or refuses us
     └── ExtractionError (500)     FFmpeg/ffprobe failed; its message is shown on the job
 
 The single handler in ``app.py`` renders each as ``{"detail": ...}`` with its status.
@@ -88,6 +90,18 @@ class StoreError(VfeError):
 class StoreUnavailable(StoreError):
     """The database cannot be reached now (a PostgreSQL restart, a network cut); the
     request may be tried again shortly."""
+
+    status = 503
+
+
+class StorageError(VfeError):
+    """Storing or reading a file failed; raised from inside ``storage/`` only."""
+
+    status = 500
+
+
+class StorageUnavailable(StorageError):
+    """The object store cannot be reached (or refuses our credentials) now."""
 
     status = 503
 

@@ -1,0 +1,115 @@
+"""``LocalStorage``: objects as files under one folder; keys are relative paths.
+
+A put writes a temporary file beside its target and renames it into place, so a reader
+sees the whole file or none; the temporary names start with ``.tmp-`` and are never
+listed. File system calls run in threads, so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+from ..errors import StorageError
+from . import CHUNK, ObjectInfo, checked_key
+
+TEMP = ".tmp-"
+
+
+class LocalStorage:
+    """A ``Storage`` in the folder ``base``."""
+
+    backend = "local"
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def path(self, key: str) -> Path:
+        return self.base / checked_key(key)
+
+    async def _put(self, key: str, write: object) -> None:
+        target = self.path(key)
+
+        def _write() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f"{TEMP}{uuid.uuid4().hex}")
+            try:
+                if isinstance(write, bytes):
+                    temp.write_bytes(write)
+                else:
+                    assert isinstance(write, Path)
+                    shutil.copyfile(write, temp)
+                os.replace(temp, target)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+
+        try:
+            await asyncio.to_thread(_write)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot store a file ({exc.strerror})") from exc
+
+    async def put_file(self, key: str, source: Path) -> None:
+        await self._put(key, source)
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await self._put(key, bytes(data))
+
+    async def get_file(self, key: str, dest: Path) -> None:
+        source = self.path(key)
+        await asyncio.to_thread(shutil.copyfile, source, dest)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        path = self.path(key)
+        handle = await asyncio.to_thread(path.open, "rb")
+        try:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                yield chunk
+        finally:
+            handle.close()
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        try:
+            stat = await asyncio.to_thread(self.path(key).stat)
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.path(key).unlink, True)
+
+    async def keys(self, prefix: str = "") -> AsyncIterator[str]:
+        def _walk() -> list[str]:
+            found = []
+            for folder, dirs, files in os.walk(self.base):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.startswith(TEMP):
+                        continue
+                    key = Path(folder, name).relative_to(self.base).as_posix()
+                    if key.startswith(prefix):
+                        found.append(key)
+            return found
+
+        for key in await asyncio.to_thread(_walk):
+            yield key
+
+    async def presign(self, key: str, expires: timedelta) -> str | None:
+        return None
+
+    async def ping(self) -> bool:
+        def _writable() -> bool:
+            try:
+                self.base.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                return False
+            return os.access(self.base, os.W_OK)
+
+        return await asyncio.to_thread(_writable)
