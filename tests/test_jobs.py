@@ -18,6 +18,7 @@ from vfe.errors import StoreError
 from vfe.events import Event
 from vfe.extractor import Extractor
 from vfe.models import Frame, Job, JobStatus, SourceType
+from vfe.queue import Stop
 from vfe.settings import Settings
 from vfe.store.sqlite import SqliteStore
 
@@ -514,3 +515,27 @@ async def test_a_claim_that_cannot_reach_the_database_runs_the_job_later(
     done = await client.wait(job_id)
     assert failures == [job_id]
     assert done["status"] == "completed" and done["attempts"] == 1
+
+
+async def test_delete_keeps_the_files_while_a_cancelled_run_has_not_stopped(
+    client: AppClient, media: Media, videos: Path, settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+):  # fmt: skip
+    job_id = await client.submit(place(media.standard(), videos), 0.5)
+    await client.wait(job_id)
+    queue = client.services.jobs.queue
+    cancel = queue.cancel
+
+    async def stuck(job: str) -> Stop:  # fault: the run does not stop within the wait
+        await cancel(job)
+        return Stop.STILL_RUNNING
+
+    monkeypatch.setattr(queue, "cancel", stuck)
+    res = await client.http.delete(f"/job/{job_id}")
+    assert res.status_code == 503 and res.headers["Retry-After"] == "5"
+    assert "has not stopped yet" in res.json()["detail"]
+    assert (settings.frames_base_path / job_id).is_dir()  # nothing removed under a run
+    assert (await client.http.get(f"/job-status/{job_id}")).status_code == 200
+    monkeypatch.setattr(queue, "cancel", cancel)  # the run has stopped at last
+    assert (await client.http.delete(f"/job/{job_id}")).status_code == 200
+    assert (await client.http.get(f"/job-status/{job_id}")).status_code == 404
