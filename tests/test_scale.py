@@ -7,9 +7,7 @@ are read in a background thread, as in test_live.py.
 
 from __future__ import annotations
 
-import json
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +20,7 @@ import pytest
 
 from tests.conftest import LiveServer, Media, free_port, patience, place, wait_until
 from tests.postgres import PostgresServer
+from tests.streams import SseReader
 
 pytestmark = pytest.mark.live
 
@@ -55,29 +54,6 @@ def status(api: LiveServer, job_id: str) -> dict[str, Any]:
     return body
 
 
-class Stream(threading.Thread):
-    """Reads an SSE stream into ``events`` ((name, data) pairs) until it ends."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.opened = threading.Event()
-
-    def run(self) -> None:
-        name = ""
-        with httpx.stream("GET", self.url, timeout=httpx.Timeout(120.0)) as res:
-            self.opened.set()
-            for line in res.iter_lines():
-                if line.startswith("event:"):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and name:
-                    self.events.append((name, json.loads(line.split(":", 1)[1])))
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.events]
-
-
 def ffmpeg_children(server: LiveServer) -> list[psutil.Process]:
     assert server.proc is not None
     return [p for p in psutil.Process(server.proc.pid).children(recursive=True)
@@ -102,20 +78,18 @@ def test_a_job_waits_for_a_worker_and_its_events_reach_the_api(
     job_id = submit(api, place(media.long(), videos), 1.0)
     health = httpx.get(f"{api.url}/health", timeout=TIMEOUT).json()
     assert status(api, job_id)["status"] == "pending"  # nobody runs jobs yet
-    stream = Stream(f"{api.url}/job-status/{job_id}/events")
-    stream.start()
-    assert stream.opened.wait(patience(30))
+    stream = SseReader(f"{api.url}/job-status/{job_id}/events")
     worker = cluster("worker")
     done = wait_until(lambda: (s := status(api, job_id))["status"] == "completed" and s,
                       "the worker to complete the job")  # fmt: skip
-    stream.join(patience(30))
-    names = stream.names()
+    stream.wait_ended()
+    names = stream.names
     assert names[-1] == "done" and names.count("done") == 1
     assert {"progress", "frame"} <= set(names)
     frames = httpx.get(f"{api.url}/frames/{job_id}", timeout=TIMEOUT).json()["frames"]
     assert [round(f["timestamp"], 3) for f in frames] == [float(t) for t in range(20)]
     assert done["total_frames"] == done["processed_frames"] == 20
-    streamed = {data["filename"] for name, data in stream.events if name == "frame"}
+    streamed = {data["filename"] for data in stream.of("frame")}
     assert streamed == {f["filename"] for f in frames}
     assert health["status"] in ("healthy", "unhealthy")
     assert worker.proc is not None and worker.proc.poll() is None
@@ -144,9 +118,7 @@ def test_thirty_jobs_on_three_workers_one_killed_each_completes_once(
 ) -> None:
     api = cluster("serve", "--api-only")
     workers = [cluster("worker", MAX_CONCURRENT_JOBS="2") for _ in range(3)]
-    everything = Stream(f"{api.url}/events")
-    everything.start()
-    assert everything.opened.wait(patience(30))
+    everything = SseReader(f"{api.url}/events")
     short, long = place(media.standard(), videos), place(media.long(), videos)
     jobs = {submit(api, long if n % 5 == 0 else short, 0.5): (40 if n % 5 == 0 else 4)
             for n in range(30)}  # fmt: skip
@@ -172,7 +144,7 @@ def test_thirty_jobs_on_three_workers_one_killed_each_completes_once(
             assert image.status_code == 200 and len(image.content) == frame["file_size"]
     deadline = time.monotonic() + patience(10)
     while time.monotonic() < deadline:  # the last `done` events may still be on their way
-        done = Counter(d["job_id"] for name, d in list(everything.events) if name == "done")
+        done = Counter(d["job_id"] for d in everything.of("done"))
         if all(done[j] >= 1 for j in jobs):
             break
         time.sleep(0.1)
