@@ -884,8 +884,8 @@ async def test_liveness_and_readiness_probes(client: AppClient):
         "queue_depth": 0,
         "workers": 1,
     }
-    client.services.jobs.accepting = False  # as while shutting down
+    client.services.jobs.submissions.accepting = False  # as while shutting down
     ready = await client.http.get("/health/ready")
     assert ready.status_code == 503 and ready.json()["accepting_jobs"] is False
     assert (await client.http.get("/health/live")).status_code == 200
-    client.services.jobs.accepting = True
+    client.services.jobs.submissions.accepting = True

@@ -103,7 +103,7 @@ async def test_retention_keeps_unfinished_and_recent_jobs(client: AppClient, med
     done = await client.submit(name, 1)
     await client.wait(done)
     jobs = client.services.jobs
-    assert await jobs.sweep(before=0) == 0  # nothing finished before 1970
+    assert await jobs.submissions.sweep(before=0) == 0  # nothing finished before 1970
     row = await client.services.store.get_job(done)
-    assert await jobs.sweep(before=row.finished_at + 1) == 1
+    assert await jobs.submissions.sweep(before=row.finished_at + 1) == 1
     assert await client.services.store.get_job(done) is None

@@ -285,7 +285,7 @@ async def test_finished_status_never_moves(client: AppClient, media: Media, vide
 
 
 async def test_submit_is_refused_while_shutting_down(client: AppClient, media: Media, videos: Path):
-    client.services.jobs.accepting = False
+    client.services.jobs.submissions.accepting = False
     res = await client.http.post(
         "/video-job", json={"video_source": place(media.standard(), videos)}
     )

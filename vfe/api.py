@@ -238,17 +238,18 @@ async def submit_job(request: Request) -> Response:
             spec = JobSpec.model_validate(data)
         except ValidationError as exc:
             raise ValidationFailed(field_errors(exc, origin)) from None
+        desk = svc.jobs.submissions
         idempotency = None
         if key is not None:
             idempotency = (key, _fingerprint(spec, upload))
             earlier = await svc.store.find_idempotent(key)
             if earlier is not None:
-                job = await svc.jobs.idempotent(earlier, idempotency)
+                job = await desk.idempotent(earlier, idempotency)
                 raise _Repeat(job)
         source_type, path = await _source(svc, spec, upload)
         owned = source_type.owned
-        await svc.jobs.admit(spec, path, "file" if source_type is SourceType.UPLOAD else None)
-        job, created = await svc.jobs.submit(spec, source_type, path, idempotency)
+        await desk.admit(spec, path, "file" if source_type is SourceType.UPLOAD else None)
+        job, created = await desk.submit(spec, source_type, path, idempotency)
         if not created:  # the same request, made by a racing twin
             raise _Repeat(job)
     except _Repeat as repeat:
@@ -438,7 +439,7 @@ async def delete_job(request: Request) -> DeleteAnswer:
     """DELETE /job/{job_id}: cancel the job if it runs, remove it and its files."""
     job_id = job_id_param(request)
     try:
-        job = await services(request).jobs.delete(job_id)
+        job = await services(request).jobs.submissions.delete(job_id)
     except NotFound:
         raise NotFound(NOT_DELETED) from None
     status = job.status if job.status.finished else JobStatus.CANCELLED

@@ -44,7 +44,7 @@ async def health(request: Request) -> Response:
     backend = await svc.cache.check()
     ffmpeg_ok = ffmpeg.installed()
     free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
-    can_serve = database_ok and ffmpeg_ok and svc.jobs.accepting
+    can_serve = database_ok and ffmpeg_ok and svc.jobs.submissions.accepting
     stats = svc.cache.stats
     view = Health(
         status="healthy" if can_serve else "unhealthy",
@@ -101,7 +101,7 @@ async def health_ready(request: Request) -> Response:
         status="unavailable",
         database=database_ok,
         ffmpeg=ffmpeg.installed(),
-        accepting_jobs=svc.jobs.accepting,
+        accepting_jobs=svc.jobs.submissions.accepting,
         disk=await svc.jobs.disk_ok(),
         database_backend=svc.store.backend,
         queue_depth=seen.depth,

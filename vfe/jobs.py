@@ -2,8 +2,8 @@
 
 ``JobManager`` is what the app holds: it builds the worker side (``worker.JobRunner``:
 claim, plan, extract, settle), the submit side (``submit.Submissions``: admit, submit,
-idempotency, delete, retention) and the queue, starts and stops them in order, and hands
-each call to the side that owns it.
+idempotency, delete, retention) and the queue, and starts and stops them in order.
+Callers use the side they need: ``jobs.submissions`` (the API) and ``jobs.runner``.
 
 Embedded (SQLite, ``MemoryQueue``): one process owns the database, so at start-up every
 job a previous run left ``pending`` or ``processing`` is queued again (``processing``
@@ -18,14 +18,13 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .cache import FallbackCache
 from .errors import StoreError
 from .events import EventBus
 from .frames import FrameStore
 from .metrics import Metrics
-from .models import Job, JobSpec, JobStatus, SourceType
+from .models import JobStatus
 from .queue import JobQueue, WorkerInfo, make_queue
 from .queue.memory import MemoryQueue
 from .settings import Settings
@@ -99,42 +98,6 @@ class JobManager:
             await asyncio.gather(self._looking, return_exceptions=True)
         await self.queue.stop()
         await self.submissions.stop()
-
-    # --- the submit side -----------------------------------------------------------------
-
-    @property
-    def accepting(self) -> bool:
-        return self.submissions.accepting
-
-    @accepting.setter
-    def accepting(self, value: bool) -> None:
-        self.submissions.accepting = value
-
-    async def admit(self, spec: JobSpec, source: Path, field: str | None = None) -> None:
-        await self.submissions.admit(spec, source, field)
-
-    async def submit(
-        self,
-        spec: JobSpec,
-        source_type: SourceType,
-        source_path: Path,
-        idempotency: tuple[str, str] | None = None,
-    ) -> tuple[Job, bool]:
-        return await self.submissions.submit(spec, source_type, source_path, idempotency)
-
-    async def idempotent(
-        self, earlier: tuple[str, str], idempotency: tuple[str, str] | None
-    ) -> Job:
-        return await self.submissions.idempotent(earlier, idempotency)
-
-    async def delete(self, job_id: str) -> Job:
-        return await self.submissions.delete(job_id)
-
-    async def sweep(self, before: float) -> int:
-        return await self.submissions.sweep(before)
-
-    async def check_disk(self) -> None:
-        await self.submissions.check_disk()
 
     # --- what health and metrics read ----------------------------------------------------
 
