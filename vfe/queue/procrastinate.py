@@ -273,15 +273,25 @@ class ProcrastinateQueue:
         async with _guard("queueing a job"):
             await self.task.configure(connection=connection).defer_async(job_id=job_id)
 
+    async def _rows(
+        self, what: str, sql: str, params: tuple[Any, ...], connection: Any = None
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one query, on ``connection`` or a pooled one; errors translated."""
+        async with _guard(what):
+            if connection is not None:
+                return list(await (await connection.execute(sql, params)).fetchall())
+            async with self.store.pool.connection() as conn:
+                return list(await (await conn.execute(sql, params)).fetchall())
+
     async def _entries(self, job_id: str) -> list[tuple[int, str, int | None]]:
         """(id, status, worker id) of the job's unfinished procrastinate jobs."""
-        async with _guard("finding a job's run"), self.store.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, status::text, worker_id FROM procrastinate_jobs "
-                "WHERE queue_name = %s AND args->>'job_id' = %s AND status IN ('todo', 'doing')",
-                (QUEUE, job_id),
-            )
-            return [(int(r[0]), str(r[1]), r[2]) for r in await cur.fetchall()]
+        rows = await self._rows(
+            "finding a job's run",
+            "SELECT id, status::text, worker_id FROM procrastinate_jobs "
+            "WHERE queue_name = %s AND args->>'job_id' = %s AND status IN ('todo', 'doing')",
+            (QUEUE, job_id),
+        )
+        return [(int(r[0]), str(r[1]), r[2]) for r in rows]
 
     async def cancel(self, job_id: str) -> Stop:
         entries = await self._entries(job_id)
@@ -304,14 +314,13 @@ class ProcrastinateQueue:
         ids = [w for w in worker_ids if w is not None]
         if not ids:
             return False
-        async with _guard("looking at workers"), self.store.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM procrastinate_workers WHERE id = ANY(%s) "
-                "AND last_heartbeat >= now() - make_interval(secs => %s)",
-                (ids, self.dead_after),
-            )
-            row = await cur.fetchone()
-        return bool(row and row[0])
+        [(alive,)] = await self._rows(
+            "looking at workers",
+            "SELECT count(*) FROM procrastinate_workers WHERE id = ANY(%s) "
+            "AND last_heartbeat >= now() - make_interval(secs => %s)",
+            (ids, self.dead_after),
+        )
+        return bool(alive)
 
     def running(self) -> list[str]:
         return list(self._tasks)
@@ -319,23 +328,21 @@ class ProcrastinateQueue:
     async def depth(self, connection: Any = None) -> int:
         """Jobs waiting; on ``connection`` when given (a submit's own transaction: a
         second pooled connection per submit could drain the pool under load)."""
-        sql = "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status = 'todo'"
-        async with _guard("counting queued jobs"):
-            if connection is not None:
-                row = await (await connection.execute(sql, (QUEUE,))).fetchone()
-            else:
-                async with self.store.pool.connection() as conn:
-                    row = await (await conn.execute(sql, (QUEUE,))).fetchone()
-        return int(row[0]) if row else 0
+        [(count,)] = await self._rows(
+            "counting queued jobs",
+            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status = 'todo'",
+            (QUEUE,),
+            connection,
+        )
+        return int(count)
 
     async def workers(self) -> list[WorkerInfo]:
-        async with _guard("looking at workers"), self.store.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT w.id, extract(epoch FROM w.last_heartbeat), "
-                "(SELECT count(*) FROM procrastinate_jobs j WHERE j.worker_id = w.id "
-                "AND j.status = 'doing') FROM procrastinate_workers w "
-                "WHERE w.last_heartbeat >= now() - make_interval(secs => %s) ORDER BY w.id",
-                (self.dead_after,),
-            )
-            rows = await cur.fetchall()
+        rows = await self._rows(
+            "looking at workers",
+            "SELECT w.id, extract(epoch FROM w.last_heartbeat), "
+            "(SELECT count(*) FROM procrastinate_jobs j WHERE j.worker_id = w.id "
+            "AND j.status = 'doing') FROM procrastinate_workers w "
+            "WHERE w.last_heartbeat >= now() - make_interval(secs => %s) ORDER BY w.id",
+            (self.dead_after,),
+        )
         return [WorkerInfo(f"worker-{r[0]}", float(r[1]), int(r[2])) for r in rows]
