@@ -165,6 +165,7 @@ class JobRunner:
                 return  # cancelled, deleted or claimed again: not this run's to end
             if status.finished:  # what runs before this one left behind
                 await self.frames.discard_work(job_id)
+            self.metrics.frames_added(len(frames or []))
             log.info("job %s", status.value, extra={"job_id": job_id, "error": error})
             for frame in frames or []:
                 self._frame_event(frame)
@@ -261,7 +262,6 @@ class JobRunner:
         done: dict[str, Any] = {"total_frames": count, "processed_frames": count}
         if scene:
             done["progress"] = 1.0
-        self.metrics.frames_added(len(held))
         await self._settle(job.id, attempt, JobStatus.COMPLETED, None, "done", held, **done)
 
     async def _record(self, job_id: str, attempt: int, **values: Any) -> Job:

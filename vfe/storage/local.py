@@ -11,7 +11,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,18 +32,15 @@ class LocalStorage:
     def path(self, key: str) -> Path:
         return self.base / checked_key(key)
 
-    async def _put(self, key: str, write: object) -> None:
+    async def _put(self, key: str, fill: Callable[[Path], object]) -> None:
+        """Write the object by ``fill(temporary path)``, then rename it into place."""
         target = self.path(key)
 
         def _write() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             temp = target.with_name(f"{TEMP}{uuid.uuid4().hex}")
             try:
-                if isinstance(write, bytes):
-                    temp.write_bytes(write)
-                else:
-                    assert isinstance(write, Path)
-                    shutil.copyfile(write, temp)
+                fill(temp)
                 os.replace(temp, target)
             except BaseException:
                 temp.unlink(missing_ok=True)
@@ -57,10 +54,10 @@ class LocalStorage:
             raise StorageError(f"cannot store a file ({exc.strerror})") from exc
 
     async def put_file(self, key: str, source: Path) -> None:
-        await self._put(key, source)
+        await self._put(key, lambda temp: shutil.copyfile(source, temp))
 
     async def put_bytes(self, key: str, data: bytes) -> None:
-        await self._put(key, bytes(data))
+        await self._put(key, lambda temp: temp.write_bytes(bytes(data)))
 
     async def get_file(self, key: str, dest: Path) -> None:
         source = self.path(key)
