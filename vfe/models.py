@@ -8,6 +8,8 @@ line can show them without importing pydantic; they are re-exported here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -126,6 +128,11 @@ class JobSpec(BaseModel):
     quality: int | None = Field(default=None, ge=1, le=100, description="1-100 (jpg, webp)")
     width: int | None = Field(default=None, ge=1, le=16384, description="fit inside, px")
     height: int | None = Field(default=None, ge=1, le=16384, description="fit inside, px")
+    reuse: bool = Field(
+        default=True,
+        description="Complete at once with the frames of an earlier completed job on the "
+        "same video content with the same options; false extracts afresh.",
+    )
 
     @field_validator("interval", "fps", "count", "scene_threshold", "min_gap", "start", "end",
                      "max_frames", "quality", "width", "height", mode="before")  # fmt: skip
@@ -173,10 +180,20 @@ class JobSpec(BaseModel):
         """Everything but the source, as stored with the job."""
         return self.model_dump(mode="json", exclude={"video_source"}, exclude_none=True)
 
+    def reuse_key(self, source_identity: str) -> str:
+        """What a job's frames depend on, as one digest: the source's identity and every
+        sampling and output option (not ``reuse`` itself). Jobs with equal keys make the
+        same frames."""
+        options = {k: v for k, v in self.options().items() if k != "reuse"}
+        text = json.dumps([source_identity, options], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 @dataclass
 class Job:
-    """A stored job. ``source_path`` is a server path and never leaves the server."""
+    """A stored job. ``source_path`` never leaves the server: an absolute path (a video
+    under VIDEOS_BASE_PATH, or an upload kept before vfe stored sources) or, for uploads
+    and downloads, the key of the source in storage (``sources/<sha256>``)."""
 
     id: str
     status: JobStatus
@@ -200,6 +217,7 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] | None = None
     progress: float | None = None  # scene mode: share of the planned decoding done, 0-1
+    reuse_key: str | None = None  # JobSpec.reuse_key: equal keys, equal frames
 
 
 @dataclass(frozen=True)

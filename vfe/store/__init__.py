@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 JOB_COLUMNS = (
     "id, status, video_source, source_type, source_path, interval, created_at, updated_at, "
     "total_frames, processed_frames, started_at, finished_at, error_message, duration, fps, "
-    "width, height, codec, attempts, options, plan, progress"
+    "width, height, codec, attempts, options, plan, progress, reuse_key"
 )
 FRAME_COLUMNS = (
     "job_id, idx, timestamp, target_time, filename, size_bytes, checksum, width, height, created_at"
@@ -44,6 +44,12 @@ RUN_WRITABLE = UPDATABLE - {"attempts", "started_at"}  # a run's own claim sets 
 # for SQLite): the queue's entry is written in the same transaction, and if it raises,
 # the job is not recorded either.
 Then = Callable[[Any], Awaitable[None]]
+Blob = tuple[str, int]  # a stored object: its key and size in bytes
+Remove = Callable[[list[str]], Awaitable[None]]  # removes stored objects by key
+
+
+class ReuseGone(Exception):
+    """The completed job a new job was to reuse was deleted meanwhile: extract afresh."""
 
 
 class Store(Protocol):
@@ -63,13 +69,39 @@ class Store(Protocol):
         ...
 
     async def create_job(
-        self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
+        self,
+        job: Job,
+        idempotency: tuple[str, str] | None = None,
+        then: Then | None = None,
+        *,
+        holds: Sequence[Blob] = (),
+        copy_from: str | None = None,
     ) -> tuple[str, str] | None:
         """Insert ``job``; with ``idempotency`` (key, fingerprint) also record the key; then
         await ``then`` (with the back-end's connection) in the same transaction: if it
         raises, nothing is recorded. When the key is already recorded nothing is written
         and its ``(fingerprint, job_id)`` is returned instead, so two requests racing with
-        one key make one job."""
+        one key make one job.
+
+        ``holds``: stored objects the job uses (its source), held as ``hold`` does.
+        ``copy_from``: a completed job whose frames (and the holds of their objects) the
+        new job takes as its own; ``ReuseGone`` when that job is gone or not completed."""
+        ...
+
+    async def hold(self, job_id: str, blobs: Sequence[Blob]) -> bool:
+        """Record, before the objects ``blobs`` (key, size) are written, that the job uses
+        them: from then on ``collect`` never removes them. One transaction; False (nothing
+        held) when the job is gone. Write an object only after its hold is committed."""
+        ...
+
+    async def collect(self, remove: Remove, limit: int = 500) -> int:
+        """Remove up to ``limit`` stored objects no job holds: ``await remove(keys)`` runs
+        inside the transaction that deletes their rows, while a hold of any of them waits,
+        so an object held again is always written after its removal. How many went."""
+        ...
+
+    async def find_reusable(self, reuse_key: str) -> Job | None:
+        """The newest completed job made with ``reuse_key``, if any."""
         ...
 
     async def find_idempotent(self, key: str) -> tuple[str, str] | None:
@@ -111,7 +143,8 @@ class Store(Protocol):
     ) -> list[Job]: ...
 
     async def delete_job(self, job_id: str) -> bool:
-        """Delete a job with its frames and idempotency key; whether it existed."""
+        """Delete a job with its frames, idempotency key and holds (objects no other job
+        holds are then left to ``collect``); whether it existed."""
         ...
 
     async def add_frames(self, frames: Sequence[Frame]) -> None:
@@ -138,7 +171,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
     """A ``Job`` from a row of ``JOB_COLUMNS``."""
     (id_, status, source, stype, spath, interval, created, updated, total, processed, started,
      finished, error, duration, fps, width, height, codec, attempts, options,
-     plan, progress) = row  # fmt: skip
+     plan, progress, reuse_key) = row  # fmt: skip
     return Job(
         id=id_,
         status=JobStatus(status),
@@ -162,6 +195,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         options=json.loads(options or "{}"),
         plan=json.loads(plan) if plan else None,
         progress=progress,
+        reuse_key=reuse_key,
     )
 
 

@@ -28,6 +28,9 @@ from . import (
     JOB_FIELDS,
     RUN_WRITABLE,
     UPDATABLE,
+    Blob,
+    Remove,
+    ReuseGone,
     Then,
     checked,
     db_value,
@@ -35,63 +38,11 @@ from . import (
     frame_row,
     job_from_row,
 )
+from .schema import COPIED
+from .schema import POSTGRES_MIGRATIONS as MIGRATIONS
 
 CONNECT_TIMEOUT = 5.0  # seconds a request waits for a connection before a 503
 MIGRATION_LOCK = 0x76666500  # pg_advisory_xact_lock key: "vfe" and a zero
-MIGRATIONS: tuple[str, ...] = (
-    # 1: jobs, frames and idempotency keys, as SQLite's migrations 1-4 leave them.
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        video_source TEXT NOT NULL,
-        source_type TEXT NOT NULL,
-        source_path TEXT NOT NULL,
-        interval DOUBLE PRECISION NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL,
-        total_frames INTEGER NOT NULL DEFAULT 0,
-        processed_frames INTEGER NOT NULL DEFAULT 0,
-        started_at DOUBLE PRECISION,
-        finished_at DOUBLE PRECISION,
-        error_message TEXT,
-        duration DOUBLE PRECISION,
-        fps DOUBLE PRECISION,
-        width INTEGER,
-        height INTEGER,
-        codec TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        options TEXT NOT NULL DEFAULT '{}',
-        plan TEXT,
-        progress DOUBLE PRECISION
-    );
-    CREATE INDEX jobs_by_status ON jobs (status, created_at);
-    CREATE INDEX jobs_by_created ON jobs (created_at);
-    CREATE TABLE frames (
-        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
-        timestamp DOUBLE PRECISION NOT NULL,
-        target_time DOUBLE PRECISION NOT NULL,
-        filename TEXT NOT NULL,
-        size_bytes BIGINT NOT NULL,
-        checksum TEXT NOT NULL,
-        width INTEGER,
-        height INTEGER,
-        created_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (job_id, idx)
-    );
-    CREATE INDEX frames_by_job_time ON frames (job_id, timestamp);
-    CREATE UNIQUE INDEX frames_by_job_name ON frames (job_id, filename);
-    CREATE INDEX frames_by_created ON frames (created_at);
-    CREATE TABLE idempotency (
-        key TEXT PRIMARY KEY,
-        fingerprint TEXT NOT NULL,
-        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        created_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX idempotency_by_job ON idempotency (job_id);
-    """,
-)
 
 Cursor = psycopg.AsyncCursor[Any]
 ExtraSchema = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
@@ -200,7 +151,13 @@ class PostgresStore:
             return False
 
     async def create_job(
-        self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
+        self,
+        job: Job,
+        idempotency: tuple[str, str] | None = None,
+        then: Then | None = None,
+        *,
+        holds: Sequence[Blob] = (),
+        copy_from: str | None = None,
     ) -> tuple[str, str] | None:
         values = [db_value(getattr(job, c)) for c in JOB_FIELDS]
         if idempotency is not None and (found := await self.find_idempotent(idempotency[0])):
@@ -208,6 +165,13 @@ class PostgresStore:
         async with self._guard("creating a job"), self._pool.connection() as conn:
             try:
                 async with conn.transaction(), conn.cursor() as cur:
+                    if copy_from is not None:  # kept from a delete until this commits
+                        await cur.execute(
+                            "SELECT status FROM jobs WHERE id = %s FOR SHARE", (copy_from,)
+                        )
+                        row = await cur.fetchone()
+                        if row is None or row[0] != JobStatus.COMPLETED.value:
+                            raise ReuseGone(copy_from)
                     marks = ", ".join(["%s"] * len(values))
                     await cur.execute(f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({marks})", values)
                     if idempotency is not None:
@@ -218,11 +182,80 @@ class PostgresStore:
                         )
                         if await cur.fetchone() is None:
                             raise _KeyTaken
+                    if copy_from is not None:
+                        await cur.execute(
+                            f"INSERT INTO frames ({FRAME_COLUMNS}) SELECT %s, {COPIED}, %s "
+                            "FROM frames WHERE job_id = %s",
+                            (job.id, job.created_at, copy_from),
+                        )
+                        await cur.execute(
+                            "INSERT INTO holds (job_id, key) SELECT %s, key FROM holds "
+                            "WHERE job_id = %s AND key LIKE 'frames/%%'",
+                            (job.id, copy_from),
+                        )
+                    await self._hold(cur, job.id, holds)
                     if then is not None:
                         await then(conn)
             except _KeyTaken:
                 return await self._idempotent(conn, idempotency[0])  # type: ignore[index]
         return None
+
+    async def hold(self, job_id: str, blobs: Sequence[Blob]) -> bool:
+        async with self._cursor("holding stored files", transaction=True) as cur:
+            # the job's row is kept from a delete until this commits
+            await cur.execute("SELECT 1 FROM jobs WHERE id = %s FOR SHARE", (job_id,))
+            if await cur.fetchone() is None:
+                return False
+            await self._hold(cur, job_id, blobs)
+        return True
+
+    @staticmethod
+    async def _hold(cur: Cursor, job_id: str, blobs: Sequence[Blob]) -> None:
+        if blobs:
+            # In key order, so two holds of the same objects never wait on each other in a
+            # circle; each waits while a collect removes the object, then makes it anew.
+            await cur.executemany(
+                "INSERT INTO blobs (key, size) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET released_at = NULL",
+                sorted(blobs),
+            )
+            await cur.executemany(
+                "INSERT INTO holds (job_id, key) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(job_id, key) for key, _ in blobs],
+            )
+
+    async def collect(self, remove: Remove, limit: int = 500) -> int:
+        async with self._cursor("removing unused files", transaction=True) as cur:
+            await cur.execute(
+                "SELECT key FROM blobs WHERE released_at IS NOT NULL ORDER BY released_at "
+                "LIMIT %s FOR UPDATE SKIP LOCKED",
+                (limit,),
+            )
+            keys = [str(r[0]) for r in await cur.fetchall()]
+            if not keys:
+                return 0
+            # A new statement sees the holds committed since the release: those stay.
+            await cur.execute("SELECT DISTINCT key FROM holds WHERE key = ANY(%s)", (keys,))
+            used = [str(r[0]) for r in await cur.fetchall()]
+            if used:
+                await cur.execute(
+                    "UPDATE blobs SET released_at = NULL WHERE key = ANY(%s)", (used,)
+                )
+            free = sorted(set(keys) - set(used))
+            if free:
+                await remove(free)
+                await cur.execute("DELETE FROM blobs WHERE key = ANY(%s)", (free,))
+        return len(free)
+
+    async def find_reusable(self, reuse_key: str) -> Job | None:
+        async with self._cursor("looking for a job to reuse") as cur:
+            await cur.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE reuse_key = %s AND status = %s "
+                "ORDER BY finished_at DESC LIMIT 1",
+                (reuse_key, JobStatus.COMPLETED.value),
+            )
+            row = await cur.fetchone()
+        return job_from_row(row) if row else None
 
     async def find_idempotent(self, key: str) -> tuple[str, str] | None:
         async with self._guard("reading an idempotency key"), self._pool.connection() as conn:
@@ -321,9 +354,20 @@ class PostgresStore:
         return [job_from_row(r) for r in rows]
 
     async def delete_job(self, job_id: str) -> bool:
-        async with self._cursor("deleting a job") as cur:
+        async with self._cursor("deleting a job", transaction=True) as cur:
+            # the row first: a reuse copying this job's frames finishes before it
+            await cur.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            await cur.execute("DELETE FROM holds WHERE job_id = %s RETURNING key", (job_id,))
+            keys = sorted(str(r[0]) for r in await cur.fetchall())
             await cur.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
-            return cur.rowcount > 0
+            deleted = cur.rowcount > 0
+            if keys:  # mark what nothing holds now for collect (which checks again)
+                await cur.execute(
+                    "UPDATE blobs SET released_at = %s WHERE key = ANY(%s) AND NOT EXISTS "
+                    "(SELECT 1 FROM holds WHERE holds.key = blobs.key)",
+                    (time.time(), keys),
+                )
+        return deleted
 
     async def add_frames(self, frames: Sequence[Frame]) -> None:
         if not frames:

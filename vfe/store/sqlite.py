@@ -30,6 +30,9 @@ from . import (
     JOB_FIELDS,
     RUN_WRITABLE,
     UPDATABLE,
+    Blob,
+    Remove,
+    ReuseGone,
     Then,
     checked,
     db_value,
@@ -37,70 +40,8 @@ from . import (
     frame_row,
     job_from_row,
 )
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: jobs and frames.
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        video_source TEXT NOT NULL,
-        source_type TEXT NOT NULL,
-        source_path TEXT NOT NULL,
-        interval REAL NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        total_frames INTEGER NOT NULL DEFAULT 0,
-        processed_frames INTEGER NOT NULL DEFAULT 0,
-        started_at REAL,
-        finished_at REAL,
-        error_message TEXT,
-        duration REAL,
-        fps REAL,
-        width INTEGER,
-        height INTEGER,
-        codec TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX jobs_by_status ON jobs (status, created_at);
-    CREATE INDEX jobs_by_created ON jobs (created_at);
-    CREATE TABLE frames (
-        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
-        timestamp REAL NOT NULL,
-        target_time REAL NOT NULL,
-        filename TEXT NOT NULL,
-        size_bytes INTEGER NOT NULL,
-        checksum TEXT NOT NULL,
-        width INTEGER,
-        height INTEGER,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (job_id, idx)
-    );
-    CREATE INDEX frames_by_job_time ON frames (job_id, timestamp);
-    CREATE UNIQUE INDEX frames_by_job_name ON frames (job_id, filename);
-    CREATE INDEX frames_by_created ON frames (created_at);
-    """,
-    # 2: sampling/output options and the chosen plan, as JSON.
-    """
-    ALTER TABLE jobs ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
-    ALTER TABLE jobs ADD COLUMN plan TEXT;
-    """,
-    # 3: progress of jobs whose frames are not known ahead (scene mode), 0-1.
-    """
-    ALTER TABLE jobs ADD COLUMN progress REAL;
-    """,
-    # 4: Idempotency-Key of POST /video-job: the job it made and a digest of its request.
-    """
-    CREATE TABLE idempotency (
-        key TEXT PRIMARY KEY,
-        fingerprint TEXT NOT NULL,
-        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX idempotency_by_job ON idempotency (job_id);
-    """,
-)
+from .schema import COPIED
+from .schema import SQLITE_MIGRATIONS as MIGRATIONS
 
 _TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
 
@@ -234,7 +175,13 @@ class SqliteStore:
             return False
 
     async def create_job(
-        self, job: Job, idempotency: tuple[str, str] | None = None, then: Then | None = None
+        self,
+        job: Job,
+        idempotency: tuple[str, str] | None = None,
+        then: Then | None = None,
+        *,
+        holds: Sequence[Blob] = (),
+        copy_from: str | None = None,
     ) -> tuple[str, str] | None:
         values = [db_value(getattr(job, c)) for c in JOB_FIELDS]
         async with self._transaction("creating a job"):
@@ -242,6 +189,13 @@ class SqliteStore:
                 found = await self._idempotent(idempotency[0])
                 if found is not None:
                     return found
+            if copy_from is not None:
+                async with self.db.execute(
+                    "SELECT status FROM jobs WHERE id = ?", (copy_from,)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is None or row[0] != JobStatus.COMPLETED.value:
+                    raise ReuseGone(copy_from)
             await self._write(
                 f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
                 values,
@@ -252,9 +206,68 @@ class SqliteStore:
                     "VALUES (?, ?, ?, ?)",
                     (*idempotency, job.id, job.created_at),
                 )
+            if copy_from is not None:
+                await self._write(
+                    f"INSERT INTO frames ({FRAME_COLUMNS}) SELECT ?, {COPIED}, ? FROM frames "
+                    "WHERE job_id = ?",
+                    (job.id, job.created_at, copy_from),
+                )
+                await self._write(
+                    "INSERT INTO holds (job_id, key) SELECT ?, key FROM holds "
+                    "WHERE job_id = ? AND key LIKE 'frames/%'",
+                    (job.id, copy_from),
+                )
+            await self._hold(job.id, holds)
             if then is not None:
                 await then(None)
         return None
+
+    async def hold(self, job_id: str, blobs: Sequence[Blob]) -> bool:
+        async with self._transaction("holding stored files"):
+            async with self.db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) as cur:
+                if await cur.fetchone() is None:
+                    return False
+            await self._hold(job_id, blobs)
+        return True
+
+    async def _hold(self, job_id: str, blobs: Sequence[Blob]) -> None:
+        if blobs:
+            await self._write(
+                "INSERT INTO blobs (key, size) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET released_at = NULL",
+                sorted(blobs),
+                many=True,
+            )
+            await self._write(
+                "INSERT OR IGNORE INTO holds (job_id, key) VALUES (?, ?)",
+                [(job_id, key) for key, _ in blobs],
+                many=True,
+            )
+
+    async def collect(self, remove: Remove, limit: int = 500) -> int:
+        # Under the write lock: no hold commits until the objects are gone.
+        async with self._transaction("removing unused files"):
+            async with self.db.execute(
+                "SELECT key FROM blobs WHERE released_at IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM holds WHERE holds.key = blobs.key) LIMIT ?",
+                (limit,),
+            ) as cur:
+                keys = [str(r[0]) for r in await cur.fetchall()]
+            if keys:
+                await remove(keys)
+                gone = [(key,) for key in keys]
+                await self._write("DELETE FROM blobs WHERE key = ?", gone, many=True)
+        return len(keys)
+
+    async def find_reusable(self, reuse_key: str) -> Job | None:
+        async with self._guard("looking for a job to reuse"):
+            async with self.db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE reuse_key = ? AND status = ? "
+                "ORDER BY finished_at DESC LIMIT 1",
+                (reuse_key, JobStatus.COMPLETED.value),
+            ) as cur:
+                row = await cur.fetchone()
+        return job_from_row(row) if row else None
 
     async def find_idempotent(self, key: str) -> tuple[str, str] | None:
         async with self._guard("reading an idempotency key"):
@@ -358,7 +371,17 @@ class SqliteStore:
 
     async def delete_job(self, job_id: str) -> bool:
         async with self._transaction("deleting a job"):
+            async with self.db.execute("SELECT key FROM holds WHERE job_id = ?", (job_id,)) as cur:
+                keys = [str(r[0]) for r in await cur.fetchall()]
             deleted = await self._write("DELETE FROM jobs WHERE id = ?", (job_id,)) > 0
+            if keys:  # its holds went with it: mark what nothing holds now for collect
+                now = time.time()
+                await self._write(
+                    "UPDATE blobs SET released_at = ? WHERE key = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM holds WHERE holds.key = blobs.key)",
+                    [(now, key) for key in keys],
+                    many=True,
+                )
         return deleted
 
     async def add_frames(self, frames: Sequence[Frame]) -> None:
