@@ -56,6 +56,7 @@ class SeaweedServer:
         argv = [
             _binary(), "mini", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false",  # no statistics sent from a test run
             f"-s3.config={self.folder / 's3.json'}", f"-bucket={BUCKET}",
             *(f"-{name}={port}" for name, port in self.ports.items()),
         ]  # fmt: skip
@@ -88,8 +89,8 @@ class SeaweedServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            try:
-                self.proc.wait(timeout=patience(30))
+            try:  # it waits for open client connections to close: do not wait long
+                self.proc.wait(timeout=patience(5))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -29,12 +29,21 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from annotated_types import BaseMetadata, Ge, Le
-from pydantic import BaseModel, Field, InstanceOf, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    InstanceOf,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from .networks import AddressPolicy
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+FrameUrls = Literal["stream", "presigned"]
 Kind = Literal["str", "int", "float", "path", "bool", "secret", "networks", "choice"]
 
 
@@ -84,8 +93,31 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         "machine), its jobs run again on another worker (workers beat every sixth of it and "
         "are taken for dead after two thirds).",
     )
+    storage_url: str = Field(
+        "",
+        description="Where frames, uploaded videos and downloaded videos are kept: "
+        "`s3://bucket/prefix` (an S3-compatible bucket; then FRAMES_BASE_PATH is only each "
+        "worker's local scratch) or a folder; empty: frames in FRAMES_BASE_PATH and videos "
+        "in UPLOADS_PATH.",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="S3: the endpoint, e.g. `http://127.0.0.1:8333` for SeaweedFS or MinIO; "
+        "empty: AWS.",
+    )
+    aws_access_key_id: str = Field("", description="S3: the access key id.")
+    aws_secret_access_key: SecretStr = Field(SecretStr(""), description="S3: the secret key.")
+    aws_region: str = Field("us-east-1", description="S3: the bucket's region.")
+    frame_urls: FrameUrls = Field(
+        "stream",
+        description="`stream`: frame images are served through the API; `presigned` (S3 "
+        "only): a frame request is redirected (307) to a presigned URL of the bucket, valid "
+        "for an hour, so clients must reach the bucket's endpoint.",
+    )
     frames_base_path: Path = Field(
-        Path("runtime/frames"), description="Folder where frames are written."
+        Path("runtime/frames"),
+        description="Folder where frames are written (with STORAGE_URL set: the scratch "
+        "folder FFmpeg writes into).",
     )
     videos_base_path: Path = Field(
         Path("runtime/videos"), description="The only folder a local `video_source` path may name."
@@ -180,6 +212,31 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         15.0, ge=0.1, le=600, description="Interval of comment heartbeats on idle event streams."
     )
 
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            if not value.removeprefix("s3://").strip("/"):
+                raise ValueError("an S3 storage URL names a bucket: s3://bucket/prefix")
+        elif "://" in value:
+            raise ValueError("must be s3://bucket/prefix or a folder")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, or empty for AWS")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _presigned_needs_s3(self) -> Settings:
+        if self.frame_urls == "presigned" and not self.storage_url.startswith("s3://"):
+            raise ValueError(
+                "FRAME_URLS=presigned needs STORAGE_URL=s3://…; a folder has no signed URLs"
+            )
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
@@ -203,10 +260,16 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
             lines = (
-                f"{'.'.join(map(str, e['loc'])).upper()}: " + e["msg"].removeprefix("Value error, ")
+                "".join(f"{'.'.join(map(str, e['loc'])).upper()}: " for _ in e["loc"][:1])
+                + e["msg"].removeprefix("Value error, ")
                 for e in errors
             )
             raise SettingsError("; ".join(lines)) from None
+
+    @property
+    def s3(self) -> bool:
+        """Whether frames and videos are kept in an S3 bucket."""
+        return self.storage_url.startswith("s3://")
 
     @property
     def postgres_url(self) -> str | None:
@@ -331,7 +394,7 @@ def _parse(setting: Setting, raw: str) -> Any:
     value: Any
     if setting.kind == "str":
         value = raw.strip()
-        if not value:
+        if not value and setting.default:  # settings that default to empty may be empty
             raise SettingsError(f"{name} must not be empty")
         return value
     if setting.kind == "secret":

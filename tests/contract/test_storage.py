@@ -107,3 +107,27 @@ async def test_an_unreachable_store_is_a_503() -> None:
         await store.put_bytes("a", b"x")
     assert failed.value.status == 503
     assert "127.0.0.1" not in str(failed.value.detail)  # no endpoint in what clients see
+
+
+async def test_a_consumed_file_is_stored_and_gone(storage: Storage, tmp_path: Path) -> None:
+    source = tmp_path / "frame.jpg"
+    source.write_bytes(b"whole frame")
+    await storage.put_file("ab/abcd.jpg", source, consume=True)
+    assert not source.exists()
+    assert await read_all(storage, "ab/abcd.jpg") == b"whole frame"
+    kept = tmp_path / "kept.mp4"
+    kept.write_bytes(b"a video")
+    await storage.put_file("cdef", kept)  # not consumed: the caller's copy stays
+    assert kept.read_bytes() == b"a video"
+    kept.unlink()  # and the stored one does not go with it
+    assert await read_all(storage, "cdef") == b"a video"
+    local = storage.local_path("cdef")
+    assert local is None or local.read_bytes() == b"a video"
+
+
+async def test_many_objects_go_in_one_delete(storage: Storage) -> None:
+    keys = [f"x/{n:04d}.jpg" for n in range(30)]
+    await asyncio.gather(*(storage.put_bytes(key, key.encode()) for key in keys))
+    await storage.delete(*keys[:20], "x/missing.jpg")  # a missing one is no error
+    assert sorted([key async for key in storage.keys("x/")]) == keys[20:]
+    await storage.delete()  # nothing: nothing happens

@@ -10,18 +10,24 @@ back-ends pass one contract suite (``tests/contract/test_storage.py``). Driver e
 translated inside each back-end into ``StorageError`` (``StorageUnavailable``, a 503, when
 the store cannot be reached or refuses the credentials).
 
-This is the layer issue 15's deduplicated frames, uploads and sources will sit on; the
-frames are not stored through it yet (see the README, Not done yet).
+vfe keeps two kinds of objects, each in its own ``Storage`` (``Storages``): frames, by
+their SHA-256 (``frames/ab/abcd….jpg``), and the sources of uploads and downloads, by
+theirs (``sources/abcd…``). The database records which jobs hold which objects (the
+store's ``hold`` and ``collect``); an object no job holds is removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 KEY = re.compile(r"[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*")
 CHUNK = 256 * 1024  # bytes a read hands over at a time
@@ -48,8 +54,11 @@ class Storage(Protocol):
 
     backend: str  # "local" or "s3", for /health
 
-    async def put_file(self, key: str, source: Path) -> None:
-        """Store the file ``source`` under ``key`` (replacing it), atomically."""
+    async def put_file(self, key: str, source: Path, *, consume: bool = False) -> None:
+        """Store the file ``source`` under ``key`` (replacing it), atomically. With
+        ``consume`` the caller gives ``source`` up: it may be moved rather than copied,
+        and is gone afterwards. Without, ``source`` stays, and must not be written to
+        afterwards: a folder may keep a second name of the same file (a hard link)."""
         ...
 
     async def put_bytes(self, key: str, data: bytes) -> None:
@@ -68,8 +77,13 @@ class Storage(Protocol):
         """The object's size and tag, or None when there is none."""
         ...
 
-    async def delete(self, key: str) -> None:
-        """Remove the object; a missing one is no error."""
+    async def delete(self, *keys: str) -> None:
+        """Remove the objects (in as few requests as the back-end allows); a missing one
+        is no error."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """The object as a file on this machine, when the back-end keeps it so."""
         ...
 
     def keys(self, prefix: str = "") -> AsyncIterator[str]:
@@ -84,3 +98,82 @@ class Storage(Protocol):
     async def ping(self) -> bool:
         """Whether the store answers (never raises)."""
         ...
+
+
+PING_SECONDS = 3.0
+FRAMES = "frames/"
+SOURCES = "sources/"
+
+
+def frame_key(checksum: str, ext: str) -> str:
+    """The key of a frame's bytes: its SHA-256, in 256 folders (a folder of a million
+    files is slow to list on most file systems)."""
+    return f"{FRAMES}{checksum[:2]}/{checksum}.{ext}"
+
+
+def source_key(checksum: str) -> str:
+    """The key of an uploaded or downloaded video: its SHA-256."""
+    return f"{SOURCES}{checksum}"
+
+
+@dataclass(frozen=True)
+class Storages:
+    """Where each kind of object goes: keys that start with ``frames/`` to ``frames``,
+    keys that start with ``sources/`` to ``sources`` (without that first part)."""
+
+    frames: Storage
+    sources: Storage
+
+    @property
+    def backend(self) -> str:
+        return self.frames.backend
+
+    def route(self, key: str) -> tuple[Storage, str]:
+        """The storage that keeps ``key`` and the key it has there."""
+        if key.startswith(FRAMES):
+            return self.frames, key[len(FRAMES) :]
+        if key.startswith(SOURCES):
+            return self.sources, key[len(SOURCES) :]
+        raise ValueError(f"not a key vfe stores: {key!r}")
+
+    async def remove(self, keys: list[str]) -> None:
+        """Remove objects of either kind (the store's ``collect`` calls this)."""
+        for storage in (self.frames, self.sources):
+            mine = [k for k in keys if self.route(k)[0] is storage]
+            if mine:
+                await storage.delete(*(self.route(k)[1] for k in mine))
+
+    async def ping(self) -> bool:
+        """Whether both answer, within PING_SECONDS (a probe must not wait for retries)."""
+        try:
+            async with asyncio.timeout(PING_SECONDS):
+                return await self.frames.ping() and await self.sources.ping()
+        except TimeoutError:
+            return False
+
+
+def open_storages(settings: Settings) -> Storages:
+    """The storages the settings name: ``STORAGE_URL`` an ``s3://`` URL (a bucket, through
+    obstore) or a folder (``frames/`` and ``sources/`` in it); unset, the frames go to
+    FRAMES_BASE_PATH and the sources to UPLOADS_PATH. Imports only the back-end it uses."""
+    url = settings.storage_url
+    if url.startswith("s3://"):
+        from .s3 import S3Storage
+
+        options = {
+            "endpoint": settings.s3_endpoint_url or None,
+            "access_key_id": settings.aws_access_key_id or None,
+            "secret_access_key": settings.aws_secret_access_key.get_secret_value() or None,
+            "region": settings.aws_region,
+        }
+        base = url.rstrip("/")
+        return Storages(
+            S3Storage(f"{base}/{FRAMES.rstrip('/')}", **options),
+            S3Storage(f"{base}/{SOURCES.rstrip('/')}", **options),
+        )
+    from .local import LocalStorage
+
+    if url:
+        folder = Path(url).expanduser().resolve()
+        return Storages(LocalStorage(folder / "frames"), LocalStorage(folder / "sources"))
+    return Storages(LocalStorage(settings.frames_base_path), LocalStorage(settings.uploads_path))

@@ -8,6 +8,7 @@ listed. File system calls run in threads, so the event loop never waits on the d
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import uuid
@@ -53,8 +54,30 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot store a file ({exc.strerror})") from exc
 
-    async def put_file(self, key: str, source: Path) -> None:
-        await self._put(key, lambda temp: shutil.copyfile(source, temp))
+    async def put_file(self, key: str, source: Path, *, consume: bool = False) -> None:
+        if consume:  # a rename when on the same file system
+            target = self.path(key)
+
+            def _move() -> bool:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(source, target)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    return False
+                return True
+
+            try:
+                if await asyncio.to_thread(_move):
+                    return
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                raise StorageError(f"cannot store a file ({exc.strerror})") from exc
+        await self._put(key, lambda temp: _link_or_copy(source, temp))
+        if consume:
+            await asyncio.to_thread(source.unlink, True)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         await self._put(key, lambda temp: temp.write_bytes(bytes(data)))
@@ -79,8 +102,17 @@ class LocalStorage:
             return None
         return ObjectInfo(key, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
 
-    async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self.path(key).unlink, True)
+    async def delete(self, *keys: str) -> None:
+        paths = [self.path(key) for key in keys]
+
+        def _unlink() -> None:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+        await asyncio.to_thread(_unlink)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
         def _walk() -> list[str]:
@@ -110,3 +142,13 @@ class LocalStorage:
             return os.access(self.base, os.W_OK)
 
         return await asyncio.to_thread(_writable)
+
+
+def _link_or_copy(source: Path, temp: Path) -> None:
+    """A second name for ``source`` (no copy) when both are on one file system."""
+    try:
+        os.link(source, temp)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copyfile(source, temp)

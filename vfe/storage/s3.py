@@ -26,6 +26,7 @@ from . import ObjectInfo, checked_key
 TIMEOUT = "10s"  # one request to the store, connecting included
 RETRIES = 3
 RETRY_WITHIN = timedelta(seconds=10)  # no retry starts later than this after the first try
+DELETE_BATCH = 1000  # keys in one DeleteObjects request, S3's limit
 
 
 @contextlib.contextmanager
@@ -75,12 +76,14 @@ class S3Storage:
             retry_config={"max_retries": RETRIES, "retry_timeout": RETRY_WITHIN},
         )
 
-    async def put_file(self, key: str, source: Path) -> None:
+    async def put_file(self, key: str, source: Path, *, consume: bool = False) -> None:
         checked_key(key)
         if not await asyncio.to_thread(source.is_file):
             raise FileNotFoundError(str(source))
         with _guard("storing a file"):
             await obstore.put_async(self.store, key, source)
+        if consume:
+            await asyncio.to_thread(source.unlink, True)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         with _guard("storing a file"):
@@ -108,9 +111,14 @@ class S3Storage:
             return None
         return ObjectInfo(key, int(meta["size"]), meta.get("e_tag"))
 
-    async def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError), _guard("deleting a file"):
-            await obstore.delete_async(self.store, checked_key(key))
+    async def delete(self, *keys: str) -> None:
+        checked = [checked_key(key) for key in keys]
+        for start in range(0, len(checked), DELETE_BATCH):
+            with contextlib.suppress(FileNotFoundError), _guard("deleting files"):
+                await obstore.delete_async(self.store, checked[start : start + DELETE_BATCH])
+
+    def local_path(self, key: str) -> Path | None:
+        return None
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
         with _guard("listing files"):
