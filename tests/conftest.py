@@ -246,6 +246,16 @@ def videos(tmp_path: Path) -> Path:
     return folder
 
 
+def stored_frames(folder: Path) -> set[Path]:
+    """The frame objects a local storage folder holds (``ab/<sha256>.jpg``), work
+    folders and the storage's temporary files left out."""
+    return {
+        p
+        for p in folder.glob("[0-9a-f][0-9a-f]/*")
+        if p.is_file() and not p.name.startswith(".tmp-")
+    }
+
+
 def place(video: Path, videos: Path, name: str | None = None) -> str:
     """Copy (hard-link when possible) ``video`` into the videos folder; return its name."""
     target = videos / (name or video.name)
@@ -310,9 +320,9 @@ class AppClient:
     def services(self) -> Any:
         return self.app.state.services
 
-    async def submit(self, video_source: str, interval: float = 1.0) -> str:
+    async def submit(self, video_source: str, interval: float = 1.0, **fields: Any) -> str:
         res = await self.http.post(
-            "/video-job", json={"video_source": video_source, "interval": interval}
+            "/video-job", json={"video_source": video_source, "interval": interval, **fields}
         )
         assert res.status_code == 200, res.text
         job_id: str = res.json()["job_id"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AppClient, Media, place
+from tests.conftest import AppClient, Media, place, stored_frames
 from vfe.settings import Settings
 
 SOURCE_MESSAGE = "video_source must name a video file inside the server's videos folder"
@@ -394,11 +394,13 @@ async def test_delete_finished_job_removes_it_and_its_frames(
 ):
     job_id = await client.submit(place(media.standard(), videos), 1)
     await client.wait(job_id)
-    assert (settings.frames_base_path / job_id).is_dir()
+    frames = (await client.http.get(f"/frames/{job_id}")).json()["frames"]
+    stored = stored_frames(settings.frames_base_path)
+    assert {p.name.split(".")[0] for p in stored} == {f["checksum"] for f in frames}
     res = await client.http.delete(f"/job/{job_id}")
     assert res.status_code == 200
     assert res.json()["status"] == "completed"
-    assert not (settings.frames_base_path / job_id).exists()
+    assert stored_frames(settings.frames_base_path) == set()
     assert (await client.http.get(f"/job-status/{job_id}")).status_code == 404
     assert (await client.http.get(f"/frames/{job_id}")).status_code == 404
     assert (await client.http.delete(f"/job/{job_id}")).status_code == 404
@@ -880,7 +882,9 @@ async def test_liveness_and_readiness_probes(client: AppClient):
         "ffmpeg": True,
         "accepting_jobs": True,
         "disk": True,
+        "storage": True,
         "database_backend": "sqlite",
+        "storage_backend": "local",
         "queue_depth": 0,
         "workers": 1,
     }

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Media, free_port, vfe_env
+from tests.conftest import ROOT, Media, free_port, run_ffmpeg, vfe_env
 from vfe.cli import main
 
 
@@ -178,6 +178,25 @@ def test_extract_writes_frames_manifest_and_prints_the_plan(
     manifest = json.loads((out / "frames.json").read_text())
     assert [f["timestamp"] for f in manifest] == [0.0, 0.52, 1.0, 1.52]
     assert [f["target_time"] for f in manifest] == [0.0, 0.5, 1.0, 1.5]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f["filename"] for f in manifest] + ["frames.json"])
+    for frame in manifest:
+        data = (out / frame["filename"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == frame["checksum"]
+
+
+def test_extract_writes_every_frame_even_when_their_bytes_are_equal(
+    media: Any, tmp_path: Path
+) -> None:
+    """The service stores equal bytes once; ``vfe extract`` writes each frame by its name."""
+    still = media.folder / "still-red.mp4"
+    if not still.exists():
+        run_ffmpeg("-f", "lavfi", "-i", "color=c=red:s=320x240:r=25:d=2", "-c:v", "libx264",
+                   "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(still))  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["extract", str(still), "--interval", "0.5", "--out", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "frames.json").read_text())
+    assert len(manifest) == 4 and len({f["checksum"] for f in manifest}) == 1  # all alike
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([f["filename"] for f in manifest] + ["frames.json"])
     for frame in manifest:

@@ -4,11 +4,12 @@ cleanly; RETENTION_HOURS deletes finished jobs with their files."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import AppClient, Media, place, wait_until_async
+from tests.conftest import AppClient, Media, place, stored_frames, wait_until_async
 from vfe.settings import Settings
 
 MIB = 1024 * 1024
@@ -18,12 +19,21 @@ def free_mib(path: Path) -> float:
     return shutil.disk_usage(path).free / MIB
 
 
+def whole_objects(folder: Path) -> set[Path]:
+    """The frame objects in ``folder``, each checked whole: its bytes hash to the SHA-256
+    that names it."""
+    found = stored_frames(folder)
+    for path in found:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.stem, path
+    return found
+
+
 async def test_a_nearly_full_disk_refuses_new_jobs_with_507(
     make_client: Callable[[Settings], AppClient],
     make_settings: Callable[..., Settings],
     media: Media,
     tmp_path: Path,
-):
+) -> None:
     # A floor above what is free: the disk counts as full.
     floor = free_mib(tmp_path) + 1024
     settings = make_settings(MIN_FREE_DISK_MB=f"{floor:.0f}")
@@ -44,7 +54,7 @@ async def test_a_job_that_fills_the_disk_fails_cleanly_and_lists_only_whole_fram
     make_settings: Callable[..., Settings],
     media: Media,
     tmp_path: Path,
-):
+) -> None:
     # PNG frames of 720p testsrc2 are about 100 KiB each: leave 8 MiB above the floor,
     # then let the job (300 frames, about 30 MiB) fill it for real.
     clip = media.slow()  # made first: its own writes must not count
@@ -69,9 +79,17 @@ async def test_a_job_that_fills_the_disk_fails_cleanly_and_lists_only_whole_fram
             assert image.content.startswith(b"\x89PNG") and image.content.endswith(
                 b"IEND\xaeB`\x82"
             )
-        job_dir = settings.frames_base_path / job["job_id"]
-        leftovers = await asyncio.to_thread(lambda: [p.name for p in job_dir.rglob("*")])
-        assert sorted(leftovers) == sorted(f["filename"] for f in frames)  # no temp files
+        base = settings.frames_base_path
+        temps = await asyncio.to_thread(lambda: list(base.rglob(".tmp-*")))
+        assert temps == []  # no temp files
+        assert not app.services.frames.work_dir(job["job_id"]).exists()
+        # every object is whole, every listed frame's among them (a frame the run stored
+        # but did not list stays held by the job until it is deleted)
+        objects = await asyncio.to_thread(whole_objects, base)
+        listed = {base / f["checksum"][:2] / f"{f['checksum']}.png" for f in frames}
+        assert listed <= objects
+        assert (await app.http.delete(f"/job/{job['job_id']}")).status_code == 200
+        assert stored_frames(base) == set()  # all were the job's: none left behind
         # The service goes on: with room again, jobs run.
     roomy = make_settings(MIN_FREE_DISK_MB="1")
     async with make_client(roomy) as app:
@@ -83,22 +101,27 @@ async def test_retention_deletes_finished_jobs_and_their_files(
     make_client: Callable[[Settings], AppClient],
     make_settings: Callable[..., Settings],
     media: Media,
-):
+) -> None:
     settings = make_settings(RETENTION_HOURS="0.0005")  # 1.8 s; swept every second
     name = place(media.standard(), settings.videos_base_path)
     async with make_client(settings) as app:
         job_id = await app.submit(name, 1)
         assert (await app.wait(job_id))["status"] == "completed"
-        assert (settings.frames_base_path / job_id).is_dir()
+        frames = (await app.http.get(f"/frames/{job_id}")).json()["frames"]
+        objects = {p.stem for p in stored_frames(settings.frames_base_path)}
+        assert len(frames) == 2 and objects == {f["checksum"] for f in frames}
 
         async def swept() -> bool:
             return (await app.http.get(f"/job-status/{job_id}")).status_code == 404
 
         await wait_until_async(swept, "the sweep to delete the job")
-        assert not (settings.frames_base_path / job_id).exists()
+        # the sweep's delete removes the objects right after the rows
+        await wait_until_async(
+            lambda: stored_frames(settings.frames_base_path) == set(), "the objects to go"
+        )
 
 
-async def test_retention_keeps_unfinished_and_recent_jobs(client: AppClient, media: Media):
+async def test_retention_keeps_unfinished_and_recent_jobs(client: AppClient, media: Media) -> None:
     name = place(media.standard(), client.settings.videos_base_path)
     done = await client.submit(name, 1)
     await client.wait(done)

@@ -25,13 +25,15 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import patience, reference_frames
+from tests.conftest import patience, reference_frames, stored_frames
 from vfe import extractor, planner, probe
 from vfe.errors import ExtractionError
 from vfe.extractor import Extractor, _Run
 from vfe.frames import FrameStore, frame_name
 from vfe.models import Frame, ImageFormat, Mode, Output
 from vfe.planner import Sampling, Strategy
+from vfe.storage import Storages
+from vfe.storage.local import LocalStorage
 
 
 def run_ffmpeg(*args: str) -> None:
@@ -146,7 +148,24 @@ class Result:
     batches: int = 0
 
     def path(self, frame: Frame) -> Path:
-        return self.store.path(self.job_id, frame.filename)
+        return stored(self.store, frame)
+
+
+def frame_store(tmp_path: Path) -> FrameStore:
+    """The service's frame store on a folder, for a job that is always there."""
+    base = tmp_path / "frames"
+
+    async def hold(job_id: str, blobs: Any) -> bool:
+        return True
+
+    return FrameStore(Storages(LocalStorage(base), LocalStorage(tmp_path / "sources")), base, hold)
+
+
+def stored(store: FrameStore, frame: Frame) -> Path:
+    """The file that keeps a frame's bytes."""
+    path = store.local_file(frame)
+    assert path is not None
+    return path
 
 
 MAGIC = {
@@ -184,7 +203,7 @@ async def extract(
     if not isinstance(sampling, Sampling):
         sampling = Sampling(interval=sampling)
     output = output or Output()
-    store = FrameStore(tmp_path / "frames")
+    store = frame_store(tmp_path)
     job_id = str(uuid.uuid4())
     info, plan = await make_plan(clip, sampling, strategy, huge)
     frames: list[Frame] = []
@@ -194,7 +213,7 @@ async def extract(
         nonlocal batches
         batches += 1
         for frame in batch:  # each reported file is whole at the moment it is reported
-            data = store.path(job_id, frame.filename).read_bytes()
+            data = stored(store, frame).read_bytes()
             assert len(data) == frame.size_bytes > 0
             assert hashlib.sha256(data).hexdigest() == frame.checksum
             assert MAGIC[output.format](data), frame.filename  # a whole image of the format
@@ -215,8 +234,9 @@ def check_exact(result: Result) -> list[Expected]:
     ext = result.output.format.value
     assert [f.filename for f in got] == [frame_name(f.index, f.timestamp, ext) for f in got]
     assert result.written == len(want) == result.plan.total
-    on_disk = sorted(p.name for p in result.store.job_dir(result.job_id).iterdir())
-    assert on_disk == sorted(f.filename for f in got)  # nothing else left behind
+    kept = {p.name for p in stored_frames(result.store.base)}
+    assert kept == {f"{f.checksum}.{ext}" for f in got}  # nothing else left behind
+    assert list(result.store.scratch.iterdir()) == []
     for frame in got:
         assert frame.job_id == result.job_id
         assert frame.target_time <= frame.timestamp + 1e-6
@@ -476,7 +496,7 @@ async def test_scene_mode_writes_the_first_frame_of_each_shot(
     media: Any, tmp_path: Path, sampling: Sampling, times: list[float]
 ) -> None:
     clip = media.cuts()
-    store = FrameStore(tmp_path / "frames")
+    store = frame_store(tmp_path)
     info, plan = await make_plan(clip, sampling, Strategy.SCENE)
     job_id = str(uuid.uuid4())
     frames: list[Frame] = []
@@ -498,7 +518,7 @@ async def test_scene_mode_writes_the_first_frame_of_each_shot(
     for frame in frames:  # each is the very frame decoded at its time
         number = reference.index(Decimal(repr(frame.timestamp)).quantize(reference[0]))
         ref = decode_reference(clip, number, tmp_path / "ref.jpg")
-        assert store.path(job_id, frame.filename).read_bytes() == ref, frame.filename
+        assert stored(store, frame).read_bytes() == ref, frame.filename
 
 
 # --- output options -------------------------------------------------------------------
@@ -574,7 +594,7 @@ async def test_file_damaged_after_planning_raises_without_paths(
     info, plan = await make_plan(source, Sampling(interval=0.5))
     assert plan.total == 12
     source.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    store = FrameStore(tmp_path / "frames")
+    store = frame_store(tmp_path)
     job_id = str(uuid.uuid4())
     reported: list[Frame] = []
 
@@ -591,7 +611,7 @@ async def test_file_damaged_after_planning_raises_without_paths(
     assert 0 < len(reported) < plan.total
     assert not store.work_dir(job_id).exists()
     for frame in reported:  # what was reported before the failure is whole
-        assert store.path(job_id, frame.filename).stat().st_size == frame.size_bytes
+        assert stored(store, frame).stat().st_size == frame.size_bytes
 
 
 async def test_ffmpeg_failure_message_hides_server_paths(media: Any, tmp_path: Path) -> None:
@@ -601,7 +621,7 @@ async def test_ffmpeg_failure_message_hides_server_paths(media: Any, tmp_path: P
     source.write_bytes(media.clip("ext-25.mp4").read_bytes())
     info, plan = await make_plan(source, Sampling(interval=1.0))
     source.unlink()
-    store = FrameStore(tmp_path / "frames")
+    store = frame_store(tmp_path)
     job_id = str(uuid.uuid4())
 
     async def on_frames(batch: list[Frame]) -> None:
@@ -636,7 +656,7 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(
         else Sampling(interval=0.04)  # fmt: skip
     info, plan = await make_plan(clip, sampling, huge=parallel)
     assert len(plan.groups) == (2 if parallel else 1) and plan.parallel == len(plan.groups)
-    store = FrameStore(tmp_path / "frames")
+    store = frame_store(tmp_path)
     job_id = str(uuid.uuid4())
     first_batch = asyncio.Event()
     seen_pids: list[int] = []
@@ -666,14 +686,14 @@ async def test_cancel_mid_run_stops_ffmpeg_and_cleans_up(
         assert len(reported) < plan.total
     # (the parallel plan is 2 groups of 2 frames run at once: all 4 may be reported first)
     for frame in reported:  # frames already reported stay, each whole
-        data = store.path(job_id, frame.filename).read_bytes()
+        data = stored(store, frame).read_bytes()
         assert hashlib.sha256(data).hexdigest() == frame.checksum
 
 
 async def test_failing_callback_stops_ffmpeg_and_propagates(media: Any, tmp_path: Path) -> None:
     clip = media.long()
     info, plan = await make_plan(clip, Sampling(interval=0.04))
-    store = FrameStore(tmp_path / "frames")
+    store = frame_store(tmp_path)
     job_id = str(uuid.uuid4())
 
     class Full(Exception):
@@ -696,7 +716,7 @@ async def test_run_state_reads_showinfo_and_sorts_other_lines(tmp_path: Path) ->
     index = probe.FrameIndex(tuple(n / 25 for n in range(50)), (0.0,))
     plan = planner.plan(Sampling(interval=1.0), info, index)
     state = _Run(
-        FrameStore(tmp_path), str(uuid.uuid4()), tmp_path, plan, plan.groups[0], "g0000_",
+        frame_store(tmp_path), str(uuid.uuid4()), tmp_path, plan, plan.groups[0], "g0000_",
         "jpg", 0.25, ignore,
     )  # fmt: skip
     ctx = "[Parsed_showinfo_1 @ 0x55d0c0a0b0c0] "
@@ -734,7 +754,7 @@ async def test_thousands_of_timestamps_in_one_pass(media: Any, tmp_path: Path) -
     stamps = tuple(round(i * 0.0021, 4) for i in range(1800))  # several per frame
     info, plan = await make_plan(clip, Sampling(mode=Mode.TIMESTAMPS, timestamps=stamps))
     assert len(plan.targets) == 1800
-    store = FrameStore(tmp_path / "frames")
+    store = frame_store(tmp_path)
     got: list[Frame] = []
 
     async def on_frames(batch: list[Frame]) -> None:
@@ -765,7 +785,7 @@ async def test_keyframes_of_an_open_gop_stream_with_b_frames(media: Any, tmp_pat
     info, plan = await make_plan(clip, Sampling(mode=Mode.KEYFRAMES))
     assert info.has_b_frames > 0
     assert plan.strategy is not Strategy.KEYFRAMES  # -skip_frame would reorder them
-    store = FrameStore(tmp_path / "frames")
+    store = frame_store(tmp_path)
     got: list[Frame] = []
 
     async def on_frames(batch: list[Frame]) -> None:

@@ -5,6 +5,7 @@ progress of scene jobs."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -13,31 +14,85 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AppClient, Media, patience, place, run_ffmpeg, wait_until_async
+from tests.conftest import (
+    AppClient,
+    Media,
+    patience,
+    place,
+    run_ffmpeg,
+    stored_frames,
+    wait_until_async,
+)
 from vfe.errors import StoreError
 from vfe.events import Event
 from vfe.extractor import Extractor
 from vfe.models import Frame, Job, JobStatus, SourceType
 from vfe.queue import Stop
 from vfe.settings import Settings
+from vfe.storage import frame_key
 from vfe.store.sqlite import SqliteStore
 
 
-async def _seed(settings: Settings, job: Job, frames: list[Frame]) -> None:
-    """Write rows the way a crashed earlier process would have left them."""
+async def _seed(
+    settings: Settings, job: Job, frames: list[Frame], held: list[Path] | None = None
+) -> None:
+    """Write rows the way a crashed earlier process would have left them: ``held``, the
+    objects its run had stored (``stored``), held by the job."""
     settings.ensure_dirs()
     store = SqliteStore(settings.database_path)
     await store.open()
     try:
         await store.create_job(job)
         await store.add_frames(frames)
+        blobs = [(frame_key(p.stem, p.suffix[1:]), p.stat().st_size) for p in held or []]
+        assert await store.hold(job.id, blobs)
     finally:
         await store.close()
 
 
+def stored(settings: Settings, data: bytes, ext: str = "jpg") -> Path:
+    """Store ``data`` where the service keeps a frame's bytes: under its SHA-256."""
+    checksum = hashlib.sha256(data).hexdigest()
+    path = settings.frames_base_path / checksum[:2] / f"{checksum}.{ext}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def dead_scratch(settings: Settings, job_id: str) -> Path:
+    """The work folder a killed process left (its lock went with it), with a partial
+    frame of the job's run in it."""
+    scratch = settings.frames_base_path / ".work" / uuid.uuid4().hex
+    run = scratch / job_id / "1"
+    run.mkdir(parents=True)
+    (scratch / ".lock").write_bytes(b"")
+    (run / "g0000_000002.jpg").write_bytes(b"half")
+    return scratch
+
+
+def whole(settings: Settings, frames: list[Frame]) -> set[Path]:
+    """The files that keep ``frames``' bytes, each checked whole: there, of the frame's
+    size, and hashing to its checksum."""
+    paths = set()
+    for frame in frames:
+        ext = frame.filename.rsplit(".", 1)[1]
+        path = settings.frames_base_path / frame.checksum[:2] / f"{frame.checksum}.{ext}"
+        data = path.read_bytes()
+        assert len(data) == frame.size_bytes, frame.filename
+        assert hashlib.sha256(data).hexdigest() == frame.checksum, frame.filename
+        paths.add(path)
+    return paths
+
+
+async def listed_objects(client: AppClient, job_id: str) -> set[Path]:
+    """The files of the job's listed frames, each checked whole."""
+    frames = await client.services.store.list_frames(job_id, 0, 10**6)
+    return whole(client.settings, frames)
+
+
 async def processing(client: AppClient, job_id: str) -> bool:
     body = (await client.http.get(f"/job-status/{job_id}")).json()
-    return body["status"] == "processing"
+    return bool(body["status"] == "processing")
 
 
 def _job(source: Path, status: JobStatus, interval: float = 0.5, **extra: Any) -> Job:
@@ -57,35 +112,41 @@ def _job(source: Path, status: JobStatus, interval: float = 0.5, **extra: Any) -
 
 async def test_jobs_left_processing_are_run_again_replacing_frames(
     make_client: Any, settings: Settings, media: Media, videos: Path
-):
+) -> None:
     source = videos / place(media.standard(), videos)
     job = _job(source, JobStatus.PROCESSING, total_frames=4, processed_frames=3, attempts=1)
-    folder = settings.frames_base_path / job.id
-    folder.mkdir(parents=True)
-    earlier = []
+    earlier, held = [], []
     for index, name in [(0, "000000_0.000.jpg"), (1, "000001_0.520.jpg"), (7, "000007_3.500.jpg")]:
-        (folder / name).write_bytes(b"partial from the crashed run")
-        earlier.append(Frame(job.id, index, index / 2, index / 2, name, 28, "old", None, None, 1.0))
-    (folder / ".work").mkdir()
-    (folder / ".work" / "000002.jpg.tmp").write_bytes(b"half")
-    await _seed(settings, job, earlier)
+        path = stored(settings, f"partial {index} from the crashed run".encode())
+        held.append(path)
+        earlier.append(Frame(job.id, index, index / 2, index / 2, name, path.stat().st_size,
+                             path.stem, None, None, 1.0))  # fmt: skip
+    scratch = dead_scratch(settings, job.id)
+    await _seed(settings, job, earlier, held)
 
     async with make_client(settings) as client:
         done = await client.wait(job.id)
         listing = (await client.http.get(f"/frames/{job.id}")).json()
-    assert done["status"] == "completed"
-    assert done["attempts"] == 2
-    assert done["total_frames"] == done["processed_frames"] == listing["total_count"] == 4
-    names = [f["filename"] for f in listing["frames"]]
-    assert names == ["000000_0.000.jpg", "000001_0.520.jpg", "000002_1.000.jpg", "000003_1.520.jpg"]
-    assert all(f["checksum"] != "old" for f in listing["frames"])
-    assert sorted(p.name for p in folder.iterdir()) == names  # stale frame 7 and .work gone
-    assert (folder / names[0]).read_bytes()[:3] == b"\xff\xd8\xff"
+        objects = await listed_objects(client, job.id)
+        assert done["status"] == "completed"
+        assert done["attempts"] == 2
+        assert done["total_frames"] == done["processed_frames"] == listing["total_count"] == 4
+        names = [f["filename"] for f in listing["frames"]]  # stale frame 7 gone
+        assert names == ["000000_0.000.jpg", "000001_0.520.jpg", "000002_1.000.jpg",
+                         "000003_1.520.jpg"]  # fmt: skip
+        assert {f["checksum"] for f in listing["frames"]}.isdisjoint(p.stem for p in held)
+        assert len(objects) == 4  # every listed frame's object is there and whole
+        assert all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in objects)
+        assert not scratch.exists()  # the dead process's partial frame went at the start
+        # the crashed run's objects stay held by the job until it is deleted
+        assert stored_frames(settings.frames_base_path) == objects | set(held)
+        assert (await client.http.delete(f"/job/{job.id}")).status_code == 200
+        assert stored_frames(settings.frames_base_path) == set()
 
 
 async def test_pending_jobs_are_queued_at_start(
     make_client: Any, settings: Settings, media: Media, videos: Path
-):
+) -> None:
     source = videos / place(media.standard(), videos)
     jobs = [_job(source, JobStatus.PENDING, interval=1) for _ in range(3)]
     for job in jobs:
@@ -97,7 +158,7 @@ async def test_pending_jobs_are_queued_at_start(
 
 async def test_processed_frames_never_decrease_on_a_rerun(
     make_client: Any, settings: Settings, media: Media, videos: Path
-):
+) -> None:
     source = videos / place(media.standard(), videos)
     job = _job(source, JobStatus.PROCESSING, total_frames=4, processed_frames=3)
     await _seed(settings, job, [])
@@ -118,7 +179,7 @@ async def test_processed_frames_never_decrease_on_a_rerun(
 
 async def test_job_timeout_fails_the_job_and_stops_ffmpeg(
     make_client: Any, make_settings: Any, media: Media, videos: Path
-):
+) -> None:
     settings = make_settings(JOB_TIMEOUT_SECONDS="1")
     name = place(media.slow(), videos)
     async with make_client(settings) as client:
@@ -126,15 +187,16 @@ async def test_job_timeout_fails_the_job_and_stops_ffmpeg(
         done = await client.wait(job_id)
         assert done["status"] == "failed"
         assert done["error_message"] == "the job took longer than 1 s"
-        assert not (settings.frames_base_path / job_id / ".work").exists()
-        listed = (await client.http.get(f"/frames/{job_id}")).json()
-        for frame in listed["frames"]:  # what was listed before the timeout is whole
-            assert (settings.frames_base_path / job_id / frame["filename"]).stat().st_size > 0
+        assert not client.services.frames.work_dir(job_id).exists()
+        listed = (await client.http.get(f"/frames/{job_id}")).json()["frames"]
+        objects = await listed_objects(client, job_id)  # what was listed before is whole
+        assert len(objects) == len({f["checksum"] for f in listed})
+        assert list(settings.frames_base_path.rglob(".tmp-*")) == []
 
 
 async def test_source_removed_before_the_run_fails_clearly(
     make_client: Any, settings: Settings, media: Media, videos: Path
-):
+) -> None:
     source = videos / place(media.standard(), videos, "vanishing.mp4")
     job = _job(source, JobStatus.PENDING)
     await _seed(settings, job, [])
@@ -147,7 +209,7 @@ async def test_source_removed_before_the_run_fails_clearly(
 
 async def test_unexpected_crash_in_extraction_fails_the_job_without_leaking(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     async def broken(*args: Any, **kwargs: Any) -> int:
         raise RuntimeError("/secret/path exploded")  # fault injection: a bug in our code
 
@@ -161,7 +223,7 @@ async def test_unexpected_crash_in_extraction_fails_the_job_without_leaking(
 
 async def test_cancel_a_queued_job(
     make_client: Any, make_settings: Any, media: Media, videos: Path
-):
+) -> None:
     settings = make_settings(MAX_CONCURRENT_JOBS="1")
     long_name = place(media.slow(), videos)
     async with make_client(settings) as client:
@@ -174,9 +236,17 @@ async def test_cancel_a_queued_job(
         event = await asyncio.wait_for(sub.get(), patience(30))
         assert event is not None and event.type == "cancelled"
         assert (await client.http.get(f"/job-status/{queued}")).status_code == 404
+
+        async def frames_listed() -> bool:
+            return bool((await client.http.get(f"/job-status/{running}")).json()
+                        ["processed_frames"])  # fmt: skip
+
+        await wait_until_async(frames_listed, "the running job to list frames")
+        assert stored_frames(settings.frames_base_path)
         res = await client.http.delete(f"/job/{running}")
         assert res.status_code == 200 and res.json()["status"] == "cancelled"
-        assert not (settings.frames_base_path / running).exists()
+        assert stored_frames(settings.frames_base_path) == set()  # its objects went with it
+        assert not client.services.frames.work_dir(running).exists()
         # the cancelled run has ended (the worker may already hold the next queue entry)
         task = client.services.jobs.queue.tasks.get(running)
         assert task is None or task.done()
@@ -184,7 +254,7 @@ async def test_cancel_a_queued_job(
 
 async def test_delete_right_after_submit_always_ends_the_stream(
     client: AppClient, media: Media, videos: Path
-):
+) -> None:
     """A delete can land between a worker taking the job and its run starting."""
     name = place(media.standard(), videos)
     for _ in range(5):
@@ -203,7 +273,7 @@ async def test_delete_right_after_submit_always_ends_the_stream(
 
 async def test_cancel_a_running_job_publishes_cancelled(
     client: AppClient, media: Media, videos: Path, settings: Settings
-):
+) -> None:
     job_id = await client.submit(place(media.slow(), videos), 0.04)
     sub = client.services.bus.subscribe(job_id)
 
@@ -211,6 +281,7 @@ async def test_cancel_a_running_job_publishes_cancelled(
         return bool((await client.http.get(f"/job-status/{job_id}")).json()["processed_frames"])
 
     await wait_until_async(frames_listed, "the job to list frames")
+    assert stored_frames(settings.frames_base_path)
     started = time.monotonic()
     res = await client.http.delete(f"/job/{job_id}")
     assert time.monotonic() - started < 3
@@ -225,30 +296,35 @@ async def test_cancel_a_running_job_publishes_cancelled(
         if event.type == "cancelled":
             break
     assert events[-1].type == "cancelled"
-    assert not (settings.frames_base_path / job_id).exists()
+    assert stored_frames(settings.frames_base_path) == set()
+    assert not client.services.frames.work_dir(job_id).exists()
 
 
 async def test_shutdown_puts_a_running_job_back_to_pending(
     make_client: Any, settings: Settings, media: Media, videos: Path
-):
+) -> None:
     name = place(media.slow(), videos)
     client = make_client(settings)
     async with client:
         job_id = await client.submit(name, 0.04)
         await wait_until_async(lambda: processing(client, job_id), "the job to start")
+        frames = client.services.frames
+        await wait_until_async(frames.work_dir(job_id).exists, "the run to work")
     store = SqliteStore(settings.database_path)
     await store.open()
     try:
         job = await store.get_job(job_id)
+        listed = await store.list_frames(job_id, 0, 10**6)
     finally:
         await store.close()
     assert job is not None and job.status is JobStatus.PENDING
-    assert not (settings.frames_base_path / job_id / ".work").exists()
+    assert not frames.scratch.exists()  # the run's partial frames went with the process
+    whole(settings, listed)  # what it listed stays, whole, for the next run to replace
 
 
 async def test_full_queue_is_503_with_retry_after(
     make_client: Any, make_settings: Any, media: Media, videos: Path
-):
+) -> None:
     settings = make_settings(MAX_CONCURRENT_JOBS="1", MAX_QUEUE_SIZE="1")
     name = place(media.slow(), videos)
     async with make_client(settings) as client:
@@ -264,18 +340,18 @@ async def test_full_queue_is_503_with_retry_after(
 
 async def test_eight_jobs_never_exceed_the_concurrency_bound(
     make_client: Any, make_settings: Any, media: Media, videos: Path
-):
+) -> None:
     settings = make_settings(MAX_CONCURRENT_JOBS="3")
     name = place(media.clip("eight.mp4", duration=3), videos)
     async with make_client(settings) as client:
-        ids = await asyncio.gather(*(client.submit(name, 0.2) for _ in range(8)))
+        ids = await asyncio.gather(*(client.submit(name, 0.2, reuse=False) for _ in range(8)))
         results = [await client.wait(job_id) for job_id in ids]
         assert client.services.jobs.peak_running <= 3
     assert [r["status"] for r in results] == ["completed"] * 8
     assert all(r["processed_frames"] == 15 for r in results)
 
 
-async def test_finished_status_never_moves(client: AppClient, media: Media, videos: Path):
+async def test_finished_status_never_moves(client: AppClient, media: Media, videos: Path) -> None:
     job_id = await client.submit(place(media.standard(), videos), 1)
     await client.wait(job_id)
     store = client.services.store
@@ -284,7 +360,9 @@ async def test_finished_status_never_moves(client: AppClient, media: Media, vide
     assert job is not None and job.status is JobStatus.COMPLETED
 
 
-async def test_submit_is_refused_while_shutting_down(client: AppClient, media: Media, videos: Path):
+async def test_submit_is_refused_while_shutting_down(
+    client: AppClient, media: Media, videos: Path
+) -> None:
     client.services.jobs.submissions.accepting = False
     res = await client.http.post(
         "/video-job", json={"video_source": place(media.standard(), videos)}
@@ -297,7 +375,7 @@ async def test_submit_is_refused_while_shutting_down(client: AppClient, media: M
 
 async def test_a_status_read_racing_a_delete_cannot_keep_the_job_alive(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     from vfe import submit
     from vfe.cache import job_key
 
@@ -319,7 +397,7 @@ async def test_a_status_read_racing_a_delete_cannot_keep_the_job_alive(
 
 async def test_unfinished_job_status_is_cached_briefly(
     make_client: Any, make_settings: Any, media: Media, videos: Path
-):
+) -> None:
     from vfe.cache import job_key
 
     settings = make_settings(MAX_CONCURRENT_JOBS="1")
@@ -367,7 +445,7 @@ LONG_CUTS = sorted([6.0 * n + 5 for n in range(LONG_CUTS_SHOTS)] +
 
 async def test_scene_job_progress_rises_from_0_to_1(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     from vfe import worker
 
     monkeypatch.setattr(worker, "PROGRESS_EVERY", 0.0)  # a progress event for each report
@@ -411,7 +489,7 @@ async def test_scene_job_progress_rises_from_0_to_1(
 
 async def test_scene_job_progress_is_recorded_while_it_runs(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     """The stored progress starts at 0, only rises, and is 1.0 at completion."""
     from vfe import worker
 
@@ -437,7 +515,9 @@ async def test_scene_job_progress_is_recorded_while_it_runs(
     assert all(0.0 <= p <= 1.0 for p in seen)
 
 
-async def test_jobs_of_other_modes_have_no_progress(client: AppClient, media: Media, videos: Path):
+async def test_jobs_of_other_modes_have_no_progress(
+    client: AppClient, media: Media, videos: Path
+) -> None:
     job_id = await client.submit(place(media.cuts(), videos), 1)
     assert (await client.wait(job_id))["percent"] == 100.0
     job = await client.services.store.get_job(job_id)
@@ -446,39 +526,45 @@ async def test_jobs_of_other_modes_have_no_progress(client: AppClient, media: Me
 
 async def test_scene_job_left_processing_is_run_again_replacing_frames(
     make_client: Any, settings: Settings, media: Media, videos: Path
-):
+) -> None:
     source = videos / place(media.cuts(), videos)
     options = {"mode": "scene", "min_gap": 0.0, "start": 0.0, "format": "jpg"}
     job = _job(source, JobStatus.PROCESSING, interval=5.0, total_frames=9, processed_frames=3,
                attempts=1, options=options, progress=0.4)  # fmt: skip
-    folder = settings.frames_base_path / job.id
-    folder.mkdir(parents=True)
-    earlier = []
+    earlier, held = [], []
     for index, name in [(0, "000000_0.000.jpg"), (1, "000001_1.200.jpg"), (8, "000008_3.800.jpg")]:
-        (folder / name).write_bytes(b"partial from the crashed run")
-        earlier.append(Frame(job.id, index, 0.0, 0.0, name, 28, "old", None, None, 1.0))
-    await _seed(settings, job, earlier)
+        path = stored(settings, f"partial {index} from the crashed run".encode())
+        held.append(path)
+        earlier.append(Frame(job.id, index, 0.0, 0.0, name, path.stat().st_size, path.stem,
+                             None, None, 1.0))  # fmt: skip
+    scratch = dead_scratch(settings, job.id)
+    await _seed(settings, job, earlier, held)
 
     async with make_client(settings) as client:
         done = await client.wait(job.id)
         listing = (await client.http.get(f"/frames/{job.id}")).json()
-        stored = await client.services.store.get_job(job.id)
-    assert done["status"] == "completed"
-    assert done["attempts"] == 2
-    assert done["percent"] == 100.0
-    assert stored is not None and stored.progress == 1.0
-    expected = Media.CUTS_NO_GAP
-    assert done["total_frames"] == done["processed_frames"] == listing["total_count"] == 5
-    assert [f["timestamp"] for f in listing["frames"]] == pytest.approx(expected, abs=1e-9)
-    names = [f"{i:06d}_{t:.3f}.jpg" for i, t in enumerate(expected)]
-    assert [f["filename"] for f in listing["frames"]] == names
-    assert all(f["checksum"] != "old" for f in listing["frames"])
-    assert sorted(p.name for p in folder.iterdir()) == names  # stale frame 8 gone
+        row = await client.services.store.get_job(job.id)
+        objects = await listed_objects(client, job.id)
+        assert done["status"] == "completed"
+        assert done["attempts"] == 2
+        assert done["percent"] == 100.0
+        assert row is not None and row.progress == 1.0
+        expected = Media.CUTS_NO_GAP
+        assert done["total_frames"] == done["processed_frames"] == listing["total_count"] == 5
+        assert [f["timestamp"] for f in listing["frames"]] == pytest.approx(expected, abs=1e-9)
+        names = [f"{i:06d}_{t:.3f}.jpg" for i, t in enumerate(expected)]
+        assert [f["filename"] for f in listing["frames"]] == names  # stale frame 8 gone
+        assert {f["checksum"] for f in listing["frames"]}.isdisjoint(p.stem for p in held)
+        assert len(objects) == 5  # every listed frame's object is there and whole
+        assert not scratch.exists()
+        assert stored_frames(settings.frames_base_path) == objects | set(held)
+        assert (await client.http.delete(f"/job/{job.id}")).status_code == 200
+        assert stored_frames(settings.frames_base_path) == set()
 
 
 async def test_scene_job_percent_moves_while_frames_keep_coming(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     from vfe import worker
 
     monkeypatch.setattr(worker, "PROGRESS_EVERY", 0.4)  # FFmpeg reports every 0.5 s
@@ -499,7 +585,7 @@ async def test_scene_job_percent_moves_while_frames_keep_coming(
 
 async def test_a_claim_that_cannot_reach_the_database_runs_the_job_later(
     client: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     store = client.services.store
     claim = store.claim
     failures: list[str] = []
@@ -520,9 +606,11 @@ async def test_a_claim_that_cannot_reach_the_database_runs_the_job_later(
 async def test_delete_keeps_the_files_while_a_cancelled_run_has_not_stopped(
     client: AppClient, media: Media, videos: Path, settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
-):  # fmt: skip
+) -> None:  # fmt: skip
     job_id = await client.submit(place(media.standard(), videos), 0.5)
     await client.wait(job_id)
+    objects = await listed_objects(client, job_id)
+    assert len(objects) == 4
     queue = client.services.jobs.queue
     cancel = queue.cancel
 
@@ -534,8 +622,10 @@ async def test_delete_keeps_the_files_while_a_cancelled_run_has_not_stopped(
     res = await client.http.delete(f"/job/{job_id}")
     assert res.status_code == 503 and res.headers["Retry-After"] == "5"
     assert "has not stopped yet" in res.json()["detail"]
-    assert (settings.frames_base_path / job_id).is_dir()  # nothing removed under a run
+    assert stored_frames(settings.frames_base_path) == objects  # nothing removed under a run
+    assert await listed_objects(client, job_id) == objects  # each still whole
     assert (await client.http.get(f"/job-status/{job_id}")).status_code == 200
     monkeypatch.setattr(queue, "cancel", cancel)  # the run has stopped at last
     assert (await client.http.delete(f"/job/{job_id}")).status_code == 200
     assert (await client.http.get(f"/job-status/{job_id}")).status_code == 404
+    assert stored_frames(settings.frames_base_path) == set()

@@ -1,5 +1,6 @@
 """The scaled-out layout for real: ``vfe serve --api-only`` and ``vfe worker`` processes on
-one real PostgreSQL database (a new one per test), sharing one frames folder.
+one real PostgreSQL database (a new one per test), sharing one frames folder, or (the
+S3 case) an S3 bucket on a real SeaweedFS and no folder at all.
 
 Each process is a real uvicorn in a subprocess; workers are SIGKILLed for real. Streams
 are read in a background thread, as in test_live.py.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -41,9 +43,9 @@ def cluster(live_server: Callable[..., LiveServer], postgres_url: str) -> Callab
 
 
 def submit(api: LiveServer, name: str, interval: float) -> str:
-    res = httpx.post(
-        f"{api.url}/video-job", json={"video_source": name, "interval": interval}, timeout=TIMEOUT
-    )
+    """A path job; ``reuse`` off, so every job runs."""
+    body = {"video_source": name, "interval": interval, "reuse": False}
+    res = httpx.post(f"{api.url}/video-job", json=body, timeout=TIMEOUT)
     assert res.status_code == 200, res.text
     job_id: str = res.json()["job_id"]
     return job_id
@@ -113,15 +115,56 @@ def test_delete_on_the_api_stops_the_run_on_a_worker(
     assert not (tmp_path / "frames" / job_id).exists()
 
 
+def upload(api: LiveServer, video: Path, interval: float) -> str:
+    """Send ``video`` as an upload; ``reuse`` off, so every job runs."""
+    res = httpx.post(
+        f"{api.url}/video-job", files={"file": (video.name, video.read_bytes(), "video/mp4")},
+        data={"interval": str(interval), "reuse": "false"}, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert res.status_code == 200, res.text
+    job_id: str = res.json()["job_id"]
+    return job_id
+
+
+def own_folders(tmp_path: Path) -> dict[str, str]:
+    """Settings that give a process folders of its own: it shares nothing on disk."""
+    folder = tmp_path / f"own-{uuid.uuid4().hex[:8]}"
+    return {"FRAMES_BASE_PATH": str(folder / "frames"), "UPLOADS_PATH": str(folder / "uploads"),
+            "VIDEOS_BASE_PATH": str(folder / "videos")}  # fmt: skip
+
+
+@pytest.mark.parametrize("storage", ["folder", "s3"])
 def test_thirty_jobs_on_three_workers_one_killed_each_completes_once(
-    cluster: Callable[..., LiveServer], media: Media, videos: Path
+    cluster: Callable[..., LiveServer],
+    media: Media,
+    videos: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    storage: str,
 ) -> None:
-    api = cluster("serve", "--api-only")
-    workers = [cluster("worker", MAX_CONCURRENT_JOBS="2") for _ in range(3)]
+    """On a shared folder with path sources; and on S3 with uploads and no folder shared
+    by any two processes (every byte a worker needs comes from the bucket)."""
+    env: dict[str, str] = {}
+    if storage == "s3":
+        from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY
+
+        server: Any = request.getfixturevalue("s3_server")
+        env = {"STORAGE_URL": f"s3://{BUCKET}/scale-{uuid.uuid4().hex[:8]}",
+               "S3_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+               "AWS_SECRET_ACCESS_KEY": SECRET_KEY}  # fmt: skip
+    mine = own_folders if storage == "s3" else lambda _: {}
+    api = cluster("serve", "--api-only", **env, **mine(tmp_path))
+    workers = [
+        cluster("worker", MAX_CONCURRENT_JOBS="2", **env, **mine(tmp_path)) for _ in range(3)
+    ]
     everything = SseReader(f"{api.url}/events")
-    short, long = place(media.standard(), videos), place(media.long(), videos)
-    jobs = {submit(api, long if n % 5 == 0 else short, 0.5): (40 if n % 5 == 0 else 4)
-            for n in range(30)}  # fmt: skip
+    if storage == "s3":
+        jobs = {upload(api, media.long() if n % 5 == 0 else media.standard(), 0.5):
+                (40 if n % 5 == 0 else 4) for n in range(30)}  # fmt: skip
+    else:
+        short, long = place(media.standard(), videos), place(media.long(), videos)
+        jobs = {submit(api, long if n % 5 == 0 else short, 0.5): (40 if n % 5 == 0 else 4)
+                for n in range(30)}  # fmt: skip
     # kill a worker in the middle of a long job, FFmpeg and all
     victim = wait_until(lambda: next((w for w in workers if ffmpeg_children(w)), None),
                         "a worker to run FFmpeg")  # fmt: skip

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from . import fetch
 from .cache import RECENT_GENERATION, job_key, recent_key
@@ -41,6 +42,7 @@ from .frames import FRAME_NAME, is_job_id
 from .models import Job, JobSpec, JobStatus, SourceType
 from .services import Services, services
 from .sources import Upload, list_videos, receive_upload, resolve_local
+from .submit import Source
 from .views import (
     DeleteAnswer,
     FrameList,
@@ -154,11 +156,14 @@ def _fingerprint(spec: JobSpec, upload: Upload | None) -> str:
     return digest.hexdigest()
 
 
-async def _source(svc: Services, spec: JobSpec, upload: Upload | None) -> tuple[SourceType, Path]:
-    """Where the job's video is: the upload, a download of the URL, or a local path."""
+async def _source(svc: Services, spec: JobSpec, upload: Upload | None) -> Source:
+    """Where the job's video is: the upload, a download of the URL, or a local path; and
+    what identifies its content (the SHA-256 of the bytes, or for a path the file's
+    resolved path, size, change time and inode: a file changed in place is a new source)."""
     settings = svc.settings
     if upload is not None and upload.path is not None:
-        return SourceType.UPLOAD, upload.path
+        digest = upload.digest.hexdigest()
+        return Source(SourceType.UPLOAD, upload.path, f"sha256:{digest}", digest, upload.size)
     if fetch.is_url(spec.video_source):
         if not settings.allow_url_sources:
             raise BadRequest(
@@ -173,9 +178,14 @@ async def _source(svc: Services, spec: JobSpec, upload: Upload | None) -> tuple[
             timeout=settings.url_timeout_seconds,
             policy=settings.allow_private_urls,
         )
-        return SourceType.URL, got.path
+        return Source(SourceType.URL, got.path, f"sha256:{got.sha256}", got.sha256, got.size)
     path = await asyncio.to_thread(resolve_local, spec.video_source, settings.videos_base_path)
-    return SourceType.PATH, path
+    try:
+        stat = await asyncio.to_thread(path.stat)
+    except OSError:
+        raise BadRequest(f"video_source: the file {spec.video_source} cannot be read") from None
+    identity = f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    return Source(SourceType.PATH, path, identity)
 
 
 @endpoint(
@@ -227,8 +237,9 @@ async def submit_job(request: Request) -> Response:
         body = await _body_fields(request, content_type, svc.settings.max_body_bytes)
         data.update(body)
         origin.update({name: "body" for name in body})
+    # the service's own copy of the video (an upload or a download), removed at the end:
+    # what a job keeps is stored apart from it
     path: Path | None = upload.path if upload is not None else None
-    owned = path is not None
     try:
         if upload is not None and upload.path is not None:
             if data.get(SUBMIT_BODY.replaces):
@@ -246,21 +257,27 @@ async def submit_job(request: Request) -> Response:
             if earlier is not None:
                 job = await desk.idempotent(earlier, idempotency)
                 raise _Repeat(job)
-        source_type, path = await _source(svc, spec, upload)
-        owned = source_type.owned
-        await desk.admit(spec, path, "file" if source_type is SourceType.UPLOAD else None)
-        job, created = await desk.submit(spec, source_type, path, idempotency)
+        source = await _source(svc, spec, upload)
+        if source.type.owned:
+            path = source.path
+        message = "Job submitted successfully"
+        made = await desk.reuse(spec, source, idempotency) if spec.reuse else None
+        if made is not None:
+            message = "Job completed at once with the frames of an earlier job (same video, "
+            message += 'same options); send "reuse": false to extract afresh'
+        else:
+            field = "file" if source.type is SourceType.UPLOAD else None
+            await desk.admit(spec, source.path, field)
+            made = await desk.submit(spec, source, idempotency)
+        job, created = made
         if not created:  # the same request, made by a racing twin
             raise _Repeat(job)
     except _Repeat as repeat:
-        if owned and path is not None:
-            await asyncio.to_thread(path.unlink, True)
         return _accepted(repeat.job, "Job already submitted with this Idempotency-Key")
-    except BaseException:
-        if owned and path is not None:
+    finally:
+        if path is not None:
             await asyncio.to_thread(path.unlink, True)
-        raise
-    return _accepted(job, "Job submitted successfully")
+    return _accepted(job, message)
 
 
 class _Repeat(Exception):
@@ -364,6 +381,8 @@ async def list_frames(request: Request, query: FramesQuery) -> FrameList:
     Answer(200, "The image; its ETag is its SHA-256.", media=tuple(_MEDIA_TYPES.values()),
            headers=("ETag",)),
     Answer(304, "Not modified.", headers=("ETag",)),
+    Answer(307, "FRAME_URLS=presigned: a redirect to a presigned URL of the bucket, valid "
+           "for an hour.", headers=("Location", "ETag")),
     error(404, "No such job or frame."),
     params=(JOB_ID, FRAME_FILE),
     headers=(Header("If-None-Match", "304 if it is the frame's ETag."),),
@@ -380,11 +399,29 @@ async def frame_image(request: Request) -> Response:
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers=headers)
-    path = svc.frames.path(job_id, name)
-    if not await asyncio.to_thread(path.is_file):
-        raise NotFound("Frame not found")
     media_type = _MEDIA_TYPES[name.rsplit(".", 1)[1]]
-    return FileResponse(path, media_type=media_type, headers=headers)
+    path = svc.frames.local_file(frame)
+    if path is not None:
+        if not await asyncio.to_thread(path.is_file):
+            raise NotFound("Frame not found")
+        return FileResponse(path, media_type=media_type, headers=headers)
+    if svc.settings.frame_urls == "presigned":
+        url = await svc.frames.presign(frame)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers=headers)
+    chunks = svc.frames.read(frame)
+    try:
+        first = await anext(chunks)  # a missing object is a 404, not a cut response
+    except (FileNotFoundError, StopAsyncIteration):
+        raise NotFound("Frame not found") from None
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    headers["Content-Length"] = str(frame.size_bytes)
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 
 class RecentQuery(Query):
@@ -475,10 +512,9 @@ async def frames_zip(request: Request) -> Response:
     if await svc.store.get_job(job_id) is None:
         raise NotFound("Job not found")
     frames = await svc.store.list_frames(job_id, 0, ALL_FRAMES)
-    names = [f.filename for f in frames]
     disposition = f'attachment; filename="vfe-{job_id}-frames.zip"'
     return StreamingResponse(
-        svc.frames.zip_stream(job_id, names),
+        svc.frames.zip_stream(frames),
         media_type="application/zip",
         headers={"Content-Disposition": disposition},
     )

@@ -43,6 +43,7 @@ from .owner import DataOwner
 from .queue import make_queue
 from .services import Services
 from .settings import Settings
+from .storage import open_storages
 from .store import open_store
 
 WEB = Path(__file__).parent / "web"
@@ -142,8 +143,11 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
             resources.push_async_callback(cache.close)
             await cache.connect()
             bus = EventBus()
-            frames = FrameStore(settings.frames_base_path)
-            await frames.sweep_spool()
+            frames = FrameStore(open_storages(settings), settings.frames_base_path, store.hold)
+            await frames.open()
+            resources.push_async_callback(frames.close)
+            if role is not Role.WORKER:  # one API process at a time is enough for this
+                await frames.adopt_legacy(lambda job_id: store.list_frames(job_id, 0, 10**9))
             jobs = JobManager(
                 settings, store, cache, bus, frames, metrics, queue,
                 run_jobs=role.runs_jobs, serve_api=role is not Role.WORKER,

@@ -118,13 +118,12 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     """
     import asyncio
     import json
-    import os
     import shutil
     import time
     import uuid
 
     from .extractor import Extractor
-    from .frames import FrameStore
+    from .frames import FolderFrames
     from .models import output_from
     from .planner import plan as make_plan
     from .planner import sampling_from
@@ -138,7 +137,7 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     if not quiet:
         print(f"plan: {json.dumps(plan.describe())}", flush=True)
     job_id = str(uuid.uuid4())
-    store = FrameStore(out / ".vfe-work")
+    store = FolderFrames(out)  # finished frames go straight into ``out``
     manifest: list[dict[str, Any]] = []
     started = time.perf_counter()
     scene = plan.scene is not None  # frames found as it goes: the bar shows decoding
@@ -146,11 +145,6 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     with _progress_bar(total, unit, quiet) as bar:
 
         async def on_frames(batch: list[Frame]) -> None:
-            def move() -> None:
-                for frame in batch:
-                    os.replace(store.path(job_id, frame.filename), out / frame.filename)
-
-            await asyncio.to_thread(move)
             manifest.extend(
                 FrameView.of(frame).model_dump(mode="json", exclude={"job_id", "url"})
                 for frame in batch
@@ -170,7 +164,7 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
             if scene:
                 bar.update(total - bar.n)
         finally:
-            shutil.rmtree(store.base, ignore_errors=True)
+            shutil.rmtree(store.scratch, ignore_errors=True)
     manifest.sort(key=lambda f: (f["timestamp"], f["index"]))
     text = json.dumps(manifest, indent=1) + "\n"
     await asyncio.to_thread((out / "frames.json").write_text, text)

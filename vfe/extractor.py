@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import ffmpeg
 from .errors import ExtractionError
-from .frames import FrameStore, frame_name
+from .frames import FrameSink, frame_name
 from .models import Frame, Output
 from .planner import Group, Plan, Strategy
 from .probe import VideoInfo
@@ -38,7 +38,7 @@ class _Run:
 
     def __init__(
         self,
-        frames: FrameStore,
+        frames: FrameSink,
         job_id: str,
         work: Path,
         plan: Plan,
@@ -111,40 +111,41 @@ class _Run:
     async def finish_ready(self) -> None:
         """Finalize every complete file whose timestamp is known, in order."""
         names = set(await asyncio.to_thread(os.listdir, self.work))
-        batch: list[Frame] = []
-        while self.finished < len(self.times):
-            seq = self.finished
+        ready: list[tuple[int, float, str, Path]] = []  # index, time, frame name, file
+        for seq in range(self.finished, len(self.times)):
             produced = f"{self.prefix}{seq:06d}.{self.ext}"
             if produced not in names:
                 break
             timestamp = max(0.0, round(self.times[seq], 6)) + 0.0  # never "-0.000"
             index = seq if self.scene else self.plan.target_index(timestamp)
-            name = frame_name(index, timestamp, self.ext)
-            work_file = self.work / produced
-            size, checksum, dimensions = await self.frames.finalize(self.job_id, work_file, name)
-            batch.append(
-                Frame(
-                    job_id=self.job_id,
-                    index=index,
-                    timestamp=timestamp,
-                    target_time=timestamp if self.scene else self.plan.target_time(index),
-                    filename=name,
-                    size_bytes=size,
-                    checksum=checksum,
-                    width=dimensions[0] if dimensions else None,
-                    height=dimensions[1] if dimensions else None,
-                    created_at=time.time(),
-                )
+            ready.append((index, timestamp, frame_name(index, timestamp, self.ext),
+                          self.work / produced))  # fmt: skip
+        if not ready:
+            return
+        kept = await self.frames.finalize(self.job_id, [(file, name) for *_, name, file in ready])
+        batch = [
+            Frame(
+                job_id=self.job_id,
+                index=index,
+                timestamp=timestamp,
+                target_time=timestamp if self.scene else self.plan.target_time(index),
+                filename=name,
+                size_bytes=k.size,
+                checksum=k.checksum,
+                width=k.dimensions[0] if k.dimensions else None,
+                height=k.dimensions[1] if k.dimensions else None,
+                created_at=time.time(),
             )
-            self.finished += 1
-        if batch:
-            await self.on_frames(batch)
+            for (index, timestamp, name, _), k in zip(ready, kept, strict=True)
+        ]
+        self.finished += len(batch)
+        await self.on_frames(batch)
 
 
 class Extractor:
-    """Extracts the frames of a plan from a local video into a ``FrameStore``."""
+    """Extracts the frames of a plan from a local video into a ``FrameSink``."""
 
-    def __init__(self, frames: FrameStore) -> None:
+    def __init__(self, frames: FrameSink) -> None:
         self.frames = frames
 
     async def run(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import ipaddress
 import re
 import socket
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpcore
 import httpx
@@ -53,6 +54,7 @@ class Downloaded:
     size: int
     final_url: str
     filename: str
+    sha256: str  # of the body, computed as it streamed in
 
 
 def is_url(text: str) -> bool:
@@ -203,10 +205,11 @@ async def download(
     """
     current = check_url(url)
     target = dest_dir / f"{uuid.uuid4().hex}.download"
+    digest = hashlib.sha256()
     try:
         async with asyncio.timeout(timeout):
             size, final_url = await _fetch(
-                current, target, max_bytes, timeout, policy, max_redirects
+                current, target, max_bytes, timeout, policy, max_redirects, digest
             )
     except BaseException as exc:
         target.unlink(missing_ok=True)  # synchronous on purpose: it must also run when cancelled
@@ -216,7 +219,7 @@ async def download(
             ) from None
         raise
     name = _last_segment(final_url) or _last_segment(current) or httpx.URL(current).host
-    return Downloaded(target, size, final_url, display_name(name))
+    return Downloaded(target, size, final_url, display_name(name), digest.hexdigest())
 
 
 async def _fetch(
@@ -226,6 +229,7 @@ async def _fetch(
     step_limit: float,
     policy: AddressPolicy,
     max_redirects: int,
+    digest: Any,
 ) -> tuple[int, str]:
     """Follow redirects from ``url`` and stream the final body to ``target``."""
     headers = [
@@ -260,7 +264,7 @@ async def _fetch(
                     if length is not None and length > max_bytes:
                         raise PayloadTooLarge(_too_large(max_bytes))
                     try:
-                        size = await _save(response, target, max_bytes)
+                        size = await _save(response, target, max_bytes, digest)
                     except OSError as exc:  # the disk, not the URL: a server error
                         raise VfeError("the downloaded video could not be stored") from exc
                     return size, url
@@ -296,8 +300,8 @@ def _redirect(parsed: httpx.URL, headers: list[tuple[bytes, bytes]]) -> str:
         raise BadRequest(f"the URL redirected to an address that is refused: {exc}") from None
 
 
-async def _save(response: httpcore.Response, target: Path, max_bytes: int) -> int:
-    """Stream the body to ``target`` (created new) and return its size.
+async def _save(response: httpcore.Response, target: Path, max_bytes: int, digest: Any) -> int:
+    """Stream the body to ``target`` (created new), feeding ``digest``; return its size.
 
     The file is opened on the loop (one quick call): an open in a thread that is
     cancelled would hand back a file nobody closes. Writes run in a thread and are
@@ -313,6 +317,7 @@ async def _save(response: httpcore.Response, target: Path, max_bytes: int) -> in
             if size > max_bytes:
                 raise PayloadTooLarge(_too_large(max_bytes))
             pending += chunk
+            digest.update(chunk)
             if len(pending) >= WRITE_BYTES:
                 writing = asyncio.ensure_future(
                     asyncio.to_thread(_write_all, handle, bytes(pending))

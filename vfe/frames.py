@@ -1,31 +1,51 @@
-"""Frame files on disk: layout, naming, checksums, and removal.
+"""Frame files: work folders, naming, checksums, storing, reading and zips.
 
-Layout: ``FRAMES_BASE_PATH/<job_id>/<index>_<seconds>.<ext>``, e.g. ``000012_60.000.jpg``.
-FFmpeg writes into ``<job_id>/.work/`` with atomic writing (a temp name renamed when the
-file is complete); ``finalize`` hashes a complete file and renames it to its final name.
-A frame is recorded in the store only after that rename, so a listed frame is always a
-whole file. All disk work runs in a thread so the event loop never waits on it.
+FFmpeg writes a run's frames into a local work folder (``<scratch>/<job_id>/<run>/``)
+with atomic writing (a temp name renamed when the file is complete). ``finalize`` hashes
+each complete file and keeps it: ``FrameStore`` stores its bytes once, under their
+SHA-256 (``frames/ab/abcd….jpg``), after the job's hold on that object is committed, so a
+collect never removes it under the job; ``FolderFrames`` (``vfe extract``) renames it
+into a folder under its frame name (``000012_60.000.jpg``). A frame is recorded only
+after that, so a listed frame is always a whole object. Disk work runs in threads.
 
-Only ``job_dir`` turns a job id into a path, and it accepts canonical UUIDs only.
+Each process keeps its work folders in a folder of its own under FRAMES_BASE_PATH/.work,
+locked while it lives; a start removes the folders of processes that are gone, so
+scratch a killed run left behind does not stay.
+
+Only ``WorkFolders.work_dir`` turns a job id into a path, and it accepts canonical UUIDs
+only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
-import itertools
 import logging
 import os
 import re
 import shutil
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import IO, Protocol
+
+from .models import Frame
+from .storage import Storages, frame_key
 
 log = logging.getLogger("vfe.frames")
 WORK_DIR = ".work"
-TRASH_DIR = ".trash"  # folders of deleted jobs, removed in the background
+LOCK = ".lock"  # in a process's scratch folder, locked while the process lives
+MAKING = ".new-"  # a scratch folder before it is locked
+MAKING_FOR = 60.0  # seconds after which such a folder's process is taken for gone
+LEGACY = (".trash", ".zips")  # what versions before stored frames by hash left behind
+PUTS = 8  # frames a run uploads at once
+SOURCE_TRIES = 3  # reads of a stored source before it counts as gone
+PRESIGNED_FOR = timedelta(hours=1)
 FRAME_NAME = re.compile(r"^\d{6,}_\d+\.\d{3}\.(jpg|png|webp)$")
 
 
@@ -49,24 +69,6 @@ class _Sink:
     def take(self) -> bytes:
         data, self.chunks = b"".join(self.chunks), []
         return data
-
-
-def _removal(root: Path) -> Iterator[None]:
-    """Remove ``root`` and everything in it, one file (or folder) a step."""
-    for folder, dirs, files in os.walk(root, topdown=False):
-        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # never followed
-        for name in [*files, *links]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, name))
-            yield
-        with contextlib.suppress(OSError):  # not empty: a new discard landed meanwhile
-            os.rmdir(folder)
-        yield
-
-
-def _advance(steps: Iterator[None], count: int) -> int:
-    """Take up to ``count`` steps; how many were taken (fewer: none are left)."""
-    return len(list(itertools.islice(steps, count)))
 
 
 def is_job_id(value: str) -> bool:
@@ -112,42 +114,67 @@ def image_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _sha256(path: Path) -> tuple[int, str]:
+@dataclass(frozen=True)
+class Kept:
+    """A finished frame file as kept: its size, SHA-256 and picture size, if read."""
+
+    size: int
+    checksum: str
+    dimensions: tuple[int, int] | None
+
+
+class Gone(Exception):
+    """The job is gone (deleted, or claimed by another run): its frames are not kept."""
+
+
+Hold = Callable[[str, Sequence[tuple[str, int]]], Awaitable[bool]]  # the store's ``hold``
+Recorded = Callable[[str], Awaitable[Sequence[Frame]]]  # a job's frames in the store
+
+
+def _examine(path: Path) -> Kept:
+    """Hash a file and read its picture size. Blocking: run it in a thread."""
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as fh:
-        while chunk := fh.read(1024 * 1024):
+        head = fh.read(64 * 1024)
+        chunk = head
+        while chunk:
             digest.update(chunk)
             size += len(chunk)
-    return size, digest.hexdigest()
+            chunk = fh.read(1024 * 1024)
+    return Kept(size, digest.hexdigest(), image_size(head))
 
 
-class FrameStore:
-    """Frame files under one base folder."""
+def extension(name: str) -> str:
+    return name.rsplit(".", 1)[1]
 
-    def __init__(self, base: Path) -> None:
-        self.base = base
 
-    def job_dir(self, job_id: str) -> Path:
-        if not is_job_id(job_id):
-            raise ValueError("not a job id")
-        return self.base / job_id
+class FrameSink(Protocol):
+    """Where the extractor's runs work and their finished frames go."""
+
+    async def prepare(self, job_id: str, run: str = "") -> Path: ...
+    async def finalize(self, job_id: str, files: Sequence[tuple[Path, str]]) -> list[Kept]: ...
+    async def discard_work(self, job_id: str, run: str = "") -> None: ...
+
+
+class WorkFolders:
+    """The runs' work folders under one local folder ``scratch``."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
 
     def work_dir(self, job_id: str, run: str = "") -> Path:
         """The job's work folder, or one run's within it (``run``: its attempt number),
         so two runs of one job (a worker taken for dead that still runs) never share one."""
-        work = self.job_dir(job_id) / WORK_DIR
+        if not is_job_id(job_id):
+            raise ValueError("not a job id")
         if run and not run.isdigit():
             raise ValueError("not a run")
+        work = self.scratch / job_id
         return work / run if run else work
 
-    def path(self, job_id: str, name: str) -> Path:
-        if not FRAME_NAME.fullmatch(name):  # match() lets a trailing newline through
-            raise ValueError("not a frame name")
-        return self.job_dir(job_id) / name
-
     async def prepare(self, job_id: str, run: str = "") -> Path:
-        """Create the job's folders and empty its (run's) work folder; return that."""
+        """Create the (run's) work folder empty; return it."""
         work = self.work_dir(job_id, run)
 
         def _prepare() -> None:
@@ -157,55 +184,9 @@ class FrameStore:
         await asyncio.to_thread(_prepare)
         return work
 
-    async def finalize(
-        self, job_id: str, done: Path, name: str
-    ) -> tuple[int, str, tuple[int, int] | None]:
-        """Hash the complete file ``done`` and move it to ``name``.
-
-        Returns its size, SHA-256 and picture size (read from the image header).
-        """
-        target = self.path(job_id, name)
-
-        def _finalize() -> tuple[int, str, tuple[int, int] | None]:
-            size, checksum = _sha256(done)
-            with done.open("rb") as fh:
-                dimensions = image_size(fh.read(64 * 1024))
-            os.replace(done, target)
-            return size, checksum, dimensions
-
-        return await asyncio.to_thread(_finalize)
-
-    async def zip_stream(self, job_id: str, names: list[str]) -> AsyncIterator[bytes]:
-        """The job's frames ``names`` as one zip, made while it is sent: stored entries
-        (images are compressed already) with data descriptors, so nothing is staged on
-        disk, an unread download costs no disk, and a cut one leaves nothing behind.
-        Holds one frame in memory at a time. Frames whose file has gone are left out."""
-        import zipfile  # only for zips, not on every start-up
-
-        sink = _Sink()
-        archive = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED)
-        try:
-            for frame in names:
-                path = self.path(job_id, frame)
-                try:
-                    await asyncio.to_thread(archive.write, path, frame)
-                except FileNotFoundError:
-                    continue  # deleted meanwhile: leave it out
-                if sink.chunks:
-                    yield sink.take()
-            await asyncio.to_thread(archive.close)
-            yield sink.take()
-        finally:
-            if archive.fp is not None:  # cut short: nothing to finish, nothing on disk
-                archive.fp = None
-
-    async def sweep_spool(self) -> None:
-        """Remove zips older versions staged under the frames folder (``.zips``)."""
-        await asyncio.to_thread(shutil.rmtree, self.base / ".zips", True)
-
     async def discard_work(self, job_id: str, run: str = "") -> None:
-        """Remove the work folder of a run (partial files of a stopped or finished run),
-        or of every run (and the work folder itself once no run has one)."""
+        """Remove a run's work folder (partial files of a stopped or finished run), or the
+        job's (every run's, and its source copies)."""
         work = self.work_dir(job_id, run)
 
         def _discard() -> None:
@@ -216,59 +197,237 @@ class FrameStore:
 
         await asyncio.to_thread(_discard)
 
-    async def remove(self, job_id: str, names: list[str]) -> None:
-        """Remove some frame files of a job (``discard`` takes its whole folder)."""
-        paths = [self.path(job_id, n) for n in names]
-
-        def _unlink() -> None:
-            for p in paths:
-                p.unlink(missing_ok=True)
-
-        await asyncio.to_thread(_unlink)
-
-    async def discard(self, job_id: str) -> None:
-        """Take the job's whole folder out of sight at once (a rename into ``.trash``);
-        ``empty_trash`` removes it later, so a job of 100,000 frames is gone in a moment."""
-
-        def _move() -> None:
-            source, trash = self.job_dir(job_id), self.base / TRASH_DIR
-            for _ in range(3):  # the emptier may remove an empty trash folder meanwhile
-                trash.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.rename(source, trash / f"{job_id}-{uuid.uuid4().hex}")
-                    return
-                except FileNotFoundError:
-                    if not source.exists():
-                        return  # no frames were ever written
-
-        await asyncio.to_thread(_move)
-
-    async def empty_trash(self, batch: int = 500) -> None:
-        """Remove what ``discard`` set aside (also what a stopped process left there),
-        ``batch`` files per worker-thread call, so a cancellation (shutdown) takes effect
-        between batches and the next start goes on where this one stopped."""
-        trash = self.base / TRASH_DIR
-        while await asyncio.to_thread(trash.is_dir):
-            removal, steps = _removal(trash), 0
-            while (done := await asyncio.to_thread(_advance, removal, batch)) == batch:
-                steps += done
-            if steps + done <= 1 and await asyncio.to_thread(trash.is_dir):
-                # a pass that removed nothing, and the trash is still there: it cannot be
-                # removed (permissions?); do not spin on it
-                log.warning("the trash under FRAMES_BASE_PATH cannot be emptied; left as is")
-                return
-
-    async def names(self, job_id: str) -> list[str]:
-        """The frame files in the job's folder (temp and work files are not frames)."""
-
-        def _list() -> list[str]:
-            try:
-                return [n for n in os.listdir(self.job_dir(job_id)) if FRAME_NAME.fullmatch(n)]
-            except FileNotFoundError:
-                return []
-
-        return await asyncio.to_thread(_list)
-
     async def free_bytes(self) -> int:
-        usage = await asyncio.to_thread(shutil.disk_usage, self.base)
-        return usage.free
+        def _free() -> int:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+            return shutil.disk_usage(self.scratch).free
+
+        return await asyncio.to_thread(_free)
+
+
+class FolderFrames(WorkFolders):
+    """``vfe extract``: finished frames renamed into the folder ``out`` by frame name."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(out / ".vfe-work")
+        self.out = out
+
+    async def finalize(self, job_id: str, files: Sequence[tuple[Path, str]]) -> list[Kept]:
+        def _keep() -> list[Kept]:
+            kept = []
+            for done, name in files:
+                kept.append(_examine(done))
+                os.replace(done, self.out / name)
+            return kept
+
+        return await asyncio.to_thread(_keep)
+
+
+class FrameStore(WorkFolders):
+    """Frames stored once by their SHA-256 in ``storages.frames``; runs work in this
+    process's own folder under ``base/.work``. ``hold`` is the store's ``hold``."""
+
+    def __init__(self, storages: Storages, base: Path, hold: Hold) -> None:
+        super().__init__(base / WORK_DIR / uuid.uuid4().hex)
+        self.base = base
+        self.storages = storages
+        self.hold = hold
+        self._lock: IO[bytes] | None = None
+
+    # --- life ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Take this process's scratch folder (locked while it lives) and remove those of
+        processes that are gone."""
+
+        def _open() -> None:
+            # Made under a name the sweep leaves alone, locked, then renamed into place:
+            # a process starting at the same time never sees it unlocked.
+            making = self.scratch.with_name(f"{MAKING}{self.scratch.name}")
+            making.mkdir(parents=True)
+            handle = (making / LOCK).open("wb")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._lock = handle
+            making.rename(self.scratch)
+            for folder in self.scratch.parent.iterdir():
+                if folder == self.scratch or not folder.is_dir():
+                    continue
+                if folder.name.startswith(MAKING):  # one being made, or one that never was
+                    if time.time() - folder.stat().st_mtime < MAKING_FOR:
+                        continue
+                if _unlocked(folder / LOCK):
+                    shutil.rmtree(folder, ignore_errors=True)
+
+        await asyncio.to_thread(_open)
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._lock is not None:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+                self._lock.close()
+                self._lock = None
+
+        await asyncio.to_thread(_close)
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def finalize(self, job_id: str, files: Sequence[tuple[Path, str]]) -> list[Kept]:
+        """Hash the complete files, hold their objects for the job (one transaction;
+        ``Gone`` when the job is gone), then store each object; the files are used up."""
+        kept = await asyncio.to_thread(lambda: [_examine(done) for done, _ in files])
+        keys = [
+            frame_key(k.checksum, extension(name)) for k, (_, name) in zip(kept, files, strict=True)
+        ]
+        if not await self.hold(
+            job_id, sorted({(key, k.size) for key, k in zip(keys, kept, strict=True)})
+        ):
+            raise Gone(job_id)
+        slots = asyncio.Semaphore(PUTS)
+
+        async def put(key: str, done: Path) -> None:
+            async with slots:
+                await self._put(key, done)
+
+        # gather, not a task group: the first error is raised as itself
+        puts = [
+            asyncio.ensure_future(put(key, done))
+            for key, (done, _) in zip(keys, files, strict=True)
+        ]
+        try:
+            await asyncio.gather(*puts)
+        finally:
+            for task in puts:
+                task.cancel()
+            await asyncio.gather(*puts, return_exceptions=True)
+        return kept
+
+    async def _put(self, key: str, done: Path) -> None:
+        storage, name = self.storages.route(key)
+        if storage.local_path(name) is None and await storage.head(name) is not None:
+            await asyncio.to_thread(done.unlink, True)  # the same bytes are there already
+            return
+        await storage.put_file(name, done, consume=True)
+
+    async def local_source(self, job_id: str, source_path: str, run: str) -> Path:
+        """The job's video as a local file: a path as it is, a stored source in place when
+        the storage is a folder, else copied into the job's work folder. ``FileNotFoundError``
+        when it is gone."""
+        if os.path.isabs(source_path):
+            return Path(source_path)
+        storage, name = self.storages.route(source_path)
+        if (path := storage.local_path(name)) is not None:
+            return path
+        copy = self.work_dir(job_id) / f"source-{int(run)}"
+        await asyncio.to_thread(copy.parent.mkdir, parents=True, exist_ok=True)
+        for attempt in range(SOURCE_TRIES):
+            try:
+                await storage.get_file(name, copy)
+                return copy
+            except FileNotFoundError:
+                # its submit may still be writing it again after a collect (rare)
+                await asyncio.to_thread(copy.unlink, True)
+                if attempt + 1 == SOURCE_TRIES:
+                    raise
+                await asyncio.sleep(1.0 + attempt)
+        raise FileNotFoundError(source_path)  # pragma: no cover - the loop returns or raises
+
+    # --- reading -------------------------------------------------------------------------
+
+    def local_file(self, frame: Frame) -> Path | None:
+        """The frame's bytes as a local file, when the storage is a folder."""
+        storage, name = self.storages.route(frame_key(frame.checksum, extension(frame.filename)))
+        return storage.local_path(name)
+
+    def read(self, frame: Frame) -> AsyncIterator[bytes]:
+        """The frame's bytes, a chunk at a time (``FileNotFoundError`` if gone)."""
+        storage, name = self.storages.route(frame_key(frame.checksum, extension(frame.filename)))
+        return storage.read(name)
+
+    async def presign(self, frame: Frame) -> str | None:
+        """A URL of the bucket that serves the frame for an hour (None: a folder)."""
+        storage, name = self.storages.route(frame_key(frame.checksum, extension(frame.filename)))
+        return await storage.presign(name, PRESIGNED_FOR)
+
+    async def zip_stream(self, frames: Sequence[Frame]) -> AsyncIterator[bytes]:
+        """The ``frames`` as one zip, made while it is sent: stored entries (images are
+        compressed already) with data descriptors, so nothing is staged on disk, an unread
+        download costs nothing, and a cut one leaves nothing behind. Holds one frame in
+        memory at a time. Frames whose object has gone are left out."""
+        import time
+        import zipfile  # only for zips, not on every start-up
+
+        sink = _Sink()
+        archive = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED)
+        try:
+            for frame in frames:
+                try:
+                    data = b"".join([chunk async for chunk in self.read(frame)])
+                except FileNotFoundError:
+                    continue  # deleted meanwhile: leave it out
+                entry = zipfile.ZipInfo(frame.filename, time.localtime(frame.created_at)[:6])
+                await asyncio.to_thread(archive.writestr, entry, data)
+                if sink.chunks:
+                    yield sink.take()
+            await asyncio.to_thread(archive.close)
+            yield sink.take()
+        finally:
+            if archive.fp is not None:  # cut short: nothing to finish, nothing on disk
+                archive.fp = None
+
+    # --- what versions before left ---------------------------------------------------------
+
+    async def adopt_legacy(self, recorded: Recorded) -> int:
+        """Store by their SHA-256 the frame files that earlier versions kept as
+        ``<job_id>/<name>`` under FRAMES_BASE_PATH (the database's migration already holds
+        them for their jobs), and remove what else those versions left there. Only files
+        ``recorded`` (the job's frames in the database) names, with that checksum, are
+        taken; a folder holding anything else is left as it is. How many were stored."""
+
+        def _folders() -> list[Path]:
+            if not self.base.is_dir():
+                return []
+            for name in LEGACY:
+                shutil.rmtree(self.base / name, ignore_errors=True)
+            return [f for f in sorted(self.base.iterdir()) if f.is_dir() and is_job_id(f.name)]
+
+        moved = 0
+        for folder in await asyncio.to_thread(_folders):
+            checksums = {f.filename: f.checksum for f in await recorded(folder.name)}
+            if not checksums:
+                continue  # no such job here: not ours to touch
+            for path in await asyncio.to_thread(sorted, folder.iterdir()):
+                if path.name not in checksums:
+                    continue
+                try:
+                    kept = await asyncio.to_thread(_examine, path)
+                    if kept.checksum != checksums[path.name]:
+                        continue  # changed since it was listed: leave it
+                    await self._put(frame_key(kept.checksum, extension(path.name)), path)
+                    moved += 1
+                except FileNotFoundError:
+                    continue  # another process took it
+
+            def _tidy(folder: Path = folder) -> None:
+                shutil.rmtree(folder / WORK_DIR, ignore_errors=True)
+                with contextlib.suppress(OSError):  # something else is in it: left
+                    folder.rmdir()
+
+            await asyncio.to_thread(_tidy)
+        if moved:
+            log.info("stored %d frames of earlier versions by their checksum", moved)
+        return moved
+
+
+def _unlocked(lock: Path) -> bool:
+    """Whether no living process holds ``lock`` (a folder without one is left alone only
+    while it is being made, a moment)."""
+    try:
+        handle = lock.open("rb")
+    except FileNotFoundError:
+        return True
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True

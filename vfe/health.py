@@ -21,11 +21,12 @@ from .views import (
     Live,
     QueueHealth,
     Ready,
+    StorageHealth,
     WorkersHealth,
     moment,
 )
 
-UNAVAILABLE = "It cannot (database down, FFmpeg missing, shutting down)."
+UNAVAILABLE = "It cannot (database or storage down, FFmpeg missing, shutting down)."
 
 
 @endpoint(
@@ -44,7 +45,8 @@ async def health(request: Request) -> Response:
     backend = await svc.cache.check()
     ffmpeg_ok = ffmpeg.installed()
     free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
-    can_serve = database_ok and ffmpeg_ok and svc.jobs.submissions.accepting
+    storage_ok = await svc.frames.storages.ping()
+    can_serve = database_ok and storage_ok and ffmpeg_ok and svc.jobs.submissions.accepting
     stats = svc.cache.stats
     view = Health(
         status="healthy" if can_serve else "unhealthy",
@@ -52,6 +54,7 @@ async def health(request: Request) -> Response:
         redis_available=backend == "redis",
         active_jobs=len(svc.jobs.running),
         database=DatabaseHealth(ok=database_ok, backend=svc.store.backend),
+        storage=StorageHealth(ok=storage_ok, backend=svc.frames.storages.backend),
         cache=CacheHealth(
             backend=backend,
             redis="connected" if backend == "redis" else "unreachable",
@@ -92,8 +95,9 @@ async def health_live(request: Request) -> Live:
     Answer(503, UNAVAILABLE, Ready),
 )
 async def health_ready(request: Request) -> Response:
-    """GET /health/ready: 200 when this instance can take jobs (database answers, FFmpeg
-    is installed, it is not shutting down), else 503, so it gets no traffic meanwhile."""
+    """GET /health/ready: 200 when this instance can take jobs (database and storage
+    answer, FFmpeg is installed, it is not shutting down), else 503, so it gets no
+    traffic meanwhile."""
     svc = services(request)
     database_ok = await svc.store.ping()
     seen = await svc.jobs.look() if database_ok else svc.jobs.seen  # no second wait
@@ -103,12 +107,14 @@ async def health_ready(request: Request) -> Response:
         ffmpeg=ffmpeg.installed(),
         accepting_jobs=svc.jobs.submissions.accepting,
         disk=await svc.jobs.disk_ok(),
+        storage=await svc.frames.storages.ping(),
         database_backend=svc.store.backend,
+        storage_backend=svc.frames.storages.backend,
         queue_depth=seen.depth,
         workers=len(seen.workers),
         last_heartbeat=moment(seen.last_heartbeat) if seen.last_heartbeat else None,
     )
-    ready = view.database and view.ffmpeg and view.accepting_jobs and view.disk
+    ready = view.database and view.storage and view.ffmpeg and view.accepting_jobs and view.disk
     if ready:
         view = view.model_copy(update={"status": "ready"})
     return answer(view, 200 if ready else 503)

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .errors import (
     ExtractionError,
     InsufficientStorage,
     NotFound,
+    StorageUnavailable,
     Unavailable,
     ValidationFailed,
 )
@@ -36,16 +38,32 @@ from .planner import sampling_from
 from .probe import TooManyFrames, inspect, probe
 from .queue import JobQueue, Stop
 from .settings import Settings
-from .store import Store
+from .storage import source_key
+from .store import ReuseGone, Store
 from .views import Deleted
 from .worker import JobRunner
 
 log = logging.getLogger("vfe.jobs")
 
 RETENTION_SWEEP_SECONDS = 300.0  # at most this long between retention sweeps
+COLLECT_BATCH = 500  # stored objects removed in one transaction
+COLLECT_WAIT = 5.0  # seconds a DELETE waits for its files to go before it answers
 # After a delete, when to drop its cache entries once more: later than any read that
 # raced the delete can still be storing (its cache get and set may each wait this long).
 REINVALIDATE_AFTER = 2 * WORST_CALL_SECONDS + 0.5
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a new job's video is: its type, a local file, and what identifies its content
+    for reuse. ``digest`` (the SHA-256 of its bytes) and ``size`` are set for an upload or a
+    download, which are stored under their digest."""
+
+    type: SourceType
+    path: Path
+    identity: str
+    digest: str | None = None
+    size: int = 0
 
 
 def _limit(loc: list[str], message: str) -> ValidationFailed:
@@ -71,18 +89,19 @@ class Submissions:
         self.accepting = False
         self._probes = asyncio.Semaphore(settings.max_concurrent_probes)
         self._headers = asyncio.Lock()
-        self._emptier: asyncio.Future[None] | None = None
+        self._collector: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- life ----------------------------------------------------------------------------
 
     def start(self, sweeps: bool = True) -> None:
-        """Take jobs; with ``sweeps`` (a process that serves the API) also empty the trash
-        a stop left and delete jobs past RETENTION_HOURS now and then."""
+        """Take jobs; with ``sweeps`` (a process that serves the API) also remove stored
+        objects no job holds (what a stop left of earlier deletes) and delete jobs past
+        RETENTION_HOURS now and then."""
         self.accepting = True
         if not sweeps:
             return
-        self.empty_trash()  # what a stop left of earlier deletes
+        self.collect()
         if self.settings.retention_hours > 0:
             self._spawn(self._retention())
 
@@ -92,13 +111,22 @@ class Submissions:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def empty_trash(self) -> None:
-        """Empty the trash in the background, one emptier at a time (it loops until the
-        trash is gone, so what is discarded meanwhile goes too)."""
-        if self._emptier is None or self._emptier.done():
-            self._emptier = asyncio.ensure_future(self.frames.empty_trash())
-            self._tasks.add(self._emptier)
-            self._emptier.add_done_callback(self._tasks.discard)
+    def collect(self) -> asyncio.Future[None]:
+        """Remove, in the background, the stored objects no job holds any longer; one
+        collector at a time (it loops until none is left, so what is released meanwhile
+        goes too). Returns the collector, for a caller that waits for it."""
+        if self._collector is None or self._collector.done():
+            self._collector = asyncio.ensure_future(self._collect())
+            self._tasks.add(self._collector)
+            self._collector.add_done_callback(self._tasks.discard)
+        return self._collector
+
+    async def _collect(self) -> None:
+        try:
+            while await self.store.collect(self.frames.storages.remove, COLLECT_BATCH):
+                pass
+        except Exception:  # the next delete or sweep tries again
+            log.warning("could not remove unused stored files yet", exc_info=True)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -114,6 +142,7 @@ class Submissions:
                 await self.sweep(time.time() - keep)
             except Exception:
                 log.exception("retention sweep failed")
+            self.collect()  # also what a failed removal left
             await asyncio.sleep(every)
 
     async def sweep(self, before: float) -> int:
@@ -149,6 +178,11 @@ class Submissions:
         field = field or "video_source"
         limits = self.settings
         await self.check_disk()
+        if not await self.frames.storages.ping():
+            raise StorageUnavailable(
+                "the storage for frames and videos cannot be reached (STORAGE_URL); the job "
+                "was not taken: try again shortly"
+            )
         where = ["body", field]
         try:
             # Headers one at a time: ffprobe holds a whole MP4 sample table (200 MB for
@@ -192,13 +226,13 @@ class Submissions:
     async def submit(
         self,
         spec: JobSpec,
-        source_type: SourceType,
-        source_path: Path,
+        source: Source,
         idempotency: tuple[str, str] | None = None,
     ) -> tuple[Job, bool]:
         """Record a job and queue it, in one transaction; ``Unavailable`` (503) when the
         queue is full or the service is stopping. Returns the job and whether this call
-        made it.
+        made it. An upload or a download is stored first (once per content: its key is
+        its SHA-256) and held by the job; the caller removes its own copy afterwards.
 
         With ``idempotency`` (key, request fingerprint): when the key already made a job
         (also by a request racing this one), that job is returned and nothing new is
@@ -206,27 +240,92 @@ class Submissions:
         """
         if not self.accepting:
             raise Unavailable("the service is shutting down; try again shortly")
+        holds: list[tuple[str, int]] = []
+        source_path = str(source.path)
+        if source.digest is not None:  # the service's own copy: into storage
+            key = source_key(source.digest)
+            storage, name = self.frames.storages.route(key)
+            await storage.put_file(name, source.path)
+            holds.append((key, source.size))
+            source_path = key
         now = time.time()
         job = Job(
             id=str(uuid.uuid4()),
             status=JobStatus.PENDING,
             video_source=spec.video_source,
-            source_type=source_type,
-            source_path=str(source_path),
+            source_type=source.type,
+            source_path=source_path,
             interval=spec.interval,
             options=spec.options(),
             created_at=now,
             updated_at=now,
+            reuse_key=spec.reuse_key(source.identity),
         )
 
         async def enqueue(connection: Any) -> None:
             await self.queue.enqueue(job.id, connection)
 
-        earlier = await self.store.create_job(job, idempotency, enqueue)
+        earlier = await self.store.create_job(job, idempotency, enqueue, holds=holds)
         if earlier is not None:
             return await self.idempotent(earlier, idempotency), False
+        if holds:  # held now: a collect that ran since the put may have removed it
+            storage, name = self.frames.storages.route(holds[0][0])
+            if await storage.head(name) is None:
+                await storage.put_file(name, source.path)
         self.runner.publish("created", job)
         self.runner.metrics.job_submitted()
+        return job, True
+
+    async def reuse(
+        self, spec: JobSpec, source: Source, idempotency: tuple[str, str] | None = None
+    ) -> tuple[Job, bool] | None:
+        """Complete a job at once with the frames of the newest completed job of the same
+        reuse key (same source content, same sampling and output options); None when
+        there is none (or it was deleted meanwhile). Returns the job and whether this
+        call made it, as ``submit`` does."""
+        if not self.accepting:
+            raise Unavailable("the service is shutting down; try again shortly")
+        reuse_key = spec.reuse_key(source.identity)
+        earlier = await self.store.find_reusable(reuse_key)
+        if earlier is None:
+            return None
+        now = time.time()
+        job = Job(
+            id=str(uuid.uuid4()),
+            status=JobStatus.COMPLETED,
+            video_source=spec.video_source,
+            source_type=source.type,
+            source_path=earlier.source_path,  # never read: the job does not run
+            interval=spec.interval,
+            options=spec.options(),
+            created_at=now,
+            updated_at=now,
+            total_frames=earlier.total_frames,
+            processed_frames=earlier.processed_frames,
+            started_at=now,
+            finished_at=now,
+            duration=earlier.duration,
+            fps=earlier.fps,
+            width=earlier.width,
+            height=earlier.height,
+            codec=earlier.codec,
+            plan={**(earlier.plan or {}), "strategy": "reused", "reused_from": earlier.id},
+            progress=earlier.progress,
+            reuse_key=reuse_key,
+        )
+        try:
+            found = await self.store.create_job(job, idempotency, copy_from=earlier.id)
+        except ReuseGone:
+            return None
+        if found is not None:
+            return await self.idempotent(found, idempotency), False
+        await self.runner.invalidate(job.id)  # its frames are recent frames too
+        metrics = self.runner.metrics
+        metrics.job_submitted()
+        metrics.job_finished(JobStatus.COMPLETED, 0.0)
+        self.runner.publish("created", job)
+        self.runner.publish("done", job)
+        log.info("job completed with the frames of %s", earlier.id, extra={"job_id": job.id})
         return job, True
 
     async def idempotent(
@@ -273,14 +372,14 @@ class Submissions:
                 "shortly to remove it",
                 headers={"Retry-After": "5"},
             )
-        # The folder first (a rename: its files go in the background), then the rows: a
-        # stop in between leaves a job without files, never files without a job (a frames
-        # folder with no job may be someone else's, so nothing sweeps those).
-        await self.frames.discard(job_id)
-        self.empty_trash()
+        # The rows and the job's holds go in one transaction; then the objects no other
+        # job holds are removed in the background (a stop in between leaves them to the
+        # next start's collect).
         await self.store.delete_job(job_id)
-        if job.source_type.owned:  # an upload or a download: the service's own copy
-            with contextlib.suppress(OSError):
+        # Most deletes free their files before the answer; a huge job goes on after it.
+        await asyncio.wait([self.collect()], timeout=COLLECT_WAIT)
+        if job.source_type.owned and Path(job.source_path).is_absolute():
+            with contextlib.suppress(OSError):  # an upload kept before sources were stored
                 await asyncio.to_thread(Path(job.source_path).unlink, True)
         await self.runner.invalidate(job_id)
         # A status read that raced this delete may cache the job again just after the

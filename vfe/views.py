@@ -222,6 +222,12 @@ class DatabaseHealth(View):
     backend: str
 
 
+class StorageHealth(View):
+    ok: bool = Field(description="Whether frames and videos can be stored (the folder is "
+                     "writable, or the bucket answers).")  # fmt: skip
+    backend: str = Field(description="local (a folder) or s3 (a bucket).")
+
+
 class CacheHealth(View):
     backend: str = Field(description="The back-end in use now: redis or memory.")
     redis: Literal["connected", "unreachable"]
@@ -271,6 +277,7 @@ class Health(View):
     redis_available: bool
     active_jobs: int = Field(description="Jobs running now.")
     database: DatabaseHealth
+    storage: StorageHealth
     cache: CacheHealth
     ffmpeg: FfmpegHealth
     queue: QueueHealth
@@ -293,7 +300,9 @@ class Ready(View):
     ffmpeg: bool
     accepting_jobs: bool
     disk: bool
+    storage: bool = Field(description="Frames and videos can be stored.")
     database_backend: str = Field(description="sqlite or postgresql.")
+    storage_backend: str = Field(description="local or s3.")
     queue_depth: int = Field(description="Jobs waiting to run.")
     workers: int = Field(description="Live workers (see /health).")
     last_heartbeat: Timestamp | None = Field(description="The latest heartbeat of a worker.")

@@ -23,14 +23,19 @@ import logging
 import math
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from .cache import RECENT_GENERATION, FallbackCache, job_key
-from .errors import ExtractionError, StoreError, StoreUnavailable, VfeError
+from .errors import (
+    ExtractionError,
+    StorageUnavailable,
+    StoreError,
+    StoreUnavailable,
+    VfeError,
+)
 from .events import Event, EventBus
 from .extractor import Extractor
-from .frames import FrameStore
+from .frames import FrameStore, Gone
 from .metrics import Metrics
 from .models import Frame, Job, JobStatus, Mode, output_from
 from .planner import plan as make_plan
@@ -44,10 +49,7 @@ from .views import FrameView, JobView
 log = logging.getLogger("vfe.jobs")
 
 PROGRESS_EVERY = 1.0  # seconds between progress events of one job
-
-
-class Gone(Exception):
-    """The run's write was refused: the job was finished, deleted or claimed again."""
+STORAGE_TRIES = 3  # runs of a job that lose the object store before it fails
 
 
 class JobRunner:
@@ -88,7 +90,13 @@ class JobRunner:
             raise RunAgain from None
         if job is None:
             return  # finished, cancelled or deleted before it started
-        attempt = job.attempts
+        try:
+            await self._run(job)
+        finally:  # this run's scratch (a copy of its source) goes, however it ended
+            await asyncio.shield(self.frames.discard_work(job_id))
+
+    async def _run(self, job: Job) -> None:
+        job_id, attempt = job.id, job.attempts
         try:
             async with asyncio.timeout(self.settings.job_timeout_seconds):
                 await self._extract(job)
@@ -101,8 +109,15 @@ class JobRunner:
         except StoreUnavailable:  # the database is away: not the job's fault, run it again
             log.warning("the database went away during a run", extra={"job_id": job_id})
             raise RunAgain from None
+        except StorageUnavailable as exc:  # the bucket is away: a few more runs, then fail
+            log.warning("the object store failed during a run", extra={"job_id": job_id})
+            if attempt < STORAGE_TRIES:
+                raise RunAgain from None
+            await self._settle(
+                job_id, attempt, JobStatus.FAILED,
+                f"{exc.detail} (gave up after {attempt} runs)", "failed",
+            )  # fmt: skip
         except TimeoutError:
-            await self._prune(job_id, attempt)
             limit = self.settings.job_timeout_seconds
             await self._settle(
                 job_id, attempt, JobStatus.FAILED, f"the job took longer than {limit:g} s",
@@ -111,7 +126,6 @@ class JobRunner:
         except VfeError as exc:
             if not isinstance(exc, ExtractionError):  # ours, not the video's: keep the cause
                 log.error("job failed", exc_info=exc, extra={"job_id": job_id})
-            await self._prune(job_id, attempt)
             await self._settle(job_id, attempt, JobStatus.FAILED, str(exc.detail), "failed")
         except Exception:
             log.exception("job crashed", extra={"job_id": job_id})
@@ -128,18 +142,6 @@ class JobRunner:
             if job is not None and job.status is JobStatus.PROCESSING:
                 if job.started_at == claimed_at:
                     await self.store.record(job_id, job.attempts, status=JobStatus.PENDING)
-
-    async def _prune(self, job_id: str, attempt: int) -> None:
-        """Remove the frame files a failed run wrote but never listed (a piece finishing
-        a frame as another failed): on a full disk every byte counts. Only while this run
-        still holds the job: files not listed yet may be a newer run's."""
-        with contextlib.suppress(StoreError, OSError):
-            job = await self.store.get_job(job_id)
-            if job is None or job.attempts != attempt or job.status is not JobStatus.PROCESSING:
-                return
-            listed = {f.filename for f in await self.store.list_frames(job_id, 0, 10**9)}
-            written = await self.frames.names(job_id)
-            await self.frames.remove(job_id, sorted(set(written) - listed))
 
     async def _settle(
         self,
@@ -187,8 +189,8 @@ class JobRunner:
         attempt = job.attempts
         await self.invalidate(job.id)
         self.publish("status", job)
-        source = Path(job.source_path)
         try:
+            source = await self.frames.local_source(job.id, job.source_path, str(attempt))
             exists = await asyncio.to_thread(source.is_file)
         except OSError:
             exists = False
@@ -214,7 +216,7 @@ class JobRunner:
             codec=info.codec,
         )
         self.publish("progress", job)
-        before = {f.index: f.filename for f in await self.store.list_frames(job.id, 0, 10**9)}
+        before = {f.index for f in await self.store.list_frames(job.id, 0, 10**9)}
         produced: set[int] = set()
         held: list[Frame] = []  # the latest batch: recorded with the next, or with the end
         last_progress = time.monotonic()
@@ -256,7 +258,6 @@ class JobRunner:
         stale = sorted(set(before) - produced)
         if stale:  # frames of an earlier attempt this run did not produce again
             job = await self._record(job.id, attempt, drop=stale)
-            await self.frames.remove(job.id, [before[i] for i in stale])
         log.info("extracted %d frames", written, extra={"job_id": job.id})
         count = len(produced)  # every frame listed now: the earlier ones were replaced
         done: dict[str, Any] = {"total_frames": count, "processed_frames": count}
