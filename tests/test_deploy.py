@@ -1,4 +1,4 @@
-"""Deployment files: the Dockerfile, deploy/compose.yaml and the manifests in deploy/k8s.
+"""Deployment files: the Dockerfile, deploy/compose*.yaml and the manifests in deploy/k8s.
 
 Nothing is built or started (no container engine or cluster is needed): each file is
 checked offline by its own linter, then its structure is checked with PyYAML or a small
@@ -12,6 +12,8 @@ from the machine's user settings changes the verdict.
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -32,6 +35,15 @@ from vfe.settings import setting_names
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
+# The optional manifests that hold only Kubernetes' own kinds (KEDA's are CRDs).
+S3_STORAGE = K8S / "optional" / "s3-storage.yaml"
+S3_SETTINGS = K8S / "optional" / "s3-settings.yaml"
+# The object storage's settings, added to vfe/settings.py alongside these files: the checks
+# accept them whether setting_names() has them yet or not.
+STORAGE_SETTINGS = {
+    "STORAGE_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION", "FRAME_URLS",
+}  # fmt: skip
 DOCKERFILE = ROOT / "Dockerfile"
 # The oldest and the newest Kubernetes minor still supported upstream when this was written;
 # kubernetes-validate ships the schemas of both.
@@ -109,8 +121,12 @@ def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
-def documents() -> Iterator[tuple[Path, dict[str, Any]]]:
-    for path in MANIFESTS:
+def known_settings() -> set[str]:
+    return set(setting_names()) | STORAGE_SETTINGS
+
+
+def documents(paths: list[Path] = MANIFESTS) -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in paths:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 yield path, doc
@@ -315,6 +331,76 @@ def test_compose_scaled_runs_api_workers_postgresql_and_redis(
     assert postgres["environment"]["POSTGRES_PASSWORD"] in api["environment"]["DATABASE_URL"]
 
 
+def compose_files_config(env: dict[str, str], *files: str) -> dict[str, Any]:
+    argv = [tool("docker-compose")]
+    for file in files:
+        argv += ["-f", f"deploy/{file}"]
+    result = run([*argv, "config", "--format", "json"], env)
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_compose_s3_keeps_the_files_in_a_bucket_and_shares_no_volume(
+    clean_env: dict[str, str],
+) -> None:
+    config = compose_files_config(clean_env, "compose.scaled.yaml", "compose.s3.yaml")
+    services = config["services"]
+    assert set(services) == {"api", "worker", "postgres", "redis", "seaweedfs"}
+    seaweedfs = services["seaweedfs"]
+    assert seaweedfs["image"].startswith("chrislusf/seaweedfs:")
+    assert seaweedfs["command"][:2] == ["mini", "-dir=/data"]
+    assert seaweedfs["healthcheck"]["test"] and not seaweedfs["healthcheck"].get("disable")
+    (port,) = seaweedfs["ports"]
+    assert (port["host_ip"], port["target"]) == ("127.0.0.1", 8333), "loopback by default"
+    assert {m["target"]: m["source"] for m in seaweedfs["volumes"]}["/data"] == "vfe-s3"
+    for service in (services["api"], services["worker"]):
+        env = service["environment"]
+        assert set(env) <= known_settings()
+        assert STORAGE_SETTINGS <= set(env)
+        bucket = urlsplit(env["STORAGE_URL"])
+        assert bucket.scheme == "s3" and f"-bucket={bucket.netloc}" in seaweedfs["command"]
+        assert env["S3_ENDPOINT_URL"] == f"http://seaweedfs:{port['target']}"
+        assert env["FRAME_URLS"] == "stream"
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key] == seaweedfs["environment"][key], "the server's own key"
+        assert env["DATABASE_URL"].endswith("@postgres:5432/vfe"), "still in compose.scaled"
+        assert service["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+        mounts = {m["target"]: m for m in service["volumes"]}
+        assert set(mounts) == {"/videos", "/data"}
+        assert mounts["/data"]["type"] == "volume" and not mounts["/data"].get("source"), (
+            "/data is each container's own scratch, not the shared vfe-data"
+        )
+        assert mounts["/videos"]["read_only"] is True, "path sources stay a shared mount"
+    assert "vfe-data" not in config.get("volumes", {})
+
+
+def test_compose_s3_takes_its_key_and_endpoint_from_names_of_its_own(
+    clean_env: dict[str, str],
+) -> None:
+    env = {
+        **clean_env,
+        "AWS_ACCESS_KEY_ID": "a-shell-key",
+        "AWS_SECRET_ACCESS_KEY": "a-shell-secret",
+        "VFE_S3_ACCESS_KEY": "k",
+        "VFE_S3_SECRET_KEY": "s",
+        "VFE_S3_ENDPOINT": "http://media-box.lan:8333",
+        "VFE_S3_BIND": "0.0.0.0",
+        "FRAME_URLS": "presigned",
+    }
+    config = compose_files_config(env, "compose.scaled.yaml", "compose.s3.yaml")
+    assert "a-shell-" not in json.dumps(config), "a shell's AWS keys stay out"
+    services = config["services"]
+    assert services["seaweedfs"]["environment"]["AWS_SECRET_ACCESS_KEY"] == "s"
+    assert services["seaweedfs"]["ports"][0]["host_ip"] == "0.0.0.0"
+    for name in ("api", "worker"):
+        service_env = services[name]["environment"]
+        assert service_env["AWS_ACCESS_KEY_ID"] == "k"
+        assert service_env["AWS_SECRET_ACCESS_KEY"] == "s"
+        assert service_env["S3_ENDPOINT_URL"] == "http://media-box.lan:8333"
+        assert service_env["FRAME_URLS"] == "presigned"
+
+
 # --- Kubernetes ----------------------------------------------------------------------------
 
 
@@ -322,7 +408,8 @@ def test_compose_scaled_runs_api_workers_postgresql_and_redis(
 def test_kubernetes_validate_strict(version: str, clean_env: dict[str, str]) -> None:
     assert len(MANIFESTS) >= 8
     argv = [tool("kubernetes-validate"), "--strict", "--quiet", "--kubernetes-version", version]
-    result = run([*argv, *(str(p.relative_to(ROOT)) for p in MANIFESTS)], clean_env)
+    files = [*MANIFESTS, S3_STORAGE, S3_SETTINGS]
+    result = run([*argv, *(str(p.relative_to(ROOT)) for p in files)], clean_env)
     # --quiet prints only warnings and failures: there must be none.
     assert result.returncode == 0, result.stdout + result.stderr
     assert (result.stdout + result.stderr).strip() == ""
@@ -448,6 +535,47 @@ def test_pods_are_non_root_and_share_the_frames_claim() -> None:
     assert set(resource("Secret", "vfe-api-keys")["stringData"]) == {"API_KEYS"}
 
 
+def test_s3_variant_is_the_same_api_and_workers_with_a_bucket_and_scratch() -> None:
+    variants = {d["metadata"]["name"]: d for _, d in documents([S3_STORAGE])}
+    assert set(variants) == {"vfe", "vfe-worker"}
+    storage = [{"configMapRef": {"name": "vfe-storage"}}, {"secretRef": {"name": "vfe-s3"}}]
+    for name, box in (("vfe", "vfe"), ("vfe-worker", "vfe-worker")):
+        base, variant = copy.deepcopy(resource("Deployment", name)), variants[name]
+        assert variant["kind"] == "Deployment"
+        pod = variant["spec"]["template"]["spec"]
+        assert not any("persistentVolumeClaim" in v for v in pod["volumes"]), "no shared claim"
+        vfe = container(variant, box)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in vfe["volumeMounts"]}
+        scratch = volumes[mounts["/data"]]
+        assert set(scratch) == {"name", "emptyDir"} and scratch["emptyDir"]["sizeLimit"]
+        assert vfe["envFrom"] == [*container(base, box)["envFrom"], *storage]
+        # Nothing else differs from 50-deployment.yaml and 55-worker.yaml.
+        variant = copy.deepcopy(variant)
+        for deployment in (base, variant):
+            del container(deployment, box)["envFrom"]
+            volumes_of = deployment["spec"]["template"]["spec"]["volumes"]
+            volumes_of[:] = [v for v in volumes_of if v["name"] != mounts["/data"]]
+        assert variant == base, f"{name}: the S3 variant drifted from its base"
+    settings = resource("ConfigMap", "vfe-settings")["data"]
+    assert settings["FRAMES_BASE_PATH"].startswith("/data/"), "the scratch is at /data"
+
+
+def test_s3_settings_example_names_real_settings_and_no_real_key() -> None:
+    by_kind = {d["kind"]: d for _, d in documents([S3_SETTINGS])}
+    assert set(by_kind) == {"ConfigMap", "Secret"}
+    config, secret = by_kind["ConfigMap"], by_kind["Secret"]
+    assert (config["metadata"]["name"], secret["metadata"]["name"]) == ("vfe-storage", "vfe-s3")
+    for doc in (config, secret):
+        assert doc["metadata"]["namespace"] == "vfe"
+    assert set(config["data"]) <= STORAGE_SETTINGS & known_settings()
+    assert config["data"]["STORAGE_URL"].startswith("s3://")
+    assert config["data"]["FRAME_URLS"] in {"stream", "presigned"}
+    assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert set(secret["stringData"].values()) == {"replace-me"}, "a placeholder, never a key"
+    assert not set(config["data"]) & set(secret["stringData"]), "secrets apart"
+
+
 def test_redis_is_internal_and_vfe_is_reached_through_service_and_ingress() -> None:
     redis = resource("Service", "redis")["spec"]
     assert redis.get("type", "ClusterIP") == "ClusterIP"
@@ -471,10 +599,12 @@ def test_redis_is_internal_and_vfe_is_reached_through_service_and_ingress() -> N
 # --- deploy.sh -----------------------------------------------------------------------------
 
 FAKE_KUBECTL = """#!/bin/sh
-# Records each call; `get secret` succeeds only when FAKE_SECRET_EXISTS is set, and the
-# in-cluster password it reads is FAKE_PG_PASSWORD.
+# Records each call; `get secret` succeeds only when FAKE_SECRET_EXISTS is set, the
+# in-cluster password it reads is FAKE_PG_PASSWORD, and the STORAGE_URL of an existing
+# vfe-storage ConfigMap is FAKE_STORAGE_URL.
 printf 'kubectl %s\\n' "$*" >> "$FAKE_LOG"
 case "$*" in
+  *"get configmap vfe-storage -o"*) printf '%s' "$FAKE_STORAGE_URL"; exit 0 ;;
   *"get secret vfe-database -o"*)
     [ -n "$FAKE_SECRET_EXISTS" ] && printf '%s' "$FAKE_PG_PASSWORD"; exit 0 ;;
   *"get secret"*) [ -n "$FAKE_SECRET_EXISTS" ]; exit $? ;;
@@ -519,6 +649,9 @@ def test_deploy_sh_applies_in_order_with_the_given_image(
     assert log.index("kind: Deployment\nmetadata:\n  name: vfe") < log.index("60-service")
     assert log.count("image: reg.example/vfe:1.2") == 2, "the API and the workers"
     assert "rollout status deployment/vfe " in log and "deployment/vfe-worker" in log
+    # no STORAGE_URL: the files are on the shared claim
+    assert "40-pvc.yaml" in applied_files(log) and "claimName: vfe-data" in log
+    assert "vfe-storage" not in log.replace("get configmap vfe-storage", "")
     # no DATABASE_URL: PostgreSQL in the cluster, with a random password made here
     assert "35-postgres.yaml" in applied_files(log) and "56-worker-hpa.yaml" in applied_files(log)
     password = re.search(r"POSTGRES_PASSWORD: ([0-9a-f]{64})$", log, flags=re.M)
@@ -567,3 +700,86 @@ def test_deploy_sh_refuses_a_bad_image_name(tmp_path: Path, clean_env: dict[str,
     result, log = deploy(tmp_path, clean_env, "vfe:1|rm")
     assert result.returncode == 2 and log == ""
     assert "not an image name" in result.stderr
+
+
+S3_SECRET = "kind: Secret\nmetadata:\n  name: vfe-s3\n"  # as deploy.sh makes it
+
+
+def test_deploy_sh_keeps_the_files_in_a_bucket_with_storage_url(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    secret = "s3cret/+key=="
+    env = {
+        **clean_env,
+        "API_KEYS": "k",
+        "STORAGE_URL": "s3://frames-bucket/vfe",
+        "S3_ENDPOINT_URL": "https://minio.example",
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }
+    result, log = deploy(tmp_path, env, "reg.example/vfe:1.2")
+    assert result.returncode == 0, result.stderr
+    files = applied_files(log)
+    assert "40-pvc.yaml" not in files, "no ReadWriteMany claim"
+    assert "s3-settings.yaml" not in files, "the example is never applied"
+    (create,) = [ln for ln in log.splitlines() if "create configmap vfe-storage" in ln]
+    literals = dict(re.findall(r"--from-literal=(\w+)=(\S+)", create))
+    assert literals == {
+        "STORAGE_URL": "s3://frames-bucket/vfe",
+        "S3_ENDPOINT_URL": "https://minio.example",
+        "AWS_REGION": "us-east-1",
+        "FRAME_URLS": "stream",
+    }
+    assert set(literals) <= known_settings()
+    keys = dict(re.findall(r"^  (AWS_\w+): (\S+)$", log, flags=re.M))
+    assert base64.b64decode(keys["AWS_ACCESS_KEY_ID"]) == b"AKIDEXAMPLE"
+    assert base64.b64decode(keys["AWS_SECRET_ACCESS_KEY"]) == secret.encode()
+    assert S3_SECRET in log and secret not in log, "never on a command line, nor in clear"
+    # the S3 variant of the API and the workers, with the image, and no claim at all
+    assert log.count("image: reg.example/vfe:1.2") == 2
+    assert "name: vfe-s3" in log and "persistentVolumeClaim" not in log
+    assert "rollout status deployment/vfe " in log and "deployment/vfe-worker" in log
+
+
+def test_deploy_sh_keeps_a_bucket_and_its_key_on_later_runs(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    # a shell's own AWS keys, but no STORAGE_URL: nothing about the storage changes
+    kept = {**clean_env, "API_KEYS": "k", "FAKE_SECRET_EXISTS": "1"}
+    env = {
+        **kept,
+        "FAKE_STORAGE_URL": "s3://frames-bucket/vfe",
+        "AWS_ACCESS_KEY_ID": "a-shell-key",
+        "AWS_SECRET_ACCESS_KEY": "a-shell-secret",
+    }
+    result, log = deploy(tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert "create configmap" not in log and S3_SECRET not in log
+    assert "40-pvc.yaml" not in applied_files(log) and "persistentVolumeClaim" not in log
+    assert "name: vfe-s3" in log, "the S3 variant"
+
+    # STORAGE_URL again without the keys: the existing Secret is kept
+    result, log = deploy(tmp_path, {**kept, "STORAGE_URL": "s3://frames-bucket/vfe"})
+    assert result.returncode == 0, result.stderr
+    assert "create configmap vfe-storage" in log and S3_SECRET not in log
+    assert "keeping the existing Secret vfe-s3" in result.stderr
+
+    # ...and with no Secret yet, it stops before the API and the workers
+    result, log = deploy(tmp_path, {**clean_env, "STORAGE_URL": "s3://frames-bucket/vfe"})
+    assert result.returncode == 2 and "AWS_ACCESS_KEY_ID" in result.stderr
+    assert "kind: Deployment" not in log
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [
+        {"STORAGE_URL": "/data/store"},
+        {"STORAGE_URL": "s3://"},
+        {"STORAGE_URL": "s3://b/p", "AWS_ACCESS_KEY_ID": "only-the-id"},
+    ],
+)
+def test_deploy_sh_refuses_a_bad_storage_setting(
+    storage: dict[str, str], tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    result, log = deploy(tmp_path, {**clean_env, **storage})
+    assert result.returncode == 2 and log == "", "before anything is applied"
