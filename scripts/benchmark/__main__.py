@@ -32,6 +32,7 @@ from .runner import BenchError
 from .sampling import SAMPLINGS
 from .scale import Scale, bench_scale, print_scale, scale_json
 from .startup import Startup, bench_startup, startup_inputs
+from .storage import StorageBench, bench_storage, print_storage, storage_json
 from .videos import (
     EXTRA_SPECS,
     LENGTH_PAIR,
@@ -51,8 +52,10 @@ SECTIONS = {
     "uploads at once, each on a fresh server",
     "scale": "the scale-out section (no main tables): embedded against PostgreSQL with API "
     "and worker processes",
+    "storage": "the storage section (no main tables): S3 (SeaweedFS) against the local "
+    "folder, result reuse and storage growth",
 }
-LONG_SECTIONS = {"memory", "probing", "scale"}  # not in a --quick run
+LONG_SECTIONS = {"memory", "probing", "scale", "storage"}  # not in a --quick run
 SKIPPABLE = {*("vfe", "ffmpeg", "opencv", "decode", "exact", "pixels"), *SECTIONS}
 Table = tuple[Video, dict[str, dict[Method, Cell]], Cell]
 
@@ -72,15 +75,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"a memory-vs-length section runs vfe on {short} and {long} (the same video "
         "at 60 s and 180 s), a probing section uploads a 39 MB video that states "
         "3,000,000 frames (and a Matroska copy) three times at once to a real `vfe serve`, "
-        "and a scale-out section runs the same jobs embedded and on PostgreSQL with API and "
-        "worker processes.",
+        "a scale-out section runs the same jobs embedded and on PostgreSQL with API and "
+        "worker processes, and a storage section runs jobs on an S3 bucket (SeaweedFS) "
+        "and on the local folder and times result reuse.",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: only the shared clips (else a short generated clip), 1 round, "
-        "the start-up section, no memory-vs-length, probing or scale-out section (the "
-        "probing clip alone takes about 70 s of CPU to make the first time)",
+        "the start-up section, no memory-vs-length, probing, scale-out or storage section "
+        "(the probing clip alone takes about 70 s of CPU to make the first time)",
     )
     parser.add_argument(
         "--videos", metavar="KEYS", help=f"comma-separated videos to run ({keys}) or file paths"
@@ -108,7 +112,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="WHAT",
         help="leave out vfe, ffmpeg, opencv, decode, exact, pixels, startup (the start-up "
         "section), memory (the memory-vs-length section), probing (the bounded-probing "
-        "section) or scale (the scale-out section); repeat or comma-separate",
+        "section), scale (the scale-out section) or storage (the storage section); repeat "
+        "or comma-separate",
     )
     only = parser.add_mutually_exclusive_group()
     for name, what in SECTIONS.items():
@@ -203,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC).isoformat(timespec="seconds")
     skipped, startup_skip = section_skipped(args, "memory"), section_skipped(args, "startup")
     probing_skip, scale_skip = section_skipped(args, "probing"), section_skipped(args, "scale")
+    storage_skip = section_skipped(args, "storage")
     try:
         only = any(getattr(args, f"only_{name}") for name in SECTIONS)
         videos = [] if only else collect_videos(args, args.cache)
@@ -234,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory_vs_length": {"skipped": skipped},
         "probing": {"skipped": probing_skip},
         "scale": {"skipped": scale_skip},
+        "storage": {"skipped": storage_skip},
     }
     startup: Startup | None = None
     if short_clip is not None:  # first: it takes seconds, the tables take minutes
@@ -261,6 +268,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BenchError as exc:
             print(f"bench: scale-out: {exc}", file=sys.stderr)
             report["scale"] = {"skipped": f"failed: {exc}"}
+        write_json(args.json, report)
+    found: StorageBench | None = None
+    if storage_skip is None:
+        print("\n-- storage: S3 (SeaweedFS) against the local folder, reuse", flush=True)
+        try:
+            found = bench_storage(args)
+            report["storage"] = storage_json(found)
+        except BenchError as exc:
+            print(f"bench: storage: {exc}", file=sys.stderr)
+            report["storage"] = {"skipped": f"failed: {exc}"}
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(args.json, report)
     for video, rows, decode in tables:
@@ -281,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_scale(scale)
     else:
         print(f"\n== scale-out: {report['scale']['skipped']}")
+    if found is not None:
+        print_storage(found)
+    else:
+        print(f"\n== storage: {report['storage']['skipped']}")
     if tables or startup is not None:
         print_legend()
     print(f"results: {args.json}")
