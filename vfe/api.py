@@ -23,7 +23,6 @@ from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from . import fetch
 from .cache import RECENT_GENERATION, job_key, recent_key
 from .endpoints import (
     Answer,
@@ -40,9 +39,9 @@ from .endpoints import (
 from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
 from .models import Job, JobSpec, JobStatus, SourceType
-from .services import Services, services
-from .sources import Upload, list_videos, receive_upload, resolve_local
-from .submit import Source
+from .services import services
+from .sources import Upload, list_videos, receive_upload
+from .submit import locate
 from .views import (
     DeleteAnswer,
     FrameList,
@@ -156,38 +155,6 @@ def _fingerprint(spec: JobSpec, upload: Upload | None) -> str:
     return digest.hexdigest()
 
 
-async def _source(svc: Services, spec: JobSpec, upload: Upload | None) -> Source:
-    """Where the job's video is: the upload, a download of the URL, or a local path; and
-    what identifies its content (the SHA-256 of the bytes, or for a path the file's
-    resolved path, size, change time and inode: a file changed in place is a new source)."""
-    settings = svc.settings
-    if upload is not None and upload.path is not None:
-        digest = upload.digest.hexdigest()
-        return Source(SourceType.UPLOAD, upload.path, f"sha256:{digest}", digest, upload.size)
-    if fetch.is_url(spec.video_source):
-        if not settings.allow_url_sources:
-            raise BadRequest(
-                "URL sources are turned off on this server (ALLOW_URL_SOURCES); "
-                "give a path inside the videos folder or upload the file"
-            )
-        url = fetch.check_url(spec.video_source)
-        got = await fetch.download(
-            url,
-            settings.uploads_path,
-            max_bytes=settings.max_download_bytes,
-            timeout=settings.url_timeout_seconds,
-            policy=settings.allow_private_urls,
-        )
-        return Source(SourceType.URL, got.path, f"sha256:{got.sha256}", got.sha256, got.size)
-    path = await asyncio.to_thread(resolve_local, spec.video_source, settings.videos_base_path)
-    try:
-        stat = await asyncio.to_thread(path.stat)
-    except OSError:
-        raise BadRequest(f"video_source: the file {spec.video_source} cannot be read") from None
-    identity = f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
-    return Source(SourceType.PATH, path, identity)
-
-
 @endpoint(
     "POST",
     "/video-job",
@@ -257,7 +224,7 @@ async def submit_job(request: Request) -> Response:
             if earlier is not None:
                 job = await desk.idempotent(earlier, idempotency)
                 raise _Repeat(job)
-        source = await _source(svc, spec, upload)
+        source = await locate(svc.settings, spec, upload)
         if source.type.owned:
             path = source.path
         message = "Job submitted successfully"

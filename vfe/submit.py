@@ -1,10 +1,14 @@
-"""The submit side of jobs: admit, submit, idempotency, delete and retention. Used by the
-API; it queues jobs and stops them through the ``JobQueue`` and never runs one itself.
+"""The submit side of jobs: locate the video, admit, submit or reuse, idempotency,
+delete and retention. Used by the API; it queues jobs and stops them through the
+``JobQueue`` and never runs one itself.
 
-``submit`` records the job and its queue entry in one transaction. ``delete`` first
-writes ``cancelled`` (so the job's run, wherever it is, has every later write refused),
-then has the queue stop the run and waits for it, and only then removes the job's files
-and rows: a frames folder is never removed under a run that still writes into it.
+``locate`` finds a new job's video and what identifies its content. ``submit`` stores an
+upload or a download under its SHA-256 and records the job, its hold on that source and
+its queue entry in one transaction; ``reuse`` completes a job at once with the frames of a
+completed job of the same source and options. ``delete`` first writes ``cancelled`` (so
+the job's run, wherever it is, has every later write refused), then has the queue stop
+the run and waits for it, and only then removes the job's rows and holds and collects the
+stored objects no job holds any more: nothing is removed under a run that still writes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import fetch
 from .cache import WORST_CALL_SECONDS
 from .errors import (
     BadRequest,
@@ -38,6 +43,7 @@ from .planner import sampling_from
 from .probe import TooManyFrames, inspect, probe
 from .queue import JobQueue, Stop
 from .settings import Settings
+from .sources import Upload, resolve_local
 from .storage import source_key
 from .store import ReuseGone, Store
 from .views import Deleted
@@ -64,6 +70,37 @@ class Source:
     identity: str
     digest: str | None = None
     size: int = 0
+
+
+async def locate(settings: Settings, spec: JobSpec, upload: Upload | None) -> Source:
+    """Where the job's video is: the upload, a download of the URL, or a local path; and
+    what identifies its content (the SHA-256 of the bytes, or for a path the file's
+    resolved path, size, change time and inode: a file changed in place is a new source)."""
+    if upload is not None and upload.path is not None:
+        digest = upload.digest.hexdigest()
+        return Source(SourceType.UPLOAD, upload.path, f"sha256:{digest}", digest, upload.size)
+    if fetch.is_url(spec.video_source):
+        if not settings.allow_url_sources:
+            raise BadRequest(
+                "URL sources are turned off on this server (ALLOW_URL_SOURCES); "
+                "give a path inside the videos folder or upload the file"
+            )
+        url = fetch.check_url(spec.video_source)
+        got = await fetch.download(
+            url,
+            settings.uploads_path,
+            max_bytes=settings.max_download_bytes,
+            timeout=settings.url_timeout_seconds,
+            policy=settings.allow_private_urls,
+        )
+        return Source(SourceType.URL, got.path, f"sha256:{got.sha256}", got.sha256, got.size)
+    path = await asyncio.to_thread(resolve_local, spec.video_source, settings.videos_base_path)
+    try:
+        stat = await asyncio.to_thread(path.stat)
+    except OSError:
+        raise BadRequest(f"video_source: the file {spec.video_source} cannot be read") from None
+    identity = f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    return Source(SourceType.PATH, path, identity)
 
 
 def _limit(loc: list[str], message: str) -> ValidationFailed:
