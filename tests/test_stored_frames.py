@@ -179,6 +179,22 @@ async def test_a_file_changed_in_place_is_not_mistaken_for_the_old_one(
     second = await post(app, video_source="changing.mp4", interval=1)
     assert second["status"] == "pending"  # a new video: extracted, not reused
     assert (await app.wait(second["job_id"]))["status"] == "completed"
+    # rewritten in place with its old modification time kept (rsync -t --inplace): its
+    # change time still moves, so it is not taken for the video of the second job
+    stat = target.stat()
+    with target.open("r+b") as fh:
+        data = fh.read()
+        fh.seek(0)
+        fh.write(data)  # same bytes, same size, same inode
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_mtime_ns, after.st_size, after.st_ino) == (
+        stat.st_mtime_ns,
+        stat.st_size,
+        stat.st_ino,
+    )
+    third = await post(app, video_source="changing.mp4", interval=1)
+    assert third["status"] == "pending"
 
 
 async def test_an_upload_is_stored_once_and_reused_by_its_content(
@@ -224,12 +240,16 @@ async def test_every_frame_route_works_on_the_storage(
     assert hashlib.sha256(first.content).hexdigest() == frames[0]["checksum"]
     cached = await app.http.get(frames[0]["url"], headers={"If-None-Match": first.headers["etag"]})
     assert cached.status_code == 304
+    head = await app.http.head(frames[0]["url"])
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(frames[0]["size_bytes"])
     archive = await app.http.get(f"/job/{job_id}/frames.zip")
     assert archive.status_code == 200
     with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
         assert zipped.namelist() == [f["filename"] for f in frames]
         for frame in frames:
             assert hashlib.sha256(zipped.read(frame["filename"])).hexdigest() == frame["checksum"]
+            assert zipped.getinfo(frame["filename"]).external_attr >> 16 == 0o644
     recent = (await app.http.get("/dashboard/recent-frames")).json()
     assert {f["filename"] for f in recent["frames"]} == {f["filename"] for f in frames}
     health = (await app.http.get("/health")).json()

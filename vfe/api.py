@@ -160,7 +160,8 @@ def _fingerprint(spec: JobSpec, upload: Upload | None) -> str:
     "/video-job",
     "submitJob",
     "Submit a job",
-    ok(SubmitAnswer, "Queued (or, for a repeated Idempotency-Key, the job it made).",
+    ok(SubmitAnswer, "Queued; completed at once when an earlier job made the same frames "
+       "(reuse); or, for a repeated Idempotency-Key, the job it made.",
        links=JOB_LINKS),
     error(400, "A bad or refused video_source or URL; a file that is not a video; a body "
           "that is not a JSON object; both a file and video_source; a malformed multipart "
@@ -168,7 +169,8 @@ def _fingerprint(spec: JobSpec, upload: Upload | None) -> str:
     error(409, "The Idempotency-Key was used before with another request."),
     error(413, "An upload over MAX_UPLOAD_MB, a download over MAX_DOWNLOAD_MB, or a JSON or "
           "query body over MAX_BODY_KB."),
-    error(503, "The queue is full, or the service is shutting down.", headers=("Retry-After",)),
+    error(503, "The queue is full, the service is shutting down, or the storage cannot be "
+          "reached.", headers=("Retry-After",)),
     error(507, "The disk for frames has less than MIN_FREE_DISK_MB free."),
     headers=(IDEMPOTENCY_KEY,),
     body=SUBMIT_BODY,
@@ -374,8 +376,12 @@ async def frame_image(request: Request) -> Response:
         return FileResponse(path, media_type=media_type, headers=headers)
     if svc.settings.frame_urls == "presigned":
         url = await svc.frames.presign(frame)
-        if url is not None:
+        if url is not None:  # not cached past the URL's own life
+            headers["Cache-Control"] = "private, max-age=600"
             return RedirectResponse(url, status_code=307, headers=headers)
+    headers["Content-Length"] = str(frame.size_bytes)
+    if request.method == "HEAD":  # the size is known: nothing to fetch
+        return Response(media_type=media_type, headers=headers)
     chunks = svc.frames.read(frame)
     try:
         first = await anext(chunks)  # a missing object is a 404, not a cut response
@@ -387,7 +393,6 @@ async def frame_image(request: Request) -> Response:
         async for chunk in chunks:
             yield chunk
 
-    headers["Content-Length"] = str(frame.size_bytes)
     return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 

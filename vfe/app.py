@@ -44,7 +44,7 @@ from .queue import make_queue
 from .services import Services
 from .settings import Settings
 from .storage import open_storages
-from .store import open_store
+from .store import Store, open_store
 
 WEB = Path(__file__).parent / "web"
 log = logging.getLogger("vfe.app")
@@ -108,6 +108,21 @@ def begin_shutdown(app: Starlette) -> None:
     loop.call_soon_threadsafe(drain)
 
 
+async def _adopt_legacy(frames: FrameStore, store: Store) -> None:
+    """Store the frames earlier versions kept by job; a failure (the bucket away) is
+    logged, and the next start tries again."""
+    try:
+        await frames.adopt_legacy(lambda job_id: store.list_frames(job_id, 0, 10**9))
+    except Exception:
+        log.warning("frames of an earlier version are not all stored yet; the next start "
+                    "tries again", exc_info=True)  # fmt: skip
+
+
+async def _cancelled(task: asyncio.Future[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
     """Build the vfe ASGI app for ``settings``; resources open in its lifespan."""
     metrics = Metrics()  # this app's own registry: apps in one process never share counts
@@ -146,8 +161,9 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
             frames = FrameStore(open_storages(settings), settings.frames_base_path, store.hold)
             await frames.open()
             resources.push_async_callback(frames.close)
-            if role is not Role.WORKER:  # one API process at a time is enough for this
-                await frames.adopt_legacy(lambda job_id: store.list_frames(job_id, 0, 10**9))
+            if role is not Role.WORKER:  # in the background: it may take a while
+                adopting = asyncio.ensure_future(_adopt_legacy(frames, store))
+                resources.push_async_callback(_cancelled, adopting)
             jobs = JobManager(
                 settings, store, cache, bus, frames, metrics, queue,
                 run_jobs=role.runs_jobs, serve_api=role is not Role.WORKER,

@@ -2,8 +2,9 @@
 
 While FFmpeg runs, ``showinfo`` lines on stderr give the exact presentation time of each
 frame it keeps (in output order), and every ``-progress`` block is a cue to look for newly
-completed files. Each complete file is hashed, renamed to its stable name and handed to
-``on_frames`` in batches; a frame is never reported before its file is whole.
+completed files. Complete files are handed to the ``FrameSink`` in batches (hashed and
+stored, or renamed into a folder) and then to ``on_frames``; a frame is never reported
+before it is kept whole.
 
 Knows nothing of HTTP, jobs or the database, so the CLI can use it as well as the workers.
 """

@@ -253,8 +253,11 @@ class FrameStore(WorkFolders):
                 if folder == self.scratch or not folder.is_dir():
                     continue
                 if folder.name.startswith(MAKING):  # one being made, or one that never was
-                    if time.time() - folder.stat().st_mtime < MAKING_FOR:
-                        continue
+                    try:
+                        if time.time() - folder.stat().st_mtime < MAKING_FOR:
+                            continue
+                    except FileNotFoundError:
+                        continue  # renamed into place meanwhile: its lock is held
                 if _unlocked(folder / LOCK):
                     shutil.rmtree(folder, ignore_errors=True)
 
@@ -308,6 +311,16 @@ class FrameStore(WorkFolders):
             return
         await storage.put_file(name, done, consume=True)
 
+    def source_copy(self, job_id: str, run: str) -> Path:
+        """Where a run keeps its copy of a source from the bucket."""
+        return self.work_dir(job_id) / f"source-{int(run)}"
+
+    async def discard_run(self, job_id: str, run: str) -> None:
+        """Remove what one run left in scratch (its work folder and source copy), never
+        another run's."""
+        await asyncio.to_thread(self.source_copy(job_id, run).unlink, True)
+        await self.discard_work(job_id, run)
+
     async def local_source(self, job_id: str, source_path: str, run: str) -> Path:
         """The job's video as a local file: a path as it is, a stored source in place when
         the storage is a folder, else copied into the job's work folder. ``FileNotFoundError``
@@ -317,7 +330,7 @@ class FrameStore(WorkFolders):
         storage, name = self.storages.route(source_path)
         if (path := storage.local_path(name)) is not None:
             return path
-        copy = self.work_dir(job_id) / f"source-{int(run)}"
+        copy = self.source_copy(job_id, run)
         await asyncio.to_thread(copy.parent.mkdir, parents=True, exist_ok=True)
         for attempt in range(SOURCE_TRIES):
             try:
@@ -365,6 +378,7 @@ class FrameStore(WorkFolders):
                 except FileNotFoundError:
                     continue  # deleted meanwhile: leave it out
                 entry = zipfile.ZipInfo(frame.filename, time.localtime(frame.created_at)[:6])
+                entry.external_attr = 0o644 << 16  # rw-r--r-- when unzipped, as files were
                 await asyncio.to_thread(archive.writestr, entry, data)
                 if sink.chunks:
                     yield sink.take()

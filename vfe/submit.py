@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import fetch
+from . import __version__, fetch
 from .cache import WORST_CALL_SECONDS
 from .errors import (
     BadRequest,
@@ -54,6 +54,8 @@ log = logging.getLogger("vfe.jobs")
 RETENTION_SWEEP_SECONDS = 300.0  # at most this long between retention sweeps
 COLLECT_BATCH = 500  # stored objects removed in one transaction
 COLLECT_WAIT = 5.0  # seconds a DELETE waits for its files to go before it answers
+COLLECT_EVERY = 300.0  # seconds between collects without deletes (e.g. failed submits)
+SOURCE_LEASE = 3 * 3600.0  # seconds a new job's stored source waits for its hold
 # After a delete, when to drop its cache entries once more: later than any read that
 # raced the delete can still be storing (its cache get and set may each wait this long).
 REINVALIDATE_AFTER = 2 * WORST_CALL_SECONDS + 0.5
@@ -75,7 +77,8 @@ class Source:
 async def locate(settings: Settings, spec: JobSpec, upload: Upload | None) -> Source:
     """Where the job's video is: the upload, a download of the URL, or a local path; and
     what identifies its content (the SHA-256 of the bytes, or for a path the file's
-    resolved path, size, change time and inode: a file changed in place is a new source)."""
+    resolved path, size, modification and change times (ns) and inode: a file changed in
+    place is a new source)."""
     if upload is not None and upload.path is not None:
         digest = upload.digest.hexdigest()
         return Source(SourceType.UPLOAD, upload.path, f"sha256:{digest}", digest, upload.size)
@@ -99,7 +102,8 @@ async def locate(settings: Settings, spec: JobSpec, upload: Upload | None) -> So
         stat = await asyncio.to_thread(path.stat)
     except OSError:
         raise BadRequest(f"video_source: the file {spec.video_source} cannot be read") from None
-    identity = f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    # ctime too: a rewrite in place that keeps the modification time (rsync -t) is new
+    identity = f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
     return Source(SourceType.PATH, path, identity)
 
 
@@ -127,20 +131,18 @@ class Submissions:
         self._probes = asyncio.Semaphore(settings.max_concurrent_probes)
         self._headers = asyncio.Lock()
         self._collector: asyncio.Future[None] | None = None
+        self._collect_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- life ----------------------------------------------------------------------------
 
     def start(self, sweeps: bool = True) -> None:
         """Take jobs; with ``sweeps`` (a process that serves the API) also remove stored
-        objects no job holds (what a stop left of earlier deletes) and delete jobs past
-        RETENTION_HOURS now and then."""
+        objects no job holds (what a stop left of earlier deletes, sources of submits
+        that failed) now and then, and delete jobs past RETENTION_HOURS."""
         self.accepting = True
-        if not sweeps:
-            return
-        self.collect()
-        if self.settings.retention_hours > 0:
-            self._spawn(self._retention())
+        if sweeps:
+            self._spawn(self._sweeps())
 
     async def stop(self) -> None:
         self.accepting = False
@@ -150,18 +152,25 @@ class Submissions:
 
     def collect(self) -> asyncio.Future[None]:
         """Remove, in the background, the stored objects no job holds any longer; one
-        collector at a time (it loops until none is left, so what is released meanwhile
-        goes too). Returns the collector, for a caller that waits for it."""
+        collector at a time, which goes on until none is left, and once more when asked
+        again meanwhile (so what a delete released while it ran goes too). Returns the
+        collector, for a caller that waits for it."""
         if self._collector is None or self._collector.done():
             self._collector = asyncio.ensure_future(self._collect())
             self._tasks.add(self._collector)
             self._collector.add_done_callback(self._tasks.discard)
+        else:
+            self._collect_again = True
         return self._collector
 
     async def _collect(self) -> None:
         try:
-            while await self.store.collect(self.frames.storages.remove, COLLECT_BATCH):
-                pass
+            again = True
+            while again:
+                self._collect_again = False
+                while await self.store.collect(self.frames.storages.remove, COLLECT_BATCH):
+                    pass
+                again = self._collect_again
         except Exception:  # the next delete or sweep tries again
             log.warning("could not remove unused stored files yet", exc_info=True)
 
@@ -170,16 +179,18 @@ class Submissions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _retention(self) -> None:
-        """Delete finished jobs (and their files) older than RETENTION_HOURS, now and then."""
+    async def _sweeps(self) -> None:
+        """Now and then: delete finished jobs (and their files) older than
+        RETENTION_HOURS, if set, and remove what no job holds."""
         keep = self.settings.retention_hours * 3600
-        every = min(RETENTION_SWEEP_SECONDS, max(1.0, keep / 4))
+        every = min(RETENTION_SWEEP_SECONDS, max(1.0, keep / 4)) if keep else COLLECT_EVERY
         while True:
-            try:
-                await self.sweep(time.time() - keep)
-            except Exception:
-                log.exception("retention sweep failed")
-            self.collect()  # also what a failed removal left
+            if keep:
+                try:
+                    await self.sweep(time.time() - keep)
+                except Exception:
+                    log.exception("retention sweep failed")
+            await asyncio.wait([self.collect()])
             await asyncio.sleep(every)
 
     async def sweep(self, before: float) -> int:
@@ -281,9 +292,12 @@ class Submissions:
         source_path = str(source.path)
         if source.digest is not None:  # the service's own copy: into storage
             key = source_key(source.digest)
+            holds.append((key, source.size))
+            # kept from a collect until the job's hold (or, if the job is never
+            # recorded, removed after the lease)
+            await self.store.reserve(holds, time.time() + SOURCE_LEASE)
             storage, name = self.frames.storages.route(key)
             await storage.put_file(name, source.path)
-            holds.append((key, source.size))
             source_path = key
         now = time.time()
         job = Job(
@@ -296,7 +310,7 @@ class Submissions:
             options=spec.options(),
             created_at=now,
             updated_at=now,
-            reuse_key=spec.reuse_key(source.identity),
+            reuse_key=self.reuse_key(spec, source),
         )
 
         async def enqueue(connection: Any) -> None:
@@ -305,13 +319,15 @@ class Submissions:
         earlier = await self.store.create_job(job, idempotency, enqueue, holds=holds)
         if earlier is not None:
             return await self.idempotent(earlier, idempotency), False
-        if holds:  # held now: a collect that ran since the put may have removed it
-            storage, name = self.frames.storages.route(holds[0][0])
-            if await storage.head(name) is None:
-                await storage.put_file(name, source.path)
         self.runner.publish("created", job)
         self.runner.metrics.job_submitted()
         return job, True
+
+    def reuse_key(self, spec: JobSpec, source: Source) -> str:
+        """The job's reuse key: its source's identity and options, with what else shapes
+        its frames here (this vfe's version, and the cap on a scene job's frames)."""
+        made_by = f"vfe {__version__}; MAX_FRAMES_PER_JOB {self.settings.max_frames_per_job}"
+        return spec.reuse_key(f"{source.identity}; {made_by}")
 
     async def reuse(
         self, spec: JobSpec, source: Source, idempotency: tuple[str, str] | None = None
@@ -322,7 +338,7 @@ class Submissions:
         call made it, as ``submit`` does."""
         if not self.accepting:
             raise Unavailable("the service is shutting down; try again shortly")
-        reuse_key = spec.reuse_key(source.identity)
+        reuse_key = self.reuse_key(spec, source)
         earlier = await self.store.find_reusable(reuse_key)
         if earlier is None:
             return None

@@ -93,7 +93,7 @@ class JobRunner:
         try:
             await self._run(job)
         finally:  # this run's scratch (a copy of its source) goes, however it ended
-            await asyncio.shield(self.frames.discard_work(job_id))
+            await asyncio.shield(self.frames.discard_run(job_id, str(job.attempts)))
 
     async def _run(self, job: Job) -> None:
         job_id, attempt = job.id, job.attempts

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import pytest
 
@@ -134,3 +135,26 @@ async def test_the_newest_completed_job_is_the_one_reused(store: Store) -> None:
         await store.create_job(job)
     found = await store.find_reusable("k3")
     assert found is not None and found.id == newer.id and found.reuse_key == "k3"
+
+
+async def test_a_reserved_object_waits_for_its_hold_or_for_its_lease(store: Store) -> None:
+    now = time.time()
+    await store.reserve([(C, 100)], until=now + 3600)  # a submit storing its source
+    assert await collect_all(store) == []  # not yet: the lease runs
+    job = make_job()
+    await store.create_job(job, holds=[(C, 100)])  # the hold takes over
+    await store.reserve([(C, 100)], until=now - 1)  # a reserve never releases a held one
+    await store.delete_job(job.id)
+    assert await collect_all(store) == [C]
+    await store.reserve([(A, 10)], until=now - 1)  # a submit that failed: lease over
+    await store.reserve([(B, 10)], until=now + 3600)
+    await store.reserve([(B, 10)], until=now - 1)  # the later of the two times wins
+    assert await collect_all(store) == [A]
+
+
+async def test_two_jobs_deleted_at_once_free_what_they_shared(store: Store) -> None:
+    first, second = make_job(), make_job()
+    for job in (first, second):
+        await store.create_job(job, holds=[(A, 10), (B, 10)])
+    await asyncio.gather(store.delete_job(first.id), store.delete_job(second.id))
+    assert await collect_all(store) == [A, B]

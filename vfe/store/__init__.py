@@ -19,6 +19,7 @@ run that was cancelled, deleted or claimed again by another worker has its write
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,6 +47,27 @@ RUN_WRITABLE = UPDATABLE - {"attempts", "started_at"}  # a run's own claim sets 
 Then = Callable[[Any], Awaitable[None]]
 Blob = tuple[str, int]  # a stored object: its key and size in bytes
 Remove = Callable[[list[str]], Awaitable[None]]  # removes stored objects by key
+
+
+# What ``reserve`` does to a row that exists: a held one stays held, a released one waits
+# for the later of its two times.
+RESERVE_CONFLICT = (
+    "ON CONFLICT (key) DO UPDATE SET released_at = CASE WHEN blobs.released_at IS NULL "
+    "THEN NULL WHEN blobs.released_at > excluded.released_at THEN blobs.released_at "
+    "ELSE excluded.released_at END"
+)
+
+
+async def removal(remove: Remove, keys: list[str]) -> None:
+    """``remove(keys)``, run to its end even when the caller is cancelled (which is then
+    raised): a removal cut short could still reach the storage after the transaction
+    that guards it has ended, and remove an object held meanwhile."""
+    task = asyncio.ensure_future(remove(keys))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 class ReuseGone(Exception):
@@ -94,10 +116,17 @@ class Store(Protocol):
         held) when the job is gone. Write an object only after its hold is committed."""
         ...
 
+    async def reserve(self, blobs: Sequence[Blob], until: float) -> None:
+        """Before objects are written for a job not recorded yet (a new job's source):
+        keep ``collect`` off them until ``until`` (epoch seconds). The job's hold takes
+        over; if it never comes (the submit failed), they are removed after that."""
+        ...
+
     async def collect(self, remove: Remove, limit: int = 500) -> int:
-        """Remove up to ``limit`` stored objects no job holds: ``await remove(keys)`` runs
-        inside the transaction that deletes their rows, while a hold of any of them waits,
-        so an object held again is always written after its removal. How many went."""
+        """Remove stored objects no job holds, whose release is due: ``await remove(keys)``
+        runs inside the transaction that deletes their rows, while a hold of any of them
+        waits, so an object held again is always written after its removal. Looks at up
+        to ``limit``; returns how many it looked at (0: none is left)."""
         ...
 
     async def find_reusable(self, reuse_key: str) -> Job | None:

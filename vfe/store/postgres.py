@@ -26,6 +26,7 @@ from . import (
     FRAME_COLUMNS,
     JOB_COLUMNS,
     JOB_FIELDS,
+    RESERVE_CONFLICT,
     RUN_WRITABLE,
     UPDATABLE,
     Blob,
@@ -37,6 +38,7 @@ from . import (
     frame_from_row,
     frame_row,
     job_from_row,
+    removal,
 )
 from .schema import COPIED
 from .schema import POSTGRES_MIGRATIONS as MIGRATIONS
@@ -224,12 +226,21 @@ class PostgresStore:
                 [(job_id, key) for key, _ in blobs],
             )
 
+    async def reserve(self, blobs: Sequence[Blob], until: float) -> None:
+        if blobs:
+            async with self._cursor("reserving stored files", transaction=True) as cur:
+                await cur.executemany(
+                    f"INSERT INTO blobs (key, size, released_at) VALUES (%s, %s, %s) "
+                    f"{RESERVE_CONFLICT}",
+                    [(key, size, until) for key, size in sorted(blobs)],
+                )
+
     async def collect(self, remove: Remove, limit: int = 500) -> int:
         async with self._cursor("removing unused files", transaction=True) as cur:
             await cur.execute(
-                "SELECT key FROM blobs WHERE released_at IS NOT NULL ORDER BY released_at "
+                "SELECT key FROM blobs WHERE released_at <= %s ORDER BY released_at "
                 "LIMIT %s FOR UPDATE SKIP LOCKED",
-                (limit,),
+                (time.time(), limit),
             )
             keys = [str(r[0]) for r in await cur.fetchall()]
             if not keys:
@@ -243,9 +254,9 @@ class PostgresStore:
                 )
             free = sorted(set(keys) - set(used))
             if free:
-                await remove(free)
+                await removal(remove, free)
                 await cur.execute("DELETE FROM blobs WHERE key = ANY(%s)", (free,))
-        return len(free)
+        return len(keys)  # looked at: the caller goes on until none is left
 
     async def find_reusable(self, reuse_key: str) -> Job | None:
         async with self._cursor("looking for a job to reuse") as cur:
@@ -361,10 +372,12 @@ class PostgresStore:
             keys = sorted(str(r[0]) for r in await cur.fetchall())
             await cur.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
             deleted = cur.rowcount > 0
-            if keys:  # mark what nothing holds now for collect (which checks again)
+            if keys:
+                # Marked whether or not another job still holds them: a delete racing this
+                # one would not see these holds go (read committed), and both would skip
+                # the key for good. collect checks the holds again and keeps held ones.
                 await cur.execute(
-                    "UPDATE blobs SET released_at = %s WHERE key = ANY(%s) AND NOT EXISTS "
-                    "(SELECT 1 FROM holds WHERE holds.key = blobs.key)",
+                    "UPDATE blobs SET released_at = %s WHERE key = ANY(%s) AND released_at IS NULL",
                     (time.time(), keys),
                 )
         return deleted

@@ -28,6 +28,7 @@ from . import (
     FRAME_COLUMNS,
     JOB_COLUMNS,
     JOB_FIELDS,
+    RESERVE_CONFLICT,
     RUN_WRITABLE,
     UPDATABLE,
     Blob,
@@ -39,6 +40,7 @@ from . import (
     frame_from_row,
     frame_row,
     job_from_row,
+    removal,
 )
 from .schema import COPIED
 from .schema import SQLITE_MIGRATIONS as MIGRATIONS
@@ -244,17 +246,27 @@ class SqliteStore:
                 many=True,
             )
 
+    async def reserve(self, blobs: Sequence[Blob], until: float) -> None:
+        if blobs:
+            async with self._transaction("reserving stored files"):
+                await self._write(
+                    "INSERT INTO blobs (key, size, released_at) VALUES (?, ?, ?) "
+                    + RESERVE_CONFLICT,
+                    [(key, size, until) for key, size in sorted(blobs)],
+                    many=True,
+                )
+
     async def collect(self, remove: Remove, limit: int = 500) -> int:
         # Under the write lock: no hold commits until the objects are gone.
         async with self._transaction("removing unused files"):
             async with self.db.execute(
-                "SELECT key FROM blobs WHERE released_at IS NOT NULL AND NOT EXISTS "
+                "SELECT key FROM blobs WHERE released_at <= ? AND NOT EXISTS "
                 "(SELECT 1 FROM holds WHERE holds.key = blobs.key) LIMIT ?",
-                (limit,),
+                (time.time(), limit),
             ) as cur:
                 keys = [str(r[0]) for r in await cur.fetchall()]
             if keys:
-                await remove(keys)
+                await removal(remove, keys)
                 gone = [(key,) for key in keys]
                 await self._write("DELETE FROM blobs WHERE key = ?", gone, many=True)
         return len(keys)
