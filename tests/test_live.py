@@ -13,7 +13,7 @@ server is where a stale "processing" answer would come from after a restart.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import signal
 import sqlite3
 import threading
@@ -29,7 +29,15 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import LiveServer, Media, RedisServer, patience, place, wait_until
+from tests.conftest import (
+    LiveServer,
+    Media,
+    RedisServer,
+    patience,
+    place,
+    stored_frames,
+    wait_until,
+)
 from tests.streams import SseReader
 
 pytestmark = pytest.mark.live
@@ -55,9 +63,11 @@ class Api:
         return httpx.get(self.url + path, timeout=HTTP_TIMEOUT, **kwargs)
 
     def submit(self, video_source: str, interval: float) -> str:
+        """A path job; ``reuse`` off, so every job runs (the tests here submit one video
+        with the same options again and watch each run)."""
         res = httpx.post(
             self.url + "/video-job",
-            json={"video_source": video_source, "interval": interval},
+            json={"video_source": video_source, "interval": interval, "reuse": False},
             timeout=HTTP_TIMEOUT,
         )
         assert res.status_code == 200, res.text
@@ -134,8 +144,22 @@ def ffmpeg_children(server: LiveServer) -> list[psutil.Process]:
     return alive
 
 
-def frames_dir(server: LiveServer, job_id: str) -> Path:
-    return Path(server.env["FRAMES_BASE_PATH"]) / job_id
+def frames_base(server: LiveServer) -> Path:
+    """Where the server stores frame objects (``ab/<sha256>.jpg``) and its scratch."""
+    return Path(server.env["FRAMES_BASE_PATH"])
+
+
+def work_folders(server: LiveServer, job_id: str) -> list[Path]:
+    """The job's work folders in every process's scratch folder
+    (``FRAMES_BASE_PATH/.work/<process>/<job_id>``)."""
+    return sorted((frames_base(server) / ".work").glob(f"*/{job_id}"))
+
+
+def stored_object(server: LiveServer, frame: dict[str, Any]) -> Path:
+    """The file that keeps a listed frame's bytes: named by its checksum."""
+    checksum: str = frame["checksum"]
+    ext = frame["filename"].rsplit(".", 1)[1]
+    return frames_base(server) / checksum[:2] / f"{checksum}.{ext}"
 
 
 def db_status(server: LiveServer, job_id: str) -> str | None:
@@ -147,7 +171,8 @@ def db_status(server: LiveServer, job_id: str) -> str | None:
 
 
 def check_frames_complete(api: Api, job_id: str) -> dict[str, Any]:
-    """A finished job's frames: counted, unique, in order, and exactly the files on disk."""
+    """A finished job's frames: counted, unique, in order, each stored whole under its
+    checksum, and exactly the objects stored (the server holds this job alone)."""
     job = api.status(job_id)
     assert job["status"] == "completed", job
     listing = api.frames(job_id)
@@ -163,9 +188,18 @@ def check_frames_complete(api: Api, job_id: str) -> dict[str, Any]:
     assert len(set(stamps)) == len(stamps), "duplicate frame timestamp"
     assert indexes == list(range(total)), "frames missing or out of order"
     assert stamps == sorted(stamps)
-    folder = frames_dir(api.server, job_id)
-    on_disk = sorted(os.listdir(folder))
-    assert on_disk == sorted(names), "files on disk differ from the frames listed"
+    objects = set()
+    for frame in frames:
+        path = stored_object(api.server, frame)
+        assert path.is_file(), f"frame {frame['index']} has no stored object"
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == frame["checksum"], f"{path} is not whole"
+        assert len(data) == frame["size_bytes"], frame
+        objects.add(path)
+    # A re-run makes the same bytes as the run it replaces, so the same objects: nothing
+    # stored is left unlisted (no stray object of a killed or stopped run).
+    stored = stored_frames(frames_base(api.server))
+    assert stored == objects, f"stored but not listed: {sorted(stored - objects)[:5]}"
     return job
 
 
@@ -346,8 +380,10 @@ def test_cancel_running_job_stops_ffmpeg_and_removes_everything(
     job_id = api.submit(name, 0.04)
     stream = SseReader(f"{api.url}/job-status/{job_id}/events")
     api.wait_running(job_id)
-    folder = frames_dir(api.server, job_id)
-    assert folder.is_dir()
+    base = frames_base(api.server)
+    # mid-run both kinds of files are there: its run's work folder, and stored frames
+    assert work_folders(api.server, job_id), "the run has no work folder"
+    assert stored_frames(base), "no frame object stored before the cancel"
     running = ffmpeg_children(api.server)
     assert any(job_id in " ".join(p.cmdline()) for p in running), "no FFmpeg ran for the job"
 
@@ -358,10 +394,12 @@ def test_cancel_running_job_stops_ffmpeg_and_removes_everything(
     assert res.json()["status"] == "cancelled"
     assert took < 3.0, f"cancel took {took:.2f} s"
 
-    # Checked at once: DELETE returns only after FFmpeg is reaped and the files are gone.
+    # Checked at once: DELETE returns only after FFmpeg is reaped and the files are gone
+    # (its work folder, and every object no other job holds: here, every object).
     assert job_processes(job_id) == []
     assert ffmpeg_children(api.server) == []
-    assert not folder.exists()
+    assert work_folders(api.server, job_id) == []
+    assert stored_frames(base) == set()
     assert api.get(f"/job-status/{job_id}").status_code == 404
     assert api.get(f"/frames/{job_id}").status_code == 404
 
@@ -370,10 +408,11 @@ def test_cancel_running_job_stops_ffmpeg_and_removes_everything(
     assert stream.names[-1] == "cancelled"
     assert "done" not in stream.names
 
-    # Nothing comes back later (no late writer recreating the folder or the job): the
-    # quiet second is what is tested, so it is a fixed sleep.
+    # Nothing comes back later (no late writer recreating a folder, an object or the
+    # job): the quiet second is what is tested, so it is a fixed sleep.
     time.sleep(1.0)
-    assert not folder.exists()
+    assert work_folders(api.server, job_id) == []
+    assert stored_frames(base) == set()
     assert job_processes(job_id) == []
     assert api.get(f"/job-status/{job_id}").status_code == 404
     assert api.health()["jobs"]["running"] == 0
@@ -394,9 +433,13 @@ def test_crash_mid_job_then_restart_completes_without_duplicates(
     api.wait_running(job_id)
     listed_before = wait_until(lambda: api.frames(job_id)["total_count"], "frames to be listed")
     assert listed_before > 0
+    work = work_folders(api.server, job_id)
+    assert work, "the run has no work folder"
 
     api.server.kill()  # SIGKILL: no shutdown code runs
     assert db_status(api.server, job_id) == "processing"
+    # nothing removed the killed process's scratch: the next start has to
+    assert all(folder.is_dir() for folder in work)
     # The orphaned FFmpeg outlives the server: it ignores SIGPIPE, so its writes to the
     # closed pipes fail quietly and it decodes on to the end of its part of the video.
     # Restart once it has gone (up to a whole run of the job on a busy machine).
@@ -408,7 +451,10 @@ def test_crash_mid_job_then_restart_completes_without_duplicates(
     assert job["attempts"] == 2, job
     assert job["error_message"] is None
     assert check_frames_complete(api, job_id)["total_frames"] == 300
-    assert not (frames_dir(api.server, job_id) / ".work").exists()
+    # the killed process's scratch (its partial frames) went at the start; the new
+    # run's work folder went when it completed
+    assert not any(folder.parent.exists() for folder in work)
+    assert work_folders(api.server, job_id) == []
 
 
 # --- 4. Redis goes away and comes back -----------------------------------------------------
@@ -574,6 +620,8 @@ def test_sigterm_mid_job_ends_stream_and_job_resumes_after_restart(
     stream = SseReader(f"{api.url}/job-status/{job_id}/events")
     api.wait_running(job_id)
     stream.wait_for("frame")
+    work = work_folders(api.server, job_id)
+    assert work, "the run has no work folder"
 
     started = time.monotonic()
     code = api.server.stop(signal.SIGTERM)
@@ -591,10 +639,13 @@ def test_sigterm_mid_job_ends_stream_and_job_resumes_after_restart(
     assert not {"done", "failed", "cancelled"} & set(stream.names), stream.names
     assert db_status(api.server, job_id) == "pending"
     assert job_processes(job_id) == []
-    assert not (frames_dir(api.server, job_id) / ".work").exists()
+    # the stopped process removed its scratch folder, the run's partial frames with it
+    assert not any(folder.parent.exists() for folder in work)
+    assert work_folders(api.server, job_id) == []
 
     api.server.start()
     job = api.wait_finished(job_id)
     assert job["status"] == "completed", job
     assert job["attempts"] == 2
     assert check_frames_complete(api, job_id)["total_frames"] == 750
+    assert work_folders(api.server, job_id) == []

@@ -20,7 +20,15 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import LiveServer, Media, free_port, patience, place, wait_until
+from tests.conftest import (
+    LiveServer,
+    Media,
+    free_port,
+    patience,
+    place,
+    stored_frames,
+    wait_until,
+)
 from tests.postgres import PostgresServer
 from tests.streams import SseReader
 
@@ -112,7 +120,9 @@ def test_delete_on_the_api_stops_the_run_on_a_worker(
     wait_until(lambda: gone(running), "the worker's FFmpeg to stop", within=2)
     assert time.monotonic() - started < patience(2) + 1
     assert httpx.get(f"{api.url}/job-status/{job_id}", timeout=TIMEOUT).status_code == 404
-    assert not (tmp_path / "frames" / job_id).exists()
+    frames = tmp_path / "runtime" / "frames"  # the folder every process shares
+    assert stored_frames(frames) == set()  # its frames went with it
+    assert not list(frames.glob(f".work/*/{job_id}"))  # and the run's scratch
 
 
 def upload(api: LiveServer, video: Path, interval: float) -> str:
