@@ -108,14 +108,19 @@ def jobs_of(client: httpx.Client) -> dict[str, dict[str, Any]]:
     return {j["job_id"]: j for j in client.get("/jobs", params={"limit": 1000}).json()["jobs"]}
 
 
-def run_batch(url: str, name: str, count: int, interval: float) -> tuple[float, list[float]]:
-    """Submit ``count`` jobs at once and wait for all; the wall time and each job's own
-    run time (``finished_at - started_at``)."""
+def fresh(name: str, interval: float) -> dict[str, Any]:
+    """A job body that runs even when an equal job has completed (no reuse)."""
+    return {"video_source": name, "interval": interval, "reuse": False}
+
+
+def run_batch(url: str, bodies: list[dict[str, Any]]) -> tuple[float, list[float]]:
+    """Submit a job of each body at once and wait for all; the wall time and each job's
+    own run time (``finished_at - started_at``)."""
     with httpx.Client(base_url=url, timeout=30.0) as client:
         started = time.monotonic()
         ids = []
-        for _ in range(count):
-            res = client.post("/video-job", json={"video_source": name, "interval": interval})
+        for body in bodies:
+            res = client.post("/video-job", json=body)
             if res.status_code != 200:
                 raise BenchError(f"submit answered {res.status_code}: {res.text[:200]}")
             ids.append(res.json()["job_id"])
@@ -138,9 +143,7 @@ def latencies(url: str, name: str, count: int) -> list[float]:
     found = []
     with httpx.Client(base_url=url, timeout=30.0) as client:
         for _ in range(count):
-            job_id = client.post("/video-job", json={"video_source": name, "interval": 5}).json()[
-                "job_id"
-            ]
+            job_id = client.post("/video-job", json=fresh(name, 5)).json()["job_id"]
             deadline = time.monotonic() + JOB_TIMEOUT_S
             while time.monotonic() < deadline:
                 job = client.get(f"/job-status/{job_id}").json()
@@ -224,7 +227,7 @@ def bench_scale(args: argparse.Namespace) -> Scale:
             shutil.copy(video, shared / "videos" / video.name)
         for round_no in range(1, args.rounds + 1):
             with Server(args.vfe, ("serve",), shared, {"MAX_CONCURRENT_JOBS": "2"}) as one:
-                wall, _ = run_batch(one.url, clip.name, BATCH, 1.0)
+                wall, _ = run_batch(one.url, [fresh(clip.name, 1.0)] * BATCH)
             scale.embedded_s.append(wall)
             print(f"  round {round_no}: embedded batch {wall:.2f} s", flush=True)
             env = {"DATABASE_URL": cluster.create_database(), "MAX_CONCURRENT_JOBS": "1"}
@@ -233,7 +236,7 @@ def bench_scale(args: argparse.Namespace) -> Scale:
                 Server(args.vfe, ("worker",), shared, env),
                 Server(args.vfe, ("worker",), shared, env),
             ):
-                wall, runs = run_batch(api.url, clip.name, BATCH, 1.0)
+                wall, runs = run_batch(api.url, [fresh(clip.name, 1.0)] * BATCH)
                 scale.postgres_s.append(wall)
                 scale.job_s.extend(runs)
                 print(f"  round {round_no}: postgresql batch {wall:.2f} s", flush=True)
@@ -260,9 +263,7 @@ def recovery(args: argparse.Namespace, cluster: Any, shared: Path, name: str) ->
         Server(args.vfe, ("worker",), shared, env) as second,
         httpx.Client(base_url=api.url, timeout=30.0) as client,
     ):
-        job_id = client.post("/video-job", json={"video_source": name, "interval": 1}).json()[
-            "job_id"
-        ]
+        job_id = client.post("/video-job", json=fresh(name, 1)).json()["job_id"]
         deadline = time.monotonic() + JOB_TIMEOUT_S
         victim = None
         while victim is None and time.monotonic() < deadline:

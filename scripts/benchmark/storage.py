@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from .runner import BenchError
-from .scale import fmt, iso, jobs_of
+from .scale import fmt, fresh, run_batch
 from .server import Server
 from .videos import STARTUP_SPEC, cached_video
 
@@ -195,36 +195,6 @@ def submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def run_batch(url: str, name: str) -> tuple[float, list[float]]:
-    """Submit ``BATCH`` jobs at once (intervals in turn, no reuse) and wait for all; the
-    wall time and each job's own run time (``finished_at - started_at``)."""
-    with httpx.Client(base_url=url, timeout=30.0) as client:
-        started = time.monotonic()
-        ids = [
-            submit(
-                client,
-                {
-                    "video_source": name,
-                    "interval": BATCH_INTERVALS[i % len(BATCH_INTERVALS)],
-                    "reuse": False,
-                },
-            )["job_id"]
-            for i in range(BATCH)
-        ]
-        deadline = started + JOB_TIMEOUT_S
-        while time.monotonic() < deadline:
-            jobs = jobs_of(client)
-            if all(jobs.get(i, {}).get("status") in ("completed", "failed") for i in ids):
-                wall = time.monotonic() - started
-                bad = [i for i in ids if jobs[i]["status"] != "completed"]
-                if bad:
-                    raise BenchError(f"{len(bad)} jobs failed: {jobs[bad[0]]['error_message']}")
-                runs = [iso(jobs[i]["finished_at"]) - iso(jobs[i]["started_at"]) for i in ids]
-                return wall, runs
-            time.sleep(0.05)
-    raise BenchError(f"the batch did not finish within {JOB_TIMEOUT_S:g} s")
-
-
 def wait_done(client: httpx.Client, job_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -269,7 +239,11 @@ def one_run(args: argparse.Namespace, kind: str, seaweed: Any, clip: Path, resul
             bucket = Bucket(kind, seaweed, folder)
             with Server(args.vfe, ("serve",), folder, bucket.env) as server:
                 if part == "batch":
-                    wall, runs = run_batch(server.url, clip.name)
+                    wall, runs = run_batch(
+                        server.url,
+                        [fresh(clip.name, BATCH_INTERVALS[n % len(BATCH_INTERVALS)])
+                         for n in range(BATCH)],
+                    )  # fmt: skip
                     result.batch_s.append(wall)
                     result.job_s.extend(runs)
                     result.batch_bytes.append(bucket.frame_bytes())
