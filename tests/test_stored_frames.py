@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import os
+import time
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -338,3 +339,29 @@ async def test_a_run_that_loses_the_bucket_fails_after_a_few_tries_listing_whole
                 assert hashlib.sha256(await image(app, frame)).hexdigest() == frame["checksum"]
     finally:
         server.remove()
+
+
+async def test_stored_files_no_job_knows_are_found_and_removed(
+    app: AppClient, media: Media, videos: Path
+) -> None:
+    """As a run taken for dead can leave after its job was deleted; the jobs' own files,
+    a new job's source still on its lease, and files vfe did not name stay."""
+    bucket = Bucket(app.settings)
+    job_id = (await post(app, video_source=place(media.standard(), videos), interval=1))["job_id"]
+    await app.wait(job_id)
+    frames = await frames_of(app, job_id)
+    storages = app.services.frames.storages
+    stray = hashlib.sha256(b"a stray frame").hexdigest()
+    await storages.frames.put_bytes(f"{stray[:2]}/{stray}.jpg", b"a stray frame")
+    leased = hashlib.sha256(b"a video being submitted").hexdigest()
+    await app.services.store.reserve([(f"sources/{leased}", 23)], time.time() + 3600)
+    await storages.sources.put_bytes(leased, b"a video being submitted")
+    await storages.frames.put_bytes("notes/readme.txt", b"not vfe's")
+    submissions = app.services.jobs.submissions
+    assert await submissions.release_orphans() == 1
+    await asyncio.wait([submissions.collect()])
+    ours = [n for n in await bucket.objects() if n != "readme.txt"]  # S3 lists it too
+    assert sorted(n.split(".")[0] for n in ours) == sorted({f["checksum"] for f in frames})
+    assert list(await bucket.objects("sources")) == [leased]
+    assert b"".join([c async for c in storages.frames.read("notes/readme.txt")]) == b"not vfe's"
+    assert await submissions.release_orphans() == 0

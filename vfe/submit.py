@@ -56,6 +56,7 @@ COLLECT_BATCH = 500  # stored objects removed in one transaction
 COLLECT_WAIT = 5.0  # seconds a DELETE waits for its files to go before it answers
 COLLECT_EVERY = 300.0  # seconds between collects without deletes (e.g. failed submits)
 SOURCE_LEASE = 3 * 3600.0  # seconds a new job's stored source waits for its hold
+ORPHANS_EVERY = 6 * 3600.0  # seconds between looks for stored files no job knows
 # After a delete, when to drop its cache entries once more: later than any read that
 # raced the delete can still be storing (its cache get and set may each wait this long).
 REINVALIDATE_AFTER = 2 * WORST_CALL_SECONDS + 0.5
@@ -184,14 +185,51 @@ class Submissions:
         RETENTION_HOURS, if set, and remove what no job holds."""
         keep = self.settings.retention_hours * 3600
         every = min(RETENTION_SWEEP_SECONDS, max(1.0, keep / 4)) if keep else COLLECT_EVERY
+        orphans_due = 0.0
         while True:
             if keep:
                 try:
                     await self.sweep(time.time() - keep)
                 except Exception:
                     log.exception("retention sweep failed")
+            if time.monotonic() >= orphans_due:
+                orphans_due = time.monotonic() + ORPHANS_EVERY
+                try:
+                    await self.release_orphans()
+                except Exception:
+                    log.warning("could not look for stray stored files", exc_info=True)
             await asyncio.wait([self.collect()])
             await asyncio.sleep(every)
+
+    async def release_orphans(self) -> int:
+        """Mark for ``collect`` the stored objects the database has no row of (a run
+        taken for dead that stored a frame after its job was deleted): released now, as
+        a ``reserve`` that ended, so collect removes them unless a job holds one by then.
+        How many."""
+        storages = self.frames.storages
+        found = 0
+        batch: list[str] = []
+
+        async def release() -> int:
+            unknown = sorted(set(batch) - await self.store.known(batch))
+            blobs = []
+            for key in unknown:
+                storage, name = storages.route(key)
+                if (info := await storage.head(name)) is not None:
+                    blobs.append((key, info.size))
+            await self.store.reserve(blobs, time.time())
+            batch.clear()
+            return len(blobs)
+
+        async for key in storages.stored():
+            batch.append(key)
+            if len(batch) == COLLECT_BATCH:
+                found += await release()
+        if batch:
+            found += await release()
+        if found:
+            log.warning("found %d stored files no job knows; they will be removed", found)
+        return found
 
     async def sweep(self, before: float) -> int:
         """Delete the finished jobs that finished before ``before``; return how many."""

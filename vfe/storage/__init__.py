@@ -101,6 +101,8 @@ class Storage(Protocol):
 
 
 PING_SECONDS = 3.0
+FRAME_OBJECT = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}\.(jpg|png|webp)")
+SOURCE_OBJECT = re.compile(r"[0-9a-f]{64}")
 FRAMES = "frames/"
 SOURCES = "sources/"
 
@@ -135,6 +137,16 @@ class Storages:
         if key.startswith(SOURCES):
             return self.sources, key[len(SOURCES) :]
         raise ValueError(f"not a key vfe stores: {key!r}")
+
+    async def stored(self) -> AsyncIterator[str]:
+        """The key of every object vfe stored, of either kind (named by a SHA-256, as vfe
+        names them; anything else in the storage, scratch included, is not listed)."""
+        for storage, prefix, name in (
+            (self.frames, FRAMES, FRAME_OBJECT), (self.sources, SOURCES, SOURCE_OBJECT)
+        ):  # fmt: skip
+            async for key in storage.keys():
+                if name.fullmatch(key):
+                    yield prefix + key
 
     async def remove(self, keys: list[str]) -> None:
         """Remove objects of either kind (the store's ``collect`` calls this)."""

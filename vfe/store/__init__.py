@@ -129,6 +129,10 @@ class Store(Protocol):
         to ``limit``; returns how many it looked at (0: none is left)."""
         ...
 
+    async def known(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` the store has a row of (held, reserved or released)."""
+        ...
+
     async def find_reusable(self, reuse_key: str) -> Job | None:
         """The newest completed job made with ``reuse_key``, if any."""
         ...

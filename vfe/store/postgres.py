@@ -258,6 +258,11 @@ class PostgresStore:
                 await cur.execute("DELETE FROM blobs WHERE key = ANY(%s)", (free,))
         return len(keys)  # looked at: the caller goes on until none is left
 
+    async def known(self, keys: Sequence[str]) -> set[str]:
+        async with self._cursor("looking up stored files") as cur:
+            await cur.execute("SELECT key FROM blobs WHERE key = ANY(%s)", (list(keys),))
+            return {str(r[0]) for r in await cur.fetchall()}
+
     async def find_reusable(self, reuse_key: str) -> Job | None:
         async with self._cursor("looking for a job to reuse") as cur:
             await cur.execute(

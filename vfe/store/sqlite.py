@@ -271,6 +271,18 @@ class SqliteStore:
                 await self._write("DELETE FROM blobs WHERE key = ?", gone, many=True)
         return len(keys)
 
+    async def known(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        async with self._guard("looking up stored files"):
+            for start in range(0, len(keys), 500):  # SQLite's bound on parameters
+                batch = list(keys[start : start + 500])
+                marks = ", ".join("?" * len(batch))
+                async with self.db.execute(
+                    f"SELECT key FROM blobs WHERE key IN ({marks})", batch
+                ) as cur:
+                    found.update(str(r[0]) for r in await cur.fetchall())
+        return found
+
     async def find_reusable(self, reuse_key: str) -> Job | None:
         async with self._guard("looking for a job to reuse"):
             async with self.db.execute(
