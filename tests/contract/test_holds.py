@@ -158,3 +158,14 @@ async def test_two_jobs_deleted_at_once_free_what_they_shared(store: Store) -> N
         await store.create_job(job, holds=[(A, 10), (B, 10)])
     await asyncio.gather(store.delete_job(first.id), store.delete_job(second.id))
     assert await collect_all(store) == [A, B]
+
+
+async def test_known_names_the_keys_with_a_row(store: Store) -> None:
+    job = make_job()
+    await store.create_job(job, holds=[(A, 10)])
+    await store.reserve([(C, 5)], until=time.time() + 60)
+    assert await store.known([A, B, C]) == {A, C}
+    assert await store.known([]) == set()
+    many = [f"frames/00/{n:064x}.jpg" for n in range(1200)]  # past SQLite's bound a query
+    await store.reserve([(key, 1) for key in many[::2]], until=time.time() + 60)
+    assert await store.known(many) == set(many[::2])
