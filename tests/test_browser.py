@@ -665,6 +665,7 @@ def test_submit_by_upload(page: Page, site: Site, media: Media):
     by_id(page, "mode").select_option("count")
     expect(by_id(page, "interval")).to_be_hidden()
     by_id(page, "count").fill("3")
+    by_id(page, "tonemap").select_option("off")  # the output options go with an upload too
     job_id = submit_form(page)
 
     expect(by_id(page, "upload-progress")).to_be_hidden()
@@ -672,6 +673,7 @@ def test_submit_by_upload(page: Page, site: Site, media: Media):
     expect_completed(page, job_id, 3)
     view = site.status(job_id).json()
     assert (view["source_type"], view["mode"]) == ("upload", "count")
+    assert view["options"]["tonemap"] == "off"
 
     # A file dropped on the zone, sent slowly (200 kB/s) so its progress bar shows.
     drop_file(page, "dropped clip.mp4", media.standard().read_bytes())

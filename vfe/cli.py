@@ -89,13 +89,16 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--quality", type=int, help="1-100 (jpg, webp)")
     extract.add_argument("--width", type=int, help="fit inside this width (px)")
     extract.add_argument("--height", type=int, help="fit inside this height (px)")
+    extract.add_argument(
+        "--tonemap", choices=["auto", "off"], help="auto (default): HDR video tone-mapped to SDR"
+    )
     extract.add_argument("--quiet", action="store_true", help="no plan, no progress bar")
     return parser
 
 
 _SPEC_FIELDS = (
     "interval", "fps", "count", "timestamps", "min_gap", "start", "end", "max_frames",
-    "format", "quality", "width", "height",
+    "format", "quality", "width", "height", "tonemap",
 )  # fmt: skip
 
 

@@ -223,6 +223,7 @@ class Extractor:
             threads=plan.threads,
             stop_at=None if plan.end is None else plan.end + offset,
             count_decoded=scene,
+            hdr=info.hdr,
         )
         argv = await ffmpeg.spill_long_graph(argv, work / f"{prefix}graph.txt")
         state = _Run(

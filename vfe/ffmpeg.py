@@ -300,6 +300,25 @@ GLOBAL_ARGS = (
 )
 
 
+# HDR to SDR as an SDR player shows it: to linear light (1.0 = 100 nits, SDR's white),
+# BT.2020 to BT.709 primaries, then Möbius: linear up to half of SDR white, highlights
+# rolled off smoothly (Hable darkens SDR-range content by a third), no desaturation.
+TONEMAP = {"tonemap": "mobius", "param": 0.5, "desat": 0}
+NOMINAL_PEAK = 100  # nits of 1.0 in linear light
+
+
+def tonemapped(stream: Any) -> Any:
+    """``stream`` (tagged PQ or HLG) tone-mapped to SDR BT.709, limited range."""
+    return (
+        stream.filter("zscale", t="linear", npl=NOMINAL_PEAK)
+        .filter("format", "gbrpf32le")
+        .filter("zscale", p="bt709")
+        .filter("tonemap", **TONEMAP)
+        .filter("zscale", t="bt709", m="bt709", r="tv")
+        .filter("format", "yuv420p")
+    )
+
+
 def frames_argv(
     source: str,
     select_expr: str,
@@ -312,6 +331,7 @@ def frames_argv(
     threads: int | None = None,
     stop_at: float | None = None,
     count_decoded: bool = False,
+    hdr: bool = False,
 ) -> list[str]:
     """argv that decodes ``source`` and writes the frames ``select_expr`` keeps.
 
@@ -325,7 +345,8 @@ def frames_argv(
     caps the decoder's threads (the planner runs one single-threaded process per CPU).
     ``stop_at`` (filter timeline) ends decoding there. ``count_decoded`` adds a first,
     null output fed every decoded frame, so ``-progress`` counts decoded frames (``frame=``)
-    when the frames kept are few and not known ahead (scene mode).
+    when the frames kept are few and not known ahead (scene mode). ``hdr`` (a PQ or HLG
+    source) has the frames tone-mapped to SDR, unless ``output.tonemap`` is off.
     """
     import ffmpeg as ffmpeg_python  # the argv / filter-graph builder, loaded on first use
 
@@ -346,6 +367,8 @@ def frames_argv(
         decoded = branches[0]
         counter = ffmpeg_python.output(branches[1], "-", f="null", **{"c:v": "wrapped_avframe"})
     stream = decoded.filter("select", select_expr).filter("showinfo")
+    if hdr and output.tonemap:  # the kept frames only: a cost per frame written
+        stream = tonemapped(stream)
     if output.width or output.height:
         width = f"min(iw,{output.width})" if output.width else "-1"
         height = f"min(ih,{output.height})" if output.height else "-1"

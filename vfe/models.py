@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -68,6 +68,7 @@ class Output:
     quality: int | None = None  # None: JPEG qscale 2 (as before), WebP 90, PNG lossless
     width: int | None = None
     height: int | None = None
+    tonemap: bool = True  # an HDR source is tone-mapped to SDR BT.709
 
 
 class JobSpec(BaseModel):
@@ -128,6 +129,11 @@ class JobSpec(BaseModel):
     quality: int | None = Field(default=None, ge=1, le=100, description="1-100 (jpg, webp)")
     width: int | None = Field(default=None, ge=1, le=16384, description="fit inside, px")
     height: int | None = Field(default=None, ge=1, le=16384, description="fit inside, px")
+    tonemap: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: an HDR video (PQ or HLG) is tone-mapped to SDR BT.709, as an SDR "
+        "player shows it; off: its frames keep the raw signal (dim and grey).",
+    )
     reuse: bool = Field(
         default=True,
         description="Complete at once with the frames of an earlier completed job on the "
@@ -263,4 +269,5 @@ def output_from(options: dict[str, Any]) -> Output:
         quality=options.get("quality"),
         width=options.get("width"),
         height=options.get("height"),
+        tonemap=options.get("tonemap", "auto") != "off",
     )

@@ -27,6 +27,9 @@ from .models import finite_or_none
 PROBE_TIMEOUT = 30.0
 
 
+HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """Facts about a video's first video stream, as displayed (rotation applied)."""
@@ -44,6 +47,12 @@ class VideoInfo:
     has_b_frames: int = 0  # frames are decoded out of presentation order when > 0
     own_duration: bool = True  # False: the duration is the container's (maybe audio's)
     frames: int | None = None  # as the container's header states it, when it does
+    color_transfer: str | None = None  # as tagged, e.g. "bt709", "smpte2084" (PQ)
+
+    @property
+    def hdr(self) -> bool:
+        """Whether the video is tagged HDR: PQ (``smpte2084``) or HLG (``arib-std-b67``)."""
+        return self.color_transfer in HDR_TRANSFERS
 
 
 def _rate(value: Any) -> float | None:
@@ -115,6 +124,7 @@ def parse(document: dict[str, Any]) -> VideoInfo:
         has_b_frames=int(stream.get("has_b_frames") or 0),
         own_duration=own is not None,
         frames=_count(stream.get("nb_frames")),
+        color_transfer=stream.get("color_transfer"),
     )
 
 

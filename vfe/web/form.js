@@ -11,7 +11,7 @@ import { byTestId, el, setText } from './dom.js';
 import * as fmt from './format.js';
 
 // Option fields sent as text, not numbers (timestamps goes as "1, 2.5": the API splits it).
-const TEXT_FIELDS = new Set(['mode', 'format', 'timestamps']);
+const TEXT_FIELDS = new Set(['mode', 'format', 'timestamps', 'tonemap']);
 
 /** data-testid of an API field: scene_threshold -> scene-threshold. */
 const testIdOf = (field) => field.replaceAll('_', '-');
