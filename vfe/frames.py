@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from .models import Frame
-from .storage import Storages, frame_key
+from .storage import Storage, Storages, frame_key
 
 log = logging.getLogger("vfe.frames")
 WORK_DIR = ".work"
@@ -337,7 +337,8 @@ class FrameStore(WorkFolders):
                 await storage.get_file(name, copy)
                 return copy
             except FileNotFoundError:
-                # its submit may still be writing it again after a collect (rare)
+                # its submit wrote it before the job was queued: only a store that shows
+                # a new object a moment late gets here, so look again shortly
                 await asyncio.to_thread(copy.unlink, True)
                 if attempt + 1 == SOURCE_TRIES:
                     raise
@@ -346,19 +347,23 @@ class FrameStore(WorkFolders):
 
     # --- reading -------------------------------------------------------------------------
 
+    def _object(self, frame: Frame) -> tuple[Storage, str]:
+        """The storage that keeps the frame's bytes, and their name there."""
+        return self.storages.route(frame_key(frame.checksum, extension(frame.filename)))
+
     def local_file(self, frame: Frame) -> Path | None:
         """The frame's bytes as a local file, when the storage is a folder."""
-        storage, name = self.storages.route(frame_key(frame.checksum, extension(frame.filename)))
+        storage, name = self._object(frame)
         return storage.local_path(name)
 
     def read(self, frame: Frame) -> AsyncIterator[bytes]:
         """The frame's bytes, a chunk at a time (``FileNotFoundError`` if gone)."""
-        storage, name = self.storages.route(frame_key(frame.checksum, extension(frame.filename)))
+        storage, name = self._object(frame)
         return storage.read(name)
 
     async def presign(self, frame: Frame) -> str | None:
         """A URL of the bucket that serves the frame for an hour (None: a folder)."""
-        storage, name = self.storages.route(frame_key(frame.checksum, extension(frame.filename)))
+        storage, name = self._object(frame)
         return await storage.presign(name, PRESIGNED_FOR)
 
     async def zip_stream(self, frames: Sequence[Frame]) -> AsyncIterator[bytes]:
@@ -366,7 +371,6 @@ class FrameStore(WorkFolders):
         compressed already) with data descriptors, so nothing is staged on disk, an unread
         download costs nothing, and a cut one leaves nothing behind. Holds one frame in
         memory at a time. Frames whose object has gone are left out."""
-        import time
         import zipfile  # only for zips, not on every start-up
 
         sink = _Sink()

@@ -337,18 +337,8 @@ class Submissions:
             storage, name = self.frames.storages.route(key)
             await storage.put_file(name, source.path)
             source_path = key
-        now = time.time()
-        job = Job(
-            id=str(uuid.uuid4()),
-            status=JobStatus.PENDING,
-            video_source=spec.video_source,
-            source_type=source.type,
-            source_path=source_path,
-            interval=spec.interval,
-            options=spec.options(),
-            created_at=now,
-            updated_at=now,
-            reuse_key=self.reuse_key(spec, source),
+        job = self._new_job(
+            spec, source, self.reuse_key(spec, source), time.time(), source_path=source_path
         )
 
         async def enqueue(connection: Any) -> None:
@@ -360,6 +350,23 @@ class Submissions:
         self.runner.publish("created", job)
         self.runner.metrics.job_submitted()
         return job, True
+
+    @staticmethod
+    def _new_job(spec: JobSpec, source: Source, reuse_key: str, now: float, **values: Any) -> Job:
+        """A new job of ``spec`` on ``source``, made at ``now`` (``pending`` unless
+        ``values`` say otherwise)."""
+        values.setdefault("status", JobStatus.PENDING)
+        return Job(
+            id=str(uuid.uuid4()),
+            video_source=spec.video_source,
+            source_type=source.type,
+            interval=spec.interval,
+            options=spec.options(),
+            created_at=now,
+            updated_at=now,
+            reuse_key=reuse_key,
+            **values,
+        )
 
     def reuse_key(self, spec: JobSpec, source: Source) -> str:
         """The job's reuse key: its source's identity and options, with what else shapes
@@ -381,16 +388,13 @@ class Submissions:
         if earlier is None:
             return None
         now = time.time()
-        job = Job(
-            id=str(uuid.uuid4()),
+        job = self._new_job(
+            spec,
+            source,
+            reuse_key,
+            now,
             status=JobStatus.COMPLETED,
-            video_source=spec.video_source,
-            source_type=source.type,
             source_path=earlier.source_path,  # never read: the job does not run
-            interval=spec.interval,
-            options=spec.options(),
-            created_at=now,
-            updated_at=now,
             total_frames=earlier.total_frames,
             processed_frames=earlier.processed_frames,
             started_at=now,
@@ -402,7 +406,6 @@ class Submissions:
             codec=earlier.codec,
             plan={**(earlier.plan or {}), "strategy": "reused", "reused_from": earlier.id},
             progress=earlier.progress,
-            reuse_key=reuse_key,
         )
         try:
             found = await self.store.create_job(job, idempotency, copy_from=earlier.id)
