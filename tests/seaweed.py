@@ -77,14 +77,22 @@ class SeaweedServer:
                 return False
         except httpx.HTTPError:
             return False
-        store = S3Store(BUCKET, endpoint=self.endpoint, access_key_id=ACCESS_KEY,
-                        secret_access_key=SECRET_KEY, region="us-east-1",
-                        client_options={"allow_http": True})  # fmt: skip
         try:
-            obstore.list(store, prefix="ready/").collect()
+            obstore.list(self.store(), prefix="ready/").collect()
         except obstore.exceptions.BaseError:
             return False
         return True
+
+    def store(self, prefix: str | None = None) -> S3Store:
+        """The bucket (or ``prefix`` in it) through obstore, behind vfe's back."""
+        return S3Store(BUCKET, prefix=prefix, endpoint=self.endpoint, access_key_id=ACCESS_KEY,
+                       secret_access_key=SECRET_KEY, region="us-east-1",
+                       client_options={"allow_http": True})  # fmt: skip
+
+    def vfe_env(self, prefix: str) -> dict[str, str]:
+        """vfe's settings for storing under ``prefix`` of the bucket."""
+        return {"STORAGE_URL": f"s3://{BUCKET}/{prefix}", "S3_ENDPOINT_URL": self.endpoint,
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}  # fmt: skip
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -156,12 +156,8 @@ def test_thirty_jobs_on_three_workers_one_killed_each_completes_once(
     by any two processes (every byte a worker needs comes from the bucket)."""
     env: dict[str, str] = {}
     if storage == "s3":
-        from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY
-
         server: Any = request.getfixturevalue("s3_server")
-        env = {"STORAGE_URL": f"s3://{BUCKET}/scale-{uuid.uuid4().hex[:8]}",
-               "S3_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-               "AWS_SECRET_ACCESS_KEY": SECRET_KEY}  # fmt: skip
+        env = server.vfe_env(f"scale-{uuid.uuid4().hex[:8]}")
     mine = own_folders if storage == "s3" else lambda _: {}
     api = cluster("serve", "--api-only", **env, **mine(tmp_path))
     workers = [

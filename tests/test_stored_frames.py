@@ -64,15 +64,8 @@ def storage_settings(
 ) -> Settings:
     if request.param == "local":
         return make_settings()
-    from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY
-
     server: Any = request.getfixturevalue("s3_server")
-    return make_settings(
-        STORAGE_URL=f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}",
-        S3_ENDPOINT_URL=server.endpoint,
-        AWS_ACCESS_KEY_ID=ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-    )
+    return make_settings(**server.vfe_env(f"t-{uuid.uuid4().hex[:12]}"))
 
 
 @pytest.fixture
@@ -265,12 +258,9 @@ async def test_every_frame_route_works_on_the_storage(
 async def test_presigned_frame_urls_redirect_to_the_bucket(
     make_settings: Callable[..., Settings], s3_server: Any, media: Media, videos: Path
 ) -> None:
-    from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY
-
     settings = make_settings(
-        STORAGE_URL=f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}", S3_ENDPOINT_URL=s3_server.endpoint,
-        AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, FRAME_URLS="presigned",
-    )  # fmt: skip
+        **s3_server.vfe_env(f"t-{uuid.uuid4().hex[:12]}"), FRAME_URLS="presigned"
+    )
     async with AppClient(settings) as app:
         job_id = (await post(app, video_source=place(media.standard(), videos), interval=1))[
             "job_id"
@@ -310,15 +300,12 @@ async def test_an_unreachable_bucket_refuses_new_jobs_with_a_503(
 async def test_a_run_that_loses_the_bucket_fails_after_a_few_tries_listing_whole_frames(
     make_settings: Callable[..., Settings], media: Media, videos: Path
 ) -> None:
-    from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedServer
+    from tests.seaweed import SeaweedServer
 
     server = SeaweedServer()  # its own: this test stops it
     server.start()
     try:
-        settings = make_settings(
-            STORAGE_URL=f"s3://{BUCKET}/lost", S3_ENDPOINT_URL=server.endpoint,
-            AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-        )  # fmt: skip
+        settings = make_settings(**server.vfe_env("lost"))
         async with AppClient(settings) as app:
             job_id = (await post(app, video_source=place(media.slow(), videos), interval=0.1))[
                 "job_id"

@@ -6,10 +6,10 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import ROOT
 from .memory import LengthRow, bench_lengths, length_videos
@@ -58,6 +58,7 @@ SECTIONS = {
 LONG_SECTIONS = {"memory", "probing", "scale", "storage"}  # not in a --quick run
 SKIPPABLE = {*("vfe", "ffmpeg", "opencv", "decode", "exact", "pixels"), *SECTIONS}
 Table = tuple[Video, dict[str, dict[Method, Cell]], Cell]
+Measured = TypeVar("Measured")  # what a section's bench returns
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -198,6 +199,25 @@ def print_legend() -> None:
     )
 
 
+def run_section(
+    report: dict[str, Any],
+    key: str,
+    title: str,
+    bench: Callable[[], Measured],
+    to_json: Callable[[Measured], dict[str, Any]],
+) -> Measured | None:
+    """Run a section that needs servers of its own; a failure to start them marks it
+    failed in the report (and on stderr) instead of ending the bench."""
+    try:
+        measured = bench()
+    except BenchError as exc:
+        print(f"bench: {title}: {exc}", file=sys.stderr)
+        report[key] = {"skipped": f"failed: {exc}"}
+        return None
+    report[key] = to_json(measured)
+    return measured
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     for tool in ("ffmpeg", "ffprobe"):
@@ -262,22 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale: Scale | None = None
     if scale_skip is None:
         print("\n-- scale-out: embedded against PostgreSQL, API and workers", flush=True)
-        try:
-            scale = bench_scale(args)
-            report["scale"] = scale_json(scale)
-        except BenchError as exc:
-            print(f"bench: scale-out: {exc}", file=sys.stderr)
-            report["scale"] = {"skipped": f"failed: {exc}"}
+        scale = run_section(report, "scale", "scale-out", lambda: bench_scale(args), scale_json)
         write_json(args.json, report)
     found: StorageBench | None = None
     if storage_skip is None:
         print("\n-- storage: S3 (SeaweedFS) against the local folder, reuse", flush=True)
-        try:
-            found = bench_storage(args)
-            report["storage"] = storage_json(found)
-        except BenchError as exc:
-            print(f"bench: storage: {exc}", file=sys.stderr)
-            report["storage"] = {"skipped": f"failed: {exc}"}
+        found = run_section(report, "storage", "storage", lambda: bench_storage(args), storage_json)
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(args.json, report)
     for video, rows, decode in tables:

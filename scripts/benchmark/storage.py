@@ -125,26 +125,8 @@ class Bucket:
         self.env = {"STORAGE_URL": "", "MAX_CONCURRENT_JOBS": str(CONCURRENCY)}
         self.store: Any = None
         if kind == "s3":
-            from obstore.store import S3Store
-
-            from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY
-
-            self.env |= {
-                "STORAGE_URL": f"s3://{BUCKET}/{self.prefix}",
-                "S3_ENDPOINT_URL": seaweed.endpoint,
-                "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_REGION": "us-east-1",
-            }
-            self.store = S3Store(
-                BUCKET,
-                prefix=self.prefix,
-                endpoint=seaweed.endpoint,
-                access_key_id=ACCESS_KEY,
-                secret_access_key=SECRET_KEY,
-                region="us-east-1",
-                client_options={"allow_http": True},
-            )
+            self.env |= seaweed.vfe_env(self.prefix)
+            self.store = seaweed.store(self.prefix)
 
     def frame_bytes(self) -> int:
         """The bytes of every frame object the storage holds (temporary files left out)."""
