@@ -150,10 +150,12 @@ class Storages:
 
     async def remove(self, keys: list[str]) -> None:
         """Remove objects of either kind (the store's ``collect`` calls this)."""
-        for storage in (self.frames, self.sources):
-            mine = [k for k in keys if self.route(k)[0] is storage]
-            if mine:
-                await storage.delete(*(self.route(k)[1] for k in mine))
+        names: dict[Storage, list[str]] = {}
+        for key in keys:
+            storage, name = self.route(key)
+            names.setdefault(storage, []).append(name)
+        for storage, mine in names.items():
+            await storage.delete(*mine)
 
     async def ping(self) -> bool:
         """Whether both answer, within PING_SECONDS (a probe must not wait for retries)."""

@@ -15,11 +15,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import StorageError
 from . import CHUNK, ObjectInfo, checked_key
 
 TEMP = ".tmp-"
+T = TypeVar("T")
 
 
 class LocalStorage:
@@ -47,12 +49,7 @@ class LocalStorage:
                 temp.unlink(missing_ok=True)
                 raise
 
-        try:
-            await asyncio.to_thread(_write)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"cannot store a file ({exc.strerror})") from exc
+        await _storing(_write)
 
     async def put_file(self, key: str, source: Path, *, consume: bool = False) -> None:
         if consume:  # a rename when on the same file system
@@ -68,13 +65,8 @@ class LocalStorage:
                     return False
                 return True
 
-            try:
-                if await asyncio.to_thread(_move):
-                    return
-            except FileNotFoundError:
-                raise
-            except OSError as exc:
-                raise StorageError(f"cannot store a file ({exc.strerror})") from exc
+            if await _storing(_move):
+                return
         await self._put(key, lambda temp: _link_or_copy(source, temp))
         if consume:
             await asyncio.to_thread(source.unlink, True)
@@ -142,6 +134,17 @@ class LocalStorage:
             return os.access(self.base, os.W_OK)
 
         return await asyncio.to_thread(_writable)
+
+
+async def _storing(write: Callable[[], T]) -> T:
+    """``write`` in a thread; its OS errors are ``StorageError`` (a missing source file
+    stays ``FileNotFoundError``: the caller's, not the storage's)."""
+    try:
+        return await asyncio.to_thread(write)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot store a file ({exc.strerror})") from exc
 
 
 def _link_or_copy(source: Path, temp: Path) -> None:
