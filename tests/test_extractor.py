@@ -219,7 +219,7 @@ async def extract(
             assert MAGIC[output.format](data), frame.filename  # a whole image of the format
         frames.extend(batch)
 
-    written = await Extractor(store).run(job_id, clip, info, plan, on_frames, output)
+    written = (await Extractor(store).run(job_id, clip, info, plan, on_frames, output)).written
     assert not store.work_dir(job_id).exists()
     frames.sort(key=lambda f: f.index)  # seek groups finish in any order
     return Result(store, job_id, clip, info, plan, written, output, frames, batches)
@@ -508,7 +508,8 @@ async def test_scene_mode_writes_the_first_frame_of_each_shot(
     async def on_progress(share: float) -> None:
         shares.append(share)
 
-    written = await Extractor(store).run(job_id, clip, info, plan, on_frames, None, on_progress)
+    outcome = await Extractor(store).run(job_id, clip, info, plan, on_frames, None, on_progress)
+    written = outcome.written
     assert written == len(frames) == len(times)
     assert [f.timestamp for f in frames] == pytest.approx(times, abs=1e-6)
     assert [f.index for f in frames] == list(range(len(times)))
@@ -715,10 +716,7 @@ async def test_run_state_reads_showinfo_and_sorts_other_lines(tmp_path: Path) ->
     info = probe.VideoInfo(2.0, 25.0, 320, 240, 0, "h264", "yuv420p", 0.0)
     index = probe.FrameIndex(tuple(n / 25 for n in range(50)), (0.0,))
     plan = planner.plan(Sampling(interval=1.0), info, index)
-    state = _Run(
-        frame_store(tmp_path), str(uuid.uuid4()), tmp_path, plan, plan.groups[0], "g0000_",
-        "jpg", 0.25, ignore,
-    )  # fmt: skip
+    state = _Run(tmp_path, plan, plan.groups[0], "g0000_", "jpg", 0.25, ignore)
     ctx = "[Parsed_showinfo_1 @ 0x55d0c0a0b0c0] "
     assert state.on_line(ctx + "[info] config in time_base: 0/0, frame_rate: 25/1")
     assert state.time_base is None  # a zero time base is ignored
@@ -760,7 +758,7 @@ async def test_thousands_of_timestamps_in_one_pass(media: Any, tmp_path: Path) -
     async def on_frames(batch: list[Frame]) -> None:
         got.extend(batch)
 
-    written = await Extractor(store).run(str(uuid.uuid4()), clip, info, plan, on_frames)
+    written = (await Extractor(store).run(str(uuid.uuid4()), clip, info, plan, on_frames)).written
     assert written == plan.total == len(got) == 96  # every frame up to 3.80 s, once each
     times = sorted(f.timestamp for f in got)
     assert times == pytest.approx([k * 0.04 for k in range(96)], abs=1e-9)

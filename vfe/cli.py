@@ -26,6 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .options import DEFAULT_MIN_GAP, DEFAULT_SCENE_THRESHOLD, ImageFormat
+from .quality import (
+    DEFAULT_BLACK_THRESHOLD,
+    DEFAULT_BLUR_THRESHOLD,
+    DEFAULT_DEDUPE_DISTANCE,
+    DEFAULT_FLAT_THRESHOLD,
+    DEFAULT_SEARCH,
+)
 
 if TYPE_CHECKING:
     from .models import Frame, JobSpec
@@ -72,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     rule.add_argument("--timestamps", help="comma-separated seconds, e.g. 1,2.5,10")
     rule.add_argument("--keyframes", action="store_true", help="every keyframe")
     rule.add_argument(
+        "--best", type=int, metavar="N", help="the best frame of each of N equal stretches"
+    )
+    rule.add_argument(
         "--scene",
         type=float,
         nargs="?",
@@ -92,13 +102,47 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--tonemap", choices=["auto", "off"], help="auto (default): HDR video tone-mapped to SDR"
     )
+    extract.add_argument(
+        "--reject",
+        help="comma-separated defects to refuse: black, blurry, flat (a substitute is looked "
+        "for after each refused frame)",
+    )
+    extract.add_argument(
+        "--search", type=float, help=f"reject: seconds to look on (default {DEFAULT_SEARCH:g})"
+    )
+    extract.add_argument(
+        "--black-threshold",
+        type=float,
+        help=f"share of near-black pixels (default {DEFAULT_BLACK_THRESHOLD:g})",
+    )
+    extract.add_argument(
+        "--blur-threshold",
+        type=float,
+        help=f"sharpness below this is blurry (default {DEFAULT_BLUR_THRESHOLD:g})",
+    )
+    extract.add_argument(
+        "--flat-threshold",
+        type=float,
+        help=f"contrast below this is flat (default {DEFAULT_FLAT_THRESHOLD:g})",
+    )
+    extract.add_argument(
+        "--dedupe",
+        action="store_true",
+        default=None,
+        help="drop frames that repeat the last one kept",
+    )
+    extract.add_argument(
+        "--dedupe-distance", type=int,
+        help=f"pHash bits within which a frame repeats (default {DEFAULT_DEDUPE_DISTANCE})",
+    )  # fmt: skip
     extract.add_argument("--quiet", action="store_true", help="no plan, no progress bar")
     return parser
 
 
 _SPEC_FIELDS = (
     "interval", "fps", "count", "timestamps", "min_gap", "start", "end", "max_frames",
-    "format", "quality", "width", "height", "tonemap",
+    "format", "quality", "width", "height", "tonemap", "reject", "search", "black_threshold",
+    "blur_threshold", "flat_threshold", "dedupe", "dedupe_distance",
 )  # fmt: skip
 
 
@@ -111,6 +155,8 @@ def _spec(args: argparse.Namespace) -> JobSpec:
         fields["mode"] = Mode.KEYFRAMES
     if args.scene is not None:
         fields.update(mode=Mode.SCENE, scene_threshold=args.scene)
+    if args.best is not None:
+        fields.update(mode=Mode.BEST, count=args.best)
     return JobSpec.model_validate({"video_source": str(args.video), **fields})
 
 
@@ -131,6 +177,7 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     from .planner import plan as make_plan
     from .planner import sampling_from
     from .probe import inspect
+    from .quality import choice_from
     from .views import FrameView
 
     info, index = await inspect(source)
@@ -161,9 +208,12 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
             bar.update(round(100 * share) - bar.n)
 
         try:
-            written = await Extractor(store).run(
-                job_id, source, info, plan, on_frames, output_from(spec.options()), on_progress
-            )
+            options = spec.options()
+            outcome = await Extractor(store).run(
+                job_id, source, info, plan, on_frames, output_from(options), on_progress,
+                index=index, choice=choice_from(options),
+            )  # fmt: skip
+            written = outcome.written
             if scene:
                 bar.update(total - bar.n)
         finally:
@@ -173,7 +223,10 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     await asyncio.to_thread((out / "frames.json").write_text, text)
     if not quiet:
         elapsed = time.perf_counter() - started
-        print(f"wrote {written} frames to {out} in {elapsed:.2f} s", flush=True)
+        left = [f"{n} {what}" for n, what in ((outcome.rejected, "targets rejected"),
+                                              (outcome.dropped, "duplicates dropped")) if n]
+        extra = f" ({', '.join(left)})" if left else ""
+        print(f"wrote {written} frames{extra} to {out} in {elapsed:.2f} s", flush=True)
     return 0
 
 

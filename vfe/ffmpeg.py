@@ -202,14 +202,18 @@ async def run(
     on_progress: ProgressCallback | None = None,
     on_line: LineCallback | None = None,
     tail_lines: int = 50,
+    on_picture: Callable[[bytes], None] | None = None,
+    picture_size: int = 0,
 ) -> Completed:
     """Run ``argv`` to the end, feeding ``-progress`` blocks and stderr lines to callbacks.
 
     stdout is parsed as ``key=value`` progress blocks when ``on_progress`` is given and
-    captured otherwise. Each stderr line goes to ``on_line``; lines it does not consume
-    (returns False) are kept, the last ``tail_lines`` of them, for error messages.
-    If the caller is cancelled, the process group is stopped before the cancellation
-    propagates, so no child outlives its job.
+    captured otherwise; with ``on_picture``, stdout is raw pictures instead, each
+    ``picture_size`` bytes, handed over one by one (a cut last one is dropped). Each
+    stderr line goes to ``on_line``; lines it does not consume (returns False) are kept,
+    the last ``tail_lines`` of them, for error messages. If the caller is cancelled, the
+    process group is stopped before the cancellation propagates, so no child outlives its
+    job.
     """
     guard = death_guard()
     if guard and shutil.which(argv[0]) is None:  # through setpriv, exec would fail later
@@ -246,9 +250,16 @@ async def run(
             on_progress(dict(block))
             block.clear()
 
-    readers = asyncio.gather(
-        _read_lines(proc.stdout, stdout_line), _read_lines(proc.stderr, stderr_line)
-    )
+    async def pictures(stream: asyncio.StreamReader) -> None:
+        assert on_picture is not None
+        while True:
+            try:
+                on_picture(await stream.readexactly(picture_size))
+            except asyncio.IncompleteReadError:
+                return
+
+    out = _read_lines(proc.stdout, stdout_line) if on_picture is None else pictures(proc.stdout)
+    readers = asyncio.gather(out, _read_lines(proc.stderr, stderr_line))
     try:
         await readers
         await proc.wait()
@@ -332,6 +343,7 @@ def frames_argv(
     stop_at: float | None = None,
     count_decoded: bool = False,
     hdr: bool = False,
+    measure: str | None = None,
 ) -> list[str]:
     """argv that decodes ``source`` and writes the frames ``select_expr`` keeps.
 
@@ -347,6 +359,9 @@ def frames_argv(
     null output fed every decoded frame, so ``-progress`` counts decoded frames (``frame=``)
     when the frames kept are few and not known ahead (scene mode). ``hdr`` (a PQ or HLG
     source) has the frames tone-mapped to SDR, unless ``output.tonemap`` is off.
+    ``measure`` (an image2 pattern like ``pattern``'s, ``.pgm``) adds a second output of
+    the same frames, numbered alike: each as ``quality.SIDE`` square full-range grey, for
+    its metrics, taken before the output resize.
     """
     import ffmpeg as ffmpeg_python  # the argv / filter-graph builder, loaded on first use
 
@@ -369,6 +384,15 @@ def frames_argv(
     stream = decoded.filter("select", select_expr).filter("showinfo")
     if hdr and output.tonemap:  # the kept frames only: a cost per frame written
         stream = tonemapped(stream)
+    grey = None
+    if measure is not None:
+        branches = stream.split()
+        stream = branches[0]
+        grey = ffmpeg_python.output(
+            greyscale(branches[1]), measure, f="image2", start_number=0, atomic_writing=1,
+            fps_mode="passthrough",
+            **({} if max_frames is None else {"frames:v": max_frames}),
+        )  # fmt: skip
     if output.width or output.height:
         width = f"min(iw,{output.width})" if output.width else "-1"
         height = f"min(ih,{output.height})" if output.height else "-1"
@@ -390,9 +414,55 @@ def frames_argv(
         fps_mode="passthrough",
         **encode,
     )
+    if grey is not None:
+        out = ffmpeg_python.merge_outputs(out, grey)
     if counter is not None:  # first: -progress reports the first output's frame count
         out = ffmpeg_python.merge_outputs(counter, out)
     return [binary("ffmpeg"), *GLOBAL_ARGS, *ffmpeg_python.get_args(out)]
+
+
+def greyscale(stream: Any) -> Any:
+    """``stream`` as the picture the quality metrics read: ``quality.SIDE`` square, area
+    averaged, full-range grey (``format=gray`` expands limited-range luma)."""
+    from .quality import SIDE
+
+    return stream.filter("scale", SIDE, SIDE, flags="area").filter("format", "gray")
+
+
+SCAN_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "level+info", "-nostats", "-y")
+
+
+def scan_argv(
+    source: str,
+    select_expr: str,
+    *,
+    seek: float | None = None,
+    stop_at: float | None = None,
+    threads: int | None = None,
+    hdr: bool = False,
+    tonemap: bool = True,
+) -> list[str]:
+    """argv that decodes ``source`` and writes each frame ``select_expr`` keeps to stdout
+    as raw grey (``greyscale``), with its time on stderr (``showinfo``): the pictures the
+    quality metrics read, without encoding a frame. Seeking, ``-copyts`` and ``stop_at``
+    as in ``frames_argv``; tone mapping too, so the metrics match the frames written."""
+    import ffmpeg as ffmpeg_python
+
+    options: dict[str, Any] = {**INPUT_GUARDS, "copyts": None}
+    if threads is not None:
+        options["threads"] = threads
+    if seek is not None:
+        options.update(ss=f"{seek + 5e-7:.6f}", noaccurate_seek=None)
+    stream = ffmpeg_python.input(f"file:{source}", **options).video
+    if stop_at is not None:
+        stream = stream.filter("trim", end=f"{stop_at:.6f}")
+    stream = stream.filter("select", select_expr).filter("showinfo")
+    if hdr and tonemap:
+        stream = tonemapped(stream)
+    out = ffmpeg_python.output(
+        greyscale(stream), "pipe:1", f="rawvideo", pix_fmt="gray", fps_mode="passthrough"
+    )
+    return [binary("ffmpeg"), *SCAN_ARGS, *ffmpeg_python.get_args(out)]
 
 
 MAX_INLINE_GRAPH = 32 * 1024  # Linux refuses a single argument over 128 KiB

@@ -20,6 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .options import DEFAULT_MIN_GAP as DEFAULT_MIN_GAP
 from .options import DEFAULT_SCENE_THRESHOLD as DEFAULT_SCENE_THRESHOLD
 from .options import ImageFormat as ImageFormat
+from .quality import (
+    DEFAULT_BLACK_THRESHOLD,
+    DEFAULT_BLUR_THRESHOLD,
+    DEFAULT_DEDUPE_DISTANCE,
+    DEFAULT_FLAT_THRESHOLD,
+    DEFAULT_SEARCH,
+    Defect,
+    Metrics,
+)
 
 MIN_INTERVAL = 0.001  # a millisecond: finer than any real frame spacing
 
@@ -33,6 +42,7 @@ class Mode(StrEnum):
     TIMESTAMPS = "timestamps"
     KEYFRAMES = "keyframes"
     SCENE = "scene"
+    BEST = "best"
 
 
 class JobStatus(StrEnum):
@@ -84,8 +94,9 @@ class JobSpec(BaseModel):
     )
     mode: Mode | None = Field(
         default=None,
-        description="interval, fps, count, timestamps, keyframes or scene; "
-        "by default the one whose parameter is given, else interval.",
+        description="interval, fps, count, timestamps, keyframes, scene or best (the best "
+        "frame of each of `count` equal stretches); by default the one whose parameter is "
+        "given, else interval.",
     )
     interval: float = Field(
         default=5.0,
@@ -98,8 +109,9 @@ class JobSpec(BaseModel):
         default=None, gt=0, le=1000, allow_inf_nan=False, description="fps mode: frames a second."
     )
     count: int | None = Field(
-        default=None, ge=1, le=100_000, description="count mode: N frames evenly spaced."
-    )
+        default=None, ge=1, le=100_000,
+        description="count mode: N frames evenly spaced; best mode: N stretches.",
+    )  # fmt: skip
     timestamps: list[float] | None = Field(
         default=None,
         min_length=1,
@@ -134,6 +146,41 @@ class JobSpec(BaseModel):
         description="auto: an HDR video (PQ or HLG) is tone-mapped to SDR BT.709, as an SDR "
         "player shows it; off: its frames keep the raw signal (dim and grey).",
     )
+    reject: list[Defect] | None = Field(
+        default=None,
+        max_length=len(Defect),
+        description="Refuse frames that are black, blurry or flat (a list, or comma-separated "
+        "in a form): for each target whose frame fails, the first frame that passes within "
+        "`search` s after it (and before the next target) is taken instead, flagged "
+        "`substituted`; a target with none gets no frame (plan.rejected_targets).",
+    )
+    black_threshold: float = Field(
+        default=DEFAULT_BLACK_THRESHOLD, ge=0, le=1, allow_inf_nan=False,
+        description="black: at least this share of the pixels is near-black (level < 20 of "
+        "255).",
+    )  # fmt: skip
+    blur_threshold: float = Field(
+        default=DEFAULT_BLUR_THRESHOLD, ge=0, le=1_000_000, allow_inf_nan=False,
+        description="blurry: sharpness (a frame's `sharpness`) below this.",
+    )  # fmt: skip
+    flat_threshold: float = Field(
+        default=DEFAULT_FLAT_THRESHOLD, ge=0, le=1, allow_inf_nan=False,
+        description="flat: contrast (a frame's `contrast`) below this.",
+    )  # fmt: skip
+    search: float = Field(
+        default=DEFAULT_SEARCH, gt=0, le=3600, allow_inf_nan=False,
+        description="reject: seconds after a rejected frame's target where a substitute is "
+        "looked for.",
+    )  # fmt: skip
+    dedupe: bool = Field(
+        default=False,
+        description="Drop a frame whose phash lies within `dedupe_distance` bits of the last "
+        "frame kept (plan.dropped_duplicates counts them).",
+    )
+    dedupe_distance: int = Field(
+        default=DEFAULT_DEDUPE_DISTANCE, ge=0, le=64,
+        description="dedupe: at most this many pHash bits apart is a near-duplicate.",
+    )  # fmt: skip
     reuse: bool = Field(
         default=True,
         description="Complete at once with the frames of an earlier completed job on the "
@@ -141,14 +188,16 @@ class JobSpec(BaseModel):
     )
 
     @field_validator("interval", "fps", "count", "scene_threshold", "min_gap", "start", "end",
-                     "max_frames", "quality", "width", "height", mode="before")  # fmt: skip
+                     "max_frames", "quality", "width", "height", "black_threshold",
+                     "blur_threshold", "flat_threshold", "search", "dedupe_distance",
+                     mode="before")  # fmt: skip
     @classmethod
     def _no_booleans(cls, value: Any) -> Any:
         if isinstance(value, bool):  # JSON true would otherwise pass as 1
             raise ValueError("must be a number, not true/false")
         return value
 
-    @field_validator("timestamps", mode="before")
+    @field_validator("timestamps", "reject", mode="before")
     @classmethod
     def _split_timestamps(cls, value: Any) -> Any:
         if isinstance(value, str):  # query strings and forms: "1,2.5,10"
@@ -173,9 +222,12 @@ class JobSpec(BaseModel):
                     "give one of fps, count, timestamps and scene_threshold, or set mode"
                 )
             self.mode = given[0] if given else Mode.INTERVAL
-        needs = {Mode.FPS: self.fps, Mode.COUNT: self.count, Mode.TIMESTAMPS: self.timestamps}
-        if self.mode in needs and needs[self.mode] is None:
-            raise ValueError(f"mode {self.mode.value} needs the field {self.mode.value}")
+        needs = {Mode.FPS: "fps", Mode.COUNT: "count", Mode.TIMESTAMPS: "timestamps",
+                 Mode.BEST: "count"}  # fmt: skip
+        if self.mode in needs and getattr(self, needs[self.mode]) is None:
+            raise ValueError(f"mode {self.mode.value} needs the field {needs[self.mode]}")
+        if self.reject is not None:
+            self.reject = sorted(set(self.reject)) or None
         if self.mode is not Mode.SCENE and (self.scene_threshold, self.min_gap) != (None, None):
             raise ValueError("scene_threshold and min_gap apply to mode scene only")
         if self.end is not None and self.end - self.start < MIN_INTERVAL:
@@ -240,6 +292,33 @@ class Frame:
     width: int | None = None
     height: int | None = None
     created_at: float = field(default=0.0)
+    metrics: Metrics | None = None  # None: made by a version before metrics
+    substituted: bool = False  # taken for a rejected frame, after its target
+    stretch: int | None = None  # best mode: the stretch it is the best of
+    score: float | None = None  # best mode: its score
+
+    def quality(self) -> dict[str, Any] | None:
+        """The metrics and how the frame was chosen, as stored (one JSON column)."""
+        if self.metrics is None:
+            return None
+        data = self.metrics.as_dict()
+        if self.substituted:
+            data["substituted"] = True
+        if self.stretch is not None:
+            data.update(stretch=self.stretch, score=self.score)
+        return data
+
+    @staticmethod
+    def quality_fields(data: dict[str, Any] | None) -> dict[str, Any]:
+        """``Frame`` fields from what ``quality`` stored."""
+        if not data:
+            return {}
+        return {
+            "metrics": Metrics.from_dict(data),
+            "substituted": bool(data.get("substituted")),
+            "stretch": data.get("stretch"),
+            "score": data.get("score"),
+        }
 
 
 def percent(done: int, total: int, status: JobStatus, progress: float | None = None) -> float:

@@ -59,6 +59,7 @@ class Strategy(StrEnum):
     MIXED = "mixed"
     KEYFRAMES = "keyframes"
     SCENE = "scene"
+    BEST = "best"
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,8 @@ def targets_for(
     regular: tuple[float, float] | None = None
     if span <= 0 or sampling.mode is Mode.SCENE:  # scene: found while decoding
         return [], None
-    if sampling.mode in (Mode.INTERVAL, Mode.FPS, Mode.COUNT):
-        if sampling.mode is Mode.COUNT:
+    if sampling.mode in (Mode.INTERVAL, Mode.FPS, Mode.COUNT, Mode.BEST):
+        if sampling.mode in (Mode.COUNT, Mode.BEST):
             n = max(1, sampling.count or 1)
             step = span / n
         else:
@@ -245,6 +246,8 @@ def plan(
             answered.append((i, frame))
     if sampling.mode is Mode.SCENE:
         return _scene_plan(sampling, info, index, frame_seconds)
+    if sampling.mode is Mode.BEST:
+        return _best_plan(targets, regular, info, index, frame_seconds, cpus)
     skipped = len(targets) - len(answered)
     total = len({f for _, f in answered})
     common: dict[str, Any] = {
@@ -328,6 +331,33 @@ def _scene_plan(
     group = Group(_seek_point(index, first), (), sampling.max_frames or 0, decoded)
     seconds = PROCESS_START_SECONDS + decoded * frame_seconds
     return Plan(groups=(group,), decoded_frames=decoded, estimated_seconds=seconds, **common)
+
+
+def _best_plan(
+    targets: list[float],
+    regular: tuple[float, float] | None,
+    info: VideoInfo,
+    index: FrameIndex,
+    frame_seconds: float,
+    cpus: int | None,
+) -> Plan:
+    """best mode: every frame of the window is scanned (grey pictures, no encoding), then
+    the best of each stretch is extracted; ``targets`` are the stretches' starts."""
+    common: dict[str, Any] = {"targets": tuple(targets), "duration": info.duration,
+                              "strategy": Strategy.BEST, "regular": regular}  # fmt: skip
+    if not targets or regular is None:
+        return Plan(groups=(), total=0, decoded_frames=0, estimated_seconds=0.0, **common)
+    start, step = regular
+    end = start + step * len(targets)
+    lo = bisect.bisect_left(index.times, start - EPSILON)
+    hi = bisect.bisect_left(index.times, end - EPSILON)
+    stretches = {min(len(targets) - 1, int((t - start + EPSILON) // step))
+                 for t in index.times[lo:hi]}  # fmt: skip
+    parallel = max(1, cpus or available_cpus())
+    decoded = hi - lo
+    seconds = (decoded / parallel + 2 * len(stretches)) * frame_seconds
+    return Plan(groups=(), total=len(stretches), decoded_frames=decoded,
+                estimated_seconds=seconds, parallel=parallel, **common)  # fmt: skip
 
 
 def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

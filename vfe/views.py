@@ -139,9 +139,26 @@ class FrameView(View):
     file_size: int = Field(description="The same as size_bytes (the original service's name).")
     checksum: str = Field(description="SHA-256 of the file, hex.")
     created_at: Timestamp
+    brightness: float | None = Field(description="Mean level, 0 black to 1 white (null: a "
+                                     "frame made before vfe measured frames).")  # fmt: skip
+    contrast: float | None = Field(description="Standard deviation of the levels, 0-1.")
+    sharpness: float | None = Field(
+        description="Variance of the Laplacian on a 256x256 grey downscale (levels squared): "
+        "hundreds or more when sharp, tens when blurred."
+    )
+    black: float | None = Field(description="Share of near-black pixels, 0-1.")
+    phash: str | None = Field(description="64-bit perceptual hash, 16 hex digits.")
+    substituted: bool = Field(
+        description="True when the frame at target_time was rejected and this one, the "
+        "first that passed within `search` s after it, was taken instead."
+    )
+    stretch: int | None = Field(description="best mode: the stretch this frame is the best "
+                                "of (0 is the first).")  # fmt: skip
+    score: float | None = Field(description="best mode: the frame's score, 0-1.")
 
     @classmethod
     def of(cls, frame: Frame) -> FrameView:
+        m = frame.metrics
         return cls(
             job_id=frame.job_id,
             index=frame.index,
@@ -155,6 +172,14 @@ class FrameView(View):
             file_size=frame.size_bytes,
             checksum=frame.checksum,
             created_at=moment(frame.created_at),
+            brightness=None if m is None else m.brightness,
+            contrast=None if m is None else m.contrast,
+            sharpness=None if m is None else m.sharpness,
+            black=None if m is None else m.black,
+            phash=None if m is None else m.phash,
+            substituted=frame.substituted,
+            stretch=frame.stretch,
+            score=frame.score,
         )
 
 

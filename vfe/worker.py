@@ -38,9 +38,10 @@ from .extractor import Extractor
 from .frames import FrameStore, Gone
 from .metrics import Metrics
 from .models import Frame, Job, JobStatus, Mode, output_from
+from .planner import Strategy, sampling_from
 from .planner import plan as make_plan
-from .planner import sampling_from
 from .probe import inspect
+from .quality import choice_from
 from .queue import RunAgain
 from .settings import Settings
 from .store import Store
@@ -203,12 +204,13 @@ class JobRunner:
             sampling = replace(sampling, max_frames=int(cap))
         plan = await asyncio.to_thread(make_plan, sampling, info, index)  # CPU, off the loop
         scene = plan.scene is not None  # frames found while decoding, not planned
+        decoding = scene or plan.strategy is Strategy.BEST  # progress: the decoding done
         job = await self._record(
             job.id,
             attempt,
             plan=plan.describe(),
             total_frames=max(plan.total, job.processed_frames),
-            progress=(job.progress or 0.0) if scene else None,  # a retry never goes back
+            progress=(job.progress or 0.0) if decoding else None,  # a retry never goes back
             duration=info.duration,
             fps=info.fps,
             width=info.width,
@@ -238,8 +240,8 @@ class JobRunner:
             self.metrics.frames_added(len(ready))
             for frame in ready:
                 self._frame_event(frame)
-            # scene jobs announce progress with their decoding (on_progress), not here
-            if not scene and time.monotonic() - last_progress >= PROGRESS_EVERY:
+            # scene and best jobs announce progress with their decoding (on_progress)
+            if not decoding and time.monotonic() - last_progress >= PROGRESS_EVERY:
                 last_progress = time.monotonic()
                 self.publish("progress", job)
 
@@ -252,17 +254,21 @@ class JobRunner:
                 self.publish("progress", job)
 
         output = output_from(job.options)
-        written = await self.extractor.run(
-            job.id, source, info, plan, on_frames, output, on_progress, run=str(attempt)
-        )
+        outcome = await self.extractor.run(
+            job.id, source, info, plan, on_frames, output, on_progress, run=str(attempt),
+            index=index, choice=choice_from(job.options),
+        )  # fmt: skip
         stale = sorted(set(before) - produced)
         if stale:  # frames of an earlier attempt this run did not produce again
             job = await self._record(job.id, attempt, drop=stale)
-        log.info("extracted %d frames", written, extra={"job_id": job.id})
+        log.info("extracted %d frames", outcome.written, extra={"job_id": job.id})
         count = len(produced)  # every frame listed now: the earlier ones were replaced
         done: dict[str, Any] = {"total_frames": count, "processed_frames": count}
-        if scene:
+        if decoding:
             done["progress"] = 1.0
+        if outcome.rejected or outcome.dropped or choice_from(job.options).selective:
+            done["plan"] = {**plan.describe(), "rejected_targets": outcome.rejected,
+                            "dropped_duplicates": outcome.dropped}  # fmt: skip
         await self._settle(job.id, attempt, JobStatus.COMPLETED, None, "done", held, **done)
 
     async def _record(self, job_id: str, attempt: int, **values: Any) -> Job:

@@ -35,7 +35,8 @@ JOB_COLUMNS = (
     "width, height, codec, attempts, options, plan, progress, reuse_key"
 )
 FRAME_COLUMNS = (
-    "job_id, idx, timestamp, target_time, filename, size_bytes, checksum, width, height, created_at"
+    "job_id, idx, timestamp, target_time, filename, size_bytes, checksum, width, height, "
+    "created_at, quality"
 )
 JOB_FIELDS = tuple(JOB_COLUMNS.replace(" ", "").split(","))
 UPDATABLE = frozenset(JOB_FIELDS) - {"id", "created_at"}
@@ -234,7 +235,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
 
 def frame_from_row(row: Sequence[Any]) -> Frame:
     """A ``Frame`` from a row of ``FRAME_COLUMNS``."""
-    job_id, idx, ts, target, name, size, checksum, width, height, created = row
+    job_id, idx, ts, target, name, size, checksum, width, height, created, quality = row
     return Frame(
         job_id=job_id,
         index=idx,
@@ -246,13 +247,15 @@ def frame_from_row(row: Sequence[Any]) -> Frame:
         width=width,
         height=height,
         created_at=created,
+        **Frame.quality_fields(json.loads(quality) if quality else None),
     )
 
 
 def frame_row(f: Frame) -> tuple[Any, ...]:
     """The values of ``FRAME_COLUMNS`` for ``f``."""
     return (f.job_id, f.index, f.timestamp, f.target_time, f.filename, f.size_bytes,
-            f.checksum, f.width, f.height, f.created_at)  # fmt: skip
+            f.checksum, f.width, f.height, f.created_at,
+            None if (q := f.quality()) is None else json.dumps(q))  # fmt: skip
 
 
 def db_value(value: Any) -> Any:

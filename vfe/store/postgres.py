@@ -186,8 +186,8 @@ class PostgresStore:
                             raise _KeyTaken
                     if copy_from is not None:
                         await cur.execute(
-                            f"INSERT INTO frames ({FRAME_COLUMNS}) SELECT %s, {COPIED}, %s "
-                            "FROM frames WHERE job_id = %s",
+                            f"INSERT INTO frames ({FRAME_COLUMNS}) SELECT %s, {COPIED}, %s, "
+                            "quality FROM frames WHERE job_id = %s",
                             (job.id, job.created_at, copy_from),
                         )
                         await cur.execute(
@@ -404,7 +404,7 @@ class PostgresStore:
                 (job_id, [f.index for f in mine], [f.filename for f in mine]),
             )
         await cur.executemany(
-            f"INSERT INTO frames ({FRAME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            f"INSERT INTO frames ({FRAME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             [frame_row(f) for f in frames],
         )
 

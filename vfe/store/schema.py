@@ -89,6 +89,10 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         SELECT 'frames/' || substr(checksum, 1, 2) || '/' || checksum || '.' ||
                substr(filename, instr(filename, '.') + 5), size_bytes FROM frames;
     """,
+    # 6: each frame's quality metrics and how it was chosen, as JSON.
+    """
+    ALTER TABLE frames ADD COLUMN quality TEXT;
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -166,8 +170,13 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
                substr(filename, strpos(filename, '.') + 5), size_bytes FROM frames
         ON CONFLICT DO NOTHING;
     """,
+    # 3: each frame's quality metrics and how it was chosen, as JSON.
+    """
+    ALTER TABLE frames ADD COLUMN quality TEXT;
+    """,
 )
 
 # A frame's columns after its job id, as a copy for another job (created with it); the
-# last is the copy's creation time, a parameter in each driver's own style.
+# copy's creation time comes between them and ``quality``, a parameter in each driver's
+# own style.
 COPIED = "idx, timestamp, target_time, filename, size_bytes, checksum, width, height"

@@ -210,8 +210,8 @@ class SqliteStore:
                 )
             if copy_from is not None:
                 await self._write(
-                    f"INSERT INTO frames ({FRAME_COLUMNS}) SELECT ?, {COPIED}, ? FROM frames "
-                    "WHERE job_id = ?",
+                    f"INSERT INTO frames ({FRAME_COLUMNS}) SELECT ?, {COPIED}, ?, quality "
+                    "FROM frames WHERE job_id = ?",
                     (job.id, job.created_at, copy_from),
                 )
                 await self._write(
@@ -417,7 +417,7 @@ class SqliteStore:
     async def _insert_frames(self, frames: Sequence[Frame]) -> None:
         if frames:
             await self._write(
-                f"INSERT OR REPLACE INTO frames ({FRAME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO frames ({FRAME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [frame_row(f) for f in frames],
                 many=True,
             )
