@@ -28,10 +28,11 @@ import pytest
 from tests.conftest import patience, reference_frames, stored_frames
 from vfe import extractor, planner, probe
 from vfe.errors import ExtractionError
-from vfe.extractor import Extractor, _Run
+from vfe.extractor import Extractor
 from vfe.frames import FrameStore, frame_name
 from vfe.models import Frame, ImageFormat, Mode, Output
 from vfe.planner import Sampling, Strategy
+from vfe.runs import _Run
 from vfe.storage import Storages
 from vfe.storage.local import LocalStorage
 

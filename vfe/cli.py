@@ -223,8 +223,14 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     await asyncio.to_thread((out / "frames.json").write_text, text)
     if not quiet:
         elapsed = time.perf_counter() - started
-        left = [f"{n} {what}" for n, what in ((outcome.rejected, "targets rejected"),
-                                              (outcome.dropped, "duplicates dropped")) if n]
+        left = [
+            f"{n} {what}"
+            for n, what in (
+                (outcome.rejected, "targets rejected"),
+                (outcome.dropped, "duplicates dropped"),
+            )
+            if n
+        ]
         extra = f" ({', '.join(left)})" if left else ""
         print(f"wrote {written} frames{extra} to {out} in {elapsed:.2f} s", flush=True)
     return 0

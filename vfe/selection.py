@@ -32,7 +32,7 @@ class Candidate:
     timestamp: float
     target_time: float
     file: Path
-    metrics: Metrics
+    metrics: Metrics | None  # None: not measured (a benchmark's baseline)
     substituted: bool = False
     stretch: int | None = None
     score: float | None = None
@@ -77,7 +77,7 @@ class Keeper:
         refused: list[Candidate] = []
         for candidate in candidates:
             entry = _Entry(candidate)
-            if not self.choice.passes(candidate.metrics):
+            if candidate.metrics is not None and not self.choice.passes(candidate.metrics):
                 self.waiting[candidate.index] = candidate
                 refused.append(candidate)
                 entry = _Entry(None, waiting=True)
@@ -131,7 +131,9 @@ class Keeper:
                 break
             candidate = entry.candidate
             if candidate is not None:
-                if self.choice.repeats(candidate.metrics, self._last):
+                if candidate.metrics is not None and self.choice.repeats(
+                    candidate.metrics, self._last
+                ):
                     dropped.append(candidate)
                 else:
                     kept.append(candidate)
