@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from tests.conftest import patience, reference_frames, stored_frames
-from vfe import extractor, planner, probe
+from vfe import planner, probe, runs
 from vfe.errors import ExtractionError
 from vfe.extractor import Extractor
 from vfe.frames import FrameStore, frame_name
@@ -741,7 +741,7 @@ async def test_quiet_ffmpeg_is_still_collected_by_periodic_scans(
     media: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # scan far more often than FFmpeg reports, so scans also run on the timer
-    monkeypatch.setattr(extractor, "_SCAN_EVERY", 0.001)
+    monkeypatch.setattr(runs, "_SCAN_EVERY", 0.001)
     result = await extract(tmp_path, media.long(), 6.0)
     check_exact(result)
     assert [f.timestamp for f in result.frames] == [0.0, 6.0, 12.0, 18.0]
