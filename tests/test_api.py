@@ -3,6 +3,7 @@ and a clear 4xx for every bad input."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -857,11 +858,14 @@ async def test_frames_zip_holds_every_frame(
     assert res.headers["content-type"] == "application/zip"
     assert f'filename="vfe-{job["job_id"]}-frames.zip"' in res.headers["content-disposition"]
     with zipfile.ZipFile(io.BytesIO(res.content)) as archive:
-        assert archive.namelist() == [f["filename"] for f in listing]
+        assert archive.namelist() == [*(f["filename"] for f in listing), "frames.json"]
         for frame in listing:
             data = archive.read(frame["filename"])
             image = await client.http.get(frame["url"])
             assert data == image.content
+        manifest = json.loads(archive.read("frames.json"))
+    assert manifest == listing  # every field, metrics included, as /frames shows them
+    assert all(f["phash"] and f["sharpness"] is not None for f in manifest)
     assert not (settings.frames_base_path / ".zips").exists()  # nothing is staged
     missing = await client.http.get(f"/job/{uuid.uuid4()}/frames.zip")
     assert missing.status_code == 404 and missing.json() == {"detail": "Job not found"}

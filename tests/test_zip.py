@@ -66,7 +66,7 @@ def test_unread_downloads_use_no_disk_and_a_full_one_holds_every_frame(
     assert full.status_code == 200
     with zipfile.ZipFile(io.BytesIO(full.content)) as archive:
         assert archive.testzip() is None  # every CRC checks
-        assert archive.namelist() == [f["filename"] for f in frames]
+        assert archive.namelist() == [*(f["filename"] for f in frames), "frames.json"]
         for frame in frames[:: len(frames) // 6]:
             image = httpx.get(f"{server.url}{frame['url']}", timeout=30).content
             assert archive.read(frame["filename"]) == image

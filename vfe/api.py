@@ -52,6 +52,7 @@ from .views import (
     SubmitAnswer,
     VideoFile,
     VideoList,
+    frames_manifest,
     moment,
 )
 
@@ -472,7 +473,8 @@ async def videos(request: Request) -> VideoList:
     "/job/{job_id}/frames.zip",
     "downloadFramesZip",
     "All of a job's frames in one zip",
-    Answer(200, "The frames, named as /frames lists them.", media=("application/zip",),
+    Answer(200, "The frames, named as /frames lists them, and frames.json: their list as "
+           "/frames shows it (metrics included).", media=("application/zip",),
            headers=("Content-Disposition",)),
     JOB_NOT_FOUND,
     params=(JOB_ID,),
@@ -486,7 +488,7 @@ async def frames_zip(request: Request) -> Response:
     frames = await svc.store.list_frames(job_id, 0, ALL_FRAMES)
     disposition = f'attachment; filename="vfe-{job_id}-frames.zip"'
     return StreamingResponse(
-        svc.frames.zip_stream(frames),
+        svc.frames.zip_stream(frames, frames_manifest),
         media_type="application/zip",
         headers={"Content-Disposition": disposition},
     )

@@ -366,26 +366,41 @@ class FrameStore(WorkFolders):
         storage, name = self._object(frame)
         return await storage.presign(name, PRESIGNED_FOR)
 
-    async def zip_stream(self, frames: Sequence[Frame]) -> AsyncIterator[bytes]:
+    async def zip_stream(
+        self, frames: Sequence[Frame], manifest: Callable[[list[Frame]], bytes] | None = None
+    ) -> AsyncIterator[bytes]:
         """The ``frames`` as one zip, made while it is sent: stored entries (images are
         compressed already) with data descriptors, so nothing is staged on disk, an unread
         download costs nothing, and a cut one leaves nothing behind. Holds one frame in
-        memory at a time. Frames whose object has gone are left out."""
+        memory at a time. Frames whose object has gone are left out. ``manifest`` makes
+        a last entry, ``frames.json``, of the frames the zip holds."""
         import zipfile  # only for zips, not on every start-up
 
         sink = _Sink()
         archive = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED)
+        held: list[Frame] = []
+
+        def entry(name: str, created_at: float) -> zipfile.ZipInfo:
+            info = zipfile.ZipInfo(name, time.localtime(created_at)[:6])
+            info.external_attr = 0o644 << 16  # rw-r--r-- when unzipped, as files were
+            return info
+
         try:
             for frame in frames:
                 try:
                     data = b"".join([chunk async for chunk in self.read(frame)])
                 except FileNotFoundError:
                     continue  # deleted meanwhile: leave it out
-                entry = zipfile.ZipInfo(frame.filename, time.localtime(frame.created_at)[:6])
-                entry.external_attr = 0o644 << 16  # rw-r--r-- when unzipped, as files were
-                await asyncio.to_thread(archive.writestr, entry, data)
+                held.append(frame)
+                await asyncio.to_thread(
+                    archive.writestr, entry(frame.filename, frame.created_at), data
+                )
                 if sink.chunks:
                     yield sink.take()
+            if manifest is not None:
+                await asyncio.to_thread(
+                    archive.writestr, entry("frames.json", time.time()), manifest(held)
+                )
             await asyncio.to_thread(archive.close)
             yield sink.take()
         finally:

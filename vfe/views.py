@@ -10,6 +10,7 @@ path, an argv or a traceback. Times are UTC, written by ``Timestamp`` (one place
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -181,6 +182,12 @@ class FrameView(View):
             stretch=frame.stretch,
             score=frame.score,
         )
+
+
+def frames_manifest(frames: list[Frame]) -> bytes:
+    """``frames.json`` of a zip: the frames as ``/frames`` lists them, metrics included."""
+    views = [FrameView.of(frame).model_dump(mode="json") for frame in frames]
+    return json.dumps(views, indent=1).encode() + b"\n"
 
 
 class JobList(View):

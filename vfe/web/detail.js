@@ -31,6 +31,8 @@ function modeText(view) {
       const threshold = fmt.number(o.scene_threshold ?? 0.3);
       return `scene: threshold ${threshold}, min gap ${fmt.number(o.min_gap ?? 1)}\u00a0s`;
     }
+    case 'best':
+      return `best: the best frame of each of ${o.count} stretch${o.count === 1 ? '' : 'es'}`;
     default:
       return String(view.mode ?? '');
   }
@@ -53,6 +55,29 @@ function outputText(view) {
   if (o.quality) parts.push(`quality ${o.quality}`);
   if (o.width || o.height) parts.push(`fit ${o.width ?? '∞'}×${o.height ?? '∞'}`);
   return parts.join(', ');
+}
+
+/** What frames the job refuses: "reject black, flat (search 0.5 s); dedupe within 6 bits". */
+function choiceText(view) {
+  const o = view.options ?? {};
+  const parts = [];
+  if (Array.isArray(o.reject) && o.reject.length) {
+    const search = view.mode === 'best' ? '' : ` (search ${fmt.number(o.search ?? 1)}\u00a0s)`;
+    parts.push(`reject ${o.reject.join(', ')}${search}`);
+  }
+  if (o.dedupe === true) parts.push(`dedupe within ${o.dedupe_distance ?? 6} bits`);
+  return parts.join('; ');
+}
+
+/**
+ * A count of the finished job's plan, shown when the plan has it and the job asked for
+ * what it counts (`option`), or it is not 0: '' hides the line.
+ */
+function planCount(view, key, option) {
+  const count = view.plan?.[key];
+  if (typeof count !== 'number') return '';
+  const asked = option === 'reject' ? view.options?.reject?.length > 0 : view.options?.[option] === true;
+  return asked || count > 0 ? String(count) : '';
 }
 
 function planText(plan) {
@@ -83,7 +108,10 @@ const FACTS = [
   ['mode', 'Mode', modeText],
   ['window', 'Window', windowText],
   ['output', 'Output', outputText],
+  ['choice', 'Frame choice', choiceText],
   ['plan', 'Plan', (v) => planText(v.plan)],
+  ['rejected', 'Targets rejected', (v) => planCount(v, 'rejected_targets', 'reject')],
+  ['duplicates', 'Duplicates dropped', (v) => planCount(v, 'dropped_duplicates', 'dedupe')],
   ['attempts', 'Attempts', (v) => (v.attempts > 1 ? String(v.attempts) : '')],
   ['source', 'Source', (v) => `${v.video_source}${v.source_type === 'upload' ? ' (upload)' : ''}`],
   ['id', 'Job id', (v) => v.job_id],
@@ -368,11 +396,25 @@ export class JobDetail {
       'aria-hidden': 'true',
       text: fmt.seconds(frame.timestamp),
     });
+    // Its metrics in the tooltip, under its time; a substitute says so in a badge too.
+    const why = fmt.substitution(frame);
+    const title = [fmt.seconds(frame.timestamp), ...fmt.frameMetrics(frame)];
+    if (why) title.push(why);
+    const badge = why
+      ? el('span', { class: 'frame-badge', 'data-testid': 'frame-substituted', title: why, text: 'substituted' })
+      : null;
     const button = el(
       'button',
-      { type: 'button', class: 'frame-thumb', 'data-testid': 'frame-thumb', dataset: { index: frame.index } },
+      {
+        type: 'button',
+        class: 'frame-thumb',
+        'data-testid': 'frame-thumb',
+        dataset: { index: frame.index, substituted: why ? 'true' : null },
+        title: title.join('\n'),
+      },
       image,
       time,
+      badge,
     );
     return el('li', {}, button);
   }

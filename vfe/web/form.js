@@ -12,6 +12,10 @@ import * as fmt from './format.js';
 
 // Option fields sent as text, not numbers (timestamps goes as "1, 2.5": the API splits it).
 const TEXT_FIELDS = new Set(['mode', 'format', 'timestamps', 'tonemap']);
+// Checkbox groups, one box a value: a list in JSON, comma-separated in an upload's form.
+const LIST_FIELDS = new Set(['reject']);
+// Single checkboxes: true when checked, left out (the server's default, false) when not.
+const BOOLEAN_FIELDS = new Set(['dedupe']);
 
 /** data-testid of an API field: scene_threshold -> scene-threshold. */
 const testIdOf = (field) => field.replaceAll('_', '-');
@@ -151,13 +155,22 @@ export class SubmitForm {
     this.#clearFieldError('video_source');
   }
 
-  /** The visible option fields that are filled in: {api field: value}. */
+  /**
+   * The visible option fields that are filled in: {api field: value}; a checkbox group
+   * (LIST_FIELDS) gives the list of its checked values, a checkbox 'true' when checked.
+   */
   #options() {
     const values = {};
     for (const control of this.#form.querySelectorAll('.options [name]')) {
+      if (control.closest('[hidden]')) continue;
+      if (control.type === 'checkbox') {
+        if (!control.checked) continue;
+        if (LIST_FIELDS.has(control.name)) (values[control.name] ??= []).push(control.value);
+        else values[control.name] = 'true';
+        continue;
+      }
       const value = control.value.trim();
-      if (!value || control.closest('[hidden]')) continue;
-      values[control.name] = value;
+      if (value) values[control.name] = value;
     }
     return values;
   }
@@ -175,7 +188,9 @@ export class SubmitForm {
         return;
       }
       const body = new FormData();
-      for (const [name, value] of Object.entries(options)) body.append(name, value);
+      for (const [name, value] of Object.entries(options)) {
+        body.append(name, Array.isArray(value) ? value.join(',') : value);
+      }
       body.append('file', chosen, chosen.name);
       answer = await this.#whileBusy('Uploading…', () => this.#upload(body));
     } else {
@@ -185,7 +200,9 @@ export class SubmitForm {
       if (source) data.video_source = source;
       for (const [name, value] of Object.entries(options)) {
         const number = Number(value);
-        data[name] = TEXT_FIELDS.has(name) || !Number.isFinite(number) ? value : number;
+        if (BOOLEAN_FIELDS.has(name)) data[name] = value === 'true';
+        else if (LIST_FIELDS.has(name) || TEXT_FIELDS.has(name)) data[name] = value;
+        else data[name] = Number.isFinite(number) ? number : value;
       }
       // A URL is downloaded by the server before it answers: that can take a while.
       const doing = kind === 'url' ? 'Submitting; the server downloads the video…' : 'Submitting…';
@@ -259,6 +276,8 @@ export class SubmitForm {
     for (const { field, message: text } of errors) {
       const slot = byTestId(`field-error-${testIdOf(field)}`, this.#form);
       if (!slot) continue;
+      const folded = slot.closest('details');
+      if (folded) folded.open = true; // an error inside the folded options must show
       setText(slot, slot.textContent ? `${slot.textContent} ${text}` : text);
       const control = this.#control(field);
       control?.setAttribute('aria-invalid', 'true');
@@ -273,6 +292,7 @@ export class SubmitForm {
     if (field === 'video_source') {
       return { path: this.ui.path, upload: this.ui.file, url: this.ui.url }[this.#kind];
     }
+    if (LIST_FIELDS.has(field)) return this.#form.querySelector(`.options [name="${field}"]`);
     return byTestId(testIdOf(field), this.#form);
   }
 

@@ -57,3 +57,31 @@ export function when(iso) {
 export function number(value, digits = 3) {
   return finite(value) ? String(Number(value.toFixed(digits))) : '—';
 }
+
+/**
+ * A frame's quality, one "name value" string a measure: brightness, contrast, black (0-1
+ * shares, as the form's thresholds take them), sharpness (the blur threshold's unit),
+ * phash, and in best mode its stretch (counted from 1) and score. Empty for a frame made
+ * before vfe measured frames (its metrics are null).
+ */
+export function frameMetrics(frame) {
+  const parts = [];
+  const add = (name, value, text) => {
+    if (finite(value)) parts.push(`${name} ${text(value)}`);
+  };
+  add('brightness', frame?.brightness, (v) => number(v));
+  add('contrast', frame?.contrast, (v) => number(v));
+  add('sharpness', frame?.sharpness, (v) => number(v, 0));
+  add('black', frame?.black, (v) => number(v));
+  if (typeof frame?.phash === 'string' && frame.phash) parts.push(`phash ${frame.phash}`);
+  add('stretch', frame?.stretch, (v) => String(v + 1));
+  add('score', frame?.score, (v) => number(v));
+  return parts;
+}
+
+/** Why a substituted frame is not at its target: '' for any other frame. */
+export function substitution(frame) {
+  if (frame?.substituted !== true) return '';
+  const asked = seconds(frame.target_time);
+  return `Substituted: the frame at ${asked} was rejected; this one is at ${seconds(frame.timestamp)}`;
+}
