@@ -41,6 +41,7 @@ from playwright.sync_api import (
 )
 
 from tests.conftest import ROOT, LiveServer, Media, RedisServer, place, vfe_env
+from vfe.models import JobSpec, Mode
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -1139,6 +1140,7 @@ SAMPLING_RULES = [
     ({"mode": "keyframes"}, r"keyframes"),
     ({"scene_threshold": 0.4}, r"scene\s≥\s0\.4"),
     ({"mode": "scene"}, r"scene\s≥\s0\.3"),  # the server's default threshold
+    ({"mode": "best", "count": 2}, r"best\sof\s2\sstretches"),
 ]
 
 
@@ -1149,6 +1151,169 @@ def test_job_rows_show_each_sampling_rule(page: Page, site: Site):
         expect(by_id(row(page, job_id), "job-mode")).to_have_text(re.compile(rf"^{rule}$"))
     for job_id, _ in jobs:
         site.wait(job_id)
+
+
+# Fields of JobSpec the form has no option control for, and why.
+NOT_IN_THE_FORM = {
+    "video_source": "the source controls (path, upload or URL) give it",
+    "reuse": "the server's default (true) always",
+}
+
+
+def test_the_form_offers_every_job_field(page: Page, site: Site):
+    page.goto(site.url)
+    names = by_id(page, "submit-form").locator(".options [name]")
+    expect(names.first).to_be_attached()
+    offered = set(names.evaluate_all("controls => controls.map((c) => c.name)"))
+    assert offered == set(JobSpec.model_fields) - set(NOT_IN_THE_FORM)
+    modes = by_id(page, "mode").locator("option").evaluate_all("os => os.map((o) => o.value)")
+    assert modes == [mode.value for mode in Mode]
+
+
+def metric(text: str, name: str) -> float:
+    """The number after ``name`` in a frame's metrics text ("sharpness 741 · black …")."""
+    found = re.search(rf"\b{name}\s+(-?\d+(?:\.\d+)?)", text)
+    assert found, f"{text!r} shows no {name}"
+    return float(found[1])
+
+
+def shows_metrics(text: str, frame: dict[str, Any]) -> None:
+    """``text`` gives the frame's metrics (as rounded for people) and its phash."""
+    for name in ("brightness", "contrast", "black"):
+        assert math.isclose(metric(text, name), frame[name], abs_tol=0.0011), (name, text)
+    assert math.isclose(metric(text, "sharpness"), frame["sharpness"], abs_tol=0.51), text
+    assert f"phash {frame['phash']}" in text, text
+    if frame["score"] is None:
+        assert not re.search(r"\b(score|stretch)\b", text), text
+    else:
+        assert math.isclose(metric(text, "score"), frame["score"], abs_tol=0.0011), text
+        assert metric(text, "stretch") == frame["stretch"] + 1, text  # counted from 1
+
+
+def test_frame_choice_from_the_form_shows_metrics_and_marks_substitutes(
+    page: Page, site: Site, media: Media
+):
+    """reject black and dedupe, chosen in the form, on a clip black from 1.0 to 1.4 s and
+    from 3.0 to 3.9 s: at interval 1 with search 0.5, target 1.0 gets the first frame
+    that is not black, 1.4 (substituted), and 3.0 none within 0.5 s (a rejected
+    target). Every frame's tooltip and large view give its metrics."""
+    black = "drawbox=enable='between(t,1,1.4)+between(t,3,3.9)':c=black:t=fill"
+    clip = place(media.clip("black-gaps.mp4", duration=6, extra=("-vf", black)), site.videos)
+    page.goto(site.url)
+    pick_video(page, clip)
+    by_id(page, "interval").fill("1")
+    by_id(page, "reject-black").check()
+    by_id(page, "dedupe").check()
+    more = by_id(page, "choice-more")
+    expect(by_id(page, "search")).to_be_hidden()  # folded away until asked for
+    more.locator("summary").click()
+    by_id(page, "search").fill("0.5")
+    by_id(page, "dedupe-distance").fill("0")  # identical pictures only: none here
+
+    # An error in the folded fields shows there, unfolded again if it was closed.
+    by_id(page, "black-threshold").fill("2")
+    more.locator("summary").click()
+    expect(by_id(page, "search")).to_be_hidden()
+    with page.expect_response(lambda r: r.url.endswith("/video-job")) as answer:
+        by_id(page, "submit-button").click()
+    assert answer.value.status == 422, answer.value.text()
+    expect(by_id(page, "field-error-black-threshold")).to_be_visible()
+    expect(by_id(page, "field-error-black-threshold")).to_contain_text("less than or equal")
+    expect(by_id(page, "black-threshold")).to_have_attribute("aria-invalid", "true")
+    by_id(page, "black-threshold").fill("")  # back to the server's default
+
+    with page.expect_response(lambda r: r.url.endswith("/video-job")) as answer:
+        by_id(page, "submit-button").click()
+    assert answer.value.status == 200, answer.value.text()
+    sent = answer.value.request.post_data_json
+    assert {k: v for k, v in sent.items() if k not in ("video_source", "format", "tonemap")} == {
+        "mode": "interval",
+        "interval": 1,
+        "reject": ["black"],
+        "dedupe": True,
+        "search": 0.5,
+        "dedupe_distance": 0,
+    }, "what was left empty or unchecked must not be sent"
+    job_id: str = answer.value.json()["job_id"]
+    view = site.wait(job_id)
+    assert view["status"] == "completed", view
+    assert (view["plan"]["rejected_targets"], view["plan"]["dropped_duplicates"]) == (1, 0)
+    frames = site.frames(job_id)
+    assert [(f["timestamp"], f["substituted"]) for f in frames] == [
+        (0.0, False), (1.4, True), (2.0, False), (4.0, False), (5.0, False)
+    ]  # fmt: skip
+
+    detail = by_id(page, "job-detail")
+    expect(detail).to_have_attribute("data-job-id", job_id)
+    thumbs = by_id(detail, "frame-thumb")
+    expect(thumbs).to_have_count(5)
+    expect(detail.locator('dd[data-fact="choice"]')).to_have_text(
+        re.compile(r"reject black \(search 0\.5\ss\); dedupe within 0 bits")
+    )
+    expect(detail.locator('dd[data-fact="rejected"]')).to_have_text("1")
+    expect(detail.locator('dd[data-fact="duplicates"]')).to_have_text("0")
+
+    # One badge, on the substitute; its title says the time asked and the frame's.
+    badges = by_id(detail, "frame-substituted")
+    expect(badges).to_have_count(1)
+    expect(badges).to_have_text("substituted")
+    expect(badges).to_be_visible()
+    substitute = detail.locator('[data-testid="frame-thumb"]', has=badges)
+    expect(substitute).to_have_attribute("data-index", str(frames[1]["index"]))
+    expect(badges).to_have_attribute("title", re.compile(r"1\.000\ss.*1\.400\ss"))
+    for n, frame in enumerate(frames):
+        title = thumbs.nth(n).get_attribute("title") or ""
+        shows_metrics(title, frame)
+        assert ("Substituted" in title) is frame["substituted"], title
+    thumbs_loaded(page)
+    shoot(page, "desktop-detail-substituted")
+
+    # The large view says the same as text.
+    substitute.click()
+    expect(by_id(page, "frame-viewer")).to_be_visible()
+    expect(by_id(page, "viewer-substituted")).to_be_visible()
+    expect(by_id(page, "viewer-substituted")).to_have_text(re.compile(r"1\.000\ss.*1\.400\ss"))
+    metrics = by_id(page, "viewer-metrics")
+    expect(metrics).to_be_visible()
+    shows_metrics(metrics.inner_text(), frames[1])
+    page.keyboard.press("ArrowRight")
+    shows_time(by_id(page, "viewer-caption"), 2.0)
+    expect(by_id(page, "viewer-substituted")).to_be_hidden()
+    expect(metrics).to_contain_text(f"phash {frames[2]['phash']}")
+    shows_metrics(metrics.inner_text(), frames[2])
+    page.keyboard.press("Escape")
+
+    # best mode takes the count field; its frames show their stretch and score.
+    by_id(page, "mode").select_option("best")
+    expect(by_id(page, "interval")).to_be_hidden()
+    expect(by_id(page, "search")).to_be_hidden()  # best mode looks for no substitute
+    by_id(page, "count").fill("3")
+    by_id(page, "reject-black").uncheck()
+    by_id(page, "dedupe").uncheck()
+    by_id(page, "dedupe-distance").fill("")
+    with page.expect_response(lambda r: r.url.endswith("/video-job")) as answer:
+        by_id(page, "submit-button").click()
+    assert answer.value.status == 200, answer.value.text()
+    sent = answer.value.request.post_data_json
+    assert {k: v for k, v in sent.items() if k not in ("format", "tonemap")} == {
+        "video_source": clip,
+        "mode": "best",
+        "count": 3,
+    }
+    best = answer.value.json()["job_id"]
+    assert site.wait(best)["status"] == "completed"
+    frames = site.frames(best)
+    assert [f["stretch"] for f in frames] == [0, 1, 2]
+    expect(detail).to_have_attribute("data-job-id", best)
+    expect(detail.locator('dd[data-fact="mode"]')).to_contain_text("each of 3 stretches")
+    expect(detail.locator('dd[data-fact="choice"]')).to_be_hidden()
+    expect(detail.locator('dd[data-fact="rejected"]')).to_be_hidden()
+    expect(thumbs).to_have_count(3)
+    expect(by_id(detail, "frame-substituted")).to_have_count(0)
+    for n, frame in enumerate(frames):
+        shows_metrics(thumbs.nth(n).get_attribute("title") or "", frame)
+    thumbs.nth(1).click()
+    shows_metrics(by_id(page, "viewer-metrics").inner_text(), frames[1])
 
 
 def test_source_errors_show_by_the_drop_zone_and_the_url_field(

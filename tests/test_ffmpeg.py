@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import sys
@@ -309,7 +310,9 @@ def test_frames_argv_starts_with_global_args_and_has_no_shell(tmp_path: Path) ->
     assert argv[argv.index("-fps_mode") + 1] == "passthrough"
     assert argv[argv.index("-atomic_writing") + 1] == "1"
     graph = argv[argv.index("-filter_complex") + 1]
-    assert "select=gte(t\\,0)" in graph and "showinfo" in graph and "scale" not in graph
+    assert "select=gte(t\\,0)" in graph and "showinfo" in graph
+    # no resize; JPEG's one conversion: to the BT.601 full-range YUV every decoder reads
+    assert re.findall(r"scale=[^;\[]*", graph) == ["scale=out_color_matrix=bt601:out_range=pc"]
     for absent in ("-ss", "-noaccurate_seek", "-skip_frame", "-c:v"):
         assert absent not in argv
     assert not any(os.path.basename(a) in ("sh", "bash") for a in argv)
@@ -352,10 +355,10 @@ def test_frames_argv_output_options(
 ) -> None:
     argv = ffmpeg.frames_argv("a.mp4", "1", f"%06d.{output.format.value}", output)
     graph = argv[argv.index("-filter_complex") + 1]
-    if scale is None:
-        assert "scale" not in graph
-    else:
-        assert scale in graph
+    resizes = [f for f in re.findall(r"scale=[^;\[]*", graph) if "out_color_matrix" not in f]
+    assert resizes == ([] if scale is None else [scale])
+    conversion = {ImageFormat.JPG: "pc", ImageFormat.WEBP: "tv"}.get(output.format)
+    assert (f"scale=out_color_matrix=bt601:out_range={conversion}" in graph) is bool(conversion)
     for flag, value in encode.items():
         assert argv[argv.index(flag) + 1] == value
     if output.format is not ImageFormat.JPG:

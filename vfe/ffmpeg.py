@@ -318,6 +318,11 @@ TONEMAP = {"tonemap": "mobius", "param": 0.5, "desat": 0}
 NOMINAL_PEAK = 100  # nits of 1.0 in linear light
 
 
+# The YUV range each lossy format is read with (JPEG: full, JFIF; WebP: limited); both
+# are read with the BT.601 matrix.
+YUV_RANGES = {ImageFormat.JPG: "pc", ImageFormat.WEBP: "tv"}
+
+
 def tonemapped(stream: Any) -> Any:
     """``stream`` (tagged PQ or HLG) tone-mapped to SDR BT.709, limited range."""
     return (
@@ -344,6 +349,7 @@ def frames_argv(
     count_decoded: bool = False,
     hdr: bool = False,
     measure: str | None = None,
+    matrix: str | None = None,
 ) -> list[str]:
     """argv that decodes ``source`` and writes the frames ``select_expr`` keeps.
 
@@ -361,7 +367,10 @@ def frames_argv(
     source) has the frames tone-mapped to SDR, unless ``output.tonemap`` is off.
     ``measure`` (an image2 pattern like ``pattern``'s, ``.pgm``) adds a second output of
     the same frames, numbered alike: each as ``quality.SIDE`` square full-range grey, for
-    its metrics, taken before the output resize.
+    its metrics, taken before the output resize. ``matrix`` is the YUV matrix of an
+    untagged source (``VideoInfo.assumed_matrix``). JPEG and WebP frames are written in
+    BT.601 YUV, which is how every decoder reads them; the source's matrix (BT.709 for HD)
+    is converted to it, or their colours would shift.
     """
     import ffmpeg as ffmpeg_python  # the argv / filter-graph builder, loaded on first use
 
@@ -382,6 +391,8 @@ def frames_argv(
         decoded = branches[0]
         counter = ffmpeg_python.output(branches[1], "-", f="null", **{"c:v": "wrapped_avframe"})
     stream = decoded.filter("select", select_expr).filter("showinfo")
+    if matrix is not None:  # untagged: say what the conversions below should assume
+        stream = stream.filter("setparams", colorspace=matrix)
     if hdr and output.tonemap:  # the kept frames only: a cost per frame written
         stream = tonemapped(stream)
     grey = None
@@ -398,6 +409,10 @@ def frames_argv(
         height = f"min(ih,{output.height})" if output.height else "-1"
         fit = "decrease" if output.width and output.height else "disable"
         stream = stream.filter("scale", width, height, force_original_aspect_ratio=fit)
+    if output.format in YUV_RANGES:
+        stream = stream.filter(
+            "scale", out_color_matrix="bt601", out_range=YUV_RANGES[output.format]
+        )
     encode: dict[str, Any] = {}
     if output.format is ImageFormat.JPG:
         encode["q:v"] = 2 if output.quality is None else jpeg_qscale(output.quality)

@@ -48,11 +48,20 @@ class VideoInfo:
     own_duration: bool = True  # False: the duration is the container's (maybe audio's)
     frames: int | None = None  # as the container's header states it, when it does
     color_transfer: str | None = None  # as tagged, e.g. "bt709", "smpte2084" (PQ)
+    color_space: str | None = None  # the YUV matrix as tagged, e.g. "bt709", "smpte170m"
 
     @property
     def hdr(self) -> bool:
         """Whether the video is tagged HDR: PQ (``smpte2084``) or HLG (``arib-std-b67``)."""
         return self.color_transfer in HDR_TRANSFERS
+
+    @property
+    def assumed_matrix(self) -> str | None:
+        """The YUV matrix to read an untagged video with, as players do (mpv, browsers):
+        BT.709 from 1280 px wide or over 576 lines, else BT.601; None when it is tagged."""
+        if self.color_space not in (None, "", "unknown", "unspecified"):
+            return None
+        return "bt709" if self.width >= 1280 or self.height > 576 else "smpte170m"
 
 
 def _rate(value: Any) -> float | None:
@@ -125,6 +134,7 @@ def parse(document: dict[str, Any]) -> VideoInfo:
         own_duration=own is not None,
         frames=_count(stream.get("nb_frames")),
         color_transfer=stream.get("color_transfer"),
+        color_space=stream.get("color_space"),
     )
 
 

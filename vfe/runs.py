@@ -275,6 +275,7 @@ class JobRuns:
             stop_at=None if plan.end is None else plan.end + self.offset,
             count_decoded=scene,
             hdr=self.info.hdr,
+            matrix=self.info.assumed_matrix,
             measure=str(self.work / f"{prefix}%06d.pgm") if self.measure else None,
         )
         argv = await ffmpeg.spill_long_graph(argv, self.work / f"{prefix}graph.txt")

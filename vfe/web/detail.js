@@ -6,6 +6,8 @@
 // count, of the frames the gallery holds: the job's processed_frames arrives in progress
 // events about once a second, its frames one by one, so counting both would disagree.
 // Until the first GET /frames has answered, the job's own count stands in for both.
+// A thumbnail's tooltip gives the frame's quality metrics; a frame taken for a rejected
+// one (substituted) carries a badge saying so.
 import { errorText, frameUrl, getJSON, listen, request, zipUrl } from './api.js';
 import { ask } from './confirm.js';
 import { byTestId, el, imageBox, setText } from './dom.js';
@@ -76,7 +78,8 @@ function choiceText(view) {
 function planCount(view, key, option) {
   const count = view.plan?.[key];
   if (typeof count !== 'number') return '';
-  const asked = option === 'reject' ? view.options?.reject?.length > 0 : view.options?.[option] === true;
+  const o = view.options ?? {};
+  const asked = option === 'reject' ? Array.isArray(o.reject) && o.reject.length > 0 : o[option] === true;
   return asked || count > 0 ? String(count) : '';
 }
 
@@ -401,7 +404,7 @@ export class JobDetail {
     const title = [fmt.seconds(frame.timestamp), ...fmt.frameMetrics(frame)];
     if (why) title.push(why);
     const badge = why
-      ? el('span', { class: 'frame-badge', 'data-testid': 'frame-substituted', title: why, text: 'substituted' })
+      ? el('span', { class: 'frame-badge', 'data-testid': 'frame-substituted', title: why }, 'substituted')
       : null;
     const button = el(
       'button',
@@ -409,7 +412,7 @@ export class JobDetail {
         type: 'button',
         class: 'frame-thumb',
         'data-testid': 'frame-thumb',
-        dataset: { index: frame.index, substituted: why ? 'true' : null },
+        dataset: { index: frame.index },
         title: title.join('\n'),
       },
       image,

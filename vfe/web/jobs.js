@@ -97,6 +97,8 @@ export function samplingText(view) {
       return 'keyframes';
     case 'scene':
       return `scene ≥\u00a0${fmt.number(o.scene_threshold ?? DEFAULT_SCENE_THRESHOLD)}`;
+    case 'best':
+      return `best of ${o.count} stretch${o.count === 1 ? '' : 'es'}`;
     default:
       return String(view.mode ?? '');
   }

@@ -3,6 +3,7 @@
 // list it asks for each time, so frames that arrive while it is open can be reached.
 // The caption numbers a frame one way only, by its place in that list ("frame 4 of 13"),
 // next to its time in the video; the frame's index among the job's targets is not shown.
+// Under the caption: the frame's quality metrics, and for a substitute, what it replaced.
 import { frameUrl } from './api.js';
 import { byTestId, setText, watchImage } from './dom.js';
 import * as fmt from './format.js';
@@ -20,6 +21,8 @@ export class Viewer {
     this.imageBox = dialog.querySelector('.frame-image');
     watchImage(this.image, this.imageBox);
     this.caption = byTestId('viewer-caption', dialog);
+    this.substituted = byTestId('viewer-substituted', dialog);
+    this.metrics = byTestId('viewer-metrics', dialog);
     this.prev = byTestId('viewer-prev', dialog);
     this.next = byTestId('viewer-next', dialog);
     this.download = byTestId('viewer-download', dialog);
@@ -104,6 +107,12 @@ export class Viewer {
       bytes == null ? '' : fmt.bytes(bytes),
     ];
     setText(this.caption, parts.filter(Boolean).join(' · '));
+    const why = fmt.substitution(frame);
+    setText(this.substituted, why);
+    this.substituted.hidden = !why;
+    const metrics = fmt.frameMetrics(frame).join(' · ');
+    setText(this.metrics, metrics);
+    this.metrics.hidden = !metrics;
     this.download.href = url;
     this.download.setAttribute('download', frame.filename ?? '');
     const focused = document.activeElement;
