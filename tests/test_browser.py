@@ -1258,7 +1258,7 @@ def test_frame_choice_from_the_form_shows_metrics_and_marks_substitutes(
     expect(badges).to_have_count(1)
     expect(badges).to_have_text("substituted")
     expect(badges).to_be_visible()
-    substitute = detail.locator('[data-testid="frame-thumb"]', has=badges)
+    substitute = thumbs.filter(has=by_id(page, "frame-substituted"))
     expect(substitute).to_have_attribute("data-index", str(frames[1]["index"]))
     expect(badges).to_have_attribute("title", re.compile(r"1\.000\ss.*1\.400\ss"))
     for n, frame in enumerate(frames):
@@ -1276,6 +1276,8 @@ def test_frame_choice_from_the_form_shows_metrics_and_marks_substitutes(
     metrics = by_id(page, "viewer-metrics")
     expect(metrics).to_be_visible()
     shows_metrics(metrics.inner_text(), frames[1])
+    expect(by_id(page, "viewer-image")).to_have_js_property("complete", True)
+    shoot(page, "desktop-viewer-substituted")
     page.keyboard.press("ArrowRight")
     shows_time(by_id(page, "viewer-caption"), 2.0)
     expect(by_id(page, "viewer-substituted")).to_be_hidden()

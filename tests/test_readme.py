@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from vfe.app import create_app
+from vfe.models import JobSpec
 from vfe.settings import SETTINGS, Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -33,3 +34,22 @@ def test_readme_lists_every_route(settings: Settings):
 def test_readme_starts_with_the_two_commands():
     block = README.split("```", 2)[1]
     assert "./scripts/serve" in block and "./scripts/test" in block
+
+
+def test_readme_lists_every_job_field_with_its_default():
+    """The POST /video-job table: a row per JobSpec field, with the model's default
+    where the model has one that is not null."""
+    section = README.split("### POST /video-job", 1)[1].split("\n\n")
+    table = next(block for block in section if block.startswith("| field |"))
+    rows = {}
+    for line in table.splitlines()[2:]:
+        names, _, default = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        for name in re.findall(r"`(\w+)`", names):
+            rows[name] = default
+    fields = {name: f for name, f in JobSpec.model_fields.items() if name != "video_source"}
+    assert set(rows) == set(fields), set(rows) ^ set(fields)
+    for name, field in fields.items():
+        default = field.default
+        if default is None or isinstance(default, bool | str) or name in ("start", "end"):
+            continue  # text, or described in words
+        assert [float(n) for n in re.findall(r"[\d.]+", rows[name])[:1]] == [default], name
