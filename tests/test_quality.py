@@ -416,3 +416,410 @@ async def test_unmeasured_frames_are_kept_as_they_are(tmp_path: Path) -> None:
     await keeper.offer(0, [first, second])
     await keeper.group_done(0)
     assert kept.all == [(0, 0.0), (1, 1.0)]
+
+
+# --- the best-mode bookkeeping, with a fake FFmpeg ------------------------------------
+
+
+# --- clips ---------------------------------------------------------------------------------
+
+
+def source(duration: float) -> str:
+    return f"testsrc2=size=320x240:rate=25:duration={duration}"
+
+
+def between(a: float, b: float) -> str:
+    return f"enable='between(t,{a},{b})'"
+
+
+FILL = "drawbox=x=0:y=0:w=iw:h=ih:t=fill:color="
+
+
+class Clips:
+    """This file's clips, 25 fps and 320x240, made once per session. Frames lie at
+    multiples of 0.04 s, so a defect ``between(t,a,b)`` covers the frames from ``a`` to
+    the last one before ``b`` (none is at ``b``)."""
+
+    def __init__(self, media: Media) -> None:
+        self.folder = media.folder
+
+    def _make(self, name: str, graph: str, *extra: str) -> Path:
+        path = self.folder / name
+        if not path.exists():
+            run_ffmpeg("-f", "lavfi", "-i", graph, "-c:v", "libx264", "-preset", "ultrafast",
+                       "-pix_fmt", "yuv420p", *extra, str(path))  # fmt: skip
+        return path
+
+    def black(self) -> Path:
+        """6 s: a fade in from black over 0-0.5 s, black from 1.0 to 2.28 (hard cuts), a
+        fade out from 3.5 s, black from 4.5 s to the end. A keyframe every second."""
+        return self._make(
+            "q-black.mp4",
+            f"{source(6)},fade=t=in:st=0:d=0.5,{FILL}black:{between(1, 2.3)},"
+            "fade=t=out:st=3.5:d=1",
+            "-g", "25",
+        )  # fmt: skip
+
+    def blurred(self) -> Path:
+        """4 s: blurred (Gaussian, sigma 8) from 1.0 to 2.28."""
+        return self._make("q-blurred.mp4", f"{source(4)},gblur=sigma=8:{between(1, 2.3)}")
+
+    def flat(self) -> Path:
+        """3 s: one flat mid grey from 0.5 to 1.68."""
+        return self._make("q-flat.mp4", f"{source(3)},{FILL}gray:{between(0.5, 1.7)}")
+
+    def frozen(self) -> Path:
+        """4 s: the picture at 1.0 s held until 3.0 s (51 frames), then moving on."""
+        return self._make(
+            "q-frozen.mp4", f"{source(2)},loop=loop=50:size=1:start=25,setpts=N/25/TB"
+        )
+
+    STILLS = ("smptebars", "testsrc2", "mandelbrot", "testsrc")  # hashes 30+ bits apart
+
+    def _still(self, n: int, source: str, frames: int) -> str:
+        return (f"{source}=size=320x240:rate=25,trim=end_frame=1,"
+                f"loop=loop={frames - 1}:size=1,setpts=N/25/TB[s{n}]")  # fmt: skip
+
+    def slides(self) -> Path:
+        """8 s: a slide deck, four still pictures of 2 s each with hard cuts, and noise
+        that changes every frame (as an encoder's); a keyframe every second."""
+        graph = ";".join(self._still(n, s, 50) for n, s in enumerate(self.STILLS))
+        graph += ";[s0][s1][s2][s3]concat=n=4,noise=alls=6:allf=t"
+        return self._make("q-slides.mp4", graph, "-g", "25")
+
+    def dissolves(self) -> Path:
+        """7.6 s: the same slides, each dissolving into the next over 0.4 s: still from
+        0 to 1.8, 2.2 to 3.6, 4.0 to 5.4 and 5.8 to the end."""
+        graph = ";".join(self._still(n, s, 55) for n, s in enumerate(self.STILLS))
+        graph += (";[s0][s1]xfade=transition=fade:duration=0.4:offset=1.8[x1]"
+                  ";[x1][s2]xfade=transition=fade:duration=0.4:offset=3.6[x2]"
+                  ";[x2][s3]xfade=transition=fade:duration=0.4:offset=5.4"
+                  ",noise=alls=6:allf=t")  # fmt: skip
+        return self._make("q-dissolves.mp4", graph)
+
+    def mixed(self) -> Path:
+        """5 s, one stretch a second: black to 0.56, then good; flat grey from 1.0 to
+        1.68, then good; blurred from 2.0 to 2.76, then good; all good; black to 4.28,
+        flat to 4.56, blurred to the end."""
+        return self._make(
+            "q-mixed.mp4",
+            f"{source(5)},gblur=sigma=8:enable='between(t,2,2.8)+between(t,4.6,5)',"
+            f"{FILL}black:enable='between(t,0,0.6)+between(t,4,4.3)',"
+            f"{FILL}gray:enable='between(t,1,1.7)+between(t,4.3,4.6)'",
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def clips(media: Media) -> Clips:
+    return Clips(media)
+
+
+@functools.cache
+def reference(clip: Path) -> tuple[tuple[float, Metrics], ...]:
+    """Every frame of ``clip``: its time (a real decode's) and the metrics of the grey
+    picture FFmpeg alone makes of it, in presentation order."""
+    times = [float(t) for t, _ in reference_frames(clip)]
+    raw = subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"file:{clip}",
+         "-vf", f"scale={SIDE}:{SIDE}:flags=area,format=gray", "-fps_mode", "passthrough",
+         "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    size = SIDE * SIDE
+    assert len(raw) == size * len(times)
+    return tuple((t, measure(raw[k * size : (k + 1) * size])) for k, t in enumerate(times))
+
+
+def metrics_at(clip: Path, timestamp: float) -> Metrics:
+    ref = reference(clip)
+    n = bisect_left([t for t, _ in ref], timestamp - EPS)
+    assert abs(ref[n][0] - timestamp) < EPS, timestamp
+    return ref[n][1]
+
+
+@dataclass(frozen=True)
+class Want:
+    """A frame as (index, timestamp, target_time, substituted)."""
+
+    index: int
+    timestamp: float
+    target_time: float
+    substituted: bool = False
+
+
+def expected(
+    clip: Path, targets: Sequence[float], choice: Choice
+) -> tuple[list[Want], int, int]:
+    """Brute force, from the reference: each target's frame is the first at or after it
+    (a frame once, under the latest target it answers); a refused one is replaced by the
+    first frame that passes after it, up to ``search`` after the target and before the
+    next target, or the target is rejected; then near-duplicates of the last frame kept,
+    in time order, are dropped. Returns (frames, rejected, dropped)."""
+    ref = reference(clip)
+    times = [t for t, _ in ref]
+    answers: list[tuple[Want, Metrics]] = []
+    rejected = 0
+    for k, target in enumerate(targets):
+        n = bisect_left(times, target - EPS)
+        following = targets[k + 1] if k + 1 < len(targets) else float("inf")
+        if n == len(times) or times[n] >= following - EPS:
+            continue  # no frame, or the next target's
+        if choice.passes(ref[n][1]):
+            answers.append((Want(k, times[n], target), ref[n][1]))
+            continue
+        reach = [(t, m) for t, m in ref[n + 1 :]
+                 if t <= target + choice.search + EPS and t < following - EPS]  # fmt: skip
+        good = next(((t, m) for t, m in reach if choice.passes(m)), None)
+        if good is None:
+            rejected += 1
+        else:
+            answers.append((Want(k, good[0], target, True), good[1]))
+    kept: list[Want] = []
+    dropped = 0
+    last: Metrics | None = None
+    for want, m in answers:
+        if choice.repeats(m, last):
+            dropped += 1
+        else:
+            kept.append(want)
+            last = m
+    return kept, rejected, dropped
+
+
+@dataclass
+class Result:
+    clip: Path
+    plan: Plan
+    outcome: Outcome
+    frames: list[Frame]  # in time order
+
+    @property
+    def got(self) -> list[Want]:
+        return [Want(f.index, f.timestamp, f.target_time, f.substituted) for f in self.frames]
+
+    @property
+    def times(self) -> list[float]:
+        return [f.timestamp for f in self.frames]
+
+
+async def extract(
+    tmp_path: Path, clip: Path, sampling: Sampling, choice: Choice, *, huge: bool = False
+) -> Result:
+    """Run the extractor as ``vfe extract`` does (frames into a folder); with ``huge``
+    the plan is priced as 8K video, so seeking pays and the work is cut into processes."""
+    info, index = await probe.inspect(clip)
+    priced = replace(info, width=7680, height=4320) if huge else info
+    plan = planner.plan(sampling, priced, index, cpus=2, memory_mib=1e9 if huge else None)
+    out = tmp_path / f"out-{uuid.uuid4().hex[:8]}"
+    out.mkdir()
+    store = FolderFrames(out)
+    frames: list[Frame] = []
+
+    async def on_frames(batch: list[Frame]) -> None:
+        for frame in batch:  # whole when reported
+            assert (out / frame.filename).stat().st_size == frame.size_bytes > 0
+        frames.extend(batch)
+
+    outcome = await Extractor(store).run(
+        str(uuid.uuid4()), clip, info, plan, on_frames, Output(), index=index, choice=choice
+    )
+    frames.sort(key=lambda f: f.timestamp)
+    assert outcome.written == len(frames)
+    # the frames kept and nothing else: refused, dropped and scanned frames leave no file
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
+        f.filename for f in frames
+    )
+    assert list(store.scratch.iterdir()) == []
+    for frame in frames:
+        assert frame.metrics is not None
+        # the metrics of the frame written are those of that frame, as FFmpeg alone sees it
+        assert frame.metrics == metrics_at(clip, frame.timestamp), frame.timestamp
+        assert frame.target_time <= frame.timestamp + EPS
+    return Result(clip, plan, outcome, frames)
+
+
+def interval(step: float) -> Sampling:
+    return Sampling(mode=Mode.INTERVAL, interval=step)
+
+
+def at(*times: float) -> Sampling:
+    return Sampling(mode=Mode.TIMESTAMPS, timestamps=times)
+
+
+def check(result: Result, choice: Choice, want: list[Want], rejected: int, dropped: int = 0):
+    """vfe's frames are ``want`` (the clip's design) and the brute force's."""
+    assert result.got == want
+    assert (result.outcome.rejected, result.outcome.dropped) == (rejected, dropped)
+    assert expected(result.clip, result.plan.targets, choice) == (want, rejected, dropped)
+    for frame in result.frames:
+        assert frame.metrics is not None and choice.passes(frame.metrics)
+        assert (frame.stretch, frame.score) == (None, None)
+
+
+# --- reject, end to end ------------------------------------------------------------------
+
+BLACK_ONLY = frozenset({Defect.BLACK})
+
+
+async def test_unchosen_frames_show_the_defects(clips: Clips, tmp_path: Path) -> None:
+    """Without a choice every target gets its own frame, black ones too, each measured."""
+    result = await extract(tmp_path, clips.black(), interval(1), Choice())
+    assert result.got == [Want(k, float(k), float(k)) for k in range(6)]
+    assert [f.metrics.black for f in result.frames if f.metrics] == [
+        1.0, 1.0, 1.0, pytest.approx(0.016, abs=0.01), pytest.approx(0.17, abs=0.05), 1.0
+    ]  # fmt: skip
+    assert (result.outcome.rejected, result.outcome.dropped) == (0, 0)
+
+
+async def test_reject_black_takes_the_first_frame_past_the_black(
+    clips: Clips, tmp_path: Path
+) -> None:
+    clip = clips.black()
+    choice = Choice(reject=BLACK_ONLY)
+    result = await extract(tmp_path, clip, interval(1), choice)
+    # 0.0 opens a fade in: the first frame light enough comes a few frames on
+    fade_in = result.frames[0].timestamp
+    assert 0.0 < fade_in < 0.5
+    check(result, choice, [
+        Want(0, fade_in, 0.0, True),
+        # 1.0: black up to 1.96, and 2.0 is the next target's: nothing in reach
+        Want(2, 2.32, 2.0, True),  # the first frame after the cut at 2.3
+        Want(3, 3.0, 3.0),
+        Want(4, 4.0, 4.0),  # half faded out: dark, not black
+        # 5.0: black to the end
+    ], rejected=2)  # fmt: skip
+    assert metrics_at(clip, round(fade_in - 0.04, 2)).black >= 0.98  # the frame before
+
+
+@pytest.mark.parametrize(
+    ("search", "rejected"),
+    [(0.28, 3), (0.32, 2)],  # 2.32 is 0.32 after target 2.0: in reach, bounds included
+)
+async def test_reject_black_looks_only_search_seconds_ahead(
+    clips: Clips, tmp_path: Path, search: float, rejected: int
+) -> None:
+    choice = Choice(reject=BLACK_ONLY, search=search)
+    result = await extract(tmp_path, clips.black(), interval(1), choice)
+    want = [w for w in (Want(2, 2.32, 2.0, True), Want(3, 3.0, 3.0), Want(4, 4.0, 4.0))
+            if w.index != 2 or rejected == 2]  # fmt: skip
+    fade_in = [Want(0, result.times[0], 0.0, True)]
+    check(result, choice, fade_in + want, rejected)
+
+
+async def test_the_next_target_cuts_the_search_short(clips: Clips, tmp_path: Path) -> None:
+    choice = Choice(reject=BLACK_ONLY, search=1.0)
+    # alone, 1.5 reaches past the cut at 2.3 ...
+    alone = await extract(tmp_path, clips.black(), at(1.5), choice)
+    check(alone, choice, [Want(0, 2.32, 1.5, True)], rejected=0)
+    # ... but not past a target at 2.2, whose own frame is black: 2.32 answers 2.2
+    both = await extract(tmp_path, clips.black(), at(1.5, 2.2), choice)
+    check(both, choice, [Want(1, 2.32, 2.2, True)], rejected=1)
+    # and a target with a good frame of its own keeps it, however close the earlier one
+    good = await extract(tmp_path, clips.black(), at(2.0, 2.32), choice)
+    check(good, choice, [Want(1, 2.32, 2.32)], rejected=1)
+
+
+async def test_reject_black_across_processes(clips: Clips, tmp_path: Path) -> None:
+    """A plan cut into seeking processes finds the same substitutes (scans seek too)."""
+    choice = Choice(reject=BLACK_ONLY)
+    one = await extract(tmp_path, clips.black(), interval(0.5), choice)
+    many = await extract(tmp_path, clips.black(), interval(0.5), choice, huge=True)
+    assert len(one.plan.groups) == 1 and len(many.plan.groups) > 1, many.plan.describe()
+    assert many.got == one.got
+    assert many.outcome == one.outcome
+    want, rejected, _ = expected(one.clip, one.plan.targets, choice)
+    check(one, choice, want, rejected)
+    # 1.0, 1.5 (black up to the next target), 4.5, 5.0 and 5.5 (black to the end) keep
+    # nothing; 2.0 reaches 2.32 just before 2.5, the next target
+    assert one.got[1:] == [Want(1, 0.52, 0.5), Want(4, 2.32, 2.0, True), Want(5, 2.52, 2.5),
+                           Want(6, 3.0, 3.0), Want(7, 3.52, 3.5), Want(8, 4.0, 4.0)]  # fmt: skip
+    assert rejected == 5
+
+
+async def test_reject_blurry(clips: Clips, tmp_path: Path) -> None:
+    choice = Choice(reject=frozenset({Defect.BLURRY}), search=0.5)
+    result = await extract(tmp_path, clips.blurred(), at(0.5, 1.1, 2.0, 2.9), choice)
+    check(result, choice, [
+        Want(0, 0.52, 0.5),
+        # 1.1: blurred up to its reach, 1.6
+        Want(2, 2.32, 2.0, True),
+        Want(3, 2.92, 2.9),
+    ], rejected=1)  # fmt: skip
+    assert metrics_at(result.clip, 2.28).sharpness < 20 < 500 < result.frames[1].metrics.sharpness
+    # the blurred frames are neither black nor flat: rejecting those keeps them
+    plain = await extract(tmp_path, result.clip, at(0.5, 1.1, 2.0, 2.9),
+                          Choice(reject=frozenset({Defect.BLACK, Defect.FLAT})))  # fmt: skip
+    assert plain.times == [0.52, 1.12, 2.0, 2.92]
+
+
+async def test_reject_flat(clips: Clips, tmp_path: Path) -> None:
+    choice = Choice(reject=frozenset({Defect.FLAT}))
+    result = await extract(tmp_path, clips.flat(), interval(0.5), choice)
+    check(result, choice, [
+        Want(0, 0.0, 0.0),
+        # 0.5 and 1.0: grey until the next target
+        Want(3, 1.72, 1.5, True),
+        Want(4, 2.0, 2.0),
+        Want(5, 2.52, 2.5),  # 2.5 falls between frames: the next one answers
+    ], rejected=2)  # fmt: skip
+    grey = metrics_at(result.clip, 1.0)
+    assert (grey.contrast, grey.black, grey.brightness) == (0.0, 0.0, pytest.approx(0.5, abs=0.01))
+
+
+# --- dedupe, end to end ------------------------------------------------------------------
+
+
+async def test_dedupe_drops_a_frozen_picture(clips: Clips, tmp_path: Path) -> None:
+    choice = Choice(dedupe=True)
+    result = await extract(tmp_path, clips.frozen(), interval(0.5), choice)
+    # 1.5, 2.0, 2.5 and 3.0 repeat the picture held since 1.0
+    check(result, choice, [Want(0, 0.0, 0.0), Want(1, 0.52, 0.5), Want(2, 1.0, 1.0),
+                           Want(7, 3.52, 3.5)], rejected=0, dropped=4)  # fmt: skip
+    plain = await extract(tmp_path, clips.frozen(), interval(0.5), Choice())
+    assert len(plain.frames) == 8
+    held = [f.metrics.phash for f in plain.frames[2:7] if f.metrics]
+    assert max(distance(a, b) for a in held for b in held) <= choice.dedupe_distance
+
+
+@pytest.mark.parametrize("huge", [False, True], ids=["one-process", "seeking-processes"])
+async def test_dedupe_keeps_one_frame_per_slide(clips: Clips, tmp_path: Path, huge: bool) -> None:
+    choice = Choice(dedupe=True)
+    result = await extract(tmp_path, clips.slides(), interval(0.5), choice, huge=huge)
+    if huge:  # decided in time order though the processes finish in any order
+        assert len(result.plan.groups) > 1 and result.plan.parallel == 2
+    check(result, choice, [Want(0, 0.0, 0.0), Want(4, 2.0, 2.0), Want(8, 4.0, 4.0),
+                           Want(12, 6.0, 6.0)], rejected=0, dropped=12)  # fmt: skip
+    # the noise is there: the pictures of one slide differ, just not in their hash
+    plain = await extract(tmp_path, clips.slides(), at(2.0, 2.5, 3.0), Choice())
+    assert len({f.checksum for f in plain.frames}) == 3
+    hashes = [f.metrics.phash for f in plain.frames if f.metrics]
+    assert max(distance(hashes[0], h) for h in hashes) <= 2
+
+
+async def test_dedupe_with_dissolves_keeps_each_slide_once(clips: Clips, tmp_path: Path) -> None:
+    choice = Choice(dedupe=True)
+    result = await extract(tmp_path, clips.dissolves(), interval(0.5), choice)
+    # one frame a slide: 0.0, 2.52, 4.0, 6.0; and a frame mid-dissolve when a target lands
+    # there (2.0 and 5.52: 8 and 10 bits from the slide before, 24 and 26 from the next)
+    check(result, choice, [
+        Want(0, 0.0, 0.0), Want(4, 2.0, 2.0), Want(5, 2.52, 2.5), Want(8, 4.0, 4.0),
+        Want(11, 5.52, 5.5), Want(12, 6.0, 6.0),
+    ], rejected=0, dropped=10)  # fmt: skip
+    stills = [(0.0, 1.8), (2.2, 3.6), (4.0, 5.4), (5.8, 7.6)]
+    dissolves = [(1.8, 2.2), (3.6, 4.0), (5.4, 5.8)]
+    on = [[t for t in result.times if a - EPS <= t < b - EPS] for a, b in stills]
+    assert [len(times) for times in on] == [1, 1, 1, 1]
+    during = [[t for t in result.times if a < t < b] for a, b in dissolves]
+    assert all(len(times) <= 1 for times in during)
+    assert sum(map(len, on + during)) == len(result.frames)
+
+
+async def test_reject_and_dedupe_together(clips: Clips, tmp_path: Path) -> None:
+    """A substitute is compared with the frame kept before it, and the frames after a
+    refused one wait for it."""
+    choice = Choice(reject=BLACK_ONLY, dedupe=True, search=1.0)
+    result = await extract(tmp_path, clips.black(), interval(0.25), choice, huge=True)
+    want, rejected, dropped = expected(result.clip, result.plan.targets, choice)
+    check(result, choice, want, rejected, dropped)
+    assert dropped == 0  # testsrc2 moves: 0.25 s apart its pictures are 6+ bits apart
+    assert [w.timestamp for w in want if w.substituted][1:] == [2.32]

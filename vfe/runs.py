@@ -340,7 +340,8 @@ class JobRuns:
                 state = _Scanning(self.offset)
                 argv = ffmpeg.scan_argv(
                     str(self.source), scan.select_expr(self.offset), seek=scan.seek,
-                    stop_at=scan.stop_at + self.offset, threads=1 if parallel > 1 else None,
+                    stop_at=None if scan.stop_at is None else scan.stop_at + self.offset,
+                    threads=1 if parallel > 1 else None,
                     hdr=self.info.hdr, tonemap=self.output.tonemap,
                 )  # fmt: skip
                 runner = asyncio.create_task(ffmpeg.run(

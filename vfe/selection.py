@@ -198,11 +198,12 @@ def stretch_windows(
 @dataclass(frozen=True)
 class Scan:
     """One FFmpeg process of a scan: where it seeks, the windows it decodes, how many
-    frames it decodes."""
+    frames it decodes, where it stops (None: at the video's end)."""
 
     seek: float | None
     windows: tuple[Window, ...]
     decoded: int
+    stop_at: float | None = None
 
     def select_expr(self, offset: float) -> str:
         terms = "+".join(
@@ -210,10 +211,6 @@ class Scan:
             for w in self.windows
         )
         return f"gt({terms},0)"
-
-    @property
-    def stop_at(self) -> float:
-        return max(w.last for w in self.windows) + 2 * EPSILON
 
 
 def scans(windows: Sequence[Window], index: FrameIndex, pieces: int) -> list[Scan]:
@@ -272,4 +269,9 @@ def _scan(windows: list[Window], index: FrameIndex) -> Scan:
     lo = bisect.bisect_left(index.times, key - EPSILON)
     hi = bisect.bisect_right(index.times, windows[-1].last + EPSILON)
     first = index.times[0] if index.times else 0.0
-    return Scan(seek=key if key > first else None, windows=tuple(windows), decoded=hi - lo)
+    # Halfway to the frame after the last one wanted: FFmpeg's trim rounds its end to the
+    # stream's time base (1/12800 s for 25 fps H.264), so an end a hair past the last
+    # frame's time rounds onto it and that frame is dropped.
+    stop = (index.times[hi - 1] + index.times[hi]) / 2 if hi < len(index.times) else None
+    return Scan(seek=key if key > first else None, windows=tuple(windows), decoded=hi - lo,
+                stop_at=stop)  # fmt: skip

@@ -15,6 +15,7 @@ from . import ROOT
 from .memory import LengthRow, bench_lengths, length_videos
 from .methods import VFE, Method, opencv_python
 from .probing import UPLOADS, bench_probing, probing_inputs
+from .quality import QualityBench, bench_quality, print_quality, quality_json
 from .report import (
     environment,
     lengths_json,
@@ -54,8 +55,10 @@ SECTIONS = {
     "and worker processes",
     "storage": "the storage section (no main tables): S3 (SeaweedFS) against the local "
     "folder, result reuse and storage growth",
+    "quality": "the frame-quality section (no main tables): what the per-frame metrics cost "
+    "a dense job and what reject costs on a clean video",
 }
-LONG_SECTIONS = {"memory", "probing", "scale", "storage"}  # not in a --quick run
+LONG_SECTIONS = {"memory", "probing", "scale", "storage", "quality"}  # not in a --quick run
 SKIPPABLE = {*("vfe", "ffmpeg", "opencv", "decode", "exact", "pixels"), *SECTIONS}
 Table = tuple[Video, dict[str, dict[Method, Cell]], Cell]
 Measured = TypeVar("Measured")  # what a section's bench returns
@@ -77,8 +80,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "at 60 s and 180 s), a probing section uploads a 39 MB video that states "
         "3,000,000 frames (and a Matroska copy) three times at once to a real `vfe serve`, "
         "a scale-out section runs the same jobs embedded and on PostgreSQL with API and "
-        "worker processes, and a storage section runs jobs on an S3 bucket (SeaweedFS) "
-        "and on the local folder and times result reuse.",
+        "worker processes, a storage section runs jobs on an S3 bucket (SeaweedFS) "
+        "and on the local folder and times result reuse, and a quality section times "
+        "jobs with and without the per-frame metrics and with and without reject.",
     )
     parser.add_argument(
         "--quick",
@@ -113,8 +117,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="WHAT",
         help="leave out vfe, ffmpeg, opencv, decode, exact, pixels, startup (the start-up "
         "section), memory (the memory-vs-length section), probing (the bounded-probing "
-        "section), scale (the scale-out section) or storage (the storage section); repeat "
-        "or comma-separate",
+        "section), scale (the scale-out section), storage (the storage section) or quality "
+        "(the frame-quality section); repeat or comma-separate",
     )
     only = parser.add_mutually_exclusive_group()
     for name, what in SECTIONS.items():
@@ -229,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped, startup_skip = section_skipped(args, "memory"), section_skipped(args, "startup")
     probing_skip, scale_skip = section_skipped(args, "probing"), section_skipped(args, "scale")
     storage_skip = section_skipped(args, "storage")
+    quality_skip = section_skipped(args, "quality")
     try:
         only = any(getattr(args, f"only_{name}") for name in SECTIONS)
         videos = [] if only else collect_videos(args, args.cache)
@@ -261,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probing": {"skipped": probing_skip},
         "scale": {"skipped": scale_skip},
         "storage": {"skipped": storage_skip},
+        "quality": {"skipped": quality_skip},
     }
     startup: Startup | None = None
     if short_clip is not None:  # first: it takes seconds, the tables take minutes
@@ -288,6 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if storage_skip is None:
         print("\n-- storage: S3 (SeaweedFS) against the local folder, reuse", flush=True)
         found = run_section(report, "storage", "storage", lambda: bench_storage(args), storage_json)
+        write_json(args.json, report)
+    quality: QualityBench | None = None
+    if quality_skip is None:
+        print(
+            "\n-- quality: per-frame metrics and reject, vfe's Extractor in this process",
+            flush=True,
+        )
+        quality = run_section(
+            report, "quality", "quality", lambda: bench_quality(args), quality_json
+        )
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(args.json, report)
     for video, rows, decode in tables:
@@ -312,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_storage(found)
     else:
         print(f"\n== storage: {report['storage']['skipped']}")
+    if quality is not None:
+        print_quality(quality)
+    else:
+        print(f"\n== quality: {report['quality']['skipped']}")
     if tables or startup is not None:
         print_legend()
     print(f"results: {args.json}")

@@ -13,9 +13,13 @@ import pytest
 
 from tests.records import make_frame, make_job
 from vfe.models import JobStatus
+from vfe.quality import Metrics
 from vfe.store import ReuseGone, Store
 
 A, B, C = "frames/aa/aaaa.jpg", "frames/bb/bbbb.jpg", "sources/cccc"
+METRICS = Metrics(
+    brightness=0.4, contrast=0.2, sharpness=640.0, black=0.0, phash="00ff00ff00ff00ff"
+)
 
 
 class Removed:
@@ -101,6 +105,7 @@ async def test_a_reused_job_takes_the_frames_and_holds_of_the_completed_one(stor
     done = make_job(status=JobStatus.COMPLETED, reuse_key="k1", finished_at=1500.0)
     await store.create_job(done, holds=[(C, 100)])
     frames = [make_frame(done.id, i, filename=f"{i:06d}_{i}.000.jpg") for i in range(3)]
+    frames[1] = dataclasses.replace(frames[1], metrics=METRICS, substituted=True)
     await store.add_frames(frames)
     await store.hold(done.id, [(A, 10), (B, 20)])
     found = await store.find_reusable("k1")

@@ -13,6 +13,7 @@ import pytest
 from tests.records import make_frame, make_job
 from vfe.errors import StoreError
 from vfe.models import Job, JobStatus, SourceType
+from vfe.quality import Metrics
 from vfe.store import Store
 
 
@@ -242,6 +243,21 @@ async def test_count_frames_is_per_job(store: Store, job: Job) -> None:
     assert await store.count_frames(job.id) == 4
     assert await store.count_frames(other.id) == 1
     assert await store.count_frames(str(uuid.uuid4())) == 0
+
+
+async def test_a_frame_keeps_its_metrics_and_how_it_was_chosen(store: Store, job: Job) -> None:
+    metrics = Metrics(brightness=0.5, contrast=0.25, sharpness=812.5, black=0.01,
+                      phash="8c1d3e164e0eabf1")  # fmt: skip
+    frames = [
+        make_frame(job.id, 0),  # made before metrics: none
+        make_frame(job.id, 1, metrics=metrics),
+        make_frame(job.id, 2, metrics=metrics, substituted=True, target_time=1.5),
+        make_frame(job.id, 3, metrics=metrics, stretch=3, score=0.731),
+    ]
+    await store.add_frames(frames)
+    assert await store.list_frames(job.id) == frames
+    assert await store.get_frame(job.id, frames[3].filename) == frames[3]
+    assert (await store.recent_frames(0.0, job.id))[0] == frames[3]
 
 
 async def test_get_frame_by_file_name(store: Store, job: Job) -> None:
