@@ -200,6 +200,8 @@ class Extractor:
             chosen[best] = (window.owner, plan.targets[window.owner])
             scores[best] = score
 
+        held: list[Candidate] = []
+
         async def offer(_: int, candidates: Sequence[Candidate]) -> None:
             labelled = []
             for c in candidates:
@@ -208,9 +210,14 @@ class Extractor:
                     c, index=stretch, target_time=stretch_start, stretch=stretch,
                     score=scores[_nearest(scores, c.timestamp)],
                 ))  # fmt: skip
-            await keeper.offer(0, labelled)
+            if choice.dedupe:  # the processes finish in any order; dedupe goes by time
+                held.extend(labelled)
+            else:
+                await keeper.offer(0, labelled)
 
         await job.extract_times(sorted(chosen), index, offer)
+        if held:
+            await keeper.offer(0, sorted(held, key=lambda c: c.timestamp))
         await keeper.group_done(0)
 
 
