@@ -12,7 +12,8 @@ frame (``ffmpeg.frames_argv``), so measuring costs no second pass over the video
   the hundreds to thousands, a motion-blurred or defocused frame in the tens.
 - ``black``: share of pixels darker than ``NEAR_BLACK`` (20 of 255), 0-1.
 - ``phash``: 64-bit perceptual hash, hex: the 8x8 lowest frequencies of a 32x32 DCT, each
-  bit set when above their median (the usual pHash). Near pictures differ in few bits.
+  bit set when above their median (the usual pHash; a flat picture of any level hashes
+  to ``8000000000000000``). Near pictures differ in few bits.
 
 numpy is imported on first use (``vfe extract`` starts without it); ``preload`` imports
 it in a thread while FFmpeg starts.
@@ -175,7 +176,11 @@ def measure(gray: bytes) -> Metrics:
     small = levels.reshape(HASH_SIDE, block, HASH_SIDE, block).mean(axis=(1, 3))
     dct = _dct_matrix()
     low = (dct @ small @ dct.T)[:8, :8]
-    bits = (low > np.median(low)).flatten()
+    # Coefficients within rounding noise of the median count as equal to it, so a flat
+    # picture (every coefficient but the first is 0 up to float noise) always hashes
+    # alike, whatever its level, on every machine.
+    noise = 1e-6 * (abs(float(low[0, 0])) + 1.0)
+    bits = (low > np.median(low) + noise).flatten()
     phash = int("".join("1" if b else "0" for b in bits), 2)
     return Metrics(
         brightness=round(brightness, 4),
