@@ -26,12 +26,20 @@ video at 60 s and 180 s, at intervals 1 and 30, and checks the requirement that 
 memory of vfe and its FFmpeg children stays under 300 MB and does not grow with length
 (``--skip memory`` leaves it out, ``--only-memory`` runs nothing else, ``--quick`` skips it).
 
-Last, a bounded-probing section (issue 13) starts a real ``vfe serve`` and uploads a 39 MB
+Then a bounded-probing section (issue 13) starts a real ``vfe serve`` and uploads a 39 MB
 video that states 3,000,000 frames three times at once, then a Matroska copy that states
 no count: each answer within 30 s, the server's process tree under 400 MB, every
 ``/health/live`` within 0.5 s, memory back within 50 MB after (``--skip probing`` leaves it
 out, ``--only-probing`` runs nothing else, ``--quick`` skips it: the clip takes about 70 s
 of CPU to make the first time).
+
+After the scale-out and storage sections (``scale``, ``storage``), last, a frame-quality
+section (issue 16) that runs vfe's ``Extractor`` in this process on the 60 s 1080p video:
+a dense job (fps 10) with and without the per-frame metrics (goal: at most 10% more wall
+time; every frame of 10 s is held to it too), and an interval-1 job with ``reject`` black,
+blurry and flat against without on that clean video (goal: at most 5% more), the pairs
+interleaved in both orders across rounds (``--skip quality`` leaves it out,
+``--only-quality`` runs nothing else, ``--quick`` skips it).
 
 Deliberate oddities: (d) does not depend on the sampling, so it runs once per video and
 round and its median is repeated on every row; the script uses blocking ``subprocess``,
@@ -42,8 +50,9 @@ Modules: ``videos`` (test videos and ffprobe facts), ``sampling`` (the table's r
 ``exactness`` (checks of vfe's output), ``rounds`` (the interleaved loop over one video),
 ``startup`` (the start-up runs and verdicts), ``memory`` (the memory-vs-length runs and
 verdicts), ``server`` (a ``vfe serve`` subprocess), ``probing`` (the bounded-probing runs
-and verdicts), ``report`` (tables and JSON) and ``__main__`` (command line). Run it as
-``python -m benchmark`` with ``scripts/`` on ``PYTHONPATH``, as ``scripts/bench`` does.
+and verdicts), ``quality`` (the frame-quality runs, table and verdicts), ``report``
+(tables and JSON) and ``__main__`` (command line). Run it as ``python -m benchmark`` with
+``scripts/`` on ``PYTHONPATH``, as ``scripts/bench`` does.
 """
 
 from __future__ import annotations
