@@ -13,7 +13,8 @@ frame (``ffmpeg.frames_argv``), so measuring costs no second pass over the video
 - ``black``: share of pixels darker than ``NEAR_BLACK`` (20 of 255), 0-1.
 - ``phash``: 64-bit perceptual hash, hex: the 8x8 lowest frequencies of a 32x32 DCT, each
   bit set when above their median (the usual pHash; a flat picture of any level hashes
-  to ``8000000000000000``). Near pictures differ in few bits.
+  to ``8000000000000000``). Near pictures differ in few bits. (A coefficient within float
+  rounding of the median may come out either way with another BLAS: a bit at most.)
 
 numpy is imported on first use (``vfe extract`` starts without it); ``preload`` imports
 it in a thread while FFmpeg starts.
@@ -149,43 +150,54 @@ def preload() -> None:
 
 
 @functools.cache
-def _dct_matrix() -> np.ndarray:
+def _hash_basis() -> np.ndarray:
+    """The 8 lowest rows of a 32-point DCT-II, applied to 8-pixel block means of a
+    ``SIDE``-wide picture: one product gives the low frequencies of the 32x32 downscale."""
     import numpy as np
 
     n = HASH_SIDE
-    k = np.arange(n)[:, None]
+    k = np.arange(8)[:, None]
     x = np.arange(n)[None, :]
-    return np.cos(np.pi * (2 * x + 1) * k / (2 * n))
+    dct = np.cos(np.pi * (2 * x + 1) * k / (2 * n))
+    block = SIDE // n
+    return np.repeat(dct, block, axis=1) / block  # 8 x SIDE
 
 
 def measure(gray: bytes) -> Metrics:
-    """The metrics of one ``SIDE`` x ``SIDE`` full-range grey image (raw bytes)."""
+    """The metrics of one ``SIDE`` x ``SIDE`` full-range grey image (raw bytes).
+
+    About half a millisecond: one float32 copy of the picture, whose levels, squares and
+    Laplacian are whole numbers below 2**24 (exact in float32), summed in float64; the
+    pHash's 8x8 frequencies are two products with a precomputed basis."""
     import numpy as np
 
     image = np.frombuffer(gray, dtype=np.uint8, count=SIDE * SIDE).reshape(SIDE, SIDE)
-    levels = image.astype(np.float64)
-    brightness = float(levels.mean()) / 255.0
-    contrast = float(levels.std()) / 255.0
-    laplacian = (
-        levels[:-2, 1:-1] + levels[2:, 1:-1] + levels[1:-1, :-2] + levels[1:-1, 2:]
-        - 4.0 * levels[1:-1, 1:-1]
-    )  # fmt: skip
-    sharpness = float(laplacian.var())
-    black = float(np.count_nonzero(image < NEAR_BLACK)) / image.size
-    block = SIDE // HASH_SIDE
-    small = levels.reshape(HASH_SIDE, block, HASH_SIDE, block).mean(axis=(1, 3))
-    dct = _dct_matrix()
-    low = (dct @ small @ dct.T)[:8, :8]
+    levels = image.astype(np.float32)
+    n = levels.size
+    mean = float(levels.sum(dtype=np.float64)) / n
+    variance = max(0.0, float(np.square(levels).sum(dtype=np.float64)) / n - mean * mean)
+    laplacian = levels[:-2, 1:-1] + levels[2:, 1:-1]
+    laplacian += levels[1:-1, :-2]
+    laplacian += levels[1:-1, 2:]
+    laplacian -= 4 * levels[1:-1, 1:-1]
+    count = laplacian.size
+    lap_mean = float(laplacian.sum(dtype=np.float64)) / count
+    np.square(laplacian, out=laplacian)
+    sharpness = max(0.0, float(laplacian.sum(dtype=np.float64)) / count - lap_mean * lap_mean)
+    black = int(np.count_nonzero(image < NEAR_BLACK)) / n
+    basis = _hash_basis()
+    low = ((basis.astype(np.float32) @ levels).astype(np.float64) @ basis.T).ravel()
+    ordered = np.sort(low)
+    median = (ordered[31] + ordered[32]) / 2
     # Coefficients within rounding noise of the median count as equal to it, so a flat
     # picture (every coefficient but the first is 0 up to float noise) always hashes
-    # alike, whatever its level, on every machine.
-    noise = 1e-6 * (abs(float(low[0, 0])) + 1.0)
-    bits = (low > np.median(low) + noise).flatten()
-    phash = int("".join("1" if b else "0" for b in bits), 2)
+    # alike, whatever its level.
+    noise = 1e-6 * (abs(float(low[0])) + 1.0)
+    phash = int.from_bytes(np.packbits(low > median + noise).tobytes(), "big")
     return Metrics(
-        brightness=round(brightness, 4),
-        contrast=round(contrast, 4),
-        sharpness=round(sharpness, 2) if math.isfinite(sharpness) else 0.0,
+        brightness=round(mean / 255.0, 4),
+        contrast=round(math.sqrt(variance) / 255.0, 4),
+        sharpness=round(sharpness, 2),
         black=round(black, 4),
         phash=f"{phash:016x}",
     )
