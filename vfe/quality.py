@@ -13,8 +13,7 @@ frame (``ffmpeg.frames_argv``), so measuring costs no second pass over the video
 - ``black``: share of pixels darker than ``NEAR_BLACK`` (20 of 255), 0-1.
 - ``phash``: 64-bit perceptual hash, hex: the 8x8 lowest frequencies of a 32x32 DCT, each
   bit set when above their median (the usual pHash; a flat picture of any level hashes
-  to ``8000000000000000``). Near pictures differ in few bits. (A coefficient within float
-  rounding of the median may come out either way with another BLAS: a bit at most.)
+  to ``8000000000000000``). Near pictures differ in few bits.
 
 numpy is imported on first use (``vfe extract`` starts without it); ``preload`` imports
 it in a thread while FFmpeg starts.
@@ -150,25 +149,21 @@ def preload() -> None:
 
 
 @functools.cache
-def _hash_basis() -> np.ndarray:
-    """The 8 lowest rows of a 32-point DCT-II, applied to 8-pixel block means of a
-    ``SIDE``-wide picture: one product gives the low frequencies of the 32x32 downscale."""
+def _dct_rows() -> np.ndarray:
+    """A 32-point DCT-II's matrix, its 8 lowest rows first."""
     import numpy as np
 
     n = HASH_SIDE
-    k = np.arange(8)[:, None]
+    k = np.arange(n)[:, None]
     x = np.arange(n)[None, :]
-    dct = np.cos(np.pi * (2 * x + 1) * k / (2 * n))
-    block = SIDE // n
-    return np.repeat(dct, block, axis=1) / block  # 8 x SIDE
+    return np.cos(np.pi * (2 * x + 1) * k / (2 * n))
 
 
 def measure(gray: bytes) -> Metrics:
     """The metrics of one ``SIDE`` x ``SIDE`` full-range grey image (raw bytes).
 
     About half a millisecond: one float32 copy of the picture, whose levels, squares and
-    Laplacian are whole numbers below 2**24 (exact in float32), summed in float64; the
-    pHash's 8x8 frequencies are two products with a precomputed basis."""
+    Laplacian are whole numbers below 2**24 (exact in float32), summed in float64."""
     import numpy as np
 
     image = np.frombuffer(gray, dtype=np.uint8, count=SIDE * SIDE).reshape(SIDE, SIDE)
@@ -185,8 +180,13 @@ def measure(gray: bytes) -> Metrics:
     np.square(laplacian, out=laplacian)
     sharpness = max(0.0, float(laplacian.sum(dtype=np.float64)) / count - lap_mean * lap_mean)
     black = int(np.count_nonzero(image < NEAR_BLACK)) / n
-    basis = _hash_basis()
-    low = ((basis.astype(np.float32) @ levels).astype(np.float64) @ basis.T).ravel()
+    # The products stay 32x32: a larger one would be split over BLAS's threads, which
+    # spin against FFmpeg's processes for the cores (tens of ms a frame on 2 cores).
+    block = SIDE // HASH_SIDE
+    rows = levels.reshape(HASH_SIDE, block, SIDE).sum(axis=1)  # exact: whole numbers
+    small = rows.reshape(HASH_SIDE, HASH_SIDE, block).sum(axis=2).astype(np.float64)
+    dct = _dct_rows()[:8]
+    low = (dct @ (small / (block * block)) @ dct.T).ravel()
     ordered = np.sort(low)
     median = (ordered[31] + ordered[32]) / 2
     # Coefficients within rounding noise of the median count as equal to it, so a flat
