@@ -91,3 +91,13 @@ async def test_frames_keep_the_source_colour(
         assert all(abs(a - b) <= TOLERANCE for a, b in zip(rgb, COLOUR, strict=True)), (
             name, image_format.value, rgb,
         )  # fmt: skip
+
+
+def test_the_matrix_is_chosen_by_the_coded_size_not_the_rotated_one() -> None:
+    """A portrait SD phone clip (coded 640x480, shown 480x640) is SD: BT.601."""
+    upright = probe.VideoInfo(1.0, 30.0, 480, 640, 90, "h264", "yuv420p", 0.0)
+    assert upright.assumed_matrix == "smpte170m"
+    hd = probe.VideoInfo(1.0, 30.0, 720, 1280, 270, "h264", "yuv420p", 0.0)
+    assert hd.assumed_matrix == "bt709"
+    tagged = probe.VideoInfo(1.0, 30.0, 640, 480, 0, "h264", "yuv420p", 0.0, color_space="bt709")
+    assert tagged.assumed_matrix is None

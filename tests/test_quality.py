@@ -40,7 +40,7 @@ from vfe.quality import (
     read_pgm,
 )
 from vfe.runs import JobRuns
-from vfe.selection import Candidate, Keeper, Window
+from vfe.selection import Candidate, Keeper, Window, scans, stretch_windows
 
 ALL = frozenset(Defect)
 EPS = 1e-6
@@ -441,12 +441,17 @@ class FakeRuns:
         self.asked: list[float] = []
 
     async def scan(
-        self, windows: Sequence[Window], index: FrameIndex, parallel: int, *_: Any
-    ) -> list[list[tuple[float, Metrics]]]:
-        return [[(t, m) for t, m in sorted(self.frames.items())
-                 if w.first - EPS <= t <= w.last + EPS] for w in windows]  # fmt: skip
+        self, windows: Sequence[Window], index: FrameIndex, parallel: int, on_measured: Any,
+        *_: Any,
+    ) -> None:  # fmt: skip
+        for w in windows:
+            for t, m in sorted(self.frames.items()):
+                if w.first - EPS <= t <= w.last + EPS:
+                    on_measured(w, t, m)
 
-    async def extract_times(self, times: list[float], index: FrameIndex, offer: Any) -> None:
+    async def extract_times(
+        self, times: list[float], index: FrameIndex, offer: Any, processes: int | None = None
+    ) -> None:
         self.asked = times
         made = []
         for t in times:
@@ -782,6 +787,46 @@ async def test_the_next_target_cuts_the_search_short(clips: Clips, tmp_path: Pat
     check(both, choice, [Want(1, 2.32, 2.2, True)], rejected=1)
 
 
+async def test_a_substitute_never_lies_past_the_window(clips: Clips, tmp_path: Path) -> None:
+    """The last target's search stops at the window's end, as its targets do."""
+    choice = Choice(reject=BLACK_ONLY, search=2.0)
+    open_end = await extract(tmp_path, clips.black(), at(1.0), choice)
+    assert open_end.got == [Want(0, 2.32, 1.0, True)]
+    window = Sampling(mode=Mode.TIMESTAMPS, timestamps=(1.0,), end=2.2)
+    closed = await extract(tmp_path, clips.black(), window, choice)
+    assert closed.got == [] and closed.outcome.rejected == 1
+
+
+async def test_best_mode_without_a_stretch_writes_nothing(clips: Clips, tmp_path: Path) -> None:
+    result = await extract(tmp_path, clips.black(), Sampling(mode=Mode.BEST, count=5, start=99),
+                           Choice())  # fmt: skip
+    assert result.plan.targets == () and result.frames == []
+    assert result.outcome.written == result.outcome.rejected == 0
+
+
+def test_best_mode_scans_adjacent_stretches_as_one_range_a_process() -> None:
+    """Thousands of stretches must not make thousands of terms: FFmpeg's argument (and
+    every frame's test) would grow with them."""
+    index = FrameIndex(times=[k / 25 for k in range(25 * 3600)],
+                       keyframes=[k * 7.3 for k in range(493)])  # fmt: skip
+    windows, _ = stretch_windows(0.0, 3600.0, 10_000, index)
+    runs = scans(windows, index, 2)
+    assert len(runs) == 2
+    assert [len(r.ranges) for r in runs] == [1, 1]
+    assert sum(len(r.windows) for r in runs) == 10_000
+    assert all(r.select_expr(0.0).count("between") == 1 for r in runs)
+    assert runs[0].window_of(100.0) == windows[277]  # 0.36 s stretches: 100 s is the 278th
+    assert runs[1].window_of(3599.96) == windows[-1]
+
+
+def test_best_mode_keeps_to_the_memory_budget() -> None:
+    info = probe.VideoInfo(60.0, 25.0, 3840, 2160, 0, "h264", "yuv420p", 0.0)
+    index = FrameIndex(times=[k / 25 for k in range(1500)], keyframes=[0.0])
+    best = planner.plan(Sampling(mode=Mode.BEST, count=5), info, index, cpus=2)
+    count = planner.plan(Sampling(mode=Mode.COUNT, count=5), info, index, cpus=2)
+    assert best.parallel == 1 == count.parallel  # 4K: one decoder in the 200 MiB budget
+
+
 async def test_reject_black_across_processes(clips: Clips, tmp_path: Path) -> None:
     """A plan cut into seeking processes finds the same substitutes (scans seek too)."""
     choice = Choice(reject=BLACK_ONLY)
@@ -988,8 +1033,14 @@ async def test_every_frame_is_measured_alike_by_the_main_pass_and_a_scan(
     info, index = await probe.inspect(clip)
     runs = JobRuns("scan", clip, info, Output(), tmp_path)
     windows = [Window(0.0, 2.4, 0), Window(2.44, 4.96, 1)]
-    scanned = await runs.scan(windows, index, 2)  # two processes, the second one seeking
+    scanned: list[list[tuple[float, Metrics]]] = [[], []]
+
+    def on_measured(window: Window, timestamp: float, metrics: Metrics) -> None:
+        scanned[window.owner].append((timestamp, metrics))
+
+    await runs.scan(windows, index, 2, on_measured)  # two processes, the second one seeking
     assert [len(frames) for frames in scanned] == [61, 64]  # each window whole
+    assert all(frames == sorted(frames) for frames in scanned)  # in time order
     measured = dict(scanned[0] + scanned[1])
     assert list(measured.items()) == list(reference(clip))
     for frame in result.frames:
@@ -1064,3 +1115,17 @@ async def test_bad_quality_fields_are_422(
     [error] = res.json()["detail"]
     assert error["loc"] == loc
     assert words in error["msg"]
+
+
+async def test_a_best_job_with_no_stretch_on_the_video_names_count(
+    client: AppClient, clips: Clips, videos: Path
+) -> None:
+    name = place(clips.black(), videos)
+    res = await client.http.post(
+        "/video-job", json={"video_source": name, "mode": "best", "count": 3, "end": 0.01,
+                            "start": 0.005},
+    )  # fmt: skip
+    assert res.status_code == 422, res.text
+    [error] = res.json()["detail"]
+    assert error["loc"] == ["body", "count"]
+    assert "no frame of the video" in error["msg"]

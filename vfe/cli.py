@@ -190,7 +190,8 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     store = FolderFrames(out)  # finished frames go straight into ``out``
     manifest: list[dict[str, Any]] = []
     started = time.perf_counter()
-    scene = plan.scene is not None  # frames found as it goes: the bar shows decoding
+    # scene: frames found as it goes; best: a scan first. The bar shows the decoding.
+    scene = plan.scene is not None or plan.strategy.value == "best"
     total, unit = (100, "%") if scene else (plan.total, "frame")
     with _progress_bar(total, unit, quiet) as bar:
 

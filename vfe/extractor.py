@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar
 
 from .frames import FrameSink, frame_name
 from .models import Frame, Output
 from .planner import Plan, Strategy
 from .probe import FrameIndex, VideoInfo
-from .quality import Choice, preload
+from .quality import Choice, Metrics, preload
 from .runs import JobRuns, ProgressCallback
-from .selection import Candidate, Keeper, search_windows, stretch_windows
+from .selection import Candidate, Keeper, Window, search_windows, stretch_windows
 
 FramesCallback = Callable[[list[Frame]], Awaitable[None]]
+T = TypeVar("T")
 
 __all__ = ["Extractor", "FramesCallback", "Outcome", "ProgressCallback"]
 
@@ -123,10 +125,16 @@ class Extractor:
                 assert index is not None
                 await self._best(job, plan, index, choice, keeper, on_progress)
             else:
-                await job.extract(plan, keeper.offer, keeper.group_done, on_progress)
-                if keeper.waiting:
-                    assert index is not None
-                    await self._substitute(job, plan, index, choice, keeper)
+
+                async def group_done(group: int) -> None:
+                    """A process is done: its refused targets get their substitutes now,
+                    in its slot (one more process at a time), not after the whole pass."""
+                    await keeper.group_done(group)
+                    if targets := keeper.waiting_in(group):
+                        assert index is not None
+                        await self._substitute(job, plan, index, choice, keeper, targets, 1)
+
+                await job.extract(plan, keeper.offer, group_done, on_progress)
         except BaseExceptionGroup as group_error:
             raise group_error.exceptions[0] from None
         finally:
@@ -136,41 +144,55 @@ class Extractor:
         return outcome
 
     async def _substitute(
-        self, job: JobRuns, plan: Plan, index: FrameIndex, choice: Choice, keeper: Keeper
+        self,
+        job: JobRuns,
+        plan: Plan,
+        index: FrameIndex,
+        choice: Choice,
+        keeper: Keeper,
+        targets: list[int],
+        processes: int,
     ) -> None:
-        """For each target whose frame was refused: scan the stretch after it, take the
-        first frame that passes, extract that frame exactly; settle the target."""
+        """For each of ``targets``, whose frames were refused: scan the stretch after it,
+        take the first frame that passes, extract that frame exactly; settle the target.
+        Runs at most ``processes`` FFmpeg processes at once."""
+        waiting = {target: keeper.waiting[target] for target in targets}
         found = sorted(job.seen)  # every frame the main pass wrote, refused ones too
 
         def next_target(target: int) -> float | None:
             if plan.scene is not None:  # frames found, not planned: the next one found
-                later = bisect.bisect_right(found, keeper.waiting[target].timestamp + 1e-6)
+                later = bisect.bisect_right(found, waiting[target].timestamp + 1e-6)
                 return found[later] if later < len(found) else plan.end
             if target + 1 < len(plan.targets):
                 return plan.targets[target + 1]
-            return plan.end
+            return plan.window_end  # never past the window asked for
 
-        windows, empty = search_windows(keeper.waiting, next_target, index, choice.search)
+        windows, empty = search_windows(waiting, next_target, index, choice.search)
         for target in empty:
             await keeper.settle(target, None)
-        measured = await job.scan(windows, index, plan.parallel or 1)
-        chosen: dict[float, tuple[int, float]] = {}  # frame time -> (target, its time)
-        for window, frames in zip(windows, measured, strict=True):
-            good = next((t for t, m in frames if choice.passes(m)), None)
-            if good is None:
+        good: dict[int, float] = {}  # target -> the first passing frame's time
+
+        def on_measured(window: Window, timestamp: float, metrics: Metrics) -> None:
+            owner = window.owner
+            if choice.passes(metrics) and timestamp < good.get(owner, math.inf):
+                good[owner] = timestamp
+
+        await job.scan(windows, index, processes, on_measured)
+        for window in windows:
+            if window.owner not in good:
                 await keeper.settle(window.owner, None)
-            else:
-                chosen[good] = (window.owner, keeper.waiting[window.owner].target_time)
+        chosen = _Chosen({t: (target, waiting[target].target_time) for target, t in good.items()})
 
         async def settle(_: int, candidates: Sequence[Candidate]) -> None:
             for c in candidates:
-                target, target_time = _answering(chosen, c.timestamp)
+                target, target_time = chosen.find(c.timestamp)
                 await keeper.settle(target, replace(c, index=target, target_time=target_time,
                                                     substituted=True))  # fmt: skip
 
-        await job.extract_times(sorted(chosen), index, settle)
-        for target in list(keeper.waiting):  # not written after all (a damaged stretch)
-            await keeper.settle(target, None)
+        await job.extract_times(sorted(good.values()), index, settle, processes)
+        for target in good:
+            if target in keeper.waiting:  # not written after all (a damaged stretch)
+                await keeper.settle(target, None)
 
     async def _best(
         self,
@@ -182,49 +204,55 @@ class Extractor:
         on_progress: ProgressCallback | None,
     ) -> None:
         """best mode: scan the window, keep the highest-scoring frame of each stretch (of
-        those ``choice`` does not reject), extract them exactly."""
-        assert plan.regular is not None
+        those ``choice`` does not reject), extract them exactly. Only each stretch's best
+        so far is kept while scanning, whatever the length of the video."""
+        if plan.regular is None or not plan.targets:
+            return  # no stretch: nothing to scan
         start, step = plan.regular
         end = start + step * len(plan.targets)
         windows, _ = stretch_windows(start, end, len(plan.targets), index)
-        measured = await job.scan(windows, index, plan.parallel or 1, on_progress,
-                                  plan.decoded_frames)  # fmt: skip
-        chosen: dict[float, tuple[int, float]] = {}
-        scores: dict[float, float] = {}
-        for window, frames in zip(windows, measured, strict=True):
-            fit = [(choice.score(m), -t, t) for t, m in frames if choice.passes(m)]
-            if not fit:
-                keeper.rejected += bool(frames)
-                continue
-            score, _, best = max(fit)  # the earliest of equal scores
-            chosen[best] = (window.owner, plan.targets[window.owner])
-            scores[best] = score
+        best: dict[int, tuple[float, float, float]] = {}  # stretch -> (score, -time, time)
+        scanned: set[int] = set()
 
+        def on_measured(window: Window, timestamp: float, metrics: Metrics) -> None:
+            scanned.add(window.owner)
+            if choice.passes(metrics):
+                entry = (choice.score(metrics), -timestamp, timestamp)  # earliest of equals
+                if window.owner not in best or entry > best[window.owner]:
+                    best[window.owner] = entry
+
+        await job.scan(windows, index, plan.parallel or 1, on_measured, on_progress,
+                       plan.decoded_frames)  # fmt: skip
+        keeper.rejected += len(scanned - set(best))  # stretches where nothing passed
+        chosen = _Chosen({t: (k, plan.targets[k], score) for k, (score, _, t) in best.items()})
         held: list[Candidate] = []
 
         async def offer(_: int, candidates: Sequence[Candidate]) -> None:
             labelled = []
             for c in candidates:
-                stretch, stretch_start = _answering(chosen, c.timestamp)
-                labelled.append(replace(
-                    c, index=stretch, target_time=stretch_start, stretch=stretch,
-                    score=scores[_nearest(scores, c.timestamp)],
-                ))  # fmt: skip
+                stretch, stretch_start, score = chosen.find(c.timestamp)
+                labelled.append(replace(c, index=stretch, target_time=stretch_start,
+                                        stretch=stretch, score=score))  # fmt: skip
             if choice.dedupe:  # the processes finish in any order; dedupe goes by time
                 held.extend(labelled)
             else:
-                await keeper.offer(0, labelled)
+                await keeper.offer(0, labelled, checked=True)
 
-        await job.extract_times(sorted(chosen), index, offer)
+        await job.extract_times(sorted(chosen.times), index, offer)
         if held:
-            await keeper.offer(0, sorted(held, key=lambda c: c.timestamp))
+            await keeper.offer(0, sorted(held, key=lambda c: c.timestamp), checked=True)
         await keeper.group_done(0)
 
 
-def _nearest(times: dict[float, Any], timestamp: float) -> float:
-    """The key of ``times`` nearest ``timestamp`` (a frame's time as FFmpeg printed it)."""
-    return min(times, key=lambda t: abs(t - timestamp))
+class _Chosen(Generic[T]):
+    """Frames chosen by a scan, by time: each extracted frame finds its own by the time
+    FFmpeg printed (the same pts as the scan's; the nearest, should rounding differ)."""
 
+    def __init__(self, by_time: dict[float, T]) -> None:
+        self.by_time = by_time
+        self.times = sorted(by_time)
 
-def _answering(chosen: dict[float, tuple[int, float]], timestamp: float) -> tuple[int, float]:
-    return chosen[_nearest(chosen, timestamp)]
+    def find(self, timestamp: float) -> T:
+        at = bisect.bisect_left(self.times, timestamp)
+        near = min(self.times[max(0, at - 1) : at + 1], key=lambda t: abs(t - timestamp))
+        return self.by_time[near]

@@ -456,11 +456,13 @@ def scan_argv(
     threads: int | None = None,
     hdr: bool = False,
     tonemap: bool = True,
+    matrix: str | None = None,
 ) -> list[str]:
     """argv that decodes ``source`` and writes each frame ``select_expr`` keeps to stdout
     as raw grey (``greyscale``), with its time on stderr (``showinfo``): the pictures the
     quality metrics read, without encoding a frame. Seeking, ``-copyts`` and ``stop_at``
-    as in ``frames_argv``; tone mapping too, so the metrics match the frames written."""
+    as in ``frames_argv``; tone mapping and an untagged ``matrix`` too, so the metrics
+    match the frames written."""
     import ffmpeg as ffmpeg_python
 
     options: dict[str, Any] = {**INPUT_GUARDS, "copyts": None}
@@ -472,6 +474,8 @@ def scan_argv(
     if stop_at is not None:
         stream = stream.filter("trim", end=f"{stop_at:.6f}")
     stream = stream.filter("select", select_expr).filter("showinfo")
+    if matrix is not None:
+        stream = stream.filter("setparams", colorspace=matrix)
     if hdr and tonemap:
         stream = tonemapped(stream)
     out = ffmpeg_python.output(

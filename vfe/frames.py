@@ -397,9 +397,9 @@ class FrameStore(WorkFolders):
                 )
                 if sink.chunks:
                     yield sink.take()
-            if manifest is not None:
+            if manifest is not None:  # made in the thread too: a long job's list takes time
                 await asyncio.to_thread(
-                    archive.writestr, entry("frames.json", time.time()), manifest(held)
+                    lambda: archive.writestr(entry("frames.json", time.time()), manifest(held))
                 )
             await asyncio.to_thread(archive.close)
             yield sink.take()

@@ -104,6 +104,7 @@ class Plan:
     skipped_targets: int = 0  # targets after the last frame: no frame answers them
     threads: int | None = None  # decoding threads per process; None lets FFmpeg choose
     scene: tuple[float, float, float, float | None] | None = None  # threshold, gap, window
+    window_end: float | None = None  # the window's end asked for, if any (timeline seconds)
 
     def target_index(self, timestamp: float) -> int:
         """Index of the latest target at or before ``timestamp`` (a frame's own time)."""
@@ -247,7 +248,8 @@ def plan(
     if sampling.mode is Mode.SCENE:
         return _scene_plan(sampling, info, index, frame_seconds)
     if sampling.mode is Mode.BEST:
-        return _best_plan(targets, regular, info, index, frame_seconds, cpus)
+        return _best_plan(targets, regular, info, index, frame_seconds,
+                          _slots(info, cpus, memory_mib), sampling.end)  # fmt: skip
     skipped = len(targets) - len(answered)
     total = len({f for _, f in answered})
     common: dict[str, Any] = {
@@ -256,6 +258,7 @@ def plan(
         "duration": info.duration,
         "regular": regular,
         "skipped_targets": skipped,
+        "window_end": sampling.end,
     }
     if not answered:
         return Plan(strategy=Strategy.SELECT, groups=(), decoded_frames=0,
@@ -275,10 +278,7 @@ def plan(
                     estimated_seconds=seconds, **common)  # fmt: skip
 
     key_positions = [index.first_at_or_after(k) or 0 for k in index.keyframes] or [0]
-    cpus = max(1, cpus or available_cpus())
-    # no more processes at once than the memory budget holds
-    budget = FFMPEG_MEMORY_MIB if memory_mib is None else memory_mib
-    slots = max(1, min(cpus, int(budget // process_mib(info.width, info.height))))
+    slots = _slots(info, cpus, memory_mib)
     whole = _Run(key=_key_position(key_positions, answered[0][1]), targets=[], frames_at=[])
     for target, frame in answered:
         whole.add(target, frame)
@@ -333,18 +333,29 @@ def _scene_plan(
     return Plan(groups=(group,), decoded_frames=decoded, estimated_seconds=seconds, **common)
 
 
+def _slots(info: VideoInfo, cpus: int | None, memory_mib: float | None) -> int:
+    """How many FFmpeg processes may run at once: one per CPU (``cpus``, default those
+    this process may use), no more than the memory budget holds (``memory_mib``,
+    default ``FFMPEG_MEMORY_MIB``)."""
+    cpus = max(1, cpus or available_cpus())
+    budget = FFMPEG_MEMORY_MIB if memory_mib is None else memory_mib
+    return max(1, min(cpus, int(budget // process_mib(info.width, info.height))))
+
+
 def _best_plan(
     targets: list[float],
     regular: tuple[float, float] | None,
     info: VideoInfo,
     index: FrameIndex,
     frame_seconds: float,
-    cpus: int | None,
+    parallel: int,
+    window_end: float | None,
 ) -> Plan:
     """best mode: every frame of the window is scanned (grey pictures, no encoding), then
     the best of each stretch is extracted; ``targets`` are the stretches' starts."""
     common: dict[str, Any] = {"targets": tuple(targets), "duration": info.duration,
-                              "strategy": Strategy.BEST, "regular": regular}  # fmt: skip
+                              "strategy": Strategy.BEST, "regular": regular,
+                              "window_end": window_end}  # fmt: skip
     if not targets or regular is None:
         return Plan(groups=(), total=0, decoded_frames=0, estimated_seconds=0.0, **common)
     start, step = regular
@@ -353,7 +364,6 @@ def _best_plan(
     hi = bisect.bisect_left(index.times, end - EPSILON)
     stretches = {min(len(targets) - 1, int((t - start + EPSILON) // step))
                  for t in index.times[lo:hi]}  # fmt: skip
-    parallel = max(1, cpus or available_cpus())
     decoded = hi - lo
     seconds = (decoded / parallel + 2 * len(stretches)) * frame_seconds
     return Plan(groups=(), total=len(stretches), decoded_frames=decoded,

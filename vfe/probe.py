@@ -58,10 +58,13 @@ class VideoInfo:
     @property
     def assumed_matrix(self) -> str | None:
         """The YUV matrix to read an untagged video with, as players do (mpv, browsers):
-        BT.709 from 1280 px wide or over 576 lines, else BT.601; None when it is tagged."""
+        BT.709 from 1280 px wide or over 576 lines as coded (before rotation), else BT.601;
+        None when it is tagged."""
         if self.color_space not in (None, "", "unknown", "unspecified"):
             return None
-        return "bt709" if self.width >= 1280 or self.height > 576 else "smpte170m"
+        width, height = (self.height, self.width) if self.rotation in (90, 270) else (
+            self.width, self.height)  # fmt: skip
+        return "bt709" if width >= 1280 or height > 576 else "smpte170m"
 
 
 def _rate(value: Any) -> float | None:

@@ -16,6 +16,7 @@ import functools
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -168,28 +169,28 @@ def _measure(greys: list[Path]) -> list[Metrics]:
 
 
 class _Scanning(_Decode):
-    """One scan process: grey pictures on stdout, their times on stderr."""
+    """One scan process: grey pictures on stdout, their times on stderr; each picture is
+    measured once its time is known, then dropped."""
 
     def __init__(self, offset: float) -> None:
         super().__init__(offset)
-        self.pictures: list[bytes] = []
-        self.measured: list[tuple[float, Metrics]] = []
+        self.pictures: deque[bytes] = deque()
+        self.measured = 0  # pictures measured so far
 
     def on_picture(self, picture: bytes) -> None:
         self.pictures.append(picture)
         self.wakeup.set()
 
-    async def measure_ready(self) -> None:
-        """Measure the pictures whose time is known (in a thread: numpy works off the loop)."""
-        ready = min(len(self.pictures), len(self.times)) - len(self.measured)
+    async def measure_ready(self) -> list[tuple[float, Metrics]]:
+        """The (time, metrics) of the pictures whose time is known, in order (measured in a
+        thread: numpy works off the loop)."""
+        ready = min(len(self.pictures), len(self.times) - self.measured)
         if ready <= 0:
-            return
-        done = len(self.measured)
-        pictures = self.pictures[done : done + ready]
+            return []
+        pictures = [self.pictures.popleft() for _ in range(ready)]
         metrics = await asyncio.to_thread(lambda: [measure(p) for p in pictures])
-        for seq, found in enumerate(metrics, start=done):
-            self.pictures[seq] = b""  # measured: free it
-            self.measured.append((self.timestamp(seq), found))
+        first, self.measured = self.measured, self.measured + ready
+        return [(self.timestamp(first + n), m) for n, m in enumerate(metrics)]
 
 
 class JobRuns:
@@ -227,8 +228,8 @@ class JobRuns:
                     plan, group, f"p{run_number}g{number:04d}_", on_progress,
                     functools.partial(on_candidates, number),
                 )  # fmt: skip
-            if on_group_done is not None:
-                await on_group_done(number)
+                if on_group_done is not None:  # in the slot: what it runs counts in it
+                    await on_group_done(number)
 
         async with asyncio.TaskGroup() as tasks:
             for number, group in enumerate(plan.groups):
@@ -239,12 +240,14 @@ class JobRuns:
         times: list[float],
         index: FrameIndex,
         on_candidates: Callable[[int, Sequence[Candidate]], Awaitable[None]],
+        processes: int | None = None,
     ) -> None:
-        """Extract the frames at exactly ``times`` (frames' own times)."""
+        """Extract the frames at exactly ``times`` (frames' own times), with at most
+        ``processes`` FFmpeg processes at once (default: one per CPU)."""
         if not times:
             return
         sampling = Sampling(mode=Mode.TIMESTAMPS, timestamps=tuple(times))
-        plan = await asyncio.to_thread(make_plan, sampling, self.info, index)
+        plan = await asyncio.to_thread(make_plan, sampling, self.info, index, processes)
         await self.extract(plan, on_candidates)
 
     async def _run_group(
@@ -318,16 +321,19 @@ class JobRuns:
         windows: Sequence[Window],
         index: FrameIndex,
         parallel: int,
+        on_measured: Callable[[Window, float, Metrics], None],
         on_progress: ProgressCallback | None = None,
         planned: int = 0,
-    ) -> list[list[tuple[float, Metrics]]]:
-        """The metrics of every frame in each window: (time, metrics) in time order."""
-        found: list[list[tuple[float, Metrics]]] = [[] for _ in windows]
+    ) -> None:
+        """Measure every frame in ``windows``: ``on_measured(window, time, metrics)`` hears
+        each, in time order within a process (the processes run at once). Nothing of a
+        frame is kept here, so a scan of hours of video holds only what the caller keeps."""
         slots = asyncio.Semaphore(max(1, parallel))
         runs = scans(windows, index, max(1, parallel))
-        owners = {w.owner: n for n, w in enumerate(windows)}
         decoded = [0] * len(runs)
         last_report = 0.0
+        number_of_pass = self.passes
+        self.passes += 1
 
         async def report() -> None:
             nonlocal last_report
@@ -335,15 +341,24 @@ class JobRuns:
                 last_report = time.monotonic()
                 await on_progress(min(1.0, sum(decoded) / max(1, planned)))
 
+        def hand_on(scan: Scan, measured: list[tuple[float, Metrics]]) -> None:
+            for timestamp, metrics in measured:
+                window = scan.window_of(timestamp)
+                if window is not None:
+                    on_measured(window, timestamp, metrics)
+
         async def one(number: int, scan: Scan) -> None:
             async with slots:
                 state = _Scanning(self.offset)
                 argv = ffmpeg.scan_argv(
                     str(self.source), scan.select_expr(self.offset), seek=scan.seek,
                     stop_at=None if scan.stop_at is None else scan.stop_at + self.offset,
-                    threads=1 if parallel > 1 else None,
-                    hdr=self.info.hdr, tonemap=self.output.tonemap,
+                    threads=1 if parallel > 1 else None, hdr=self.info.hdr,
+                    tonemap=self.output.tonemap, matrix=self.info.assumed_matrix,
                 )  # fmt: skip
+                argv = await ffmpeg.spill_long_graph(
+                    argv, self.work / f"s{number_of_pass}_{number:04d}_graph.txt"
+                )
                 runner = asyncio.create_task(ffmpeg.run(
                     argv, on_line=state.on_line, on_picture=state.on_picture,
                     picture_size=SIDE * SIDE,
@@ -353,27 +368,19 @@ class JobRuns:
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(_SCAN_EVERY):
                                 await asyncio.wait([runner])
-                        await state.measure_ready()
-                        decoded[number] = len(state.measured)
+                        hand_on(scan, await state.measure_ready())
+                        decoded[number] = state.measured
                         await report()
                     done = runner.result()
-                    await state.measure_ready()
+                    hand_on(scan, await state.measure_ready())
                 finally:
                     runner.cancel()
                     await asyncio.gather(runner, return_exceptions=True)
             self._check(done, state, False, "")
-            for timestamp, metrics in state.measured:
-                for window in scan.windows:
-                    if window.first - 1e-4 <= timestamp <= window.last + 1e-4:
-                        found[owners[window.owner]].append((timestamp, metrics))
-                        break
 
         async with asyncio.TaskGroup() as tasks:
             for number, scan in enumerate(runs):
                 tasks.create_task(one(number, scan))
-        for frames in found:
-            frames.sort()
-        return found
 
 
 def _scrub(detail: str, private: list[str]) -> str:

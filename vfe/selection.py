@@ -11,8 +11,10 @@ waiting target), and until then its file waits in the run's work folder.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
+import functools
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -70,15 +72,25 @@ class Keeper:
         self._at = (0, 0)  # the first undecided entry: (group, position)
         self._by_target: dict[int, _Entry] = {}
         self._last: Metrics | None = None  # the last frame kept, in time order
+        self._group_of: dict[int, int] = {}  # waiting target -> the process it came from
 
-    async def offer(self, group: int, candidates: Sequence[Candidate]) -> None:
-        """Frames of one process, in time order."""
+    def waiting_in(self, group: int) -> list[int]:
+        """The waiting targets whose refused frames process ``group`` wrote."""
+        return [t for t in self.waiting if self._group_of.get(t) == group]
+
+    async def offer(
+        self, group: int, candidates: Sequence[Candidate], checked: bool = False
+    ) -> None:
+        """Frames of one process, in time order; ``checked``: chosen by a scan that
+        applied ``reject`` already (they are kept as they are)."""
         now: list[Candidate] = []
         refused: list[Candidate] = []
         for candidate in candidates:
             entry = _Entry(candidate)
-            if candidate.metrics is not None and not self.choice.passes(candidate.metrics):
+            metrics = candidate.metrics
+            if not checked and metrics is not None and not self.choice.passes(metrics):
                 self.waiting[candidate.index] = candidate
+                self._group_of[candidate.index] = group
                 refused.append(candidate)
                 entry = _Entry(None, waiting=True)
                 self._by_target[candidate.index] = entry
@@ -86,7 +98,7 @@ class Keeper:
                 self._entries[group].append(entry)
             elif entry.candidate is not None:
                 now.append(entry.candidate)
-        discard(refused)
+        await asyncio.to_thread(discard, refused)
         if self.choice.dedupe:
             now = self._advance()
         if now:
@@ -141,7 +153,7 @@ class Keeper:
             position += 1
         self._at = (group, position)
         self.dropped += len(dropped)
-        discard(dropped)
+        discard(dropped)  # a few files at a time: not worth a thread
         return kept
 
 
@@ -197,26 +209,42 @@ def stretch_windows(
 
 @dataclass(frozen=True)
 class Scan:
-    """One FFmpeg process of a scan: where it seeks, the windows it decodes, how many
-    frames it decodes, where it stops (None: at the video's end)."""
+    """One FFmpeg process of a scan: where it seeks, the windows it decodes (in time
+    order), how many frames it decodes, where it stops (None: at the video's end), and
+    the stretches of frames it keeps: windows with no frame between them are joined, so
+    best mode's thousands of adjacent stretches make one term of the expression."""
 
     seek: float | None
     windows: tuple[Window, ...]
     decoded: int
     stop_at: float | None = None
+    ranges: tuple[tuple[float, float], ...] = ()
 
     def select_expr(self, offset: float) -> str:
+        spans = self.ranges or tuple((w.first, w.last) for w in self.windows)
         terms = "+".join(
-            f"between(t,{w.first + offset - EPSILON!r},{w.last + offset + EPSILON!r})"
-            for w in self.windows
+            f"between(t,{first + offset - EPSILON!r},{last + offset + EPSILON!r})"
+            for first, last in spans
         )
         return f"gt({terms},0)"
 
+    @functools.cached_property
+    def _firsts(self) -> list[float]:
+        return [w.first for w in self.windows]
+
+    def window_of(self, timestamp: float) -> Window | None:
+        """The window a scanned frame lies in, by its time as FFmpeg printed it."""
+        at = bisect.bisect_right(self._firsts, timestamp + 1e-4) - 1
+        if at >= 0 and timestamp <= self.windows[at].last + 1e-4:
+            return self.windows[at]
+        return None
+
 
 def scans(windows: Sequence[Window], index: FrameIndex, pieces: int) -> list[Scan]:
-    """The windows as processes: one stretch of decoding per run of windows whose
-    keyframes overlap (decoding on beats seeking again), a window longer than a share of
-    the work cut at keyframes into ``pieces``. Windows stay in time order."""
+    """The windows as processes: one stretch of decoding per run of windows that follow
+    each other with no frame between them or whose keyframes overlap (decoding on beats
+    seeking again), up to a share of the work each; a window longer than a share is cut
+    at keyframes into ``pieces``. Windows stay in time order."""
     if not windows:
         return []
     total = sum(_frames(w, index) for w in windows)
@@ -230,8 +258,11 @@ def scans(windows: Sequence[Window], index: FrameIndex, pieces: int) -> list[Sca
         previous = result[-1][-1]
         key = index.keyframe_at_or_before(window.first)
         frames = _frames(window, index)
-        if (window.owner == previous.owner or key > previous.last + EPSILON
-                or size + frames > share):  # fmt: skip
+        adjacent = bisect.bisect_right(index.times, previous.last + EPSILON) == (
+            bisect.bisect_left(index.times, window.first - EPSILON)
+        )
+        skips = key > previous.last + EPSILON and not adjacent  # frames a seek would skip
+        if window.owner == previous.owner or skips or size + frames > share:
             result.append([window])
             size = frames
         else:
@@ -273,5 +304,13 @@ def _scan(windows: list[Window], index: FrameIndex) -> Scan:
     # stream's time base (1/12800 s for 25 fps H.264), so an end a hair past the last
     # frame's time rounds onto it and that frame is dropped.
     stop = (index.times[hi - 1] + index.times[hi]) / 2 if hi < len(index.times) else None
+    ranges: list[tuple[float, float]] = []
+    for window in windows:
+        if ranges and bisect.bisect_right(index.times, ranges[-1][1] + EPSILON) == (
+            bisect.bisect_left(index.times, window.first - EPSILON)
+        ):  # no frame between the last range and this window: one range
+            ranges[-1] = (ranges[-1][0], window.last)
+        else:
+            ranges.append((window.first, window.last))
     return Scan(seek=key if key > first else None, windows=tuple(windows), decoded=hi - lo,
-                stop_at=stop)  # fmt: skip
+                stop_at=stop, ranges=tuple(ranges))  # fmt: skip

@@ -299,12 +299,13 @@ class Submissions:
         if sampling.mode is Mode.SCENE:
             return  # its frames are found while decoding; the run caps them
         plan = await asyncio.to_thread(make_plan, sampling, info, index)
+        field = {Mode.BEST: "count", Mode.KEYFRAMES: "mode"}.get(sampling.mode, sampling.mode)
         if plan.total == 0:
             nothing = (f"no frame of the video falls on what this asks for (the video lasts "
                        f"{info.duration:.3f} s): check the times, start and end")  # fmt: skip
-            raise ValidationFailed.one(["body", sampling.mode.value], nothing)
+            raise ValidationFailed.one(["body", field], nothing)
         if plan.total > limits.max_frames_per_job:
-            raise _limit(["body", sampling.mode.value], f"the job would write {plan.total} "
+            raise _limit(["body", field], f"the job would write {plan.total} "
                          f"frames; this server writes at most {limits.max_frames_per_job} "
                          "a job (MAX_FRAMES_PER_JOB): sample less often, narrow start/end, "
                          "or set max_frames")  # fmt: skip
