@@ -142,7 +142,14 @@ def test_jobspec_schema_is_the_one_pydantic_generates(settings: Settings):
     assert schemas["JobSpec"]["required"] == ["video_source"]
     form = content["multipart/form-data"]["schema"]["properties"]
     assert set(form) == {"file", *JobSpec.model_fields}
-    assert all(form[name]["type"] == "string" for name in JobSpec.model_fields)
+    # each part as its field reads it (a number is a number's text), never null: a part
+    # left out is the field left out
+    properties = schemas["JobSpec"]["properties"]
+    for name in JobSpec.model_fields:
+        assert form[name]["description"] == properties[name].get("description", ""), name
+        assert "null" not in json.dumps(form[name]), name
+    assert form["interval"]["type"] == "number" and form["count"]["type"] == "integer"
+    assert form["reject"]["items"] == {"$ref": REF.format(model="Defect")}
     query = {p["name"] for p in submit["parameters"] if p["in"] == "query"}
     assert query == set(JobSpec.model_fields)
     headers = [p["name"] for p in submit["parameters"] if p["in"] == "header"]

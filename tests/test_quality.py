@@ -1104,7 +1104,7 @@ async def test_api_best_job(client: AppClient, clips: Clips, videos: Path) -> No
         ({"search": 0}, ["body", "search"], "0"),
         ({"black_threshold": 1.5}, ["body", "black_threshold"], "1"),
         ({"dedupe": "maybe"}, ["body", "dedupe"], "bool"),
-        ({"mode": "best"}, ["body"], "mode best needs the field count"),
+        ({"mode": "best", "count": 0}, ["body", "count"], "1"),
     ],
 )
 async def test_bad_quality_fields_are_422(
@@ -1129,3 +1129,25 @@ async def test_a_best_job_with_no_stretch_on_the_video_names_count(
     [error] = res.json()["detail"]
     assert error["loc"] == ["body", "count"]
     assert "no frame of the video" in error["msg"]
+
+
+async def test_an_upload_may_carry_every_field(client: AppClient, clips: Clips) -> None:
+    """A multipart upload with the file and every job field is one part a field."""
+    fields = {
+        "mode": "interval", "interval": "1", "start": "0", "end": "3", "max_frames": "3",
+        "format": "png", "quality": "80", "width": "160", "height": "120", "tonemap": "auto",
+        "reject": "black", "black_threshold": "0.9", "blur_threshold": "50",
+        "flat_threshold": "0.02", "search": "0.5", "dedupe": "false", "dedupe_distance": "4",
+        "reuse": "false", "fps": "", "count": "", "timestamps": "", "scene_threshold": "",
+        "min_gap": "",
+    }  # fmt: skip
+    assert set(fields) == set(JobSpec.model_fields) - {"video_source"}
+    data = {name: value for name, value in fields.items() if value}
+    clip = clips.black().read_bytes()
+    res = await client.http.post(
+        "/video-job", data=data, files={"file": ("black.mp4", clip, "video/mp4")}
+    )
+    assert res.status_code == 200, res.text
+    job = await client.wait(res.json()["job_id"])
+    assert job["status"] == "completed", job
+    assert job["options"]["reject"] == ["black"] and job["options"]["search"] == 0.5

@@ -240,7 +240,8 @@ async def test_every_frame_route_works_on_the_storage(
     archive = await app.http.get(f"/job/{job_id}/frames.zip")
     assert archive.status_code == 200
     with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
-        assert zipped.namelist() == [f["filename"] for f in frames]
+        assert zipped.namelist() == [*(f["filename"] for f in frames), "frames.json"]
+        assert zipped.getinfo("frames.json").external_attr >> 16 == 0o644
         for frame in frames:
             assert hashlib.sha256(zipped.read(frame["filename"])).hexdigest() == frame["checksum"]
             assert zipped.getinfo(frame["filename"]).external_attr >> 16 == 0o644

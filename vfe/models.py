@@ -110,7 +110,8 @@ class JobSpec(BaseModel):
     )
     count: int | None = Field(
         default=None, ge=1, le=100_000,
-        description="count mode: N frames evenly spaced; best mode: N stretches.",
+        description="count mode: N frames evenly spaced; best mode: N stretches (default 1, "
+        "a poster frame).",
     )  # fmt: skip
     timestamps: list[float] | None = Field(
         default=None,
@@ -222,8 +223,9 @@ class JobSpec(BaseModel):
                     "give one of fps, count, timestamps and scene_threshold, or set mode"
                 )
             self.mode = given[0] if given else Mode.INTERVAL
-        needs = {Mode.FPS: "fps", Mode.COUNT: "count", Mode.TIMESTAMPS: "timestamps",
-                 Mode.BEST: "count"}  # fmt: skip
+        if self.mode is Mode.BEST and self.count is None:
+            self.count = 1  # the best frame of the whole window: a poster frame
+        needs = {Mode.FPS: "fps", Mode.COUNT: "count", Mode.TIMESTAMPS: "timestamps"}
         if self.mode in needs and getattr(self, needs[self.mode]) is None:
             raise ValueError(f"mode {self.mode.value} needs the field {needs[self.mode]}")
         if self.reject is not None:

@@ -158,11 +158,18 @@ def _body_schema(body: Body, schemas: Json) -> Json:
     return {**found, "description": note + f"the rules of {body.model.__name__}."}
 
 
+def _form_field(prop: Json) -> Json:
+    """A field of the model as a part of a multipart form: its own schema (a part is text,
+    read as the model reads it), not nullable (a part left out is the field left out)."""
+    plain = {k: v for k, v in prop.items() if k not in ("anyOf", "default", "title")}
+    options = [o for o in prop.get("anyOf", [plain]) if o.get("type") != "null"]
+    return {**(options[0] if len(options) == 1 else {"anyOf": options}), **plain}
+
+
 def _request_body(body: Body) -> Json:
-    """JSON of the model, or a multipart form: the upload part and the fields as text."""
-    fields = body.model.model_json_schema()["properties"]
-    form_fields = {name: {"type": "string", "description": prop.get("description", "")}
-                   for name, prop in fields.items()}  # fmt: skip
+    """JSON of the model, or a multipart form: the upload part and the fields."""
+    fields = body.model.model_json_schema(ref_template=REF)["properties"]
+    form_fields = {name: _form_field(prop) for name, prop in fields.items()}
     form = {
         "type": "object",
         "properties": {body.upload: {"type": "string", "format": "binary"}, **form_fields},

@@ -23,6 +23,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .errors import BadRequest, PayloadTooLarge
+from .models import JobSpec
 
 _NOT_FOUND = (
     "video_source must name a video file inside the server's videos folder "
@@ -30,7 +31,7 @@ _NOT_FOUND = (
     "GET /videos lists the videos there"
 )
 MAX_FIELD_BYTES = 64 * 1024
-MAX_PARTS = 16
+MAX_PARTS = len(JobSpec.model_fields) + 1  # every field once, and the file
 MAX_LISTED = 1000  # videos GET /videos lists at most
 VIDEO_SUFFIXES = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .ts .mts .m2ts .mpg .mpeg .flv .wmv .3gp .ogv .mxf".split()
