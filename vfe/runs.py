@@ -15,11 +15,14 @@ import contextlib
 import functools
 import os
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 from . import ffmpeg
 from .errors import ExtractionError
@@ -31,12 +34,33 @@ from .quality import SIDE, Metrics, measure, read_pgm
 from .selection import Candidate, Scan, Window, scans
 
 CandidatesCallback = Callable[[list[Candidate]], Awaitable[None]]
+T = TypeVar("T")
 GroupCandidates = Callable[[int, Sequence[Candidate]], Awaitable[None]]
 ProgressCallback = Callable[[float], Awaitable[None]]  # share of the planned decoding done
 
 _SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:(\S+)")
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 _SCAN_EVERY = 0.5  # seconds between scans for finished files when FFmpeg is quiet
+
+
+def _lower_priority() -> None:
+    """Run this thread at a lower CPU priority (Linux keeps one per thread)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MEASURING_NICENESS)
+
+
+# Measuring frames has a thread of its own, at a lower priority: in the shared default
+# pool, every job's measuring would queue file work and health checks behind it, and at
+# the loop's priority it would take the CPU the API needs to answer while jobs run.
+MEASURING_NICENESS = 10
+_MEASURING = ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="vfe-measure", initializer=_lower_priority
+)
+
+
+async def _off_loop(work: Callable[[], T]) -> T:
+    """Run ``work`` (measuring) on the measuring threads."""
+    return await asyncio.get_running_loop().run_in_executor(_MEASURING, work)
 
 
 class _Decode:
@@ -144,7 +168,8 @@ class _Run(_Decode):
             return
         metrics: list[Metrics | None] = [None] * len(ready)
         if self.measure:
-            metrics = [*await asyncio.to_thread(_measure, [grey for *_, grey in ready])]
+            greys = [grey for *_, grey in ready]
+            metrics = [*await _off_loop(functools.partial(_measure, greys))]
         batch = [
             Candidate(
                 index=index,
@@ -188,7 +213,7 @@ class _Scanning(_Decode):
         if ready <= 0:
             return []
         pictures = [self.pictures.popleft() for _ in range(ready)]
-        metrics = await asyncio.to_thread(lambda: [measure(p) for p in pictures])
+        metrics = await _off_loop(lambda: [measure(p) for p in pictures])
         first, self.measured = self.measured, self.measured + ready
         return [(self.timestamp(first + n), m) for n, m in enumerate(metrics)]
 

@@ -98,7 +98,8 @@ class Keeper:
                 self._entries[group].append(entry)
             elif entry.candidate is not None:
                 now.append(entry.candidate)
-        await asyncio.to_thread(discard, refused)
+        if refused:
+            await asyncio.to_thread(discard, refused)
         if self.choice.dedupe:
             now = self._advance()
         if now:
