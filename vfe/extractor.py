@@ -157,7 +157,8 @@ class Extractor:
         take the first frame that passes, extract that frame exactly; settle the target.
         Runs at most ``processes`` FFmpeg processes at once."""
         waiting = {target: keeper.waiting[target] for target in targets}
-        found = sorted(job.seen)  # every frame the main pass wrote, refused ones too
+        # scene mode: every frame the main pass wrote, refused ones too (one process)
+        found = sorted(job.seen) if plan.scene is not None else []
 
         def next_target(target: int) -> float | None:
             if plan.scene is not None:  # frames found, not planned: the next one found
