@@ -25,13 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .options import DEFAULT_MIN_GAP, DEFAULT_SCENE_THRESHOLD, ImageFormat
-from .quality import (
+from .options import (
     DEFAULT_BLACK_THRESHOLD,
     DEFAULT_BLUR_THRESHOLD,
     DEFAULT_DEDUPE_DISTANCE,
     DEFAULT_FLAT_THRESHOLD,
+    DEFAULT_MIN_GAP,
+    DEFAULT_SCENE_THRESHOLD,
     DEFAULT_SEARCH,
+    ImageFormat,
 )
 
 if TYPE_CHECKING:

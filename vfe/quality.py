@@ -28,17 +28,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .options import DEFAULT_BLACK_THRESHOLD as DEFAULT_BLACK_THRESHOLD
+from .options import DEFAULT_BLUR_THRESHOLD as DEFAULT_BLUR_THRESHOLD
+from .options import DEFAULT_DEDUPE_DISTANCE as DEFAULT_DEDUPE_DISTANCE
+from .options import DEFAULT_FLAT_THRESHOLD as DEFAULT_FLAT_THRESHOLD
+from .options import DEFAULT_SEARCH as DEFAULT_SEARCH
+
 if TYPE_CHECKING:
     import numpy as np
 
 SIDE = 256  # the grey image's width and height
 HASH_SIDE = 32  # pHash's DCT size
 NEAR_BLACK = 20  # levels below this count as black (FFmpeg's blackframe: 32 of 16-235)
-DEFAULT_BLACK_THRESHOLD = 0.98  # black: at least this share of near-black pixels
-DEFAULT_BLUR_THRESHOLD = 100.0  # blurry: sharpness below this
-DEFAULT_FLAT_THRESHOLD = 0.04  # flat: contrast below this
-DEFAULT_SEARCH = 1.0  # seconds after a rejected frame where a substitute is looked for
-DEFAULT_DEDUPE_DISTANCE = 6  # bits of pHash within which a frame repeats the last kept
 
 
 class Defect(StrEnum):
