@@ -335,6 +335,43 @@ def tonemapped(stream: Any) -> Any:
     )
 
 
+def _decoded(
+    source: str,
+    seek: float | None,
+    threads: int | None,
+    stop_at: float | None,
+    keyframes_only: bool = False,
+) -> Any:
+    """The video of ``source`` as the filters see it: guarded input, the file's own times
+    (``-copyts``), decoding from the keyframe at ``seek``, ended at ``stop_at``."""
+    import ffmpeg as ffmpeg_python
+
+    options: dict[str, Any] = {**INPUT_GUARDS, "copyts": None}
+    if threads is not None:
+        options["threads"] = threads
+    if seek is not None:
+        # A hair past the keyframe, so rounding to microseconds can never land before it.
+        options.update(ss=f"{seek + 5e-7:.6f}", noaccurate_seek=None)
+    if keyframes_only:
+        options["skip_frame"] = "nokey"
+    decoded = ffmpeg_python.input(f"file:{source}", **options).video
+    if stop_at is not None:
+        decoded = decoded.filter("trim", end=f"{stop_at:.6f}")
+    return decoded
+
+
+def _kept(decoded: Any, select_expr: str, matrix: str | None, tonemap: bool) -> Any:
+    """The frames ``select_expr`` keeps, their times reported (``showinfo``), an untagged
+    source's ``matrix`` stated, tone-mapped when asked (an HDR source): the pictures both
+    the frames written and the quality scans start from."""
+    stream = decoded.filter("select", select_expr).filter("showinfo")
+    if matrix is not None:  # untagged: say what the conversions after this should assume
+        stream = stream.filter("setparams", colorspace=matrix)
+    if tonemap:  # the kept frames only: a cost per frame kept
+        stream = tonemapped(stream)
+    return stream
+
+
 def frames_argv(
     source: str,
     select_expr: str,
@@ -374,27 +411,13 @@ def frames_argv(
     """
     import ffmpeg as ffmpeg_python  # the argv / filter-graph builder, loaded on first use
 
-    options: dict[str, Any] = {**INPUT_GUARDS, "copyts": None}
-    if threads is not None:
-        options["threads"] = threads
-    if seek is not None:
-        # A hair past the keyframe, so rounding to microseconds can never land before it.
-        options.update(ss=f"{seek + 5e-7:.6f}", noaccurate_seek=None)
-    if keyframes_only:
-        options["skip_frame"] = "nokey"
-    decoded = ffmpeg_python.input(f"file:{source}", **options).video
-    if stop_at is not None:
-        decoded = decoded.filter("trim", end=f"{stop_at:.6f}")
+    decoded = _decoded(source, seek, threads, stop_at, keyframes_only)
     counter = None
     if count_decoded:
         branches = decoded.split()
         decoded = branches[0]
         counter = ffmpeg_python.output(branches[1], "-", f="null", **{"c:v": "wrapped_avframe"})
-    stream = decoded.filter("select", select_expr).filter("showinfo")
-    if matrix is not None:  # untagged: say what the conversions below should assume
-        stream = stream.filter("setparams", colorspace=matrix)
-    if hdr and output.tonemap:  # the kept frames only: a cost per frame written
-        stream = tonemapped(stream)
+    stream = _kept(decoded, select_expr, matrix, hdr and output.tonemap)
     grey = None
     if measure is not None:
         branches = stream.split()
@@ -465,19 +488,7 @@ def scan_argv(
     match the frames written."""
     import ffmpeg as ffmpeg_python
 
-    options: dict[str, Any] = {**INPUT_GUARDS, "copyts": None}
-    if threads is not None:
-        options["threads"] = threads
-    if seek is not None:
-        options.update(ss=f"{seek + 5e-7:.6f}", noaccurate_seek=None)
-    stream = ffmpeg_python.input(f"file:{source}", **options).video
-    if stop_at is not None:
-        stream = stream.filter("trim", end=f"{stop_at:.6f}")
-    stream = stream.filter("select", select_expr).filter("showinfo")
-    if matrix is not None:
-        stream = stream.filter("setparams", colorspace=matrix)
-    if hdr and tonemap:
-        stream = tonemapped(stream)
+    stream = _kept(_decoded(source, seek, threads, stop_at), select_expr, matrix, hdr and tonemap)
     out = ffmpeg_python.output(
         greyscale(stream), "pipe:1", f="rawvideo", pix_fmt="gray", fps_mode="passthrough"
     )
