@@ -1031,7 +1031,7 @@ async def test_every_frame_is_measured_alike_by_the_main_pass_and_a_scan(
     assert len(result.frames) == 25
     assert all(f.metrics is not None for f in result.frames)  # (and equal to the reference)
     info, index = await probe.inspect(clip)
-    runs = JobRuns("scan", clip, info, Output(), tmp_path)
+    runs = JobRuns(clip, info, Output(), tmp_path)
     windows = [Window(0.0, 2.4, 0), Window(2.44, 4.96, 1)]
     scanned: list[list[tuple[float, Metrics]]] = [[], []]
 

@@ -92,8 +92,9 @@ class Extractor:
         ext = output.format.value
 
         async def keep(candidates: list[Candidate]) -> None:
+            names = [frame_name(c.index, c.timestamp, ext) for c in candidates]
             kept = await self.frames.finalize(
-                job_id, [(c.file, frame_name(c.index, c.timestamp, ext)) for c in candidates]
+                job_id, [(c.file, name) for c, name in zip(candidates, names, strict=True)]
             )
             batch = [
                 Frame(
@@ -101,7 +102,7 @@ class Extractor:
                     index=c.index,
                     timestamp=c.timestamp,
                     target_time=c.target_time,
-                    filename=frame_name(c.index, c.timestamp, ext),
+                    filename=name,
                     size_bytes=k.size,
                     checksum=k.checksum,
                     width=k.dimensions[0] if k.dimensions else None,
@@ -112,12 +113,12 @@ class Extractor:
                     stretch=c.stretch,
                     score=c.score,
                 )
-                for c, k in zip(candidates, kept, strict=True)
+                for c, name, k in zip(candidates, names, kept, strict=True)
             ]
             outcome.written += len(batch)  # after the await: batches finish concurrently
             await on_frames(batch)
 
-        job = JobRuns(job_id, source, info, output, work, self.measure)
+        job = JobRuns(source, info, output, work, self.measure)
         try:
             await loading
             keeper = Keeper(choice, len(plan.groups), keep)

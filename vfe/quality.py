@@ -21,6 +21,7 @@ it in a thread while FFmpeg starts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -61,13 +62,7 @@ class Metrics:
     phash: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "brightness": self.brightness,
-            "contrast": self.contrast,
-            "sharpness": self.sharpness,
-            "black": self.black,
-            "phash": self.phash,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metrics:

@@ -222,11 +222,9 @@ class JobRuns:
     """One job's extraction: the video, the output, the work folder, its processes."""
 
     def __init__(
-        self, job_id: str, source: Path, info: VideoInfo, output: Output, work: Path,
-        measure: bool = True,
-    ) -> None:  # fmt: skip
+        self, source: Path, info: VideoInfo, output: Output, work: Path, measure: bool = True
+    ) -> None:
         self.measure = measure
-        self.job_id = job_id
         self.source = source
         self.info = info
         self.output = output

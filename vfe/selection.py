@@ -1,12 +1,13 @@
 """Which measured frames a job keeps: rejects and their substitutes, near-duplicates, and
 the stretches of ``best`` mode. Pure bookkeeping; the extractor runs FFmpeg for it.
 
-A frame that ``reject`` refuses leaves its target waiting; after the main pass the
-extractor looks for a substitute in the stretch after it (``windows``) and settles the
-target with the substitute or with nothing. Dedupe compares each frame with the last one
-kept *in time order*: the plan's processes run at once, so with dedupe a frame is decided
-only when every frame before it is (those of the processes before its own, and any
-waiting target), and until then its file waits in the run's work folder.
+A frame that ``reject`` refuses leaves its target waiting; when the process that wrote
+it ends, the extractor looks for a substitute in the stretch after it
+(``search_windows``) and settles the target with the substitute or with nothing.
+Dedupe compares each frame with the last one kept *in time order*: the plan's processes
+run at once, so with dedupe a frame is decided only when every frame before it is (those
+of the processes before its own, and any waiting target), and until then its file waits
+in the run's work folder.
 """
 
 from __future__ import annotations

@@ -254,9 +254,10 @@ class JobRunner:
                 self.publish("progress", job)
 
         output = output_from(job.options)
+        choice = choice_from(job.options)
         outcome = await self.extractor.run(
             job.id, source, info, plan, on_frames, output, on_progress, run=str(attempt),
-            index=index, choice=choice_from(job.options),
+            index=index, choice=choice,
         )  # fmt: skip
         stale = sorted(set(before) - produced)
         if stale:  # frames of an earlier attempt this run did not produce again
@@ -266,7 +267,7 @@ class JobRunner:
         done: dict[str, Any] = {"total_frames": count, "processed_frames": count}
         if decoding:
             done["progress"] = 1.0
-        if outcome.rejected or outcome.dropped or choice_from(job.options).selective:
+        if outcome.rejected or outcome.dropped or choice.selective:
             done["plan"] = {**plan.describe(), "rejected_targets": outcome.rejected,
                             "dropped_duplicates": outcome.dropped}  # fmt: skip
         await self._settle(job.id, attempt, JobStatus.COMPLETED, None, "done", held, **done)
