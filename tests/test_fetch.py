@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import wait_until_async
 from vfe.errors import BadRequest, PayloadTooLarge, VfeError
-from vfe.fetch import _Blocked, _GuardedBackend, check_url, download, is_url
+from vfe.fetch import Blocked, GuardedBackend, check_url, download, is_url
 from vfe.networks import AddressPolicy
 
 PAYLOAD = bytes(range(256)) * 6000  # 1.5 MiB: more than one write to disk
@@ -238,9 +238,9 @@ async def test_the_connected_peer_is_checked_again(remote: Server) -> None:
     # A peer that differs from the checked address cannot be produced for real (the
     # backend connects to the address it checked); a mock stream that reports no peer
     # address stands in for it.
-    backend = _GuardedBackend(ALLOW_REMOTE)
+    backend = GuardedBackend(ALLOW_REMOTE)
     backend.inner = httpcore.AsyncMockBackend([])
-    with pytest.raises(_Blocked):
+    with pytest.raises(Blocked):
         await backend.connect_tcp("127.0.0.2", remote.port)
 
 

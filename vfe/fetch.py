@@ -1,6 +1,6 @@
 """Download an http(s) video URL to local disk, so FFmpeg only ever reads a local copy.
 
-The address check sits at the socket layer: ``_GuardedBackend`` is the httpcore network
+The address check sits at the socket layer: ``GuardedBackend`` is the httpcore network
 backend of the connection pool, so every connection (redirects included) is made by it.
 It resolves the host itself, refuses when any resolved address is not allowed by the
 ``AddressPolicy`` (a name with one public and one private answer is refused), connects to
@@ -84,7 +84,7 @@ def check_url(url: str) -> str:
     return str(parsed.copy_with(fragment=None))
 
 
-class _Blocked(Exception):
+class Blocked(Exception):
     """The host is or resolves to an address the policy refuses."""
 
     def __init__(self, host: str, address: Address | None) -> None:
@@ -93,7 +93,7 @@ class _Blocked(Exception):
         self.address = address
 
 
-class _Unresolved(Exception):
+class Unresolved(Exception):
     """The host name could not be resolved."""
 
 
@@ -101,7 +101,7 @@ class _Unreachable(Exception):
     """No resolved address accepted a connection."""
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
+class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's asyncio backend, connecting only to addresses ``policy`` permits."""
 
     def __init__(self, policy: AddressPolicy) -> None:
@@ -119,10 +119,10 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         """Resolve ``host``, refuse if any address is not permitted, connect to the first
         address that answers, and check the connected peer again. Waits at most
         ``timeout`` for each step (the caller bounds the whole download)."""
-        addresses = await self._resolve(host, port, timeout)
+        addresses = await self.resolve(host, port, timeout)
         for address in addresses:
             if not self.policy.permits(address):
-                raise _Blocked(host, address)
+                raise Blocked(host, address)
         for address in addresses:
             try:
                 stream = await self.inner.connect_tcp(
@@ -137,26 +137,28 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             peer = _address(stream.get_extra_info("server_addr"))
             if peer is None or not self.policy.permits(peer):
                 await stream.aclose()
-                raise _Blocked(host, peer)
+                raise Blocked(host, peer)
             return stream
         raise _Unreachable(f"{host} port {port}")
 
-    async def _resolve(self, host: str, port: int, limit: float | None) -> list[Address]:
+    async def resolve(self, host: str, port: int, limit: float | None) -> list[Address]:
+        """Every address ``host`` resolves to (waits at most ``limit``); ``Unresolved``
+        when there is none, ``Blocked`` for one that is not an IP address."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(limit):
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError, TimeoutError):
-            raise _Unresolved(host) from None
+            raise Unresolved(host) from None
         addresses: list[Address] = []
         for info in infos:
             address = _address(info[4])
             if address is None:
-                raise _Blocked(host, None)  # not an IP socket address: refuse
+                raise Blocked(host, None)  # not an IP socket address: refuse
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
-            raise _Unresolved(host)
+            raise Unresolved(host)
         return addresses
 
     async def connect_unix_socket(
@@ -165,7 +167,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise _Blocked(path, None)  # never configured; refuse rather than connect
+        raise Blocked(path, None)  # never configured; refuse rather than connect
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -182,7 +184,8 @@ def _address(sockaddr: object) -> Address | None:
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
+def ssl_context() -> ssl.SSLContext:
+    """TLS as httpx verifies it by default, without the environment's proxy settings."""
     return httpx.create_ssl_context(trust_env=False)
 
 
@@ -239,7 +242,7 @@ async def _fetch(
     ]
     extensions = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), step_limit)}
     pool = httpcore.AsyncConnectionPool(
-        ssl_context=_ssl_context(), network_backend=_GuardedBackend(policy), retries=0
+        ssl_context=ssl_context(), network_backend=GuardedBackend(policy), retries=0
     )
     async with pool:
         for hop in range(max_redirects + 1):
@@ -268,9 +271,9 @@ async def _fetch(
                     except OSError as exc:  # the disk, not the URL: a server error
                         raise VfeError("the downloaded video could not be stored") from exc
                     return size, url
-            except _Blocked as exc:
-                raise BadRequest(_blocked(exc, redirected=hop > 0)) from None
-            except _Unresolved as exc:
+            except Blocked as exc:
+                raise BadRequest(blocked_message(exc, redirected=hop > 0)) from None
+            except Unresolved as exc:
                 raise BadRequest(f"the host {exc} could not be found (DNS lookup failed)") from None
             except _Unreachable as exc:
                 raise BadRequest(f"could not connect to {exc}; check the host and port") from None
@@ -358,7 +361,8 @@ def _too_large(limit: int) -> str:
     return f"the video at the URL is larger than MAX_DOWNLOAD_MB ({limit / 1024 / 1024:g} MiB)"
 
 
-def _blocked(exc: _Blocked, *, redirected: bool) -> str:
+def blocked_message(exc: Blocked, *, redirected: bool) -> str:
+    """What a client is told when ``exc`` refused an address (also for webhooks)."""
     hint = "such URLs are refused (set ALLOW_PRIVATE_URLS to allow them)"
     if exc.address is None:
         what = "is not a usable network address"
@@ -379,7 +383,7 @@ def _literal(host: str) -> Address | None:
 
 
 def _connect_failed(host: str, exc: httpcore.ConnectError) -> str:
-    """Plain connection failures are raised by ``_GuardedBackend``; a ConnectError that
+    """Plain connection failures are raised by ``GuardedBackend``; a ConnectError that
     gets here comes from the TLS handshake."""
     cause: BaseException | None = exc
     for _ in range(10):  # a short walk down the chain; chains can loop
