@@ -11,7 +11,6 @@ Knows nothing of HTTP, jobs or the database, so the CLI can use it as well as th
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import math
 import time
@@ -24,8 +23,8 @@ from .frames import FrameSink, frame_name
 from .models import Frame, Output
 from .planner import Plan, Strategy
 from .probe import FrameIndex, VideoInfo
-from .quality import Choice, Metrics, preload
-from .runs import JobRuns, ProgressCallback
+from .quality import Choice, Metrics
+from .runs import JobRuns, ProgressCallback, warm_up
 from .selection import Candidate, Keeper, Window, search_windows, stretch_windows
 
 FramesCallback = Callable[[list[Frame]], Awaitable[None]]
@@ -86,7 +85,7 @@ class Extractor:
             raise ValueError("rejecting frames and best mode need the frame index")
         if (choice.selective or plan.strategy is Strategy.BEST) and not self.measure:
             raise ValueError("choosing frames needs their metrics")
-        loading = asyncio.create_task(asyncio.to_thread(preload))  # numpy, while FFmpeg starts
+        loading = warm_up()  # numpy, while FFmpeg starts; the first frame waits for it
         work = await self.frames.prepare(job_id, run)
         outcome = Outcome()
         ext = output.format.value
@@ -120,7 +119,6 @@ class Extractor:
 
         job = JobRuns(source, info, output, work, self.measure)
         try:
-            await loading
             keeper = Keeper(choice, len(plan.groups), keep)
             if plan.strategy is Strategy.BEST:
                 assert index is not None
