@@ -38,7 +38,7 @@ from .endpoints import (
 )
 from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
-from .models import Job, JobSpec, JobStatus, SourceType
+from .models import DeliveryStatus, Job, JobSpec, JobStatus, SourceType
 from .services import services
 from .sources import Upload, list_videos, receive_upload
 from .submit import locate
@@ -282,14 +282,13 @@ async def job_status(request: Request) -> Response:
     job = await svc.store.get_job(job_id)
     if job is None:
         raise NotFound("Job not found")
-    body = JobView.of(job, time.time()).model_dump_json()
+    webhook = await svc.store.get_delivery(job_id) if job.status.finished else None
+    body = JobView.of(job, time.time(), webhook).model_dump_json()
     # A read racing an update can store the view from just before it; for a running job
-    # that must not outlive the next second or two, a finished job's view does not change.
-    ttl = (
-        svc.settings.cache_ttl
-        if job.status.finished
-        else min(UNFINISHED_TTL, svc.settings.cache_ttl)
-    )
+    # (or a webhook being tried) that must not outlive the next second or two.
+    settled = webhook is None or webhook.status is not DeliveryStatus.PENDING
+    ttl = svc.settings.cache_ttl if job.status.finished and settled else UNFINISHED_TTL
+    ttl = min(ttl, svc.settings.cache_ttl)
     await svc.cache.set(key, body, ttl)
     return Response(body, media_type="application/json")
 

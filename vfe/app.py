@@ -183,6 +183,12 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
             if version is None:
                 log.warning("FFmpeg was not found; jobs will fail until it is installed")
             await jobs.start()
+            if role.runs_jobs:  # who runs jobs delivers webhooks (API-only replicas do not)
+                from .webhooks import Deliverer
+
+                deliverer = Deliverer(settings, store, bus, cache, metrics)
+                deliverer.start()
+                resources.push_async_callback(deliverer.stop)  # before the jobs stop
             app.state.services = Services(settings, store, cache, bus, frames, jobs, version)
             app.state.loop = asyncio.get_running_loop()
             log.info(

@@ -44,6 +44,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "<unmatched>"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+WEBHOOK_OUTCOMES = ("delivered", "failed", "gone")
 # A job takes from under a second (a few frames) to JOB_TIMEOUT_SECONDS (an hour by default).
 JOB_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
 
@@ -155,8 +156,25 @@ class Metrics:
             ["method", "route"],
             registry=registry,
         )
+        self.webhooks = Counter(
+            "vfe_webhooks",
+            "Webhooks that reached a final state, by outcome: delivered, failed (every attempt "
+            "failed) or gone (the receiver answered 410).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhook_attempts = Counter(
+            "vfe_webhook_attempts",
+            "Webhook attempts made by this process, by result: ok (a 2xx answer) or error.",
+            ["result"],
+            registry=registry,
+        )
         for status in FINISHED:  # every status is listed from the start, at 0
             self.finished.labels(status=status.value)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhooks.labels(outcome=outcome)
+        for result in ("ok", "error"):
+            self.webhook_attempts.labels(result=result)
         self._state = _StateCollector()
         registry.register(self._state)
 
@@ -173,6 +191,13 @@ class Metrics:
         self.finished.labels(status=str(status)).inc()
         if seconds is not None:
             self.extraction.labels(status=str(status)).observe(max(0.0, seconds))
+
+    def webhook_attempt(self, ok: bool) -> None:
+        self.webhook_attempts.labels(result="ok" if ok else "error").inc()
+
+    def webhook_finished(self, outcome: str) -> None:
+        """A webhook was delivered, or given up (``failed``, ``gone``)."""
+        self.webhooks.labels(outcome=outcome).inc()
 
     def frames_added(self, count: int) -> None:
         self.frames.inc(count)
@@ -198,8 +223,9 @@ class Metrics:
     Answer(
         200,
         "Prometheus text format 0.0.4: jobs submitted and finished, frames extracted, "
-        "extraction time, queue depth, running jobs, cache hits and misses by back-end, and "
-        "HTTP requests by route template and status, with their latency.",
+        "extraction time, queue depth, running jobs, cache hits and misses by back-end, "
+        "webhooks by outcome and their attempts, and HTTP requests by route template and "
+        "status, with their latency.",
         media=("text/plain",),
     ),
 )

@@ -31,6 +31,7 @@ from .quality import (
 )
 
 MIN_INTERVAL = 0.001  # a millisecond: finer than any real frame spacing
+NOT_SHAPING = ("reuse", "webhook_url")  # job fields that do not change its frames
 
 
 class Mode(StrEnum):
@@ -187,6 +188,12 @@ class JobSpec(BaseModel):
         description="Complete at once with the frames of an earlier completed job on the "
         "same video content with the same options; false extracts afresh.",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="http(s) URL that gets a signed POST of the job (as /job-status shows "
+        "it) when it ends; default WEBHOOK_URL. Needs WEBHOOK_SECRET on the server.",
+    )
 
     @field_validator("interval", "fps", "count", "scene_threshold", "min_gap", "start", "end",
                      "max_frames", "quality", "width", "height", "black_threshold",
@@ -197,6 +204,13 @@ class JobSpec(BaseModel):
         if isinstance(value, bool):  # JSON true would otherwise pass as 1
             raise ValueError("must be a number, not true/false")
         return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
 
     @field_validator("timestamps", "reject", mode="before")
     @classmethod
@@ -244,7 +258,7 @@ class JobSpec(BaseModel):
         """What a job's frames depend on, as one digest: the source's identity and every
         sampling and output option (not ``reuse`` itself). Jobs with equal keys make the
         same frames."""
-        options = {k: v for k, v in self.options().items() if k != "reuse"}
+        options = {k: v for k, v in self.options().items() if k not in NOT_SHAPING}
         text = json.dumps([source_identity, options], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -278,6 +292,32 @@ class Job:
     plan: dict[str, Any] | None = None
     progress: float | None = None  # scene mode: share of the planned decoding done, 0-1
     reuse_key: str | None = None  # JobSpec.reuse_key: equal keys, equal frames
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery: pending (being tried) -> delivered | failed | gone (410)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The webhook of a job that ended, kept until delivered (the outbox row). ``job`` is
+    the job as it ended, so a job deleted meanwhile is still announced; ``attempts``
+    counts the attempts claimed, the current one included."""
+
+    job_id: str
+    url: str
+    job: Job
+    status: DeliveryStatus
+    attempts: int
+    due_at: float
+    created_at: float
+    last_error: str | None = None
+    delivered_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ folder (parents included) whatever that directory is.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -180,6 +181,31 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
     url_timeout_seconds: float = Field(
         300.0, ge=1, le=86400, description="Time limit of one URL download."
     )
+    webhook_url: str = Field(
+        "",
+        description="Default `webhook_url` of every job that names none: an http(s) URL "
+        "that gets a signed POST of the job when it ends. Needs WEBHOOK_SECRET.",
+    )
+    webhook_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Key of the webhooks' Standard Webhooks signature (HMAC-SHA256): "
+        "`whsec_` and base64 (e.g. `whsec_$(openssl rand -base64 32)`), as receivers give "
+        "it to their verifying library; empty: jobs with a webhook are refused.",
+    )
+    webhook_max_attempts: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description="Attempts to deliver a webhook before it is given up as failed; the "
+        "default 8 spans about 22 hours.",
+    )
+    webhook_retry_seconds: float = Field(
+        5.0,
+        ge=0.01,
+        le=3600,
+        description="Wait before a webhook's first retry; each later wait is 6 times the "
+        "one before (at most 10 hours), each with ±20% jitter.",
+    )
     max_download_mb: float = Field(2048.0, ge=0.001, description="Largest URL download, in MiB.")
     max_body_kb: float = Field(
         64.0, ge=1, le=65536, description="Largest JSON body of a request, in KiB."
@@ -234,6 +260,38 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         if self.frame_urls == "presigned" and not self.storage_url.startswith("s3://"):
             raise ValueError(
                 "FRAME_URLS=presigned needs STORAGE_URL=s3://…; a folder has no signed URLs"
+            )
+        return self
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str) -> str:
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value().removeprefix("whsec_")
+        if raw:
+            try:
+                key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+            except ValueError:
+                key = b""
+            if len(key) < 16:
+                raise ValueError(
+                    "must be whsec_ and base64 of at least 16 bytes, e.g. "
+                    "whsec_$(openssl rand -base64 32)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        if self.webhook_url and not self.webhook_secret.get_secret_value():
+            raise ValueError(
+                "WEBHOOK_URL is set but WEBHOOK_SECRET is empty: webhooks are signed; set "
+                "WEBHOOK_SECRET (whsec_ and base64, e.g. whsec_$(openssl rand -base64 32))"
             )
         return self
 

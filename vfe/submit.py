@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, fetch
+from . import __version__, fetch, webhooks
 from .cache import WORST_CALL_SECONDS
 from .errors import (
     BadRequest,
@@ -79,7 +79,8 @@ async def locate(settings: Settings, spec: JobSpec, upload: Upload | None) -> So
     """Where the job's video is: the upload, a download of the URL, or a local path; and
     what identifies its content (the SHA-256 of the bytes, or for a path the file's
     resolved path, size, modification and change times (ns) and inode: a file changed in
-    place is a new source)."""
+    place is a new source). First, a webhook the server cannot send is refused (422)."""
+    await webhooks.check_job(settings, spec)
     if upload is not None and upload.path is not None:
         digest = upload.digest.hexdigest()
         return Source(SourceType.UPLOAD, upload.path, f"sha256:{digest}", digest, upload.size)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from .models import Frame, Job, JobStatus, Mode, SourceType, percent
+from .models import Delivery, DeliveryStatus, Frame, Job, JobStatus, Mode, SourceType, percent
 
 
 def _iso(moment: datetime) -> str:
@@ -62,6 +62,30 @@ class Invalid(View):
     detail: list[FieldError]
 
 
+class WebhookView(View):
+    """The delivery of a job's webhook (``webhook_url``, or WEBHOOK_URL)."""
+
+    status: DeliveryStatus = Field(
+        description="pending (being tried), delivered (a 2xx answer), failed (every "
+        "attempt failed) or gone (the receiver answered 410: not tried again)."
+    )
+    attempts: int = Field(description="Attempts made so far (the one under way included).")
+    last_error: str | None = Field(description="Why the last failed attempt failed.")
+    delivered_at: Timestamp | None
+    next_attempt_at: Timestamp | None = Field(description="When a pending one is tried next.")
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> WebhookView:
+        pending = delivery.status is DeliveryStatus.PENDING
+        return cls(
+            status=delivery.status,
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            delivered_at=_moment_or_none(delivery.delivered_at),
+            next_attempt_at=moment(delivery.due_at) if pending else None,
+        )
+
+
 class JobView(View):
     """A job as ``GET /job-status/{job_id}`` shows it (and the job events carry it)."""
 
@@ -88,10 +112,16 @@ class JobView(View):
     height: int | None
     codec: str | None
     attempts: int
+    webhook: WebhookView | None = Field(
+        default=None,
+        description="Its webhook's delivery, once the job has ended (null: no webhook, or "
+        "not ended yet). GET /job-status/{job_id} shows it; job lists and events do not.",
+    )
 
     @classmethod
-    def of(cls, job: Job, now: float | None = None) -> JobView:
-        """The view of ``job``; ``now`` dates a running job's ``elapsed_seconds``."""
+    def of(cls, job: Job, now: float | None = None, webhook: Delivery | None = None) -> JobView:
+        """The view of ``job``; ``now`` dates a running job's ``elapsed_seconds``;
+        ``webhook``: the delivery of its webhook."""
         elapsed: float | None = None
         if job.started_at is not None:
             end = job.finished_at if job.finished_at is not None else now
@@ -122,6 +152,7 @@ class JobView(View):
             height=job.height,
             codec=job.codec,
             attempts=job.attempts,
+            webhook=None if webhook is None else WebhookView.of(webhook),
         )
 
 

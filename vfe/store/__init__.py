@@ -24,7 +24,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..models import Frame, Job, JobStatus, SourceType
+from ..models import Delivery, DeliveryStatus, Frame, Job, JobStatus, SourceType
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -80,6 +80,7 @@ class Store(Protocol):
     its own. Every method raises ``StoreError`` (``StoreUnavailable``: unreachable)."""
 
     backend: str  # "sqlite" or "postgresql", for /health and /metrics
+    webhook_url: str | None  # the webhook of jobs that name none (WEBHOOK_URL)
 
     async def open(self) -> None:
         """Connect and move the schema forward."""
@@ -200,6 +201,35 @@ class Store(Protocol):
         """Frames created at or after ``since`` (epoch seconds), newest first."""
         ...
 
+    # The webhook outbox (outbox.py): a job's final status write also keeps its webhook.
+
+    async def claim_delivery(self, now: float, lease: float) -> Delivery | None:
+        """Claim the next due attempt of a pending webhook, for ``lease`` seconds: its
+        attempt count goes up; no other claim gets it until the lease ends or the attempt
+        is settled. None when nothing is due."""
+        ...
+
+    async def settle_delivery(
+        self,
+        job_id: str,
+        attempt: int,
+        status: DeliveryStatus,
+        *,
+        due_at: float,
+        last_error: str | None = None,
+        delivered_at: float | None = None,
+    ) -> bool:
+        """Write the outcome of attempt ``attempt`` (``pending``: try again at ``due_at``)
+        and end its lease; False (nothing written) when that attempt is no longer the
+        webhook's current one or the webhook is no longer pending."""
+        ...
+
+    async def get_delivery(self, job_id: str) -> Delivery | None: ...
+
+    async def next_delivery(self) -> float | None:
+        """When the earliest pending webhook may next be claimed (epoch seconds)."""
+        ...
+
 
 def job_from_row(row: Sequence[Any]) -> Job:
     """A ``Job`` from a row of ``JOB_COLUMNS``."""
@@ -281,10 +311,13 @@ def open_store(settings: Settings) -> Store:
     if url is not None:
         from .postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=settings.database_pool_size)
-    from .sqlite import SqliteStore
+        store: Store = PostgresStore(url, pool_size=settings.database_pool_size)
+    else:
+        from .sqlite import SqliteStore
 
-    return SqliteStore(settings.database_path)
+        store = SqliteStore(settings.database_path)
+    store.webhook_url = settings.webhook_url or None
+    return store
 
 
 __all__ = [

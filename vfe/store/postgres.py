@@ -40,6 +40,7 @@ from . import (
     job_from_row,
     removal,
 )
+from .outbox import PostgresOutbox
 from .schema import COPIED
 from .schema import POSTGRES_MIGRATIONS as MIGRATIONS
 
@@ -50,8 +51,9 @@ Cursor = psycopg.AsyncCursor[Any]
 ExtraSchema = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
 
 
-class PostgresStore:
-    """A ``Store`` on PostgreSQL: a pool of at most ``pool_size`` connections to ``url``."""
+class PostgresStore(PostgresOutbox):
+    """A ``Store`` on PostgreSQL: a pool of at most ``pool_size`` connections to ``url``
+    (the webhook outbox's part is in ``outbox.py``)."""
 
     backend = "postgresql"
 
@@ -196,6 +198,7 @@ class PostgresStore:
                             (job.id, copy_from),
                         )
                     await self._hold(cur, job.id, holds)
+                    await self._outbox(cur, job)  # a job made finished (a reuse) too
                     if then is not None:
                         await then(conn)
             except _KeyTaken:
@@ -302,7 +305,10 @@ class PostgresStore:
             [*map(db_value, values.values()), *params],
         )
         row = await cur.fetchone()
-        return job_from_row(row) if row else None
+        job = job_from_row(row) if row else None
+        if job is not None and "status" in values:  # a final status: its webhook with it
+            await self._outbox(cur, job)
+        return job
 
     async def update_job(
         self, job_id: str, *, unless_finished: bool = True, **values: Any
@@ -314,7 +320,7 @@ class PostgresStore:
         if unless_finished:
             where += " AND NOT (status = ANY(%s))"
             params.append(list(FINISHED))
-        async with self._cursor("updating a job") as cur:
+        async with self._cursor("updating a job", transaction=True) as cur:
             return await self._update(cur, values, where, params)
 
     async def claim(self, job_id: str, now: float) -> Job | None:

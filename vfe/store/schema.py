@@ -93,6 +93,22 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE frames ADD COLUMN quality TEXT;
     """,
+    # 7: the webhook outbox (see WEBHOOKS).
+    """
+    CREATE TABLE webhooks (
+        job_id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        job TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at REAL NOT NULL,
+        leased_until REAL,
+        last_error TEXT,
+        delivered_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX webhooks_due ON webhooks (due_at) WHERE status = 'pending';
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -174,7 +190,30 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE frames ADD COLUMN quality TEXT;
     """,
+    # 4: the webhook outbox (see WEBHOOKS).
+    """
+    CREATE TABLE webhooks (
+        job_id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        job TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at DOUBLE PRECISION NOT NULL,
+        leased_until DOUBLE PRECISION,
+        last_error TEXT,
+        delivered_at DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX webhooks_due ON webhooks (due_at) WHERE status = 'pending';
+    """,
 )
+
+# The webhook outbox: one row per job that ended with a webhook URL, written in the
+# transaction of its final status. No foreign key to ``jobs``: a job deleted right after
+# it was cancelled is still announced, from ``job`` (its columns as it ended, JSON).
+# ``attempts`` counts the attempts claimed; ``leased_until`` is when a claimed attempt's
+# owner is taken for dead and the attempt may be claimed again.
+WEBHOOKS = "job_id, url, job, status, attempts, due_at, created_at, last_error, delivered_at"
 
 # A frame's columns after its job id, as a copy for another job (created with it); the
 # copy's creation time comes between them and ``quality``, a parameter in each driver's

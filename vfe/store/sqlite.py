@@ -42,6 +42,7 @@ from . import (
     job_from_row,
     removal,
 )
+from .outbox import SqliteOutbox
 from .schema import COPIED
 from .schema import SQLITE_MIGRATIONS as MIGRATIONS
 
@@ -73,8 +74,9 @@ def check_database(path: Path) -> None:
         raise StoreError(foreign_database(path, tables))
 
 
-class SqliteStore:
-    """The embedded ``Store``: one aiosqlite connection to ``path``."""
+class SqliteStore(SqliteOutbox):
+    """The embedded ``Store``: one aiosqlite connection to ``path`` (the webhook outbox's
+    part is in ``outbox.py``)."""
 
     backend = "sqlite"
 
@@ -139,6 +141,7 @@ class SqliteStore:
                 for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
                     await self._write(f"PRAGMA {pragma}")
                 await self._migrate()
+                await self._end_leases()
             except BaseException:
                 await self.close()  # else its worker thread outlives a failed start-up
                 raise
@@ -220,6 +223,7 @@ class SqliteStore:
                     (job.id, copy_from),
                 )
             await self._hold(job.id, holds)
+            await self._outbox(job)  # a job made finished (a reuse) is announced too
             if then is not None:
                 await then(None)
         return None
@@ -339,7 +343,10 @@ class SqliteStore:
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (params[0],)
         ) as cur:
             row = await cur.fetchone()
-        return job_from_row(row) if row else None
+        job = job_from_row(row) if row else None
+        if job is not None and "status" in values:  # a final status: its webhook with it
+            await self._outbox(job)
+        return job
 
     async def claim(self, job_id: str, now: float) -> Job | None:
         values = {"status": JobStatus.PROCESSING, "started_at": now, "finished_at": None,

@@ -11,7 +11,7 @@ import { byTestId, el, setText } from './dom.js';
 import * as fmt from './format.js';
 
 // Option fields sent as text, not numbers (timestamps goes as "1, 2.5": the API splits it).
-const TEXT_FIELDS = new Set(['mode', 'format', 'timestamps', 'tonemap']);
+const TEXT_FIELDS = new Set(['mode', 'format', 'timestamps', 'tonemap', 'webhook_url']);
 // Checkbox groups, one box a value: a list in JSON, comma-separated in an upload's form.
 const LIST_FIELDS = new Set(['reject']);
 // Single checkboxes: true when checked, left out (the server's default, false) when not.
