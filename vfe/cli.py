@@ -1,4 +1,7 @@
-"""Command line: ``vfe serve`` runs the service; ``vfe extract`` runs one extraction.
+"""Command line: ``vfe serve`` runs the service; ``vfe extract`` runs one extraction;
+``vfe submit``, ``jobs``, ``status`` and ``cancel`` are clients of a running server
+(``vfe/client.py``, which also lists their exit codes). ``extract`` and ``submit`` take
+the same job options, declared once (``_job_options``).
 
 ``vfe extract VIDEO --interval 5 --out DIR`` uses the same engine as the service (probe,
 frame index, planner, FFmpeg) with no server, database or cache: it prints the plan it
@@ -13,13 +16,15 @@ server stops without a signal.
 
 Deliberate oddity: this module imports at its top only what parsing the arguments needs;
 each command imports its own stack when it runs (the engine and pydantic for ``extract``,
-uvicorn and the app for ``serve``, tqdm only when a bar is shown), so ``vfe --help`` and
-``vfe extract`` start without the web stack (``tests/test_cli.py`` checks it).
+uvicorn and the app for ``serve``, httpx for the client commands, tqdm only when a bar
+is shown), so ``vfe --help`` and ``vfe extract`` start without the web stack or httpx
+(``tests/test_cli.py`` checks it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +44,9 @@ from .options import (
 if TYPE_CHECKING:
     from .models import Frame, JobSpec
 
+DEFAULT_SERVER = "http://127.0.0.1:8000"  # where `vfe serve` listens by default
+CLIENT_COMMANDS = frozenset({"submit", "jobs", "status", "cancel"})
+
 
 def _port(text: str) -> int:
     """``--port``: checked like the PORT setting (else uvicorn reports a wrapped port)."""
@@ -49,6 +57,95 @@ def _port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {value}")
     return value
+
+
+def _job_options() -> argparse.ArgumentParser:
+    """The sampling and output options of a job, declared once: ``vfe extract`` and
+    ``vfe submit`` take them as a parent parser. Each option's dest is the ``JobSpec``
+    field it sets, but for the flags that choose a mode (``_MODE_FLAGS``)."""
+    options = argparse.ArgumentParser(add_help=False)
+    rule = options.add_mutually_exclusive_group()
+    rule.add_argument("--interval", type=float, help="seconds between frames (default 5)")
+    rule.add_argument("--fps", type=float, help="frames per second")
+    rule.add_argument("--count", type=int, help="N frames evenly spaced")
+    rule.add_argument("--timestamps", help="comma-separated seconds, e.g. 1,2.5,10")
+    rule.add_argument("--keyframes", action="store_true", help="every keyframe")
+    rule.add_argument(
+        "--best", type=int, metavar="N", help="the best frame of each of N equal stretches"
+    )
+    rule.add_argument(
+        "--scene",
+        type=float,
+        nargs="?",
+        const=DEFAULT_SCENE_THRESHOLD,
+        metavar="THRESHOLD",
+        help=f"a frame at each scene change (score 0-1, default {DEFAULT_SCENE_THRESHOLD})",
+    )
+    options.add_argument(
+        "--min-gap", type=float, help=f"scene: seconds between frames (default {DEFAULT_MIN_GAP})"
+    )
+    options.add_argument("--start", type=float, help="window start, seconds")
+    options.add_argument("--end", type=float, help="window end, seconds")
+    options.add_argument("--max-frames", type=int, help="at most N frames")
+    options.add_argument("--format", choices=[f.value for f in ImageFormat], help="jpg (default)")
+    options.add_argument("--quality", type=int, help="1-100 (jpg, webp)")
+    options.add_argument("--width", type=int, help="fit inside this width (px)")
+    options.add_argument("--height", type=int, help="fit inside this height (px)")
+    options.add_argument(
+        "--tonemap", choices=["auto", "off"], help="auto (default): HDR video tone-mapped to SDR"
+    )
+    options.add_argument(
+        "--reject",
+        help="comma-separated defects to refuse: black, blurry, flat (a substitute is looked "
+        "for after each refused frame)",
+    )
+    options.add_argument(
+        "--search", type=float, help=f"reject: seconds to look on (default {DEFAULT_SEARCH:g})"
+    )
+    options.add_argument(
+        "--black-threshold",
+        type=float,
+        help=f"share of near-black pixels (default {DEFAULT_BLACK_THRESHOLD:g})",
+    )
+    options.add_argument(
+        "--blur-threshold",
+        type=float,
+        help=f"sharpness below this is blurry (default {DEFAULT_BLUR_THRESHOLD:g})",
+    )
+    options.add_argument(
+        "--flat-threshold",
+        type=float,
+        help=f"contrast below this is flat (default {DEFAULT_FLAT_THRESHOLD:g})",
+    )
+    options.add_argument(
+        "--dedupe",
+        action="store_true",
+        default=None,
+        help="drop frames that repeat the last one kept",
+    )
+    options.add_argument(
+        "--dedupe-distance", type=int,
+        help=f"pHash bits within which a frame repeats (default {DEFAULT_DEDUPE_DISTANCE})",
+    )  # fmt: skip
+    return options
+
+
+def _client_options() -> argparse.ArgumentParser:
+    """What every client command takes: the server, the API key, JSON output. The
+    defaults come from VFE_SERVER and VFE_API_KEY: the client's own environment, not
+    settings of a server."""
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--server",
+        default=os.environ.get("VFE_SERVER") or DEFAULT_SERVER,
+        help=f"the server's URL (default: VFE_SERVER, else {DEFAULT_SERVER})",
+    )
+    client.add_argument(
+        "--api-key", default=os.environ.get("VFE_API_KEY") or None,
+        help="the API key, when the server has API_KEYS (default: VFE_API_KEY)",
+    )  # fmt: skip
+    client.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+    return client
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,97 +166,73 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--host", help="bind address of the health routes (default: HOST)")
     worker.add_argument("--port", type=_port, help="port of the health routes (default: PORT)")
+    job_options = _job_options()
     extract = commands.add_parser(
-        "extract", help="extract frames from one video into a folder, without a server"
+        "extract",
+        parents=[job_options],
+        help="extract frames from one video into a folder, without a server",
     )
     extract.add_argument("video", type=Path, help="the video file")
     extract.add_argument("--out", type=Path, required=True, help="folder for the frames")
-    rule = extract.add_mutually_exclusive_group()
-    rule.add_argument("--interval", type=float, help="seconds between frames (default 5)")
-    rule.add_argument("--fps", type=float, help="frames per second")
-    rule.add_argument("--count", type=int, help="N frames evenly spaced")
-    rule.add_argument("--timestamps", help="comma-separated seconds, e.g. 1,2.5,10")
-    rule.add_argument("--keyframes", action="store_true", help="every keyframe")
-    rule.add_argument(
-        "--best", type=int, metavar="N", help="the best frame of each of N equal stretches"
-    )
-    rule.add_argument(
-        "--scene",
-        type=float,
-        nargs="?",
-        const=DEFAULT_SCENE_THRESHOLD,
-        metavar="THRESHOLD",
-        help=f"a frame at each scene change (score 0-1, default {DEFAULT_SCENE_THRESHOLD})",
-    )
-    extract.add_argument(
-        "--min-gap", type=float, help=f"scene: seconds between frames (default {DEFAULT_MIN_GAP})"
-    )
-    extract.add_argument("--start", type=float, help="window start, seconds")
-    extract.add_argument("--end", type=float, help="window end, seconds")
-    extract.add_argument("--max-frames", type=int, help="at most N frames")
-    extract.add_argument("--format", choices=[f.value for f in ImageFormat], help="jpg (default)")
-    extract.add_argument("--quality", type=int, help="1-100 (jpg, webp)")
-    extract.add_argument("--width", type=int, help="fit inside this width (px)")
-    extract.add_argument("--height", type=int, help="fit inside this height (px)")
-    extract.add_argument(
-        "--tonemap", choices=["auto", "off"], help="auto (default): HDR video tone-mapped to SDR"
-    )
-    extract.add_argument(
-        "--reject",
-        help="comma-separated defects to refuse: black, blurry, flat (a substitute is looked "
-        "for after each refused frame)",
-    )
-    extract.add_argument(
-        "--search", type=float, help=f"reject: seconds to look on (default {DEFAULT_SEARCH:g})"
-    )
-    extract.add_argument(
-        "--black-threshold",
-        type=float,
-        help=f"share of near-black pixels (default {DEFAULT_BLACK_THRESHOLD:g})",
-    )
-    extract.add_argument(
-        "--blur-threshold",
-        type=float,
-        help=f"sharpness below this is blurry (default {DEFAULT_BLUR_THRESHOLD:g})",
-    )
-    extract.add_argument(
-        "--flat-threshold",
-        type=float,
-        help=f"contrast below this is flat (default {DEFAULT_FLAT_THRESHOLD:g})",
-    )
-    extract.add_argument(
-        "--dedupe",
-        action="store_true",
-        default=None,
-        help="drop frames that repeat the last one kept",
-    )
-    extract.add_argument(
-        "--dedupe-distance", type=int,
-        help=f"pHash bits within which a frame repeats (default {DEFAULT_DEDUPE_DISTANCE})",
-    )  # fmt: skip
     extract.add_argument("--quiet", action="store_true", help="no plan, no progress bar")
+    client = _client_options()
+    submit = commands.add_parser(
+        "submit", parents=[job_options, client], help="send a video to a running server as a job"
+    )
+    submit.add_argument(
+        "source", nargs="?",
+        help="a local video file (uploaded) or an http(s) URL (the server downloads it)",
+    )  # fmt: skip
+    submit.add_argument("--path", help="instead of SOURCE: a video in the server's videos folder")
+    submit.add_argument(
+        "--no-reuse", dest="reuse", action="store_false", default=None,
+        help="extract afresh even when an earlier job made the same frames",
+    )  # fmt: skip
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the job with a progress bar until it ends"
+    )
+    submit.add_argument(
+        "--out", type=Path,
+        help="download the frames into this folder when the job completes (implies --wait)",
+    )  # fmt: skip
+    submit.add_argument(
+        "--quiet", action="store_true", help="no progress bar; print the job id only"
+    )
+    jobs = commands.add_parser("jobs", parents=[client], help="list a server's recent jobs")
+    jobs.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
+    status = commands.add_parser("status", parents=[client], help="show one job of a server")
+    status.add_argument("job_id", metavar="JOB", help="the job's id")
+    cancel = commands.add_parser(
+        "cancel", parents=[client], help="cancel a job and remove it and its frames"
+    )
+    cancel.add_argument("job_id", metavar="JOB", help="the job's id")
     return parser
 
 
-_SPEC_FIELDS = (
-    "interval", "fps", "count", "timestamps", "min_gap", "start", "end", "max_frames",
-    "format", "quality", "width", "height", "tonemap", "reject", "search", "black_threshold",
-    "blur_threshold", "flat_threshold", "dedupe", "dedupe_distance",
-)  # fmt: skip
+_MODE_FLAGS = ("keyframes", "scene", "best")  # job options that choose a mode
+
+
+def _spec_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``JobSpec`` fields that the job options in ``args`` set, as plain values (not
+    validated): every option of ``_job_options`` by its dest; the mode flags set ``mode``."""
+    names = vars(_job_options().parse_args([]))
+    fields = {
+        n: getattr(args, n) for n in names if n not in _MODE_FLAGS and getattr(args, n) is not None
+    }
+    if args.keyframes:
+        fields["mode"] = "keyframes"
+    if args.scene is not None:
+        fields.update(mode="scene", scene_threshold=args.scene)
+    if args.best is not None:
+        fields.update(mode="best", count=args.best)
+    return fields
 
 
 def _spec(args: argparse.Namespace) -> JobSpec:
     """The job spec of ``vfe extract``'s arguments (validated like an API request)."""
-    from .models import JobSpec, Mode
+    from .models import JobSpec
 
-    fields = {n: getattr(args, n) for n in _SPEC_FIELDS if getattr(args, n) is not None}
-    if args.keyframes:
-        fields["mode"] = Mode.KEYFRAMES
-    if args.scene is not None:
-        fields.update(mode=Mode.SCENE, scene_threshold=args.scene)
-    if args.best is not None:
-        fields.update(mode=Mode.BEST, count=args.best)
-    return JobSpec.model_validate({"video_source": str(args.video), **fields})
+    return JobSpec.model_validate({"video_source": str(args.video), **_spec_fields(args)})
 
 
 async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
@@ -270,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "extract":
         return _extract_command(args)
+    if args.command in CLIENT_COMMANDS:
+        from .client import run  # httpx is imported only by the client commands
+
+        return run(args, _spec_fields(args) if args.command == "submit" else {})
     return _serve_command(args)
 
 

@@ -1,0 +1,395 @@
+"""``vfe submit``, ``vfe jobs``, ``vfe status``, ``vfe cancel`` against a real server.
+
+One ``vfe serve`` (uvicorn in a subprocess) for the module, with an API key, URLs to
+127.0.0.1 allowed (a local HTTP server stands for a remote host) and a short shutdown
+grace (the restart test stops it mid-job). Each command runs as ``python -m vfe`` in a
+subprocess, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, LiveServer, Media, free_port, patience, place, vfe_env, wait_until
+from vfe.auth import UNAUTHORIZED
+from vfe.cli import main
+from vfe.client import ClientError, _events, _unpack
+
+pytestmark = pytest.mark.live
+
+KEY = "client-test-key"
+
+
+class Served:
+    """The module's server, its videos folder and an authorised httpx client."""
+
+    def __init__(self, server: LiveServer, videos: Path) -> None:
+        self.server = server
+        self.videos = videos
+        self.http = httpx.Client(
+            base_url=server.url, headers={"X-API-Key": KEY}, timeout=patience(30)
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.http.get(f"/job-status/{job_id}").raise_for_status().json()
+        return body
+
+    def frames(self, job_id: str) -> list[dict[str, Any]]:
+        body = self.http.get(f"/frames/{job_id}").raise_for_status().json()
+        frames: list[dict[str, Any]] = body["frames"]
+        return frames
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "VFE_SERVER": self.server.url, "VFE_API_KEY": KEY, **extra}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("client-server")
+    videos = root / "videos"
+    videos.mkdir()
+    env = vfe_env(root, videos, API_KEYS=KEY, ALLOW_PRIVATE_URLS="127.0.0.1/32",
+                  SHUTDOWN_GRACE_SECONDS="0.5")  # fmt: skip
+    server = LiveServer(env, root / "server.log")
+    server.start()
+    served = Served(server, videos)
+    yield served
+    served.http.close()
+    if server.proc is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def clip(media: Media) -> Path:
+    """6 s at 25 fps: frames at 0, 2 and 4 s with ``--interval 2``."""
+    return media.clip("client.mp4", duration=6)
+
+
+def vfe(
+    served: Served, *args: str, cwd: Path = ROOT, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vfe", *args],
+        env=served.env(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=patience(120),
+    )
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_submit_uploads_waits_with_progress_and_downloads_the_exact_frames(
+    served: Served, clip: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
+    done = vfe(served, "submit", "clip.mp4", "--interval", "2", "--wait", "--out", "frames/",
+               cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.splitlines()[0]
+    assert "3/3" in done.stderr and "100%" in done.stderr  # the bar, to its end
+    assert "wrote 3 frames and frames.json to frames" in done.stdout
+    job = served.job(job_id)
+    assert (job["status"], job["source_type"], job["video_source"]) == (
+        "completed", "upload", "clip.mp4",
+    )  # fmt: skip
+    listed = served.frames(job_id)
+    assert [f["timestamp"] for f in listed] == [0.0, 2.0, 4.0]
+    out = tmp_path / "frames"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f["filename"] for f in listed] + ["frames.json"]
+    )
+    manifest = json.loads((out / "frames.json").read_text())
+    assert [(f["filename"], f["timestamp"], f["checksum"]) for f in manifest] == [
+        (f["filename"], f["timestamp"], f["checksum"]) for f in listed
+    ]
+    for frame in listed:
+        data = (out / frame["filename"]).read_bytes()
+        assert data == served.http.get(frame["url"]).raise_for_status().content
+        assert sha256(data) == frame["checksum"]
+
+
+def test_a_wrong_or_missing_api_key_exits_1_with_the_servers_message(
+    served: Served, clip: Path, tmp_path: Path
+) -> None:
+    for key in ("wrong-key", ""):
+        done = vfe(served, "submit", str(clip), "--wait", "--out", str(tmp_path / "f"),
+                   VFE_API_KEY=key)  # fmt: skip
+        assert done.returncode == 1
+        assert UNAUTHORIZED in done.stderr and "--api-key" in done.stderr
+        assert done.stdout == ""
+    assert not (tmp_path / "f").exists()
+    jobs = vfe(served, "jobs", "--api-key", "wrong-key")
+    assert jobs.returncode == 1 and UNAUTHORIZED in jobs.stderr
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def remote(clip: Path) -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 serving the clip's folder: a URL source."""
+    handler = functools.partial(_Quiet, directory=str(clip.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_path_and_url_sources_and_json_output(served: Served, clip: Path, remote: str) -> None:
+    name = place(clip, served.videos, "in-videos.mp4")
+    sent = vfe(served, "submit", "--path", name, "--count", "2", "--format", "png", "--json")
+    assert sent.returncode == 0, sent.stderr
+    answer = json.loads(sent.stdout)
+    assert answer["status"] in ("pending", "completed") and answer["message"]
+
+    def finished() -> dict[str, Any] | None:
+        shown = vfe(served, "status", answer["job_id"], "--json")
+        assert shown.returncode == 0, shown.stderr
+        job: dict[str, Any] = json.loads(shown.stdout)
+        return job if job["status"] == "completed" else None
+
+    job = wait_until(finished, "the --path job to complete", every=0.2)
+    assert (job["source_type"], job["video_source"], job["mode"]) == ("path", name, "count")
+    assert [f["filename"][-4:] for f in served.frames(job["job_id"])] == [".png", ".png"]
+
+    url = f"{remote}/{clip.name}"
+    waited = vfe(served, "submit", url, "--timestamps", "1,3", "--width", "160", "--wait",
+                 "--json")  # fmt: skip
+    assert waited.returncode == 0, waited.stderr
+    job = json.loads(waited.stdout)  # the final job, as /job-status shows it
+    assert (job["status"], job["source_type"], job["video_source"]) == ("completed", "url", url)
+    assert job == served.job(job["job_id"])
+    listed = served.frames(job["job_id"])
+    assert [(f["timestamp"], f["width"]) for f in listed] == [(1.0, 160), (3.0, 160)]
+
+    elsewhere = vfe(served, "jobs", "--server", remote)  # a server, but not vfe
+    assert elsewhere.returncode == 1
+    assert elsewhere.stderr == "vfe: HTTP 404 File not found (not an answer of vfe)\n"
+
+
+def test_jobs_status_and_cancel_plain_and_as_json(served: Served, clip: Path) -> None:
+    name = place(clip, served.videos, "listed.mp4")
+    sent = vfe(served, "submit", "--path", name, "--interval", "2", "--wait", "--quiet")
+    assert sent.returncode == 0, sent.stderr
+    job_id = sent.stdout.strip()  # --quiet: the id alone
+
+    table = vfe(served, "jobs")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["JOB", "STATUS", "FRAMES", "DONE", "CREATED", "(UTC)", "SOURCE"]
+    mine = next(row.split() for row in rows if row.startswith(job_id))
+    assert mine[1:4] == ["completed", "3/3", "100%"] and mine[-1] == name
+    listing = json.loads(vfe(served, "jobs", "--json", "--limit", "2").stdout)
+    assert listing["count"] == len(listing["jobs"]) <= 2
+    assert listing["jobs"][0] == served.job(job_id)  # the newest first
+
+    shown = vfe(served, "status", job_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(None, 1) for line in shown.stdout.splitlines())
+    assert lines["job"] == job_id and lines["status"] == "completed (100%, 3/3 frames)"
+    assert lines["source"] == f"{name} (path)" and lines["video"] == "6 s, 320x240, 25 fps, h264"
+    assert json.loads(vfe(served, "status", job_id, "--json").stdout) == served.job(job_id)
+
+    cancelled = vfe(served, "cancel", job_id, "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout) == {
+        "job_id": job_id,
+        "status": "completed",
+        "message": f"Job {job_id} cancelled and cleaned up successfully",
+    }
+    gone = vfe(served, "status", job_id)
+    assert gone.returncode == 1 and gone.stderr == "vfe: HTTP 404: Job not found\n"
+    again = vfe(served, "cancel", job_id)
+    assert again.returncode == 1
+    assert again.stderr == "vfe: HTTP 404: Job not found or could not be cancelled\n"
+    bad = vfe(served, "jobs", "--limit", "0")
+    assert bad.returncode == 2
+    assert "query.limit: Input should be greater than or equal to 1" in bad.stderr
+
+
+def follow(served: Served, *args: str) -> subprocess.Popen[str]:
+    """``vfe submit ... --wait`` running in the background (its stdout's first line is
+    the job id, printed before it starts to wait)."""
+    argv = [sys.executable, "-m", "vfe", "submit", *args, "--wait"]
+    return subprocess.Popen(argv, env=served.env(), cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def read_until(proc: subprocess.Popen[str], text: str, within: float = 60.0) -> str:
+    """What ``proc`` wrote to stderr until ``text`` (read from the pipe's descriptor, so
+    ``communicate`` reads on from there)."""
+    assert proc.stderr is not None
+    seen, fd = "", proc.stderr.fileno()
+    deadline = time.monotonic() + patience(within)
+    while text not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} on stderr: {seen!r}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 4096)
+            assert chunk, f"stderr ended before {text!r}: {seen!r}"
+            seen += chunk.decode(errors="replace")
+    return seen
+
+
+def test_a_job_cancelled_while_waited_on_exits_1(served: Served, media: Media) -> None:
+    name = place(media.long(), served.videos)
+    with follow(served, "--path", name, "--interval", "0.04", "--no-reuse") as waiting:
+        try:
+            assert waiting.stdout is not None
+            job_id = waiting.stdout.readline().strip()
+            shown = read_until(waiting, job_id[:8])  # the bar: the stream is open
+            # 500 frames take far longer than this
+            assert served.http.delete(f"/job/{job_id}").status_code == 200
+            _, rest = waiting.communicate(timeout=patience(60))
+            err = shown + rest
+        finally:
+            waiting.kill()  # nothing if it has ended
+    assert waiting.returncode == 1
+    assert err.splitlines()[-1] == f"vfe: job {job_id} cancelled"
+
+
+def damaged(source: Path, target: Path) -> Path:
+    """``source`` remuxed with its index first, then its back two thirds zeroed: it
+    probes as a whole video, and its decoding fails a third of the way in."""
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-c", "copy",
+         "-movflags", "+faststart", str(target)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    data = bytearray(target.read_bytes())
+    data[len(data) // 3 :] = bytes(len(data) - len(data) // 3)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_failures_exit_non_zero_with_the_servers_message(
+    served: Served, clip: Path, media: Media, tmp_path: Path
+) -> None:
+    broken = damaged(clip, tmp_path / "damaged.mp4")
+    failed = vfe(served, "submit", str(broken), "--interval", "0.5", "--wait", "--quiet")
+    assert failed.returncode == 1
+    job_id = failed.stdout.strip()
+    job = served.job(job_id)
+    assert job["status"] == "failed" and "ends early or is damaged" in job["error_message"]
+    assert failed.stderr == f"vfe: job {job_id} failed: {job['error_message']}\n"
+
+    refused = vfe(served, "submit", str(media.not_a_video()), "--wait")
+    assert refused.returncode == 1
+    assert refused.stderr == "vfe: HTTP 400: file: the file is not a video FFmpeg can read\n"
+
+    invalid = vfe(served, "submit", str(clip), "--count", "0", "--width", "0")
+    assert invalid.returncode == 2
+    assert invalid.stderr.splitlines()[1:] == [
+        "  body.count: Input should be greater than or equal to 1",
+        "  body.width: Input should be greater than or equal to 1",
+    ]
+    missing = vfe(served, "submit", str(tmp_path / "nope.mp4"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    neither = vfe(served, "submit")
+    assert neither.returncode == 2 and "give one video" in neither.stderr
+    both = vfe(served, "submit", str(clip), "--path", "x.mp4")
+    assert both.returncode == 2 and "give one video" in both.stderr
+
+
+def test_an_unreachable_server_exits_3_naming_it(served: Served) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["jobs"], ["status", "x"], ["submit", "--path", "a.mp4", "--wait"]):
+        done = vfe(served, *args, "--server", url)
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.startswith(f"vfe: cannot reach the server at {url} (")
+        assert "Connection refused" in done.stderr
+    done = vfe(served, "jobs", VFE_SERVER="localhost:8000")
+    assert done.returncode == 2 and "--server must be a URL" in done.stderr
+
+
+def test_submit_offers_every_job_option_of_extract(capsys: pytest.CaptureFixture[str]) -> None:
+    def options(command: str) -> set[str]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", capsys.readouterr().out))
+
+    job_options = options("extract") - {"--help", "--out", "--quiet"}
+    assert {"--interval", "--scene", "--reject", "--dedupe-distance"} <= job_options
+    assert job_options <= options("submit")
+
+
+def test_unpack_refuses_unsafe_names_and_frames_that_fail_their_checksum(tmp_path: Path) -> None:
+    """A damaged or hostile zip, made by hand (no server sends one)."""
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("frames.json", "[]")
+        archive.writestr("../escape.jpg", b"x")
+    with pytest.raises(ClientError, match="unsafe name"):
+        _unpack(bad, tmp_path / "out")
+    assert not (tmp_path / "escape.jpg").exists()
+    wrong = tmp_path / "wrong.zip"
+    with zipfile.ZipFile(wrong, "w") as archive:
+        archive.writestr("frames.json", json.dumps([{"filename": "a.jpg", "checksum": "0"}]))
+        archive.writestr("a.jpg", b"jpeg")
+    with pytest.raises(ClientError, match=r"a\.jpg does not match its checksum"):
+        _unpack(wrong, tmp_path / "out")
+    (tmp_path / "cut.zip").write_bytes(wrong.read_bytes()[:40])
+    with pytest.raises(ClientError, match="damaged or incomplete"):
+        _unpack(tmp_path / "cut.zip", tmp_path / "out")
+
+
+def test_events_parser_reads_sse_framing() -> None:
+    lines = [": ping", "event: progress", 'data: {"a":', "data: 1}", "", "", "data: x", "id: 7",
+             ""]  # fmt: skip
+    assert list(_events(iter(lines))) == [("progress", '{"a":\n1}'), ("message", "x")]
+
+
+def test_wait_reconnects_when_the_server_restarts_mid_job(
+    served: Served, media: Media, tmp_path: Path
+) -> None:
+    """SIGTERM ends the event stream without a final event (or refuses the client's first
+    connection) and leaves the job pending; the client reconnects to the restarted server
+    and follows the job to its end."""
+    name = place(media.long(), served.videos)
+    out = tmp_path / "frames"
+    argv = ("--path", name, "--interval", "0.04", "--no-reuse", "--out", str(out))
+    with follow(served, *argv) as waiting:
+        try:
+            assert waiting.stdout is not None
+            job_id = waiting.stdout.readline().strip()
+            served.server.stop(signal.SIGTERM)  # at once: 500 frames take far longer
+            served.server.start()
+            stdout, err = waiting.communicate(timeout=patience(120))
+        finally:
+            waiting.kill()  # nothing if it has ended
+    assert waiting.returncode == 0, err
+    assert "reconnecting" in err or "trying again" in err
+    job = served.job(job_id)
+    assert job["status"] == "completed"
+    listed = served.frames(job_id)
+    assert len(listed) == job["total_frames"] == 500
+    assert f"wrote 500 frames and frames.json to {out}" in stdout
+    for frame in listed:
+        assert sha256((out / frame["filename"]).read_bytes()) == frame["checksum"]
