@@ -1447,3 +1447,47 @@ def test_dashboard_reads_the_old_and_new_answer_shapes(
     expect(caption).to_contain_text("frame 2 of 8")
     expect(caption).to_have_text(re.compile(r"\d\s(B|KB)$"))
     expect(caption).not_to_contain_text("—")
+
+
+def test_the_storyboard_strip_shows_the_tile_under_the_pointer(page: Page, site: Site):
+    """A completed job with a storyboard: hovering its timeline strip shows, above the
+    pointer, the tile of the cue a player would show at that time (the last tile whose
+    cue starts at or before it), cut out of its sheet; the keyboard steps through them."""
+    job_id = site.submit("standard.mp4", mode="count", count=12, storyboard=True,
+                         storyboard_width=64)  # fmt: skip
+    assert site.wait(job_id)["status"] == "completed"
+    board = site.http.get(f"/job/{job_id}/storyboard.json").json()
+    tiles = board["tiles"]
+    page.goto(f"{site.url}/#job={job_id}")
+    strip = by_id(page, "storyboard-strip")
+    expect(by_id(page, "job-storyboard")).to_be_visible()
+    expect(by_id(page, "job-storyboard")).to_have_attribute("data-job-id", job_id)
+    preview, tile = by_id(page, "storyboard-preview"), by_id(page, "storyboard-tile")
+    expect(preview).to_be_hidden()
+    box = strip.bounding_box()
+    assert box is not None
+    for share in (0.0, 0.04, 0.33, 0.5, 0.77, 0.999):
+        t = share * board["end"]
+        want = max(i for i, item in enumerate(tiles) if item["start"] <= t or i == 0)
+        page.mouse.move(box["x"] + share * box["width"], box["y"] + box["height"] / 2)
+        expect(preview).to_be_visible()
+        expect(tile).to_have_attribute("data-tile", str(want))
+        expect(tile).to_have_attribute("data-frame", tiles[want]["frame"])
+        style = tile.evaluate("t => [t.style.backgroundPosition, t.style.width, t.style.height]")
+        x, y, h = tiles[want]["x"], tiles[want]["y"], tiles[want]["h"]
+        assert style == [f"{-x}px {-y}px", "64px", f"{h}px"], (share, style)
+    # the sheet it shows is the one the manifest names, and it loads
+    loaded = page.evaluate(
+        """url => new Promise((done) => { const i = new Image(); i.onload = () =>
+        done([i.naturalWidth, i.naturalHeight]); i.onerror = () => done(null); i.src = url; })""",
+        tiles[0]["url"],
+    )
+    assert loaded == [board["sheets"][0]["width"], board["sheets"][0]["height"]]
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] - 300)  # away: hidden again
+    expect(preview).to_be_hidden()
+    strip.focus()
+    page.keyboard.press("End")
+    expect(tile).to_have_attribute("data-tile", str(len(tiles) - 1))
+    page.keyboard.press("ArrowLeft")
+    expect(tile).to_have_attribute("data-tile", str(len(tiles) - 2))
+    expect(strip).to_have_attribute("aria-valuenow", str(len(tiles) - 2))

@@ -25,6 +25,7 @@ from vfe.frames import (
     FRAME_NAME,
     LOCK,
     MAKING,
+    PRESIGNED_FOR,
     WORK_DIR,
     FolderFrames,
     FrameStore,
@@ -418,7 +419,8 @@ async def test_read_and_zip_stream(tmp_path: Path, holds: Holds, remote: bool) -
         contents = [os.urandom(300_000), b"second", PNG_HEAD]
         got = await keep(store, contents)
         assert (store.local_file(got[0]) is None) is remote
-        assert await store.presign(got[0]) is None  # a folder has no signed URLs
+        storage, name = store.stored(got[0])
+        assert await storage.presign(name, PRESIGNED_FOR) is None  # a folder has no signed URLs
         assert b"".join([c async for c in store.read(got[0])]) == contents[0]
         gone = object_path(store, b"second")
         gone.unlink()  # deleted meanwhile

@@ -286,7 +286,8 @@ async def test_real_answers_conform_to_the_document(client: AppClient, media: Me
     http = client.http
     name = place(media.standard(), videos)
 
-    res = await http.post("/video-job", json={"video_source": name, "interval": 0.5})
+    res = await http.post("/video-job", json={"video_source": name, "interval": 0.5,
+                                              "storyboard": True})  # fmt: skip
     spec.check("POST", "/video-job", res)
     job_id = res.json()["job_id"]
     await client.wait(job_id)
@@ -303,6 +304,9 @@ async def test_real_answers_conform_to_the_document(client: AppClient, media: Me
         ("/health/ready", "/health/ready"),
         ("/metrics", "/metrics"),
         (f"/job/{job_id}/frames.zip", "/job/{job_id}/frames.zip"),
+        (f"/job/{job_id}/storyboard.vtt", "/job/{job_id}/storyboard.vtt"),
+        (f"/job/{job_id}/storyboard.json", "/job/{job_id}/storyboard.json"),
+        (f"/job/{job_id}/storyboard/0.jpg", "/job/{job_id}/storyboard/{n}.jpg"),
         ("/", "/"),
         ("/docs", "/docs"),
         ("/openapi.json", "/openapi.json"),
@@ -334,6 +338,7 @@ async def test_real_answers_conform_to_the_document(client: AppClient, media: Me
         ("DELETE", f"/job/{job_id}", "/job/{job_id}", 200, {}),
         ("DELETE", f"/job/{job_id}", "/job/{job_id}", 404, {}),
         ("GET", f"/job/{job_id}/frames.zip", "/job/{job_id}/frames.zip", 404, {}),
+        ("GET", f"/job/{job_id}/storyboard.vtt", "/job/{job_id}/storyboard.vtt", 404, {}),
         ("GET", f"/job-status/{job_id}/events", "/job-status/{job_id}/events", 404, {}),
     ]:  # fmt: skip
         res = await http.request(method, url, **kwargs)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,9 +20,10 @@ from urllib.parse import parse_qsl
 
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from .cache import RECENT_GENERATION, job_key, recent_key
+from .downloads import answers, stored_file
 from .endpoints import (
     Answer,
     Body,
@@ -41,6 +41,7 @@ from .frames import FRAME_NAME, is_job_id
 from .models import DeliveryStatus, Job, JobSpec, JobStatus, SourceType
 from .services import services
 from .sources import Upload, list_videos, receive_upload
+from .storyboard_api import zip_entries
 from .submit import locate
 from .views import (
     DeleteAnswer,
@@ -88,8 +89,8 @@ IDEMPOTENCY_KEY = Header(
     ),
     hint="must be 1 to 200 printable ASCII characters (a UUID is a good key)",
 )
-SUBMIT_BODY = Body(JobSpec, {"video_source": EXAMPLE_SOURCE, "interval": 2.5}, "file",
-                   "video_source")  # fmt: skip
+SUBMIT_BODY = Body(JobSpec, {"video_source": EXAMPLE_SOURCE, "interval": 2.5, "storyboard": True},
+                   "file", "video_source")  # fmt: skip
 JOB_NOT_FOUND = error(404, "No such job (also for an id that is not a UUID).")
 NOT_DELETED = "Job not found or could not be cancelled"  # the original service's words
 DELETED_JOB_ID = replace(JOB_ID, not_found=NOT_DELETED)
@@ -347,11 +348,7 @@ async def list_frames(request: Request, query: FramesQuery) -> FrameList:
     "/frames/{job_id}/{name}",
     "getFrameImage",
     "One frame image",
-    Answer(200, "The image; its ETag is its SHA-256.", media=tuple(_MEDIA_TYPES.values()),
-           headers=("ETag",)),
-    Answer(304, "Not modified.", headers=("ETag",)),
-    Answer(307, "FRAME_URLS=presigned: a redirect to a presigned URL of the bucket, valid "
-           "for an hour.", headers=("Location", "ETag")),
+    *answers(tuple(_MEDIA_TYPES.values()), "The image"),
     error(404, "No such job or frame."),
     params=(JOB_ID, FRAME_FILE),
     headers=(Header("If-None-Match", "304 if it is the frame's ETag."),),
@@ -364,36 +361,11 @@ async def frame_image(request: Request) -> Response:
     frame = await svc.store.get_frame(job_id, name)
     if frame is None:
         raise NotFound("Frame not found")
-    etag = f'"{frame.checksum}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-        return Response(status_code=304, headers=headers)
     media_type = _MEDIA_TYPES[name.rsplit(".", 1)[1]]
-    path = svc.frames.local_file(frame)
-    if path is not None:
-        if not await asyncio.to_thread(path.is_file):
-            raise NotFound("Frame not found")
-        return FileResponse(path, media_type=media_type, headers=headers)
-    if svc.settings.frame_urls == "presigned":
-        url = await svc.frames.presign(frame)
-        if url is not None:  # not cached past the URL's own life
-            headers["Cache-Control"] = "private, max-age=600"
-            return RedirectResponse(url, status_code=307, headers=headers)
-    headers["Content-Length"] = str(frame.size_bytes)
-    if request.method == "HEAD":  # the size is known: nothing to fetch
-        return Response(media_type=media_type, headers=headers)
-    chunks = svc.frames.read(frame)
-    try:
-        first = await anext(chunks)  # a missing object is a 404, not a cut response
-    except (FileNotFoundError, StopAsyncIteration):
-        raise NotFound("Frame not found") from None
-
-    async def body() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in chunks:
-            yield chunk
-
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
+    return await stored_file(
+        request, svc.frames.stored(frame), frame.checksum, media_type, "Frame not found",
+        presigned=svc.settings.frame_urls == "presigned", size=frame.size_bytes,
+    )  # fmt: skip
 
 
 class RecentQuery(Query):
@@ -487,7 +459,7 @@ async def frames_zip(request: Request) -> Response:
     frames = await svc.store.list_frames(job_id, 0, ALL_FRAMES)
     disposition = f'attachment; filename="vfe-{job_id}-frames.zip"'
     return StreamingResponse(
-        svc.frames.zip_stream(frames, frames_manifest),
+        svc.frames.zip_stream(frames, frames_manifest, zip_entries(svc, job_id, frames)),
         media_type="application/zip",
         headers={"Content-Disposition": disposition},
     )

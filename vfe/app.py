@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from . import api, docs, ffmpeg, health, openapi, sse
+from . import api, docs, ffmpeg, health, openapi, sse, storyboard_api
 from . import logging as vfe_logging
 from .auth import ApiKeyMiddleware
 from .cache import FallbackCache, MemoryCache, RedisCache
@@ -230,6 +230,7 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
 ENDPOINTS: tuple[Endpoint, ...] = (
     dashboard,
     *api.ENDPOINTS,
+    *storyboard_api.ENDPOINTS,
     *sse.ENDPOINTS,
     *health.ENDPOINTS,
     metrics_text,

@@ -38,6 +38,7 @@ from .options import (
     DEFAULT_MIN_GAP,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_SEARCH,
+    DEFAULT_STORYBOARD_WIDTH,
     ImageFormat,
 )
 
@@ -126,6 +127,14 @@ def _job_options() -> argparse.ArgumentParser:
     options.add_argument(
         "--dedupe-distance", type=int,
         help=f"pHash bits within which a frame repeats (default {DEFAULT_DEDUPE_DISTANCE})",
+    )  # fmt: skip
+    options.add_argument(
+        "--storyboard", action="store_true", default=None,
+        help="also make a storyboard: sprite sheets, storyboard.vtt and storyboard.json",
+    )  # fmt: skip
+    options.add_argument(
+        "--storyboard-width", type=int,
+        help=f"storyboard tile width, px (default {DEFAULT_STORYBOARD_WIDTH})",
     )  # fmt: skip
     return options
 
@@ -264,6 +273,7 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     job_id = str(uuid.uuid4())
     store = FolderFrames(out)  # finished frames go straight into ``out``
     manifest: list[dict[str, Any]] = []
+    made: list[Frame] = []  # a storyboard's tiles
     started = time.perf_counter()
     # scene: frames found as it goes; best: a scan first. The bar shows the decoding.
     scene = plan.scene is not None or plan.strategy.value == "best"
@@ -271,6 +281,7 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
     with _progress_bar(total, unit, quiet) as bar:
 
         async def on_frames(batch: list[Frame]) -> None:
+            made.extend(batch)
             manifest.extend(
                 FrameView.of(frame).model_dump(mode="json", exclude={"job_id", "url"})
                 for frame in batch
@@ -290,6 +301,11 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
                 index=index, choice=choice_from(options),
             )  # fmt: skip
             written = outcome.written
+            if spec.storyboard and made:
+                from . import storyboard
+
+                end = storyboard.window_end(index.end, info.duration, plan.window_end)
+                await storyboard.write_folder(store, job_id, made, out, spec.storyboard_width, end)
             if scene:
                 bar.update(total - bar.n)
         finally:

@@ -347,33 +347,41 @@ class FrameStore(WorkFolders):
 
     # --- reading -------------------------------------------------------------------------
 
-    def _object(self, frame: Frame) -> tuple[Storage, str]:
+    def stored(self, frame: Frame) -> tuple[Storage, str]:
         """The storage that keeps the frame's bytes, and their name there."""
         return self.storages.route(frame_key(frame.checksum, extension(frame.filename)))
 
     def local_file(self, frame: Frame) -> Path | None:
         """The frame's bytes as a local file, when the storage is a folder."""
-        storage, name = self._object(frame)
+        storage, name = self.stored(frame)
         return storage.local_path(name)
+
+    async def local_copy(self, frame: Frame, dest: Path) -> Path:
+        """The frame's bytes as a local file: in place when the storage is a folder, else
+        copied to ``dest`` (``FileNotFoundError`` if gone)."""
+        storage, name = self.stored(frame)
+        if (path := storage.local_path(name)) is not None:
+            return path
+        await storage.get_file(name, dest)
+        return dest
 
     def read(self, frame: Frame) -> AsyncIterator[bytes]:
         """The frame's bytes, a chunk at a time (``FileNotFoundError`` if gone)."""
-        storage, name = self._object(frame)
+        storage, name = self.stored(frame)
         return storage.read(name)
 
-    async def presign(self, frame: Frame) -> str | None:
-        """A URL of the bucket that serves the frame for an hour (None: a folder)."""
-        storage, name = self._object(frame)
-        return await storage.presign(name, PRESIGNED_FOR)
-
     async def zip_stream(
-        self, frames: Sequence[Frame], manifest: Callable[[list[Frame]], bytes] | None = None
+        self,
+        frames: Sequence[Frame],
+        manifest: Callable[[list[Frame]], bytes] | None = None,
+        extra: AsyncIterator[tuple[str, bytes]] | None = None,
     ) -> AsyncIterator[bytes]:
         """The ``frames`` as one zip, made while it is sent: stored entries (images are
         compressed already) with data descriptors, so nothing is staged on disk, an unread
         download costs nothing, and a cut one leaves nothing behind. Holds one frame in
         memory at a time. Frames whose object has gone are left out. ``manifest`` makes
-        a last entry, ``frames.json``, of the frames the zip holds."""
+        an entry, ``frames.json``, of the frames the zip holds; ``extra`` gives the last
+        entries (name, bytes), one at a time (a storyboard)."""
         import zipfile  # only for zips, not on every start-up
 
         sink = _Sink()
@@ -401,6 +409,11 @@ class FrameStore(WorkFolders):
                 await asyncio.to_thread(
                     lambda: archive.writestr(entry("frames.json", time.time()), manifest(held))
                 )
+            if extra is not None:
+                async for name, data in extra:
+                    await asyncio.to_thread(archive.writestr, entry(name, time.time()), data)
+                    if sink.chunks:
+                        yield sink.take()
             await asyncio.to_thread(archive.close)
             yield sink.take()
         finally:

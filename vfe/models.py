@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .options import DEFAULT_MIN_GAP as DEFAULT_MIN_GAP
 from .options import DEFAULT_SCENE_THRESHOLD as DEFAULT_SCENE_THRESHOLD
+from .options import DEFAULT_STORYBOARD_WIDTH
 from .options import ImageFormat as ImageFormat
 from .quality import (
     DEFAULT_BLACK_THRESHOLD,
@@ -188,6 +189,17 @@ class JobSpec(BaseModel):
         description="Complete at once with the frames of an earlier completed job on the "
         "same video content with the same options; false extracts afresh.",
     )
+    storyboard: bool = Field(
+        default=False,
+        description="Also make a storyboard of the frames, for a player's hover previews: "
+        "JPEG sprite sheets, a WebVTT track and a JSON manifest (GET "
+        "/job/{job_id}/storyboard.vtt and .json, once the job completes).",
+    )
+    storyboard_width: int = Field(
+        default=DEFAULT_STORYBOARD_WIDTH, ge=16, le=1024,
+        description="storyboard: tile width, px (16 to 1024); the height follows the "
+        "frames' aspect.",
+    )  # fmt: skip
     webhook_url: str | None = Field(
         default=None,
         max_length=2048,
@@ -198,7 +210,7 @@ class JobSpec(BaseModel):
     @field_validator("interval", "fps", "count", "scene_threshold", "min_gap", "start", "end",
                      "max_frames", "quality", "width", "height", "black_threshold",
                      "blur_threshold", "flat_threshold", "search", "dedupe_distance",
-                     mode="before")  # fmt: skip
+                     "storyboard_width", mode="before")  # fmt: skip
     @classmethod
     def _no_booleans(cls, value: Any) -> Any:
         if isinstance(value, bool):  # JSON true would otherwise pass as 1
@@ -252,7 +264,10 @@ class JobSpec(BaseModel):
 
     def options(self) -> dict[str, Any]:
         """Everything but the source, as stored with the job."""
-        return self.model_dump(mode="json", exclude={"video_source"}, exclude_none=True)
+        # no storyboard: its fields stay out, so other jobs' options and reuse keys are as
+        # they were before storyboards
+        unused = set() if self.storyboard else {"storyboard", "storyboard_width"}
+        return self.model_dump(mode="json", exclude={"video_source", *unused}, exclude_none=True)
 
     def reuse_key(self, source_identity: str) -> str:
         """What a job's frames depend on, as one digest: the source's identity and every

@@ -17,6 +17,7 @@ DEFAULT_BLUR_THRESHOLD = 100.0  # blurry: sharpness below this
 DEFAULT_FLAT_THRESHOLD = 0.04  # flat: contrast below this
 DEFAULT_SEARCH = 1.0  # seconds after a rejected frame where a substitute is looked for
 DEFAULT_DEDUPE_DISTANCE = 6  # bits of pHash within which a frame repeats the last kept
+DEFAULT_STORYBOARD_WIDTH = 160  # px: a storyboard tile's width (a player's hover preview)
 
 
 class ImageFormat(StrEnum):

@@ -25,6 +25,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from . import storyboard
 from .cache import RECENT_GENERATION, FallbackCache, job_key
 from .errors import (
     ExtractionError,
@@ -220,6 +221,7 @@ class JobRunner:
         self.publish("progress", job)
         before = {f.index for f in await self.store.list_frames(job.id, 0, 10**9)}
         produced: set[int] = set()
+        made: dict[int, Frame] = {}  # this run's frames by index: a storyboard's tiles
         held: list[Frame] = []  # the latest batch: recorded with the next, or with the end
         last_progress = time.monotonic()
 
@@ -232,6 +234,7 @@ class JobRunner:
                 )
             ready, held = held, list(batch)
             produced.update(f.index for f in batch)
+            made.update((f.index, f) for f in batch)
             processed = max(job.processed_frames, len(produced) - len(held))
             counts = {"processed_frames": processed}
             if scene:  # the frames found so far are all the frames known
@@ -270,6 +273,13 @@ class JobRunner:
         if outcome.rejected or outcome.dropped or choice.selective:
             done["plan"] = {**plan.describe(), "rejected_targets": outcome.rejected,
                             "dropped_duplicates": outcome.dropped}  # fmt: skip
+        if job.options.get("storyboard") and made:  # from the frames as stored
+            end = storyboard.window_end(index.end, info.duration, plan.window_end)
+            board = await storyboard.make(
+                self.frames, job.id, str(attempt), storyboard.in_time_order(list(made.values())),
+                self.frames.local_copy, int(job.options["storyboard_width"]), end,
+            )  # fmt: skip
+            done["plan"] = {**done.get("plan", job.plan or {}), "storyboard": board.as_dict()}
         await self._settle(job.id, attempt, JobStatus.COMPLETED, None, "done", held, **done)
 
     async def _record(self, job_id: str, attempt: int, **values: Any) -> Job:

@@ -15,6 +15,7 @@ import { SubmitForm } from './form.js';
 import { startHealth } from './health.js';
 import { JobList } from './jobs.js';
 import { RecentFrames } from './recent.js';
+import { StoryboardStrip } from './storyboard.js';
 import { Viewer } from './viewer.js';
 
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000]; // waits before reopening /events
@@ -36,8 +37,12 @@ const detail = new JobDetail(byTestId('job-detail'), {
     recent.refresh();
     closeJob();
   },
-  onView: (view) => jobs.upsert(view), // the job's own stream also keeps its row current
+  onView: (view) => {
+    jobs.upsert(view); // the job's own stream also keeps its row current
+    storyboard.show(view);
+  },
 });
+const storyboard = new StoryboardStrip(byTestId('job-storyboard'));
 
 const recent = new RecentFrames(byTestId('recent-frames'), document.querySelector('.recent-empty'), {
   viewer,
@@ -69,6 +74,7 @@ function showJobFromHash({ focus }) {
   const jobId = hashJobId();
   if (jobId) detail.open(jobId, { focus });
   else detail.close();
+  if (!jobId) storyboard.clear();
   jobs.markOpen(jobId);
 }
 
@@ -77,6 +83,7 @@ function closeJob() {
   const jobId = detail.jobId;
   if (hashJobId() !== null) history.pushState(null, '', location.pathname + location.search);
   detail.close();
+  storyboard.clear();
   jobs.markOpen(null);
   const row = jobId && document.querySelector(`[data-testid="job-row"][data-job-id="${CSS.escape(jobId)}"]`);
   (row || document.getElementById('jobs-title')).focus();
@@ -143,6 +150,7 @@ function connect() {
     deleted: ({ job_id: jobId }) => {
       jobs.remove(jobId, { deleted: true });
       detail.removed(jobId);
+      if (jobId === detail.jobId) storyboard.clear();
       recent.refresh();
     },
   });

@@ -15,7 +15,7 @@ const TEXT_FIELDS = new Set(['mode', 'format', 'timestamps', 'tonemap', 'webhook
 // Checkbox groups, one box a value: a list in JSON, comma-separated in an upload's form.
 const LIST_FIELDS = new Set(['reject']);
 // Single checkboxes: true when checked, left out (the server's default, false) when not.
-const BOOLEAN_FIELDS = new Set(['dedupe']);
+const BOOLEAN_FIELDS = new Set(['dedupe', 'storyboard']);
 
 /** data-testid of an API field: scene_threshold -> scene-threshold. */
 const testIdOf = (field) => field.replaceAll('_', '-');
