@@ -53,3 +53,15 @@ def test_readme_lists_every_job_field_with_its_default():
         if default is None or isinstance(default, bool | str) or name in ("start", "end"):
             continue  # text, or described in words
         assert [float(n) for n in re.findall(r"[\d.]+", rows[name])[:1]] == [default], name
+
+
+def test_readme_layout_names_every_module():
+    """The Layout paragraph of "Development" names every module and package of vfe/."""
+    layout = README.split("Layout: `vfe/`", 1)[1].split("\n\n", 1)[0]
+    named = set(re.findall(r"`(\w+)/?`", layout))
+    package = Path(__file__).resolve().parent.parent / "vfe"
+    modules = {p.stem for p in package.glob("*.py") if not p.stem.startswith("__")}
+    packages = {p.parent.name for p in package.glob("*/__init__.py")}
+    inner = {p.stem for p in package.glob("*/*.py") if not p.stem.startswith("__")}
+    missing = (modules | packages | inner) - named
+    assert not missing, f"README's Layout does not name {sorted(missing)}"
