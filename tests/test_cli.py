@@ -387,6 +387,27 @@ def test_quiet_extract_loads_no_web_stack_or_tqdm(media: Any, tmp_path: Path) ->
     assert len(json.loads((out / "frames.json").read_text())) == 2
 
 
+def test_the_probe_loads_without_pydantic() -> None:
+    """vfe extract starts ffprobe before pydantic loads: vfe.probe must not need it."""
+    loaded = loaded_packages("import vfe.probe")
+    assert "vfe" in loaded
+    assert loaded & (WEB_STACK | {"pydantic", "numpy"}) == set()
+
+
+def test_a_bad_argument_stops_ffprobe_and_writes_nothing(media: Any, tmp_path: Path) -> None:
+    """The probe starts before the arguments are validated; a refused argument stops it."""
+    out = tmp_path / "o"
+    argv = ["extract", str(media.standard()), "--interval", "-1", "--out", str(out)]
+    code = f"""
+import psutil
+from vfe.cli import main
+assert main({argv!r}) == 2
+assert not psutil.Process().children(recursive=True), "a child process was left running"
+"""
+    loaded_packages(code)
+    assert not out.exists()
+
+
 def test_help_shows_the_defaults_the_validation_uses(capsys: pytest.CaptureFixture[str]) -> None:
     from vfe import models  # vfe.cli takes them from vfe.options, which needs no pydantic
 

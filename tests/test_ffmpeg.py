@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import patience, wait_until_async
 from vfe import ffmpeg
 from vfe.errors import ExtractionError
-from vfe.models import ImageFormat, Output
+from vfe.options import ImageFormat, Output
 
 PY = sys.executable
 

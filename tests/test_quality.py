@@ -26,7 +26,8 @@ from tests.conftest import AppClient, Media, place, reference_frames, run_ffmpeg
 from vfe import planner, probe
 from vfe.extractor import Extractor, Outcome
 from vfe.frames import FolderFrames
-from vfe.models import Frame, JobSpec, Mode, Output
+from vfe.models import Frame, JobSpec, Mode
+from vfe.options import Output
 from vfe.planner import Plan, Sampling, Strategy
 from vfe.probe import FrameIndex
 from vfe.quality import (

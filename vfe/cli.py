@@ -43,7 +43,10 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from .models import Frame, JobSpec
+    from .probe import FrameIndex, VideoInfo
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"  # where `vfe serve` listens by default
 CLIENT_COMMANDS = frozenset({"submit", "jobs", "status", "cancel"})
@@ -244,8 +247,15 @@ def _spec(args: argparse.Namespace) -> JobSpec:
     return JobSpec.model_validate({"video_source": str(args.video), **_spec_fields(args)})
 
 
-async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
+async def extract(
+    spec: JobSpec,
+    source: Path,
+    out: Path,
+    quiet: bool,
+    probing: Awaitable[tuple[VideoInfo, FrameIndex]] | None = None,
+) -> int:
     """Run ``vfe extract`` into the existing folder ``out``; returns the exit code.
+    ``probing`` is the video's probe when it was started already (else it starts here).
 
     Ctrl-C cancels it: FFmpeg is stopped and the work folder removed.
     """
@@ -257,14 +267,14 @@ async def extract(spec: JobSpec, source: Path, out: Path, quiet: bool) -> int:
 
     from .extractor import Extractor
     from .frames import FolderFrames
-    from .models import output_from
+    from .options import output_from
     from .planner import plan as make_plan
     from .planner import sampling_from
     from .probe import inspect
     from .quality import choice_from
     from .views import FrameView
 
-    info, index = await inspect(source)
+    info, index = await (probing or inspect(source))
     plan = await asyncio.to_thread(
         make_plan, sampling_from(spec.options(), spec.interval), info, index
     )
@@ -370,28 +380,47 @@ def _extract_command(args: argparse.Namespace) -> int:
     """``vfe extract``: validate, run, and turn every failure into a message and a code."""
     import asyncio
 
-    from pydantic import ValidationError
-
     from .errors import ExtractionError, VfeError
 
     try:
-        spec = _spec(args)
         source = args.video.resolve()
         if not source.is_file():
+            _spec(args)  # a bad argument is told first
             raise ExtractionError(f"no such file: {args.video}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(extract(spec, source, args.out, args.quiet))
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            where = ".".join(str(part) for part in error["loc"]) or "arguments"
-            print(f"vfe: bad argument {where}: {error['msg']}", file=sys.stderr)
-        return 2
+        return asyncio.run(_probe_and_extract(args, source))
     except VfeError as exc:
         print(f"vfe: {exc.detail}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vfe: interrupted; FFmpeg stopped", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from pydantic import ValidationError  # loaded by now: it validated the arguments
+
+        if not isinstance(exc, ValidationError):
+            raise
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "arguments"
+            print(f"vfe: bad argument {where}: {error['msg']}", file=sys.stderr)
+        return 2
+
+
+async def _probe_and_extract(args: argparse.Namespace, source: Path) -> int:
+    """Start ffprobe on ``source`` at once, then validate the arguments in a thread: the
+    frame index is read while pydantic loads (about 0.2 s each), not after it."""
+    import asyncio
+
+    from .probe import inspect  # imports no pydantic
+
+    probing = asyncio.ensure_future(inspect(source))
+    try:
+        spec = await asyncio.to_thread(_spec, args)
+        args.out.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        probing.cancel()  # ffprobe is stopped
+        await asyncio.gather(probing, return_exceptions=True)
+        raise
+    return await extract(spec, source, args.out, args.quiet, probing)
 
 
 def _serve_command(args: argparse.Namespace) -> int:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from .frames import FrameSink, frame_name
-from .models import Frame, Output
+from .models import Frame
+from .options import Output
 from .planner import Plan, Strategy
 from .probe import FrameIndex, VideoInfo
 from .quality import Choice, Metrics

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExtractionError
-from .models import ImageFormat, Output
+from .options import ImageFormat, Output
 
 STOP_GRACE_SECONDS = 1.0
 VERSION_TIMEOUT = 10.0

@@ -72,17 +72,6 @@ class SourceType(StrEnum):
         return self is not SourceType.PATH
 
 
-@dataclass(frozen=True)
-class Output:
-    """How frames are written: format, quality (1-100), and a box to fit them inside."""
-
-    format: ImageFormat = ImageFormat.JPG
-    quality: int | None = None  # None: JPEG qscale 2 (as before), WebP 90, PNG lossless
-    width: int | None = None
-    height: int | None = None
-    tonemap: bool = True  # an HDR source is tone-mapped to SDR BT.709
-
-
 class JobSpec(BaseModel):
     """What a client asks for: a video and a sampling rule."""
 
@@ -388,22 +377,3 @@ def percent(done: int, total: int, status: JobStatus, progress: float | None = N
     if total <= 0:
         return 0.0
     return round(min(100.0, 100.0 * done / total), 1)
-
-
-def finite_or_none(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def output_from(options: dict[str, Any]) -> Output:
-    """The ``Output`` of a stored job's options."""
-    return Output(
-        format=ImageFormat(options.get("format") or ImageFormat.JPG),
-        quality=options.get("quality"),
-        width=options.get("width"),
-        height=options.get("height"),
-        tonemap=options.get("tonemap", "auto") != "off",
-    )

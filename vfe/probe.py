@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import itertools
 import json
+import math
 from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,7 +23,6 @@ from typing import Any
 
 from . import ffmpeg
 from .errors import ExtractionError
-from .models import finite_or_none
 
 PROBE_TIMEOUT = 30.0
 
@@ -65,6 +65,15 @@ class VideoInfo:
         width, height = (self.height, self.width) if self.rotation in (90, 270) else (
             self.width, self.height)  # fmt: skip
         return "bt709" if width >= 1280 or height > 576 else "smpte170m"
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float (ffprobe writes numbers as text), else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _rate(value: Any) -> float | None:

@@ -26,7 +26,8 @@ from typing import TypeVar
 
 from . import ffmpeg
 from .errors import ExtractionError
-from .models import Mode, Output
+from .models import Mode
+from .options import Output
 from .planner import Group, Plan, Sampling, Strategy
 from .planner import plan as make_plan
 from .probe import FrameIndex, VideoInfo
