@@ -41,7 +41,7 @@ from .frames import FRAME_NAME, is_job_id
 from .models import DeliveryStatus, Job, JobSpec, JobStatus, SourceType
 from .services import services
 from .sources import Upload, list_videos, receive_upload
-from .storyboard_api import zip_entries
+from .storyboard import Storyboard, zip_entries
 from .submit import locate
 from .views import (
     DeleteAnswer,
@@ -454,12 +454,15 @@ async def frames_zip(request: Request) -> Response:
     """GET /job/{job_id}/frames.zip: every frame of the job in one zip, in time order."""
     svc = services(request)
     job_id = job_id_param(request)
-    if await svc.store.get_job(job_id) is None:
+    job = await svc.store.get_job(job_id)
+    if job is None:
         raise NotFound("Job not found")
     frames = await svc.store.list_frames(job_id, 0, ALL_FRAMES)
+    board = Storyboard.from_plan(job.plan)
+    extra = None if board is None else zip_entries(board, frames, svc.frames.storages)
     disposition = f'attachment; filename="vfe-{job_id}-frames.zip"'
     return StreamingResponse(
-        svc.frames.zip_stream(frames, frames_manifest, zip_entries(svc, job_id, frames)),
+        svc.frames.zip_stream(frames, frames_manifest, extra),
         media_type="application/zip",
         headers={"Content-Disposition": disposition},
     )

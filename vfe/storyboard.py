@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from . import ffmpeg
 from .errors import ExtractionError
 from .frames import FrameSink
 from .models import Frame
+from .storage import Storages, frame_key
 
 MAX_SIDE = 4096  # px a sheet side may have: what every browser decodes without trouble
 MAX_GRID = 10  # tiles a sheet row or column may have
@@ -341,3 +342,21 @@ async def write_folder(
     await asyncio.to_thread((out / VTT_FILE).write_text, vtt(board, ordered, names))
     await asyncio.to_thread((out / JSON_FILE).write_text, listed)
     return board
+
+
+async def zip_entries(
+    board: Storyboard, frames: Sequence[Frame], storages: Storages
+) -> AsyncIterator[tuple[str, bytes]]:
+    """``board`` as zip entries: its sheets (read from ``storages``), then the track and
+    the manifest, which name the sheets by their file names in the zip. A sheet deleted
+    meanwhile is left out, as a frame would be."""
+    names = SHEET_FILE.format
+    for n, checksum in enumerate(board.sheets):
+        storage, name = storages.route(frame_key(checksum, "jpg"))
+        try:
+            yield names(n), b"".join([chunk async for chunk in storage.read(name)])
+        except FileNotFoundError:
+            continue
+    yield VTT_FILE, vtt(board, frames, names).encode()
+    listed = manifest(board, frames, names, VTT_FILE)
+    yield JSON_FILE, listed.model_dump_json(indent=1).encode() + b"\n"

@@ -10,16 +10,15 @@ storyboard is not made yet (it is made when the frames are), answers 404 saying 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import storyboard
+from .api import JOB_ID
 from .downloads import answers, stored_file
 from .endpoints import Answer, Header, PathParam, endpoint, error, ok
 from .errors import NotFound
-from .frames import is_job_id
 from .models import Frame, Job
 from .services import Services, services
 from .storage import frame_key
@@ -27,13 +26,6 @@ from .storyboard import Manifest, Storyboard
 
 ALL_FRAMES = 10**9  # every frame: a job has at most MAX_FRAMES_PER_JOB
 SHEET_NUMBER = r"^[0-9]{1,6}$"
-JOB_ID = PathParam(
-    "job_id",
-    {"type": "string", "format": "uuid"},
-    "Anything but a UUID answers 404.",
-    is_job_id,
-    "Job not found",
-)
 SHEET = PathParam(
     "n",
     {"type": "string", "pattern": SHEET_NUMBER},
@@ -129,27 +121,6 @@ async def storyboard_sheet(request: Request) -> Response:
         request, svc.frames.storages.route(frame_key(checksum, "jpg")), checksum, "image/jpeg",
         "Storyboard sheet not found", presigned=svc.settings.frame_urls == "presigned",
     )  # fmt: skip
-
-
-async def zip_entries(svc: Services, job_id: str, frames: list[Frame]) -> AsyncIterator[
-    tuple[str, bytes]
-]:  # fmt: skip
-    """A job's storyboard as zip entries (none when it has none): the sheets, then the
-    track and the manifest, which name the sheets by their file names in the zip."""
-    job = await svc.store.get_job(job_id)
-    board = None if job is None else Storyboard.from_plan(job.plan)
-    if board is None:
-        return
-    names = storyboard.SHEET_FILE.format
-    for n, checksum in enumerate(board.sheets):
-        storage, name = svc.frames.storages.route(frame_key(checksum, "jpg"))
-        try:
-            yield names(n), b"".join([chunk async for chunk in storage.read(name)])
-        except FileNotFoundError:
-            continue  # deleted meanwhile, as a frame would be: left out
-    yield storyboard.VTT_FILE, storyboard.vtt(board, frames, names).encode()
-    listed = storyboard.manifest(board, frames, names, storyboard.VTT_FILE)
-    yield storyboard.JSON_FILE, listed.model_dump_json(indent=1).encode() + b"\n"
 
 
 ENDPOINTS = (storyboard_track, storyboard_manifest, storyboard_sheet)
