@@ -130,6 +130,27 @@ def test_submit_uploads_waits_with_progress_and_downloads_the_exact_frames(
         assert sha256(data) == frame["checksum"]
 
 
+def test_a_download_missing_a_frame_exits_1(served: Served, clip: Path, tmp_path: Path) -> None:
+    """The server's zip leaves out a frame whose stored file has gone: the client says so
+    rather than report a complete download."""
+    name = "client-missing.mp4"
+    (served.videos / name).write_bytes(clip.read_bytes())
+    first = vfe(served, "submit", "--path", name, "--interval", "3", "--wait", "--quiet")
+    assert first.returncode == 0, first.stderr
+    listed = served.frames(first.stdout.split()[0])
+    assert len(listed) == 2
+    frames_base = served.server.env["FRAMES_BASE_PATH"]
+    gone = [p for p in Path(frames_base).rglob("*")
+            if p.is_file() and sha256(p.read_bytes()) == listed[1]["checksum"]]  # fmt: skip
+    assert gone, "the stored file of the second frame"
+    for path in gone:
+        path.unlink()
+    # the same job again completes at once from the first one's frames (reuse)
+    again = vfe(served, "submit", "--path", name, "--interval", "3", "--out", str(tmp_path / "o"))
+    assert again.returncode == 1
+    assert "holds 1 of the job's 2 frames" in again.stderr
+
+
 def test_a_wrong_or_missing_api_key_exits_1_with_the_servers_message(
     served: Served, clip: Path, tmp_path: Path
 ) -> None:

@@ -167,6 +167,11 @@ def test_bounds_are_inclusive() -> None:
         ("MAX_FRAMES_PER_JOB", "0"),
         ("MAX_FRAME_PIXELS", "1.5"),
         ("MAX_BODY_KB", "0"),
+        ("WEBHOOK_URL", "ftp://example.com/"),
+        ("WEBHOOK_URL", "http://"),
+        ("WEBHOOK_URL", "https://user:secret@example.com/hook"),
+        ("WEBHOOK_SECRET", "whsec_not base64!"),
+        ("WEBHOOK_MAX_ATTEMPTS", "0"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(name: str, value: str) -> None:

@@ -221,6 +221,18 @@ async def test_a_portrait_video_has_tall_tiles(app: AppClient, media: Media, vid
     assert board["sheets"][0]["height"] <= MAX_SIDE and board["sheet_count"] == 1
 
 
+async def test_a_scene_job_ends_its_track_at_the_window_end(
+    app: AppClient, media: Media, videos: Path
+) -> None:
+    """Scene mode finds its frames as it goes; its last cue still ends where the window
+    asked for ends (3.1 s, before the 4 s video's end), as in every other mode."""
+    name = place(media.cuts(), videos)
+    job_id = await storyboard_job(app, name, mode="scene", scene_threshold=0.3, min_gap=0,
+                                  end=3.1)  # fmt: skip
+    board = await check_storyboard(app, job_id, 3.1, 4, compare=1)  # 0, 1.2, 2.0, 3.0
+    assert board["end"] == 3.1
+
+
 def test_layout_bounds() -> None:
     very_tall = layout(30, 160, 16, 1000)  # a tile taller than a sheet may be
     assert very_tall.tile_height == MAX_SIDE and very_tall.rows == 1

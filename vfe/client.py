@@ -362,6 +362,12 @@ def _submit(server: Server, args: argparse.Namespace, fields: dict[str, Any]) ->
         reason = f": {job['error_message']}" if job.get("error_message") else ""
         raise ClientError(f"job {job_id} {job['status']}{reason}")
     written = server.download(job_id, args.out) if args.out is not None else None
+    if written is not None and len(written) != job["total_frames"]:
+        # the server leaves out of the zip a frame whose stored file has gone
+        raise ClientError(
+            f"the frames zip holds {len(written)} of the job's {job['total_frames']} frames: "
+            "the server could not read the others from its storage"
+        )
     if args.json:
         _print_json(job)
     elif not args.quiet:

@@ -323,7 +323,8 @@ def _scene_plan(
     stop = len(index.times) if end is None else bisect.bisect_left(index.times, end - EPSILON)
     scene = (sampling.scene_threshold, sampling.min_gap, start, end)
     common: dict[str, Any] = {"targets": (), "total": 0, "duration": info.duration,
-                              "strategy": Strategy.SCENE, "scene": scene}  # fmt: skip
+                              "strategy": Strategy.SCENE, "scene": scene,
+                              "window_end": sampling.end}  # fmt: skip
     if first is None or first >= stop:
         return Plan(groups=(), decoded_frames=0, estimated_seconds=0.0, **common)
     key = index.first_at_or_after(index.keyframe_at_or_before(index.times[first])) or 0

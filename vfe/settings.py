@@ -266,9 +266,15 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
     @field_validator("webhook_url")
     @classmethod
     def _webhook_url(cls, value: str) -> str:
-        if value and not value.lower().startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, or empty")
-        return value
+        if not value:
+            return value
+        from .errors import BadRequest
+        from .fetch import check_url  # the checks a job's own webhook_url gets
+
+        try:
+            return check_url(value)
+        except BadRequest as exc:
+            raise ValueError(f"must be an http(s) URL, or empty: {exc.detail}") from None
 
     @field_validator("webhook_secret")
     @classmethod

@@ -236,9 +236,9 @@ class Deliverer:
             self._wake.clear()  # before the claim: a wake during it is not lost
             try:
                 delivery = await self.store.claim_delivery(time.time(), LEASE)
-            except StoreError:
+            except Exception as exc:  # the loop must outlive anything a claim raises
                 self._slots.release()
-                if not away:
+                if not away or not isinstance(exc, StoreError):
                     log.warning("could not read the webhook outbox", exc_info=True)
                 away = True
                 await self._nap(STORE_AWAY)
@@ -251,10 +251,15 @@ class Deliverer:
                 continue
             self._slots.release()
             wait = LOOK_EVERY
-            with contextlib.suppress(StoreError):
+            try:
                 due = await self.store.next_delivery()
-                if due is not None:  # never a spin when a due row is claimed elsewhere
-                    wait = min(wait, max(0.05, due - time.time()))
+            except StoreError:
+                due = None
+            except Exception:
+                log.exception("could not read the webhook outbox")
+                due = None
+            if due is not None:  # never a spin when a due row is claimed elsewhere
+                wait = min(wait, max(0.05, due - time.time()))
             await self._nap(wait)
 
     async def _attempt(self, delivery: Delivery) -> None:
@@ -281,13 +286,9 @@ class Deliverer:
                 status = await post(delivery.url, body, headers, self.settings.allow_private_urls)
             except AttemptFailed as exc:
                 error = str(exc)
-            except asyncio.CancelledError:  # a stop: the next start tries again at once
-                end = self.store.settle_delivery(
-                    job_id, attempt, DeliveryStatus.PENDING, due_at=time.time(),
-                    last_error=delivery.last_error,
-                )  # fmt: skip
+            except asyncio.CancelledError:  # a stop: the next start makes it again, at once
                 with contextlib.suppress(StoreError):
-                    await asyncio.shield(end)
+                    await asyncio.shield(self.store.release_delivery(job_id, attempt))
                 raise
             else:
                 if not 200 <= status < 300:

@@ -105,3 +105,20 @@ async def test_concurrent_claims_take_each_attempt_once(store: Store) -> None:
     got = await asyncio.gather(*(store.claim_delivery(now, LEASE) for _ in range(20)))
     claimed = [d.job_id for d in got if d is not None]
     assert sorted(claimed) == sorted(j.id for j in jobs)  # each once, none twice
+
+
+async def test_a_released_attempt_is_claimed_again_under_its_number(store: Store) -> None:
+    job = hooked(JobStatus.FAILED)
+    await store.create_job(job)
+    now = time.time()
+    first = await store.claim_delivery(now, LEASE)
+    assert first is not None and first.attempts == 1
+    assert not await store.release_delivery(job.id, 2)  # not the current attempt
+    assert await store.release_delivery(job.id, 1)
+    again = await store.claim_delivery(now, LEASE)  # at once: no lease, still due
+    assert again is not None and again.attempts == 1
+    pending = DeliveryStatus.PENDING
+    assert await store.settle_delivery(job.id, 1, DeliveryStatus.DELIVERED, due_at=now)
+    assert not await store.release_delivery(job.id, 1)  # settled: nothing to give back
+    done = await store.get_delivery(job.id)
+    assert done is not None and done.status is not pending and done.attempts == 1

@@ -224,6 +224,13 @@ class Store(Protocol):
         webhook's current one or the webhook is no longer pending."""
         ...
 
+    async def release_delivery(self, job_id: str, attempt: int) -> bool:
+        """Give back attempt ``attempt``, stopped before it could end (a shutdown): its
+        lease ends and its count goes back down, so the next claim makes it again under
+        the same number (a stop uses up none of WEBHOOK_MAX_ATTEMPTS). False when that
+        attempt is no longer the webhook's current one or it is no longer pending."""
+        ...
+
     async def get_delivery(self, job_id: str) -> Delivery | None: ...
 
     async def next_delivery(self) -> float | None:

@@ -145,6 +145,15 @@ class SqliteOutbox:
             )
         return changed > 0
 
+    async def release_delivery(self, job_id: str, attempt: int) -> bool:
+        async with self._transaction("giving back a webhook attempt"):
+            changed = await self._write(
+                "UPDATE webhooks SET attempts = attempts - 1, leased_until = NULL "
+                "WHERE job_id = ? AND attempts = ? AND status = ?",
+                (job_id, attempt, PENDING),
+            )
+        return changed > 0
+
     async def next_delivery(self) -> float | None:
         async with self._guard("reading the webhook outbox"):
             async with self.db.execute(
@@ -214,6 +223,15 @@ class PostgresOutbox:
                 "delivered_at = %s, leased_until = NULL "
                 "WHERE job_id = %s AND attempts = %s AND status = %s",
                 (status.value, due_at, last_error, delivered_at, job_id, attempt, PENDING),
+            )
+            return cur.rowcount > 0
+
+    async def release_delivery(self, job_id: str, attempt: int) -> bool:
+        async with self._cursor("giving back a webhook attempt") as cur:
+            await cur.execute(
+                "UPDATE webhooks SET attempts = attempts - 1, leased_until = NULL "
+                "WHERE job_id = %s AND attempts = %s AND status = %s",
+                (job_id, attempt, PENDING),
             )
             return cur.rowcount > 0
 
