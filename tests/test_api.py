@@ -3,6 +3,7 @@ and a clear 4xx for every bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AppClient, Media, place, stored_frames
+from tests.conftest import AppClient, Media, patience, place, stored_frames
+from vfe.events import TERMINAL_EVENTS
 from vfe.settings import Settings
 
 SOURCE_MESSAGE = "video_source must name a video file inside the server's videos folder"
@@ -446,7 +448,15 @@ async def test_recent_frames_are_cached_and_invalidated_by_new_frames(
     client: AppClient, media: Media, videos: Path
 ):
     name = place(media.standard(), videos)
+    # the worker drops cached answers after it writes the final status, then announces
+    # the end: wait for that, not for the status alone
+    ended = client.services.bus.subscribe()
     await client.wait(await client.submit(name, 1))
+    async with asyncio.timeout(patience(30)):
+        async for event in ended:
+            if event.type in TERMINAL_EVENTS:
+                break
+    ended.close()
     stats = client.services.cache.stats
     first = (await client.http.get("/dashboard/recent-frames")).json()
     hits, misses = stats.hits["memory"], stats.misses["memory"]

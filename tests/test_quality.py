@@ -1140,7 +1140,7 @@ async def test_an_upload_may_carry_every_field(client: AppClient, clips: Clips) 
         "reject": "black", "black_threshold": "0.9", "blur_threshold": "50",
         "flat_threshold": "0.02", "search": "0.5", "dedupe": "false", "dedupe_distance": "4",
         "reuse": "false", "fps": "", "count": "", "timestamps": "", "scene_threshold": "",
-        "min_gap": "",
+        "min_gap": "", "storyboard": "true", "storyboard_width": "64", "webhook_url": "",
     }  # fmt: skip
     assert set(fields) == set(JobSpec.model_fields) - {"video_source"}
     data = {name: value for name, value in fields.items() if value}
@@ -1152,3 +1152,4 @@ async def test_an_upload_may_carry_every_field(client: AppClient, clips: Clips) 
     job = await client.wait(res.json()["job_id"])
     assert job["status"] == "completed", job
     assert job["options"]["reject"] == ["black"] and job["options"]["search"] == 0.5
+    assert job["options"]["storyboard"] is True and job["options"]["storyboard_width"] == 64

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,10 @@ def serve(settings: Settings, role: Role = Role.ALL) -> None:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:  # bound and serving: one plain line for the person who ran it
-                print(ready_line(settings, role), flush=True)
+                # one write, line and newline: the log thread writes to stdout too, and
+                # print's two writes let a log line in between
+                sys.stdout.write(ready_line(settings, role) + "\n")
+                sys.stdout.flush()
 
     config = uvicorn.Config(
         app,
