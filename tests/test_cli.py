@@ -387,6 +387,21 @@ def test_quiet_extract_loads_no_web_stack_or_tqdm(media: Any, tmp_path: Path) ->
     assert len(json.loads((out / "frames.json").read_text())) == 2
 
 
+def test_the_command_flushes_its_output_and_exit_code(media: Any, tmp_path: Path) -> None:
+    """``python -m vfe extract`` as a process: it ends with os._exit, after its output is
+    flushed and its files are closed."""
+    out = tmp_path / "o"
+    done = run_module({}, "extract", str(media.standard()), "--interval", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("plan: ") and "wrote 2 frames to" in done.stdout
+    listed = json.loads((out / "frames.json").read_text())
+    assert sorted(f["filename"] for f in listed) == sorted(
+        p.name for p in out.iterdir() if p.name != "frames.json"
+    )
+    bad = run_module({}, "extract", str(media.standard()), "--count", "0", "--out", str(out))
+    assert bad.returncode == 2 and "bad argument count" in bad.stderr
+
+
 def test_the_probe_loads_without_pydantic() -> None:
     """vfe extract starts ffprobe before pydantic loads: vfe.probe must not need it."""
     loaded = loaded_packages("import vfe.probe")

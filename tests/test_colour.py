@@ -19,7 +19,7 @@ from vfe import planner, probe
 from vfe.extractor import Extractor
 from vfe.frames import FolderFrames
 from vfe.models import Frame, ImageFormat
-from vfe.options import Output
+from vfe.output import Output
 from vfe.planner import Sampling
 
 COLOUR = (192, 32, 32)  # a saturated red: BT.601 and BT.709 read its YUV far apart

@@ -31,7 +31,7 @@ from vfe.errors import ExtractionError
 from vfe.extractor import Extractor
 from vfe.frames import FrameStore, frame_name
 from vfe.models import Frame, ImageFormat, Mode
-from vfe.options import Output
+from vfe.output import Output
 from vfe.planner import Sampling, Strategy
 from vfe.runs import _Run
 from vfe.storage import Storages

@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import patience, wait_until_async
 from vfe import ffmpeg
 from vfe.errors import ExtractionError
-from vfe.options import ImageFormat, Output
+from vfe.options import ImageFormat
+from vfe.output import Output
 
 PY = sys.executable
 

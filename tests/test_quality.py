@@ -27,7 +27,7 @@ from vfe import planner, probe
 from vfe.extractor import Extractor, Outcome
 from vfe.frames import FolderFrames
 from vfe.models import Frame, JobSpec, Mode
-from vfe.options import Output
+from vfe.output import Output
 from vfe.planner import Plan, Sampling, Strategy
 from vfe.probe import FrameIndex
 from vfe.quality import (

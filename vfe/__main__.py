@@ -1,7 +1,5 @@
 """``python -m vfe``: the same as the ``vfe`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 
 from .frames import FrameSink, frame_name
 from .models import Frame
-from .options import Output
+from .output import Output
 from .planner import Plan, Strategy
 from .probe import FrameIndex, VideoInfo
 from .quality import Choice, Metrics

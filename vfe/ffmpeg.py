@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExtractionError
-from .options import ImageFormat, Output
+from .options import ImageFormat
+from .output import Output
 
 STOP_GRACE_SECONDS = 1.0
 VERSION_TIMEOUT = 10.0

@@ -27,7 +27,7 @@ from typing import TypeVar
 from . import ffmpeg
 from .errors import ExtractionError
 from .models import Mode
-from .options import Output
+from .output import Output
 from .planner import Group, Plan, Sampling, Strategy
 from .planner import plan as make_plan
 from .probe import FrameIndex, VideoInfo

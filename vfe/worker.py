@@ -39,7 +39,7 @@ from .extractor import Extractor
 from .frames import FrameStore, Gone
 from .metrics import Metrics
 from .models import Frame, Job, JobStatus, Mode
-from .options import output_from
+from .output import output_from
 from .planner import Strategy, sampling_from
 from .planner import plan as make_plan
 from .probe import inspect
