@@ -3,14 +3,18 @@
 One ``vfe serve`` (uvicorn in a subprocess) for the module, with an API key, URLs to
 127.0.0.1 allowed (a local HTTP server stands for a remote host) and a short shutdown
 grace (the restart test stops it mid-job). Each command runs as ``python -m vfe`` in a
-subprocess, as a user runs it.
+subprocess, as a user runs it, where the issue names the command (the upload with
+``--wait --out``, a wrong API key); the other checks call the same ``main`` in this
+process, which spares each an interpreter's start-up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
+import io
 import json
 import os
 import re
@@ -83,9 +87,10 @@ def clip(media: Media) -> Path:
     return media.clip("client.mp4", duration=6)
 
 
-def vfe(
+def vfe_process(
     served: Served, *args: str, cwd: Path = ROOT, **env: str
 ) -> subprocess.CompletedProcess[str]:
+    """``python -m vfe ARGS`` in a subprocess, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "vfe", *args],
         env=served.env(**env),
@@ -96,6 +101,29 @@ def vfe(
     )
 
 
+def vfe(
+    served: Served, *args: str, cwd: Path = ROOT, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``vfe ARGS`` run in this process, with the environment, folder and output streams
+    a subprocess would have: the same ``main``, without an interpreter's start-up each
+    time (``vfe_process`` runs the real command where the issue names it)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), Path.cwd()
+    os.environ.update(served.env(**env))
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's refusals
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -104,8 +132,8 @@ def test_submit_uploads_waits_with_progress_and_downloads_the_exact_frames(
     served: Served, clip: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
-    done = vfe(served, "submit", "clip.mp4", "--interval", "2", "--wait", "--out", "frames/",
-               cwd=tmp_path)  # fmt: skip
+    done = vfe_process(served, "submit", "clip.mp4", "--interval", "2", "--wait", "--out",
+                       "frames/", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.splitlines()[0]
     assert "3/3" in done.stderr and "100%" in done.stderr  # the bar, to its end
@@ -155,8 +183,8 @@ def test_a_wrong_or_missing_api_key_exits_1_with_the_servers_message(
     served: Served, clip: Path, tmp_path: Path
 ) -> None:
     for key in ("wrong-key", ""):
-        done = vfe(served, "submit", str(clip), "--wait", "--out", str(tmp_path / "f"),
-                   VFE_API_KEY=key)  # fmt: skip
+        done = vfe_process(served, "submit", str(clip), "--wait", "--out", str(tmp_path / "f"),
+                           VFE_API_KEY=key)  # fmt: skip
         assert done.returncode == 1
         assert UNAUTHORIZED in done.stderr and "--api-key" in done.stderr
         assert done.stdout == ""

@@ -473,7 +473,7 @@ def test_redis_outage_keeps_serving_and_reconnects(
     assert health["cache"]["redis"] == "connected"
 
     name = place(media.slow(), videos)
-    job_id = api.submit(name, 0.04)
+    job_id = api.submit(name, 0.2)  # 150 frames: seconds of work with Redis gone
     api.wait_running(job_id)
     cached_in_redis(api, redis_server, job_id)
 
