@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -435,6 +436,18 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_settings(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
+) -> Settings:
+    """Settings storing frames in a local folder, then (a second run of the test) under
+    a prefix of its own in the real S3-compatible server's bucket."""
+    if request.param == "local":
+        return make_settings()
+    server: Any = request.getfixturevalue("s3_server")
+    return make_settings(**server.vfe_env(f"t-{uuid.uuid4().hex[:12]}"))
 
 
 @pytest.fixture(scope="session")

@@ -58,16 +58,6 @@ class Bucket:
         return sum((await self.objects(kind)).values())
 
 
-@pytest.fixture(params=["local", "s3"])
-def storage_settings(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
-) -> Settings:
-    if request.param == "local":
-        return make_settings()
-    server: Any = request.getfixturevalue("s3_server")
-    return make_settings(**server.vfe_env(f"t-{uuid.uuid4().hex[:12]}"))
-
-
 @pytest.fixture
 async def app(storage_settings: Settings) -> AsyncIterator[AppClient]:
     async with AppClient(storage_settings) as client:

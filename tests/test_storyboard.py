@@ -13,7 +13,7 @@ import re
 import subprocess
 import uuid
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -267,16 +267,6 @@ async def test_404s_say_why(app: AppClient, media: Media, videos: Path) -> None:
     document = (await get(app, "/openapi.json")).json()
     for path in ("storyboard.vtt", "storyboard.json", "storyboard/{n}.jpg"):
         assert f"/job/{{job_id}}/{path}" in document["paths"]
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage_settings(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
-) -> Settings:
-    if request.param == "local":
-        return make_settings()
-    server: Any = request.getfixturevalue("s3_server")
-    return make_settings(**server.vfe_env(f"t-{uuid.uuid4().hex[:12]}"))
 
 
 async def test_sheets_are_stored_reused_and_deleted_like_frames(
