@@ -144,6 +144,18 @@ def metric(text: str, line: str) -> float:
     raise AssertionError(f"{line} not in the metrics")
 
 
+async def metrics_once(client: Any, line: str, value: float) -> str:
+    """The /metrics text once the sample ``line`` reached ``value``: a delivery's row is
+    written before its process counts it, so a poll of the row can be a moment early."""
+
+    async def counted() -> str | None:
+        text: str = (await client.http.get("/metrics")).text
+        return text if metric(text, line) == value else None
+
+    got: str = await wait_until_async(counted, f"{line} to reach {value:g}", within=30)
+    return got
+
+
 async def delivery_in(
     client: AppClient, job_id: str, *states: str, when: Callable[[Delivery], bool] = bool
 ) -> Delivery:
@@ -199,7 +211,7 @@ async def test_each_ended_job_gets_one_signed_webhook(
         for job_id in (done_id, failing.id, cancel_id, reused_id):
             await delivery_in(client, job_id, "delivered")
         status = (await client.http.get(f"/job-status/{done_id}")).json()
-        metrics = (await client.http.get("/metrics")).text
+        metrics = await metrics_once(client, 'vfe_webhooks_total{outcome="delivered"}', 4)
     hooks = {r.path: r for r in hook.received()}
     assert sorted(hooks) == ["/cancelled", "/completed", "/failed", "/reused"]  # one each
     assert len(hook.received()) == 4
@@ -237,7 +249,7 @@ async def test_receiver_down_then_failing_then_third_attempt_delivers(
         hook.up()
         done = await delivery_in(client, job_id, "delivered")
         status = (await client.http.get(f"/job-status/{job_id}")).json()
-        metrics = (await client.http.get("/metrics")).text
+        metrics = await metrics_once(client, 'vfe_webhooks_total{outcome="delivered"}', 1)
     assert done.attempts == 3
     got = hook.received()
     assert [r.status for r in got] == [503, 200]
@@ -261,7 +273,7 @@ async def test_410_gone_stops_at_once(
         job_id = await client.submit(place(media.standard(), videos), 1, webhook_url=hook.url())
         gone = await delivery_in(client, job_id, "gone", "delivered", "failed")
         status = (await client.http.get(f"/job-status/{job_id}")).json()
-        metrics = (await client.http.get("/metrics")).text
+        metrics = await metrics_once(client, 'vfe_webhooks_total{outcome="gone"}', 1)
     assert gone.status is DeliveryStatus.GONE and gone.attempts == 1
     assert [r.status for r in hook.received()] == [410]
     assert status["webhook"]["status"] == "gone"
@@ -292,7 +304,7 @@ async def test_private_webhook_refused_at_submit_and_at_every_attempt(
         # WEBHOOK_URL, the default, is checked when each attempt connects: refused twice
         job_id = await client.submit(name, 1)
         failed = await delivery_in(client, job_id, "failed", "delivered")
-        metrics = (await client.http.get("/metrics")).text
+        metrics = await metrics_once(client, 'vfe_webhooks_total{outcome="failed"}', 1)
     assert failed.status is DeliveryStatus.FAILED and failed.attempts == 2
     assert failed.url == hook.url("/default")
     assert failed.last_error is not None and "private or local address" in failed.last_error

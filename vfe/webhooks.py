@@ -312,10 +312,10 @@ class Deliverer:
         )  # fmt: skip
         if not settled:
             return  # taken for dead and claimed again meanwhile: that attempt reports
-        await self.cache.delete(job_key(job_id))  # its status shows the delivery
-        self.metrics.webhook_attempt(error is None)
+        self.metrics.webhook_attempt(error is None)  # counted as soon as it is written
         if outcome is not DeliveryStatus.PENDING:
             self.metrics.webhook_finished(outcome.value)
+        await self.cache.delete(job_key(job_id))  # its status shows the delivery
         extra = {"job_id": job_id, "attempt": attempt, "error": error}
         if outcome is DeliveryStatus.DELIVERED:
             log.info("webhook delivered", extra=extra)
