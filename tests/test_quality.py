@@ -11,7 +11,9 @@ the job's rule by hand.
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
+import sys
 import uuid
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -139,6 +141,27 @@ def test_measure_reads_only_one_picture() -> None:
     assert measure(bytes(SIDE * SIDE) + b"\xff" * 100).black == 1.0
     with pytest.raises(ValueError):
         measure(bytes(SIDE * SIDE - 1))
+
+
+def test_numpy_starts_no_blas_threads() -> None:
+    """numpy loaded through vfe starts no OpenBLAS thread pool (its threads spin for about
+    0.1 s of CPU on import), unless the environment asks for one."""
+    script = (
+        "import os, vfe.quality as q; q.preload(); q.measure(bytes(q.SIDE * q.SIDE)); "
+        "print(len(os.listdir('/proc/self/task')))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "1"
+    if len(os.sched_getaffinity(0)) < 2:
+        return  # OpenBLAS starts no pool on one core: the check below could not fail
+    pool = subprocess.run(
+        [sys.executable, "-c", script], env={**env, "OPENBLAS_NUM_THREADS": "2"},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert int(pool.stdout) > 1  # the variable is read, and a pool would be seen
 
 
 def pgm(path: Path, width: int, height: int, pixels: bytes, magic: bytes = b"P5") -> Path:

@@ -16,7 +16,9 @@ frame (``ffmpeg.frames_argv``), so measuring costs no second pass over the video
   to ``8000000000000000``). Near pictures differ in few bits.
 
 numpy is imported on first use (``vfe extract`` starts without it); ``preload`` imports
-it in a thread while FFmpeg starts.
+it in a thread while FFmpeg starts. Its BLAS runs single-threaded (``OPENBLAS_NUM_THREADS``
+defaults to 1 here): the products here are 32x32, and the thread pool OpenBLAS starts on
+import spins for about 0.1 s of CPU, which a short ``vfe extract`` takes from FFmpeg.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
 SIDE = 256  # the grey image's width and height
 HASH_SIDE = 32  # pHash's DCT size
 NEAR_BLACK = 20  # levels below this count as black (FFmpeg's blackframe: 32 of 16-235)
+
+# Read by OpenBLAS when numpy first loads it (vfe imports numpy in this module only).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 class Defect(StrEnum):
