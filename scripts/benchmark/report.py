@@ -267,6 +267,13 @@ def print_startup(result: Startup) -> None:
         f"-X importtime says {number(result.importtime_s(), 0)} s; "
         "extract: baseline is the FFmpeg one-liner (b)"
     )
+    floor = result.cpu_floor()
+    if floor is not None:
+        print(
+            f"   CPU floor: vfe used {floor['cpu_s']:.2f} s of CPU on "
+            f"{result.cores} core(s), so no overlap of its parts brings its wall time under "
+            f"{floor['wall_s']:.2f} s, {floor['ratio']:.2f}x the one-liner's"
+        )
     runs_of = {
         "pass": result.bare,
         "import": result.imported,
@@ -302,6 +309,8 @@ def startup_json(result: Startup) -> dict[str, Any]:
             "goal_ratio": EXTRACT_GOAL,
             "met": result.extract_met(),
             "exact": exact_text(result.vfe)[1],
+            "cores": result.cores,
+            "cpu_floor": result.cpu_floor(),
         },
     }
 

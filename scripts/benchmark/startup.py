@@ -8,6 +8,8 @@ directory); also the median ``-X importtime`` figure of ``vfe.cli``. The goal: a
 quarter of ``IMPORT_BASELINE_S``, the time the issue measured.
 (b) ``vfe extract`` on a 10 s 640x272 clip at interval 1 (``--quiet``) against the FFmpeg
 one-liner of the main table (b). The goal: at most ``EXTRACT_GOAL`` times its wall time.
+Beside it, the floor that CPU time sets: a run that uses C seconds of CPU on N cores
+cannot take less than C/N seconds of wall time, however its parts overlap.
 
 Each round runs the four commands ``RUNS_PER_ROUND`` times, interleaved: one run of each
 lasts well under a second, and a single run says little about a fixed cost.
@@ -16,6 +18,7 @@ lasts well under a second, and a single run says little about a fixed cost.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -83,6 +86,7 @@ class Startup:
     vfe: Cell
     ffmpeg: Cell
     importtime: list[float] = field(default_factory=list)
+    cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
 
     def import_cost(self) -> dict[str, float] | None:
         """Median wall and CPU seconds of the import over a bare interpreter's."""
@@ -108,6 +112,15 @@ class Startup:
             key.removesuffix("_s"): a[key] / b[key] if a and b and b[key] > 0 else None
             for key in ("wall_s", "cpu_s")
         }
+
+    def cpu_floor(self) -> dict[str, float] | None:
+        """vfe's median CPU seconds over the cores it may use: no wall time below it is
+        possible; and that floor over the one-liner's wall time."""
+        a, b = self.vfe.median(), self.ffmpeg.median()
+        if a is None or b is None or b["wall_s"] <= 0:
+            return None
+        floor = a["cpu_s"] / self.cores
+        return {"cpu_s": a["cpu_s"], "wall_s": floor, "ratio": floor / b["wall_s"]}
 
     def extract_met(self) -> bool | None:
         wall = self.extract_ratios()["wall"]
