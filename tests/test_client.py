@@ -1,4 +1,4 @@
-"""``vfe submit``, ``vfe jobs``, ``vfe status``, ``vfe cancel`` against a real server.
+"""``vfe submit``, ``download``, ``jobs``, ``status``, ``cancel`` against a real server.
 
 One ``vfe serve`` (uvicorn in a subprocess) for the module, with an API key, URLs to
 127.0.0.1 allowed (a local HTTP server stands for a remote host) and a short shutdown
@@ -281,6 +281,57 @@ def test_jobs_status_and_cancel_plain_and_as_json(served: Served, clip: Path) ->
     bad = vfe(served, "jobs", "--limit", "0")
     assert bad.returncode == 2
     assert "query.limit: Input should be greater than or equal to 1" in bad.stderr
+
+
+def test_download_fetches_the_frames_of_an_earlier_job(
+    served: Served, clip: Path, media: Media, tmp_path: Path
+) -> None:
+    name = place(clip, served.videos, "later.mp4")
+    sent = vfe(served, "submit", "--path", name, "--interval", "2", "--no-reuse", "--quiet")
+    assert sent.returncode == 0, sent.stderr
+    job_id = sent.stdout.strip()  # not waited on
+    out = tmp_path / "waited"
+    waited = vfe(served, "download", job_id, "--out", str(out), "--wait", "--quiet")
+    assert (waited.returncode, waited.stdout) == (0, ""), waited.stderr
+    listed = served.frames(job_id)
+    assert [f["timestamp"] for f in listed] == [0.0, 2.0, 4.0]
+    for frame in listed:
+        assert sha256((out / frame["filename"]).read_bytes()) == frame["checksum"]
+    manifest = json.loads((out / "frames.json").read_text())
+    assert [f["checksum"] for f in manifest] == [f["checksum"] for f in listed]
+
+    again = vfe(served, "download", job_id, "--out", str(tmp_path / "again"), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == served.job(job_id)
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
+        p.name for p in out.iterdir()
+    )
+    plain = vfe(served, "download", job_id, "--out", str(tmp_path / "plain"))
+    assert plain.stdout.splitlines() == [
+        f"job {job_id} completed: 3 frames",
+        f"wrote 3 frames and frames.json to {tmp_path / 'plain'}",
+    ]
+
+    unknown = vfe(served, "download", "no-such-job", "--out", str(tmp_path / "none"))
+    assert (unknown.returncode, unknown.stderr) == (1, "vfe: HTTP 404: Job not found\n")
+    assert not (tmp_path / "none").exists()
+
+    long_name = place(media.long(), served.videos)
+    running = vfe(served, "submit", "--path", long_name, "--interval", "0.04", "--no-reuse",
+                  "--quiet")  # fmt: skip
+    assert running.returncode == 0, running.stderr
+    running_id = running.stdout.strip()
+    try:  # 500 frames take far longer than the next command
+        early = vfe(served, "download", running_id, "--out", str(tmp_path / "early"))
+        assert early.returncode == 1
+        assert re.fullmatch(
+            rf"vfe: job {running_id} (pending|processing), not completed yet "
+            r"\(--wait waits for it\)\n",
+            early.stderr,
+        )
+        assert not (tmp_path / "early").exists()
+    finally:
+        served.http.delete(f"/job/{running_id}")
 
 
 def follow(served: Served, *args: str) -> subprocess.Popen[str]:

@@ -1,7 +1,7 @@
 """Command line: ``vfe serve`` runs the service; ``vfe extract`` runs one extraction;
-``vfe submit``, ``jobs``, ``status`` and ``cancel`` are clients of a running server
-(``vfe/client.py``, which also lists their exit codes). ``extract`` and ``submit`` take
-the same job options, declared once (``_job_options``).
+``vfe submit``, ``download``, ``jobs``, ``status`` and ``cancel`` are clients of a running
+server (``vfe/client.py``, which also lists their exit codes). ``extract`` and ``submit``
+take the same job options, declared once (``_job_options``).
 
 ``vfe extract VIDEO --interval 5 --out DIR`` uses the same engine as the service (probe,
 frame index, planner, FFmpeg) with no server, database or cache: it prints the plan it
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .probe import FrameIndex, VideoInfo
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"  # where `vfe serve` listens by default
-CLIENT_COMMANDS = frozenset({"submit", "jobs", "status", "cancel"})
+CLIENT_COMMANDS = frozenset({"submit", "download", "jobs", "status", "cancel"})
 
 
 def _port(text: str) -> int:
@@ -210,6 +210,17 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--quiet", action="store_true", help="no progress bar; print the job id only"
     )
+    download = commands.add_parser(
+        "download", parents=[client],
+        help="download a job's frames and frames.json, each frame checked against its SHA-256",
+    )  # fmt: skip
+    download.add_argument("job_id", metavar="JOB", help="the job's id")
+    download.add_argument("--out", type=Path, required=True, help="folder for the frames")
+    download.add_argument(
+        "--wait", action="store_true",
+        help="follow the job with a progress bar until it ends, then download",
+    )  # fmt: skip
+    download.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     jobs = commands.add_parser("jobs", parents=[client], help="list a server's recent jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
     status = commands.add_parser("status", parents=[client], help="show one job of a server")

@@ -1,17 +1,19 @@
-"""The command-line client: ``vfe submit``, ``vfe jobs``, ``vfe status``, ``vfe cancel``.
+"""The command-line client: ``vfe submit``, ``download``, ``jobs``, ``status``, ``cancel``.
 
 They talk to a running server over its HTTP API. ``vfe submit`` uploads a local file (a
 multipart body read from the file as it is sent, never whole into memory), sends an
 http(s) URL as a URL source, or names a video of the server's videos folder (``--path``).
 ``--wait`` follows the job's event stream with a progress bar on stderr, reconnecting
 when the stream drops; ``--out`` downloads the frames zip when the job completes, unpacks
-it and checks every frame against the SHA-256 the server lists.
+it and checks every frame against the SHA-256 the server lists. ``vfe download JOB --out``
+does the same for a job submitted earlier (``--wait`` follows it to its end first).
 
 Exit codes: 0 done; 1 the server refused the request (its ``detail`` is printed), the
-job failed or was cancelled (its error message is printed), or a downloaded frame does
-not match its checksum; 2 a bad argument (a 422 lists each field the server refused);
-3 the server could not be reached, or was lost for ``RECONNECT_LIMIT`` s while waiting;
-130 interrupted (a job already submitted keeps running).
+job failed, was cancelled or (``download`` without ``--wait``) has not completed yet, or
+a downloaded frame does not match its checksum; 2 a bad argument (a 422 lists each field
+the server refused); 3 the server could not be reached, or was lost for
+``RECONNECT_LIMIT`` s while waiting; 130 interrupted (a job already submitted keeps
+running).
 
 Deliberate oddity: sync httpx, not async: one request at a time and nothing to run beside
 it, so an event loop would add only start-up time. ``vfe.cli`` imports this module (and
@@ -348,18 +350,35 @@ def _submit(server: Server, args: argparse.Namespace, fields: dict[str, Any]) ->
         return 0
     if not args.json:
         print(job_id, flush=True)  # at once: the id is known while the job runs
-    progress = Progress(job_id, args.quiet)
-    try:
-        job = server.follow(job_id, progress.show)
-    except KeyboardInterrupt:
+    return _finish(server, job_id, args, wait=True)
+
+
+def _download(server: Server, args: argparse.Namespace, fields: dict[str, Any]) -> int:
+    return _finish(server, args.job_id, args, wait=args.wait)
+
+
+def _finish(server: Server, job_id: str, args: argparse.Namespace, wait: bool) -> int:
+    """Follow the job to its end (``wait``: its event stream, with a bar) or read its
+    status once; then, when it completed and ``args.out`` is given, download its frames
+    there. The end of ``vfe submit --wait`` and all of ``vfe download``."""
+    if wait:
+        progress = Progress(job_id, args.quiet)
+        try:
+            job = server.follow(job_id, progress.show)
+        except KeyboardInterrupt:
+            progress.close()
+            print(f"vfe: stopped waiting; job {job_id} runs on (vfe cancel {job_id})",
+                  file=sys.stderr)  # fmt: skip
+            return INTERRUPTED
         progress.close()
-        print(f"vfe: stopped waiting; job {job_id} runs on (vfe cancel {job_id})", file=sys.stderr)
-        return INTERRUPTED
-    progress.close()
+    else:
+        job = server.call("GET", f"/job-status/{quote(job_id, safe='')}")
     if job["status"] != "completed":
         if args.json:
             _print_json(job)
         reason = f": {job['error_message']}" if job.get("error_message") else ""
+        if job["status"] in ("pending", "processing"):
+            reason = ", not completed yet (--wait waits for it)"
         raise ClientError(f"job {job_id} {job['status']}{reason}")
     written = server.download(job_id, args.out) if args.out is not None else None
     if written is not None and len(written) != job["total_frames"]:
@@ -443,7 +462,13 @@ def _cancel(server: Server, args: argparse.Namespace, fields: dict[str, Any]) ->
     return 0
 
 
-COMMANDS = {"submit": _submit, "jobs": _jobs, "status": _status, "cancel": _cancel}
+COMMANDS = {
+    "submit": _submit,
+    "download": _download,
+    "jobs": _jobs,
+    "status": _status,
+    "cancel": _cancel,
+}
 
 
 def run(args: argparse.Namespace, fields: dict[str, Any]) -> int:
