@@ -65,3 +65,20 @@ def test_readme_layout_names_every_module():
     inner = {p.stem for p in package.glob("*/*.py") if not p.stem.startswith("__")}
     missing = (modules | packages | inner) - named
     assert not missing, f"README's Layout does not name {sorted(missing)}"
+
+
+def test_readme_lists_every_command():
+    """The table of "Command-line client" has a row for every command of ``vfe``."""
+    import argparse
+
+    from vfe.cli import _parser
+
+    section = README.split("## Command-line client", 1)[1].split("\n## ", 1)[0]
+    table = next(block for block in section.split("\n\n") if block.startswith("| command"))
+    listed = re.findall(r"^\| `vfe (\w+)", table, re.MULTILINE)
+    commands = next(
+        action.choices
+        for action in _parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    assert sorted(listed) == sorted(commands)
