@@ -409,3 +409,23 @@ def test_frames_argv_for_scene_counts_decoded_frames_first_and_trims() -> None:
     assert argv[argv.index("-threads") + 1] == "1" and argv.index("-threads") < argv.index("-i")
     plain = ffmpeg.frames_argv("/v.mp4", "1", "/o/%06d.jpg", Output())
     assert "null" not in plain and "-threads" not in plain and "trim" not in " ".join(plain)
+    assert "-filter_complex_threads" not in plain
+
+
+def test_one_thread_means_one_thread_for_decoder_filters_and_encoders() -> None:
+    """A single-threaded process of the plan: the filter graph and each output's encoder
+    get one thread too (left to choose, each starts one per CPU, with its own buffers)."""
+    argv = ffmpeg.frames_argv("/v.mp4", "1", "/o/%06d.jpg", Output(), threads=1,
+                              measure="/o/%06d.pgm")  # fmt: skip
+    at = argv.index("-filter_complex_threads")
+    assert argv[at + 1] == "1" and at < argv.index("-i")
+    given = [i for i, arg in enumerate(argv) if arg == "-threads"]
+    assert [argv[i + 1] for i in given] == ["1", "1", "1"]  # decoder, frames, grey pictures
+    decoder, *encoders = given
+    assert decoder < argv.index("-i")
+    outputs = [argv.index("/o/%06d.jpg"), argv.index("/o/%06d.pgm")]
+    assert all(argv.index("-map") < e for e in encoders)
+    assert sorted(encoders) == encoders and encoders[0] < outputs[0] < encoders[1] < outputs[1]
+    scan = ffmpeg.scan_argv("/v.mp4", "1", threads=1)
+    assert scan[scan.index("-filter_complex_threads") + 1] == "1"
+    assert "-filter_complex_threads" not in ffmpeg.scan_argv("/v.mp4", "1")
