@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.conftest import patience, wait_until_async
-from vfe import ffmpeg
+from vfe import ffmpeg, ffmpeg_argv
 from vfe.errors import ExtractionError
 from vfe.options import ImageFormat
 from vfe.output import Output
@@ -76,7 +76,7 @@ async def test_run_parses_progress_blocks() -> None:
 async def test_real_ffmpeg_progress_and_stdout(tmp_path: Path) -> None:
     blocks: list[dict[str, str]] = []
     argv = [
-        ffmpeg.binary("ffmpeg"), *ffmpeg.GLOBAL_ARGS,
+        ffmpeg.binary("ffmpeg"), *ffmpeg_argv.GLOBAL_ARGS,
         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",
         "-f", "null", "-",
     ]  # fmt: skip
@@ -216,7 +216,7 @@ async def test_cancelling_run_kills_the_child_and_its_group() -> None:
 
 async def test_run_under_a_timeout_stops_real_ffmpeg() -> None:
     argv = [
-        ffmpeg.binary("ffmpeg"), *ffmpeg.GLOBAL_ARGS, "-re",
+        ffmpeg.binary("ffmpeg"), *ffmpeg_argv.GLOBAL_ARGS, "-re",
         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=60", "-f", "null", "-",
     ]  # fmt: skip
     seen: list[int] = []
@@ -296,16 +296,16 @@ async def test_version_of_an_unusual_build_is_its_first_line(
 def test_frames_argv_starts_with_global_args_and_has_no_shell(tmp_path: Path) -> None:
     pattern = str(tmp_path / "%06d.jpg")
     source = "/videos/a b;rm -rf ~ $(x).mp4"
-    argv = ffmpeg.frames_argv(source, "gte(t,0)", pattern, Output(quality=80), max_frames=7)
+    argv = ffmpeg_argv.frames_argv(source, "gte(t,0)", pattern, Output(quality=80), max_frames=7)
     assert argv[0] == shutil.which("ffmpeg")
-    assert argv[1 : 1 + len(ffmpeg.GLOBAL_ARGS)] == list(ffmpeg.GLOBAL_ARGS)
+    assert argv[1 : 1 + len(ffmpeg_argv.GLOBAL_ARGS)] == list(ffmpeg_argv.GLOBAL_ARGS)
     for flag in ("-nostdin", "-hide_banner", "-nostats", "-copyts"):
         assert flag in argv
     assert argv.index("-copyts") < argv.index("-i")  # an input option
     assert argv[argv.index("-progress") + 1] == "pipe:1"
     assert argv[argv.index("-i") + 1] == f"file:{source}"  # one argument, file protocol
     assert argv[-1] == pattern
-    assert argv[argv.index("-q:v") + 1] == str(ffmpeg.jpeg_qscale(80)) == "8"
+    assert argv[argv.index("-q:v") + 1] == str(ffmpeg_argv.jpeg_qscale(80)) == "8"
     assert argv[argv.index("-frames:v") + 1] == "7"
     assert argv[argv.index("-start_number") + 1] == "0"
     assert argv[argv.index("-fps_mode") + 1] == "passthrough"
@@ -321,19 +321,21 @@ def test_frames_argv_starts_with_global_args_and_has_no_shell(tmp_path: Path) ->
 
 
 def test_frames_argv_default_jpeg_is_qscale_2() -> None:
-    argv = ffmpeg.frames_argv("a.mp4", "1", "%06d.jpg", Output())
+    argv = ffmpeg_argv.frames_argv("a.mp4", "1", "%06d.jpg", Output())
     assert argv[argv.index("-q:v") + 1] == "2"
     assert "-frames:v" not in argv
 
 
 def test_frames_argv_seek_and_keyframes_are_input_options() -> None:
-    argv = ffmpeg.frames_argv("a.mp4", "1", "%06d.jpg", Output(), seek=12.5, keyframes_only=True)
+    argv = ffmpeg_argv.frames_argv(
+        "a.mp4", "1", "%06d.jpg", Output(), seek=12.5, keyframes_only=True
+    )
     before_input = argv[: argv.index("-i")]
     # a hair past the keyframe, so rounding to microseconds never lands before it
     assert before_input[before_input.index("-ss") + 1] == "12.500001"
     assert "-noaccurate_seek" in before_input
     assert before_input[before_input.index("-skip_frame") + 1] == "nokey"
-    assert ffmpeg.frames_argv("a.mp4", "1", "x", Output(), seek=0.0).count("-ss") == 1
+    assert ffmpeg_argv.frames_argv("a.mp4", "1", "x", Output(), seek=0.0).count("-ss") == 1
 
 
 @pytest.mark.parametrize(
@@ -354,7 +356,7 @@ def test_frames_argv_seek_and_keyframes_are_input_options() -> None:
 def test_frames_argv_output_options(
     output: Output, scale: str | None, encode: dict[str, str]
 ) -> None:
-    argv = ffmpeg.frames_argv("a.mp4", "1", f"%06d.{output.format.value}", output)
+    argv = ffmpeg_argv.frames_argv("a.mp4", "1", f"%06d.{output.format.value}", output)
     graph = argv[argv.index("-filter_complex") + 1]
     resizes = [f for f in re.findall(r"scale=[^;\[]*", graph) if "out_color_matrix" not in f]
     assert resizes == ([] if scale is None else [scale])
@@ -370,31 +372,31 @@ def test_frames_argv_output_options(
     ("quality", "qscale"), [(100, 2), (99, 2), (90, 5), (50, 17), (1, 31), (0, 31), (150, 2)]
 )
 def test_jpeg_qscale(quality: int, qscale: int) -> None:
-    assert ffmpeg.jpeg_qscale(quality) == qscale
+    assert ffmpeg_argv.jpeg_qscale(quality) == qscale
 
 
 def test_jpeg_qscale_is_monotonic() -> None:
-    scales = [ffmpeg.jpeg_qscale(q) for q in range(1, 101)]
+    scales = [ffmpeg_argv.jpeg_qscale(q) for q in range(1, 101)]
     assert scales == sorted(scales, reverse=True)
     assert set(scales) == set(range(2, 32))  # every qscale is reachable
 
 
 async def test_a_long_filter_graph_moves_into_a_script_file(tmp_path: Path) -> None:
     short = ["ffmpeg", "-i", "x", "-filter_complex", "[0:v]select=1[s]", "-map", "[s]", "o"]
-    assert await ffmpeg.spill_long_graph(short, tmp_path / "g.txt") == short
+    assert await ffmpeg_argv.spill_long_graph(short, tmp_path / "g.txt") == short
     assert not (tmp_path / "g.txt").exists()
     graph = "[0:v]select=" + "+".join(["1"] * 40_000) + "[s]"
     long = ["ffmpeg", "-i", "x", "-filter_complex", graph, "-map", "[s]", "o"]
-    spilled = await ffmpeg.spill_long_graph(long, tmp_path / "g.txt")
+    spilled = await ffmpeg_argv.spill_long_graph(long, tmp_path / "g.txt")
     assert spilled == ["ffmpeg", "-i", "x", "-filter_complex_script", str(tmp_path / "g.txt"),
                        "-map", "[s]", "o"]  # fmt: skip
     assert (tmp_path / "g.txt").read_text() == graph
     no_graph = ["ffmpeg", "-version"]
-    assert await ffmpeg.spill_long_graph(no_graph, tmp_path / "h.txt") == no_graph
+    assert await ffmpeg_argv.spill_long_graph(no_graph, tmp_path / "h.txt") == no_graph
 
 
 def test_frames_argv_for_scene_counts_decoded_frames_first_and_trims() -> None:
-    argv = ffmpeg.frames_argv(
+    argv = ffmpeg_argv.frames_argv(
         "/v.mp4", "gt(scene,0.3)", "/o/%06d.jpg", Output(),
         seek=3.0, max_frames=5, threads=1, stop_at=9.5, count_decoded=True,
     )  # fmt: skip
@@ -407,7 +409,7 @@ def test_frames_argv_for_scene_counts_decoded_frames_first_and_trims() -> None:
     frames_at = argv.index("-frames:v")  # the cap belongs to the image output only
     assert argv.index("-") < frames_at < argv.index("/o/%06d.jpg") and argv[frames_at + 1] == "5"
     assert argv[argv.index("-threads") + 1] == "1" and argv.index("-threads") < argv.index("-i")
-    plain = ffmpeg.frames_argv("/v.mp4", "1", "/o/%06d.jpg", Output())
+    plain = ffmpeg_argv.frames_argv("/v.mp4", "1", "/o/%06d.jpg", Output())
     assert "null" not in plain and "-threads" not in plain and "trim" not in " ".join(plain)
     assert "-filter_complex_threads" not in plain
 
@@ -415,7 +417,7 @@ def test_frames_argv_for_scene_counts_decoded_frames_first_and_trims() -> None:
 def test_one_thread_means_one_thread_for_decoder_filters_and_encoders() -> None:
     """A single-threaded process of the plan: the filter graph and each output's encoder
     get one thread too (left to choose, each starts one per CPU, with its own buffers)."""
-    argv = ffmpeg.frames_argv("/v.mp4", "1", "/o/%06d.jpg", Output(), threads=1,
+    argv = ffmpeg_argv.frames_argv("/v.mp4", "1", "/o/%06d.jpg", Output(), threads=1,
                               measure="/o/%06d.pgm")  # fmt: skip
     at = argv.index("-filter_complex_threads")
     assert argv[at + 1] == "1" and at < argv.index("-i")
@@ -426,6 +428,6 @@ def test_one_thread_means_one_thread_for_decoder_filters_and_encoders() -> None:
     outputs = [argv.index("/o/%06d.jpg"), argv.index("/o/%06d.pgm")]
     assert all(argv.index("-map") < e for e in encoders)
     assert sorted(encoders) == encoders and encoders[0] < outputs[0] < encoders[1] < outputs[1]
-    scan = ffmpeg.scan_argv("/v.mp4", "1", threads=1)
+    scan = ffmpeg_argv.scan_argv("/v.mp4", "1", threads=1)
     assert scan[scan.index("-filter_complex_threads") + 1] == "1"
-    assert "-filter_complex_threads" not in ffmpeg.scan_argv("/v.mp4", "1")
+    assert "-filter_complex_threads" not in ffmpeg_argv.scan_argv("/v.mp4", "1")

@@ -36,6 +36,7 @@ from typing import Any
 
 from .errors import ExtractionError
 from .models import DEFAULT_MIN_GAP, DEFAULT_SCENE_THRESHOLD, Mode
+from .pieces import Run, cost, inner_keys, key_position, seek_runs, split
 from .probe import FrameIndex, VideoInfo
 
 EPSILON = 1e-6
@@ -43,7 +44,6 @@ MAX_TARGETS = 1_000_000  # beyond this, planning alone would take seconds and mu
 DECODE_PIXELS_PER_SECOND = 1.0e9  # rough decode speed on the reference 2-core machine
 PROCESS_START_SECONDS = 0.05  # an FFmpeg process: start, open, seek
 SEEK_ADVANTAGE = 0.8  # seek must be clearly cheaper: many processes cost more than counted
-BALANCE = 1.25  # a piece may hold this much more than an even share of the work
 FFMPEG_MEMORY_MIB = 200.0  # a job's FFmpeg processes together, so a 1080p job stays < 300 MB
 
 
@@ -279,18 +279,18 @@ def plan(
 
     key_positions = [index.first_at_or_after(k) or 0 for k in index.keyframes] or [0]
     slots = _slots(info, cpus, memory_mib)
-    whole = _Run(key=_key_position(key_positions, answered[0][1]), targets=[], frames_at=[])
+    whole = Run(key=key_position(key_positions, answered[0][1]), targets=[], frames_at=[])
     for target, frame in answered:
         whole.add(target, frame)
-    select_runs = _split([whole], key_positions, slots, start_frames)
-    select_cost = _cost(select_runs, start_frames)
+    select_runs = split([whole], key_positions, slots, start_frames)
+    select_cost = cost(select_runs, start_frames)
 
-    runs = _seek_runs(answered, key_positions, start_frames)
+    runs = seek_runs(answered, key_positions, start_frames)
     strategy = Strategy.SELECT
     if len(runs) > 1:
-        pieces = _split(runs, key_positions, slots, start_frames)
-        if _cost(pieces, start_frames) < SEEK_ADVANTAGE * select_cost:
-            spans_gops = any(_inner_keys(r, key_positions) for r in runs)
+        pieces = split(runs, key_positions, slots, start_frames)
+        if cost(pieces, start_frames) < SEEK_ADVANTAGE * select_cost:
+            spans_gops = any(inner_keys(r, key_positions) for r in runs)
             strategy = Strategy.MIXED if spans_gops else Strategy.SEEK
             select_runs = pieces
     groups = tuple(
@@ -387,112 +387,10 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return cpus
 
 
-@dataclass
-class _Run:
-    """A stretch decoded by one process: from keyframe position ``key`` to its last
-    target's frame; ``frames_at[i]`` is the frame position answering ``targets[i]``."""
-
-    key: int
-    targets: list[int]
-    frames_at: list[int]
-    frames: int = 0  # distinct frames written
-
-    def add(self, target: int, frame: int) -> None:
-        if not self.frames_at or frame != self.frames_at[-1]:
-            self.frames += 1
-        self.targets.append(target)
-        self.frames_at.append(frame)
-
-    @property
-    def last(self) -> int:
-        return self.frames_at[-1]
-
-    @property
-    def decoded(self) -> int:
-        return self.last - self.key + 1
-
-
-def _cost(runs: list[_Run], start_frames: float) -> float:
-    return sum(start_frames + r.decoded for r in runs)
-
-
-def _key_position(key_positions: list[int], frame: int) -> int:
-    """Frame position of the latest keyframe at or before frame position ``frame``."""
-    i = bisect.bisect_right(key_positions, frame)
-    return key_positions[i - 1] if i else 0
-
-
-def _inner_keys(run: _Run, key_positions: list[int]) -> list[int]:
-    """Keyframe positions inside ``run`` after the one it starts from."""
-    lo = bisect.bisect_right(key_positions, run.key)
-    hi = bisect.bisect_right(key_positions, run.last)
-    return key_positions[lo:hi]
-
-
-def _split(
-    runs: list[_Run], key_positions: list[int], pieces: int, start_frames: float
-) -> list[_Run]:
-    """Cut the largest of ``runs`` at a keyframe, again and again, while there are fewer
-    than ``pieces`` (one per CPU) or it holds clearly more than its share of the work,
-    and it can be cut.
-
-    A cut costs a process start and saves only waiting, so each piece must decode at
-    least a few process starts' worth of frames. A piece starts at the keyframe before its
-    first target's frame; no frame is decoded by two pieces. The order stays by time.
-    """
-    result = list(runs)
-    minimum = 4 * start_frames
-    while True:
-        largest = max(result, key=lambda r: r.decoded)
-        share = sum(r.decoded for r in result) / pieces
-        if len(result) >= pieces and largest.decoded <= BALANCE * share:
-            break
-        best: tuple[int, int] | None = None  # (larger half's decoding, where to cut)
-        frames_at = largest.frames_at
-        for key in _inner_keys(largest, key_positions):  # priced in O(log n) each
-            cut = bisect.bisect_left(frames_at, key)
-            if cut == 0 or cut == len(frames_at):
-                continue
-            left = frames_at[cut - 1] - largest.key + 1
-            right = frames_at[-1] - _key_position(key_positions, frames_at[cut]) + 1
-            if min(left, right) >= minimum and (best is None or max(left, right) < best[0]):
-                best = (max(left, right), cut)
-        if best is None:
-            break
-        cut = best[1]
-        halves = (
-            _Run(largest.key, [], []),
-            _Run(_key_position(key_positions, frames_at[cut]), [], []),
-        )
-        for n, (target, frame) in enumerate(zip(largest.targets, frames_at, strict=True)):
-            halves[n >= cut].add(target, frame)
-        at = result.index(largest)
-        result[at : at + 1] = halves
-    return result
-
-
 def _seek_point(index: FrameIndex, frame: int) -> float | None:
     """Where to seek to decode frame position ``frame``: its keyframe, or None for 0."""
     key = index.keyframe_at_or_before(index.times[frame])
     return key if key > (index.times[0] if index.times else 0.0) else None
-
-
-def _seek_runs(
-    answered: list[tuple[int, int]], key_positions: list[int], start_frames: float
-) -> list[_Run]:
-    """Group answered targets into seek runs, merging a run into the previous one when
-    decoding on from it costs less than a new process."""
-    runs: list[_Run] = []
-    for target, frame in answered:
-        key = _key_position(key_positions, frame)
-        if runs:
-            run = runs[-1]
-            if key <= run.last or (frame - run.last) <= start_frames + (frame - key):
-                run.add(target, frame)
-                continue
-        runs.append(_Run(key=key, targets=[], frames_at=[]))
-        runs[-1].add(target, frame)
-    return runs
 
 
 def sampling_from(options: dict[str, Any], interval: float) -> Sampling:

@@ -3,7 +3,7 @@
 Every metric is measured on the same picture: the frame as written (after tone mapping),
 before any output resize, scaled by area averaging to a fixed 256x256 grey image with full
 range levels (0 black, 255 white). FFmpeg makes that image in the decode that writes the
-frame (``ffmpeg.frames_argv``), so measuring costs no second pass over the video.
+frame (``ffmpeg_argv.frames_argv``), so measuring costs no second pass over the video.
 
 - ``brightness``: mean level, 0-1.
 - ``contrast``: standard deviation of the levels, 0-1 (0 is one flat tone).

@@ -2,9 +2,9 @@
 
 While FFmpeg writes frames, ``showinfo`` lines on stderr give the exact presentation time
 of each frame it keeps (in output order), and every ``-progress`` block is a cue to look
-for newly completed files. Each frame has a grey twin (``ffmpeg.frames_argv``'s
+for newly completed files. Each frame has a grey twin (``ffmpeg_argv.frames_argv``'s
 ``measure``) that is measured and removed; the frame is handed on as a ``Candidate``,
-never before its file is whole. A scan (``ffmpeg.scan_argv``) writes no files: the grey
+never before its file is whole. A scan (``ffmpeg_argv.scan_argv``) writes no files: the grey
 pictures come on stdout, their times on stderr, and are paired in order.
 """
 
@@ -24,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
-from . import ffmpeg
+from . import ffmpeg, ffmpeg_argv
 from .errors import ExtractionError
 from .models import Mode
 from .output import Output
@@ -297,7 +297,7 @@ class JobRuns:
             self.seen.extend(c.timestamp for c in candidates)
             await on_candidates(candidates)
 
-        argv = ffmpeg.frames_argv(
+        argv = ffmpeg_argv.frames_argv(
             str(self.source),
             plan.select_expr(group, self.offset),
             str(self.work / f"{prefix}%06d.{ext}"),
@@ -312,7 +312,7 @@ class JobRuns:
             matrix=self.info.assumed_matrix,
             measure=str(self.work / f"{prefix}%06d.pgm") if self.measure else None,
         )
-        argv = await ffmpeg.spill_long_graph(argv, self.work / f"{prefix}graph.txt")
+        argv = await ffmpeg_argv.spill_long_graph(argv, self.work / f"{prefix}graph.txt")
         state = _Run(self.work, plan, group, prefix, ext, self.offset, seen,
                      on_progress if scene else None, self.measure)  # fmt: skip
         runner = asyncio.create_task(
@@ -381,13 +381,13 @@ class JobRuns:
         async def one(number: int, scan: Scan) -> None:
             async with slots:
                 state = _Scanning(self.offset)
-                argv = ffmpeg.scan_argv(
+                argv = ffmpeg_argv.scan_argv(
                     str(self.source), scan.select_expr(self.offset), seek=scan.seek,
                     stop_at=None if scan.stop_at is None else scan.stop_at + self.offset,
                     threads=1 if parallel > 1 else None, hdr=self.info.hdr,
                     tonemap=self.output.tonemap, matrix=self.info.assumed_matrix,
                 )  # fmt: skip
-                argv = await ffmpeg.spill_long_graph(
+                argv = await ffmpeg_argv.spill_long_graph(
                     argv, self.work / f"s{number_of_pass}_{number:04d}_graph.txt"
                 )
                 runner = asyncio.create_task(ffmpeg.run(
