@@ -82,3 +82,14 @@ def test_readme_lists_every_command():
         if isinstance(action, argparse._SubParsersAction)
     )
     assert sorted(listed) == sorted(commands)
+
+
+def test_no_module_over_500_lines():
+    """Issue 11: a module that outgrows 500 lines is split by role."""
+    package = Path(__file__).resolve().parent.parent / "vfe"
+    long = {
+        str(path.relative_to(package)): lines
+        for path in package.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > 500
+    }
+    assert not long, f"modules over 500 lines: {long}"

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from vfe.settings import SETTINGS, Setting, Settings, SettingsError, _parse, setting_names
+from vfe.setting_rows import Setting, parse
+from vfe.settings import SETTINGS, Settings, SettingsError, setting_names
 
 DOCUMENTED = {
     "REDIS_HOST": "localhost",
@@ -234,7 +235,7 @@ def test_settings_are_immutable() -> None:
     ],
 )
 def test_bool_kind(raw: str, expected: bool) -> None:
-    assert _parse(Setting("FLAG", "0", "bool", "a flag"), raw) is expected
+    assert parse(Setting("FLAG", "0", "bool", "a flag"), raw) is expected
 
 
 def test_api_keys_are_split_and_never_shown() -> None:
@@ -263,7 +264,7 @@ def test_allow_private_urls_takes_true_false_or_networks() -> None:
 
 def test_bool_kind_rejects_other_words() -> None:
     with pytest.raises(SettingsError, match="FLAG must be true or false"):
-        _parse(Setting("FLAG", "0", "bool", "a flag"), "maybe")
+        parse(Setting("FLAG", "0", "bool", "a flag"), "maybe")
 
 
 def test_ensure_dirs_creates_every_folder_whatever_the_cwd(
