@@ -18,7 +18,6 @@ lasts well under a second, and a single run says little about a fixed cost.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
@@ -40,6 +39,13 @@ RUNS_PER_ROUND = 5
 SAMPLING = Sampling("I=1", interval=1.0)
 IMPORT_CODE = "import vfe.cli"
 IMPORT_LINE = re.compile(r"^import time:\s*\d+\s*\|\s*(\d+)\s*\|\s*vfe\.cli\s*$", re.MULTILINE)
+
+
+def _available_cpus() -> int:
+    """The CPUs vfe's planner counts (affinity, bounded by a cgroup CPU quota)."""
+    from vfe.planner import available_cpus
+
+    return available_cpus()
 
 
 def python_of(vfe: Path) -> str:
@@ -86,7 +92,7 @@ class Startup:
     vfe: Cell
     ffmpeg: Cell
     importtime: list[float] = field(default_factory=list)
-    cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    cores: int = field(default_factory=_available_cpus)
 
     def import_cost(self) -> dict[str, float] | None:
         """Median wall and CPU seconds of the import over a bare interpreter's."""
