@@ -376,9 +376,10 @@ def _finish(server: Server, job_id: str, args: argparse.Namespace, wait: bool) -
     if job["status"] != "completed":
         if args.json:
             _print_json(job)
-        reason = f": {job['error_message']}" if job.get("error_message") else ""
         if job["status"] in ("pending", "processing"):
             reason = ", not completed yet (--wait waits for it)"
+        else:
+            reason = f": {job['error_message']}" if job.get("error_message") else ""
         raise ClientError(f"job {job_id} {job['status']}{reason}")
     written = server.download(job_id, args.out) if args.out is not None else None
     if written is not None and len(written) != job["total_frames"]:

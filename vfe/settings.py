@@ -10,9 +10,8 @@ passed around as an immutable object. No other module reads ``os.environ``. A ba
 raises ``SettingsError`` naming the variable, so start-up fails with a clear message.
 
 The loader is our own rather than pydantic's parsing, because environment strings need
-stricter rules than pydantic's lax mode ("1e3" is not an int, "nan" is not a number,
-"off" is false, paths are expanded); pydantic then validates the result and any
-overrides against the same fields.
+stricter rules than pydantic's lax mode (``setting_rows.parse`` says which); pydantic
+then validates the result and any overrides against the same fields.
 
 Relative paths are resolved against the working directory when ``from_env`` reads them
 (``Settings()`` alone keeps the relative defaults); ``ensure_dirs`` creates every runtime
