@@ -57,14 +57,19 @@ class VideoInfo:
 
     @property
     def assumed_matrix(self) -> str | None:
-        """The YUV matrix to read an untagged video with, as players do (mpv, browsers):
-        BT.709 from 1280 px wide or over 576 lines as coded (before rotation), else BT.601;
-        None when it is tagged."""
-        if self.color_space not in (None, "", "unknown", "unspecified"):
-            return None
-        width, height = (self.height, self.width) if self.rotation in (90, 270) else (
-            self.width, self.height)  # fmt: skip
-        return "bt709" if width >= 1280 or height > 576 else "smpte170m"
+        """The YUV matrix to read this video with when it is untagged (``assumed_matrix``)."""
+        return assumed_matrix(self.color_space, self.width, self.height, self.rotation)
+
+
+def assumed_matrix(color_space: str | None, width: int, height: int, rotation: int) -> str | None:
+    """The YUV matrix to read an untagged video with, as players do (mpv, browsers):
+    BT.709 from 1280 px wide or over 576 lines as coded (before ``rotation``, the
+    displayed size being ``width`` x ``height``), else BT.601; None when it is tagged."""
+    if color_space not in (None, "", "unknown", "unspecified"):
+        return None
+    if rotation in (90, 270):
+        width, height = height, width
+    return "bt709" if width >= 1280 or height > 576 else "smpte170m"
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -242,6 +247,11 @@ INDEX_ARGS = ("-select_streams", "V:0",  # the first video stream that is not co
               "-show_format", "-show_streams")  # fmt: skip
 
 
+def index_argv(path: Path) -> list[str]:
+    """ffprobe's argv for the details and frame index of ``path`` (what ``inspect`` runs)."""
+    return _argv(path, *INDEX_ARGS)
+
+
 async def inspect(path: Path, max_frames: int | None = None) -> tuple[VideoInfo, FrameIndex]:
     """What the video is (as ``probe``) and its frame index, from one ffprobe run.
 
@@ -260,7 +270,7 @@ async def inspect(path: Path, max_frames: int | None = None) -> tuple[VideoInfo,
             raise TooManyFrames(max_frames)
         _CACHE.move_to_end(key)
         return cached
-    reader = _IndexReader(ffmpeg.LineReader(_argv(path, *INDEX_ARGS)), max_frames)
+    reader = _IndexReader(ffmpeg.LineReader(index_argv(path)), max_frames)
     try:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(_READERS, reader.read)

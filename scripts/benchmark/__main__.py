@@ -32,7 +32,7 @@ from .rounds import SKIPPED, Cell, bench_video
 from .runner import BenchError
 from .sampling import SAMPLINGS
 from .scale import Scale, bench_scale, print_scale, scale_json
-from .startup import Startup, bench_startup, startup_inputs
+from .startup import Startup, bench_startup, compile_vfe, startup_inputs
 from .storage import StorageBench, bench_storage, print_storage, storage_json
 from .videos import (
     EXTRA_SPECS,
@@ -243,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    try:
+        compile_vfe(args.vfe)
+    except BenchError as exc:
+        print(f"bench: vfe's bytecode not written ({exc}); its runs compile it", file=sys.stderr)
     opencv, opencv_error = None, SKIPPED
     if "opencv" not in args.skip and videos:
         try:

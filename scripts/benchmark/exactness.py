@@ -106,10 +106,22 @@ def psnr(a: Path, b: Path) -> float:
     return float(found[1])
 
 
+def as_vfe_converts(video: Video) -> str:
+    """The filters that turn a decoded frame into the pixels vfe writes to JPEG: BT.601
+    full range, read with the matrix vfe assumes when the video is untagged."""
+    from vfe.probe import assumed_matrix
+
+    matrix = assumed_matrix(video.color_space, video.width, video.height, 0)
+    stated = f"setparams=colorspace={matrix}," if matrix else ""
+    return f"{stated}scale=out_color_matrix=bt601:out_range=pc"
+
+
 def check_pixels(video: Video, out: Path, work: Path) -> dict[str, Any]:
     """For a few of vfe's frames, decode the expected frame and its two neighbours to
-    JPEG (``-q:v 2``) and check that vfe's image is closest (PSNR) to the expected one."""
+    JPEG (``-q:v 2``, converted as vfe converts) and check that vfe's image is closest
+    (PSNR) to the expected one."""
     _, frames = vfe_frames(out)
+    convert = as_vfe_converts(video)
     picks = sorted({0, len(frames) // 2, len(frames) - 1}) if frames else []
     details = []
     for pick in picks[:PIXEL_SAMPLES]:
@@ -127,7 +139,8 @@ def check_pixels(video: Video, out: Path, work: Path) -> dict[str, Any]:
         run_text(
             [
                 *("ffmpeg", *FFMPEG_QUIET, "-copyts", "-ss", f"{max(0.0, first - 1):.6f}"),
-                *("-i", str(video.path), "-vf", f"select={pick_expr}", "-fps_mode", "passthrough"),
+                *("-i", str(video.path), "-vf", f"select={pick_expr},{convert}"),
+                *("-fps_mode", "passthrough"),
                 *("-frames:v", str(hi - lo + 1), "-q:v", "2", str(work / "%d.jpg")),
             ]
         )

@@ -274,11 +274,20 @@ def print_startup(result: Startup) -> None:
             f"{result.cores} core(s), so no overlap of its parts brings its wall time under "
             f"{floor['wall_s']:.2f} s, {floor['ratio']:.2f}x the one-liner's"
         )
+    first = result.probe_first.median()
+    if first is not None:
+        print(
+            f"   probe-first floor: python -c pass, vfe's ffprobe, then the one-liner, one "
+            f"after another: {first['wall_s']:.2f} s wall, "
+            f"{number(result.probe_first_ratio())}x the one-liner's (vfe reads the frame "
+            "index before FFmpeg starts)"
+        )
     runs_of = {
         "pass": result.bare,
         "import": result.imported,
         "vfe": result.vfe,
         "ffmpeg": result.ffmpeg,
+        "probe-first": result.probe_first,
     }
     for name, cell in runs_of.items():
         if cell.median() is None:
@@ -311,6 +320,8 @@ def startup_json(result: Startup) -> dict[str, Any]:
             "exact": exact_text(result.vfe)[1],
             "cores": result.cores,
             "cpu_floor": result.cpu_floor(),
+            "probe_first": result.probe_first.to_json(),
+            "probe_first_ratio": result.probe_first_ratio(),
         },
     }
 

@@ -11,7 +11,12 @@ one-liner of the main table (b). The goal: at most ``EXTRACT_GOAL`` times its wa
 Beside it, the floor that CPU time sets: a run that uses C seconds of CPU on N cores
 cannot take less than C/N seconds of wall time, however its parts overlap.
 
-Each round runs the four commands ``RUNS_PER_ROUND`` times, interleaved: one run of each
+(c) The probe-first floor: a bare interpreter's start, vfe's ffprobe run for the frame
+index, then the one-liner, one after another in a shell. vfe plans from the index before
+FFmpeg starts, so with no Python work at all and FFmpeg's cheapest command it cannot beat
+this; its ratio to the one-liner says whether the goal of (b) is in reach at all.
+
+Each round runs the five commands ``RUNS_PER_ROUND`` times, interleaved: one run of each
 lasts well under a second, and a single run says little about a fixed cost.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -28,7 +34,7 @@ from pathlib import Path
 from .exactness import check_exact
 from .methods import argv_for
 from .rounds import Cell, count_images, show, warm_page_cache
-from .runner import BenchError, measure
+from .runner import BenchError, measure, run_text
 from .sampling import Sampling
 from .videos import STARTUP_SPEC, Video, cached_video, probe
 
@@ -39,6 +45,18 @@ RUNS_PER_ROUND = 5
 SAMPLING = Sampling("I=1", interval=1.0)
 IMPORT_CODE = "import vfe.cli"
 IMPORT_LINE = re.compile(r"^import time:\s*\d+\s*\|\s*(\d+)\s*\|\s*vfe\.cli\s*$", re.MULTILINE)
+
+
+def probe_first_argv(python: str, video: Video, out: Path) -> list[str]:
+    """(c): ``python -c pass``, vfe's ffprobe of ``video``, then the one-liner into ``out``."""
+    from vfe.probe import index_argv
+
+    steps = [
+        shlex.join([python, "-P", "-c", "pass"]),
+        shlex.join(index_argv(video.path)) + " >/dev/null",
+        shlex.join(argv_for("ffmpeg", video, SAMPLING, out, None)),
+    ]
+    return ["sh", "-c", " && ".join(steps)]
 
 
 def _available_cpus() -> int:
@@ -63,6 +81,18 @@ def python_of(vfe: Path) -> str:
     if not sibling.exists():
         raise BenchError(f"cannot tell which python runs {vfe}")
     return str(sibling)
+
+
+def compile_vfe(vfe: Path) -> None:
+    """Write the bytecode of the vfe package that ``vfe`` imports, as an installed vfe has
+    it (pip compiles at install). An editable install under ``PYTHONDONTWRITEBYTECODE``
+    would otherwise compile vfe's modules on every run: 0.06 s of CPU on a short clip, a
+    cost that is the bench's, not vfe's. ``BenchError`` when it cannot."""
+    code = (
+        "import compileall, pathlib, sys, vfe; "
+        "sys.exit(not compileall.compile_dir(pathlib.Path(vfe.__file__).parent, quiet=1))"
+    )
+    run_text([python_of(vfe), "-P", "-c", code], timeout=120)
 
 
 def import_seconds(python: str) -> float | None:
@@ -91,6 +121,7 @@ class Startup:
     imported: Cell  # python -c "import vfe.cli"
     vfe: Cell
     ffmpeg: Cell
+    probe_first: Cell  # (c)
     importtime: list[float] = field(default_factory=list)
     cores: int = field(default_factory=_available_cpus)
 
@@ -128,6 +159,11 @@ class Startup:
         floor = a["cpu_s"] / self.cores
         return {"cpu_s": a["cpu_s"], "wall_s": floor, "ratio": floor / b["wall_s"]}
 
+    def probe_first_ratio(self) -> float | None:
+        """(c)'s median wall time over the one-liner's."""
+        a, b = self.probe_first.median(), self.ffmpeg.median()
+        return a["wall_s"] / b["wall_s"] if a and b and b["wall_s"] > 0 else None
+
     def extract_met(self) -> bool | None:
         wall = self.extract_ratios()["wall"]
         return wall <= EXTRACT_GOAL if wall is not None else None
@@ -140,7 +176,7 @@ def startup_inputs(args: argparse.Namespace) -> tuple[Video, str]:
 
 
 def bench_startup(inputs: tuple[Video, str], args: argparse.Namespace) -> Startup:
-    """Run the four commands ``RUNS_PER_ROUND`` times a round, interleaved."""
+    """Run the five commands ``RUNS_PER_ROUND`` times a round, interleaved."""
     video, python = inputs
     cache = args.cache
     out, log = cache / "out" / "startup", cache / "out" / "log"
@@ -152,6 +188,7 @@ def bench_startup(inputs: tuple[Video, str], args: argparse.Namespace) -> Startu
         imported=Cell([python, "-P", "-c", IMPORT_CODE]),
         vfe=Cell(argv_for("vfe", video, SAMPLING, out, None, args.vfe)),
         ffmpeg=Cell(argv_for("ffmpeg", video, SAMPLING, out, None)),
+        probe_first=Cell(probe_first_argv(python, video, out)),
     )
     warm_page_cache(video.path)
     for round_no in range(1, args.rounds + 1):
@@ -159,7 +196,8 @@ def bench_startup(inputs: tuple[Video, str], args: argparse.Namespace) -> Startu
             for label, cell in (("pass", result.bare), ("import", result.imported)):
                 cell.runs.append(measure(cell.argv, round_no, log, args.timeout))
                 show(video, round_no, "python", label, cell.runs[-1])
-            for method, cell in (("vfe", result.vfe), ("ffmpeg", result.ffmpeg)):
+            extracts = ("vfe", result.vfe), ("ffmpeg", result.ffmpeg), ("probe", result.probe_first)
+            for method, cell in extracts:
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
                 run = measure(cell.argv, round_no, log, args.timeout)

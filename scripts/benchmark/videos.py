@@ -124,6 +124,7 @@ class Video:
     duration: float = 0.0
     frame_times: list[float] = field(default_factory=list, repr=False)
     keyframes: list[int] = field(default_factory=list, repr=False)
+    color_space: str | None = None  # the YUV matrix as tagged; None when untagged
 
     def gop_text(self) -> str:
         gaps = [b - a for a, b in zip(self.keyframes, self.keyframes[1:], strict=False)]
@@ -210,7 +211,7 @@ def probe(video: Video) -> Video:
                 "-select_streams",
                 "v:0",
                 "-show_entries",
-                "stream=codec_name,width,height,avg_frame_rate,r_frame_rate,duration"
+                "stream=codec_name,width,height,avg_frame_rate,r_frame_rate,duration,color_space"
                 ":format=duration",
                 "-of",
                 "json",
@@ -224,6 +225,7 @@ def probe(video: Video) -> Video:
     rate = stream.get("avg_frame_rate") or stream.get("r_frame_rate") or "0/1"
     video.fps = float(Fraction(rate)) if rate != "0/0" else 0.0
     video.duration = float(stream.get("duration") or info["format"]["duration"])
+    video.color_space = stream.get("color_space")
     rows = run_text(
         [
             "ffprobe",
