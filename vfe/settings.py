@@ -6,8 +6,11 @@ Everything else is derived from the fields: the read-only table ``SETTINGS`` tha
 README check uses, the conversion of each raw string, the bounds and the error messages.
 
 Settings are read once from the environment (``Settings.from_env``), validated, and then
-passed around as an immutable object. No other module reads ``os.environ``. A bad value
-raises ``SettingsError`` naming the variable, so start-up fails with a clear message.
+passed around as an immutable object. No other module reads a setting of the service
+from ``os.environ``; the command-line client reads its own ``VFE_SERVER`` and
+``VFE_API_KEY`` (``cli.py``), and ``quality.py`` defaults ``OPENBLAS_NUM_THREADS`` for
+numpy's C library. A bad value raises ``SettingsError`` naming the variable, so start-up
+fails with a clear message.
 
 The loader is our own rather than pydantic's parsing, because environment strings need
 stricter rules than pydantic's lax mode (``setting_rows.parse`` says which); pydantic
