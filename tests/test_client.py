@@ -20,6 +20,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -425,8 +426,75 @@ def test_an_unreachable_server_exits_3_naming_it(served: Served) -> None:
         assert done.returncode == 3, done.stderr
         assert done.stderr.startswith(f"vfe: cannot reach the server at {url} (")
         assert "Connection refused" in done.stderr
+        assert "sending it again" not in done.stderr  # nothing was sent: told at once
     done = vfe(served, "jobs", VFE_SERVER="localhost:8000")
     assert done.returncode == 2 and "--server must be a URL" in done.stderr
+
+
+class AnswerLosingProxy:
+    """A TCP proxy to the server that closes its first connection as soon as the server
+    starts to answer on it: the request arrived and was acted on, and its answer is lost
+    on the way back, as when a connection drops or a proxy times out."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        self.lost = 0  # answers that never reached the client
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            lose = self.connections == 1
+            threading.Thread(target=self._pipe, args=(client, lose), daemon=True).start()
+
+    def _pipe(self, client: socket.socket, lose: bool) -> None:
+        with client, socket.create_connection(("127.0.0.1", self.port)) as upstream:
+            while True:
+                ready, _, _ = select.select([client, upstream], [], [], patience(60))
+                for end in ready:
+                    data = end.recv(1 << 16)
+                    if not data:
+                        return
+                    if end is upstream and lose:
+                        self.lost += 1
+                        return
+                    (upstream if end is client else client).sendall(data)
+                if not ready:
+                    return
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self.listener.close()
+
+
+def test_a_submit_whose_answer_is_lost_is_sent_again_and_makes_one_job(
+    served: Served, clip: Path
+) -> None:
+    def job_ids() -> set[str]:
+        listing = served.http.get("/jobs", params={"limit": 1000}).raise_for_status().json()
+        return {job["job_id"] for job in listing["jobs"]}
+
+    before = job_ids()
+    proxy = AnswerLosingProxy(served.server.port)
+    try:
+        sent = vfe(served, "submit", str(clip), "--interval", "2.5", "--json",
+                   "--server", proxy.url)  # fmt: skip
+    finally:
+        proxy.close()
+    assert sent.returncode == 0, sent.stderr
+    assert proxy.lost == 1 and proxy.connections == 2
+    assert "; sending it again (same Idempotency-Key)" in sent.stderr
+    answer = json.loads(sent.stdout)
+    assert answer["message"] == "Job already submitted with this Idempotency-Key"
+    assert job_ids() - before == {answer["job_id"]}  # the first send's job, and no other
 
 
 def test_submit_offers_every_job_option_of_extract(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,7 @@
 """Command line: ``vfe serve`` runs the service; ``vfe extract`` runs one extraction;
-``vfe submit``, ``download``, ``jobs``, ``status`` and ``cancel`` are clients of a running
-server (``vfe/client.py``, which also lists their exit codes). ``extract`` and ``submit``
-take the same job options, declared once (``_job_options``).
+``vfe submit``, ``download``, ``jobs``, ``status`` and ``cancel`` are clients of a
+running server (``vfe/client_commands.py``, which also lists their exit codes).
+``extract`` and ``submit`` take the same job options, declared once (``_job_options``).
 
 ``vfe extract VIDEO --interval 5 --out DIR`` uses the same engine as the service (probe,
 frame index, planner, FFmpeg) with no server, database or cache: it prints the plan it
@@ -395,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "extract":
         return _extract_command(args)
     if args.command in CLIENT_COMMANDS:
-        from .client import run  # httpx is imported only by the client commands
+        from .client_commands import run  # httpx is imported only by the client commands
 
         return run(args, _spec_fields(args) if args.command == "submit" else {})
     return _serve_command(args)

@@ -1,19 +1,12 @@
-"""The command-line client: ``vfe submit``, ``download``, ``jobs``, ``status``, ``cancel``.
+"""The command-line client's side of HTTP: ``Server``, one vfe server over its API.
 
-They talk to a running server over its HTTP API. ``vfe submit`` uploads a local file (a
-multipart body read from the file as it is sent, never whole into memory), sends an
-http(s) URL as a URL source, or names a video of the server's videos folder (``--path``).
-``--wait`` follows the job's event stream with a progress bar on stderr, reconnecting
-when the stream drops; ``--out`` downloads the frames zip when the job completes, unpacks
-it and checks every frame against the SHA-256 the server lists. ``vfe download JOB --out``
-does the same for a job submitted earlier (``--wait`` follows it to its end first).
-
-Exit codes: 0 done; 1 the server refused the request (its ``detail`` is printed), the
-job failed, was cancelled or (``download`` without ``--wait``) has not completed yet, or
-a downloaded frame does not match its checksum; 2 a bad argument (a 422 lists each field
-the server refused); 3 the server could not be reached, or was lost for
-``RECONNECT_LIMIT`` s while waiting; 130 interrupted (a job already submitted keeps
-running).
+``Server.submit`` uploads a local file (a multipart body read from the file as it is
+sent, never whole into memory), sends an http(s) URL as a URL source, or names a video of
+the server's videos folder (``--path``); ``follow`` follows a job's event stream,
+reconnecting when it drops; ``download`` fetches the frames zip, unpacks it and checks
+every frame against the SHA-256 the server lists. Every failure to talk to the server
+becomes a ``ClientError`` with the exit code its command ends with (``client_commands``
+lists them).
 
 Deliberate oddity: sync httpx, not async: one request at a time and nothing to run beside
 it, so an event loop would add only start-up time. ``vfe.cli`` imports this module (and
@@ -22,11 +15,11 @@ with it httpx) only when a client command runs.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,18 +39,23 @@ STREAM_TIMEOUT = httpx.Timeout(60.0, connect=10.0, read=90.0)
 RECONNECT_LIMIT = 120.0  # seconds ``--wait`` keeps trying to reach a server it lost
 FINAL_EVENTS = frozenset({"done", "failed", "cancelled"})
 TRANSIENT_STATUS = frozenset({502, 503, 504})  # a proxy or a server restarting: try again
+SUBMIT_TRIES = 3  # sends of one submit whose answer was lost (1 s, then 2 s apart)
 CHUNK = 1 << 16
 
 
 class ClientError(Exception):
     """A failure a client command reports as one message and an exit code; ``transient``
-    when trying again later may succeed (the server unreachable, restarting, or busy)."""
+    when trying again later may succeed (the server unreachable, restarting, or busy);
+    ``connected`` False when no connection was made (nothing was sent)."""
 
-    def __init__(self, message: str, code: int = FAILED, transient: bool = False) -> None:
+    def __init__(
+        self, message: str, code: int = FAILED, transient: bool = False, connected: bool = True
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.transient = transient
+        self.connected = connected
 
 
 def _detail(response: httpx.Response) -> str:
@@ -119,6 +117,15 @@ class Server:
                 "there? (--server, VFE_SERVER)",
                 UNREACHABLE,
                 transient=True,
+                connected=False,
+            ) from None
+        except httpx.ConnectTimeout:
+            raise ClientError(
+                f"cannot reach the server at {self.url} (no answer to connect within "
+                f"{TIMEOUT.connect:g} s): is it up at that address? (--server, VFE_SERVER)",
+                UNREACHABLE,
+                transient=True,
+                connected=False,
             ) from None
         except httpx.TimeoutException:
             raise ClientError(
@@ -154,27 +161,53 @@ class Server:
     def submit(
         self, source: str | None, path: str | None, fields: dict[str, Any]
     ) -> dict[str, Any]:
-        """POST /video-job: a local file uploaded, a URL sent as a URL, or ``--path``."""
+        """POST /video-job: a local file uploaded, a URL sent as a URL, or ``--path``.
+
+        The request carries an ``Idempotency-Key`` of its own. When its answer is lost (a
+        timeout, a dropped connection, a proxy's 502-504) it is sent again with the same
+        key, at most ``SUBMIT_TRIES`` times in all: the server answers the job the first
+        one made, never a second job. A server that cannot be reached at the first try is
+        reported at once (nothing was sent).
+        """
         if (source is None) == (path is None):
             raise ClientError(
                 "give one video: a local file, an http(s) URL, or --path NAME (a video in the "
                 "server's videos folder)",
                 BAD_ARGUMENT,
             )
-        if path is not None or urlsplit(str(source)).scheme in ("http", "https"):
-            body = {"video_source": path if path is not None else source, **fields}
-            return self.call("POST", "/video-job", json=body, timeout=SUBMIT_TIMEOUT)
-        local = Path(str(source))
-        if not local.is_file():
-            raise ClientError(
-                f"no such file: {source} (for a video in the server's videos folder, use --path)",
-                BAD_ARGUMENT,
-            )
-        # Multipart fields are text; the server reads them as the JSON fields would be.
-        form = {name: _form_value(value) for name, value in fields.items()}
-        with local.open("rb") as handle:  # httpx sends the file part in chunks as it reads
-            files = {"file": (local.name, handle, "application/octet-stream")}
-            return self.call("POST", "/video-job", data=form, files=files, timeout=SUBMIT_TIMEOUT)
+        local = None
+        if path is None and urlsplit(str(source)).scheme not in ("http", "https"):
+            local = Path(str(source))
+            if not local.is_file():
+                raise ClientError(
+                    f"no such file: {source} (for a video in the server's videos folder, use "
+                    "--path)",
+                    BAD_ARGUMENT,
+                )
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        tries, delay = 1, 1.0
+        while True:
+            try:
+                if local is None:
+                    body = {"video_source": path if path is not None else source, **fields}
+                    return self._post_job(headers, json=body)
+                # Multipart fields are text; the server reads them as JSON fields would be.
+                form = {name: _form_value(value) for name, value in fields.items()}
+                with local.open("rb") as handle:  # httpx sends the file in chunks as it reads
+                    files = {"file": (local.name, handle, "application/octet-stream")}
+                    return self._post_job(headers, data=form, files=files)
+            except ClientError as exc:
+                if not exc.transient or tries == SUBMIT_TRIES or not (tries > 1 or exc.connected):
+                    if tries > 1:  # the key dies with this process: say where to look
+                        exc.message += " (an earlier send may have made the job: vfe jobs)"
+                    raise
+                again = "sending it again (same Idempotency-Key)"
+                print(f"vfe: {exc.message}; {again}", file=sys.stderr)
+            time.sleep(delay)
+            tries, delay = tries + 1, delay * 2
+
+    def _post_job(self, headers: dict[str, str], **request: Any) -> dict[str, Any]:
+        return self.call("POST", "/video-job", headers=headers, timeout=SUBMIT_TIMEOUT, **request)
 
     def follow(self, job_id: str, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Follow the job's event stream until its final event; return the job then.
@@ -297,193 +330,3 @@ def _unpack(archive_path: Path, out: Path) -> list[dict[str, Any]]:
         if digest.hexdigest() != frame["checksum"]:
             raise ClientError(f"frame {frame['filename']} does not match its checksum")
     return frames
-
-
-class Progress:
-    """``--wait``'s bar on stderr (tqdm, imported only when shown): frames done of the
-    frames planned; for scene and best jobs, whose frames are not known ahead, per cent
-    of the decoding done."""
-
-    def __init__(self, job_id: str, quiet: bool) -> None:
-        self.job_id = job_id
-        self.quiet = quiet
-        self.bar: Any = None
-
-    def show(self, job: dict[str, Any]) -> None:
-        if self.quiet:
-            return
-        by_share = job["mode"] in ("scene", "best")
-        total: int | None
-        if by_share:
-            total, done = 100, job["percent"]
-        else:
-            total, done = job["total_frames"] or None, job["processed_frames"]
-        if self.bar is None:
-            from tqdm import tqdm
-
-            unit = "%" if by_share else "frame"
-            self.bar = tqdm(total=total, unit=unit, file=sys.stderr, desc=self.job_id[:8])
-        self.bar.total = total
-        self.bar.n = done
-        self.bar.set_postfix_str(job["status"], refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
-
-
-def _submit(server: Server, args: argparse.Namespace, fields: dict[str, Any]) -> int:
-    if args.reuse is not None:
-        fields = {**fields, "reuse": args.reuse}
-    answer = server.submit(args.source, args.path, fields)
-    job_id: str = answer["job_id"]
-    if not (args.wait or args.out is not None):
-        if args.json:
-            _print_json(answer)
-        else:
-            print(job_id)
-        return 0
-    if not args.json:
-        print(job_id, flush=True)  # at once: the id is known while the job runs
-    return _finish(server, job_id, args, wait=True)
-
-
-def _download(server: Server, args: argparse.Namespace, fields: dict[str, Any]) -> int:
-    return _finish(server, args.job_id, args, wait=args.wait)
-
-
-def _finish(server: Server, job_id: str, args: argparse.Namespace, wait: bool) -> int:
-    """Follow the job to its end (``wait``: its event stream, with a bar) or read its
-    status once; then, when it completed and ``args.out`` is given, download its frames
-    there. The end of ``vfe submit --wait`` and all of ``vfe download``."""
-    if wait:
-        progress = Progress(job_id, args.quiet)
-        try:
-            job = server.follow(job_id, progress.show)
-        except KeyboardInterrupt:
-            progress.close()
-            print(f"vfe: stopped waiting; job {job_id} runs on (vfe cancel {job_id})",
-                  file=sys.stderr)  # fmt: skip
-            return INTERRUPTED
-        progress.close()
-    else:
-        job = server.call("GET", f"/job-status/{quote(job_id, safe='')}")
-    if job["status"] != "completed":
-        if args.json:
-            _print_json(job)
-        if job["status"] in ("pending", "processing"):
-            reason = ", not completed yet (--wait waits for it)"
-        else:
-            reason = f": {job['error_message']}" if job.get("error_message") else ""
-        raise ClientError(f"job {job_id} {job['status']}{reason}")
-    written = server.download(job_id, args.out) if args.out is not None else None
-    if written is not None and len(written) != job["total_frames"]:
-        # the server leaves out of the zip a frame whose stored file has gone
-        raise ClientError(
-            f"the frames zip holds {len(written)} of the job's {job['total_frames']} frames: "
-            "the server could not read the others from its storage"
-        )
-    if args.json:
-        _print_json(job)
-    elif not args.quiet:
-        print(f"job {job_id} completed: {job['total_frames']} frames")
-        if written is not None:
-            print(f"wrote {len(written)} frames and frames.json to {args.out}")
-    return 0
-
-
-def _jobs(server: Server, args: argparse.Namespace, fields: dict[str, Any]) -> int:
-    listing = server.call("GET", "/jobs", params={"limit": args.limit})
-    if args.json:
-        _print_json(listing)
-        return 0
-    rows = [("JOB", "STATUS", "FRAMES", "DONE", "CREATED (UTC)", "SOURCE")]
-    for job in listing["jobs"]:
-        rows.append(
-            (
-                job["job_id"],
-                job["status"],
-                f"{job['processed_frames']}/{job['total_frames']}",
-                f"{job['percent']:g}%",
-                job["created_at"][:19].replace("T", " "),
-                job["video_source"],
-            )
-        )
-    if len(rows) == 1:
-        print("no jobs")
-        return 0
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]))
-    return 0
-
-
-def _status(server: Server, args: argparse.Namespace, fields: dict[str, Any]) -> int:
-    job = server.call("GET", f"/job-status/{quote(args.job_id, safe='')}")
-    if args.json:
-        _print_json(job)
-        return 0
-    video = [
-        f"{job['duration']:g} s" if job["duration"] is not None else None,
-        f"{job['width']}x{job['height']}" if job["width"] else None,
-        f"{job['fps']:g} fps" if job["fps"] else None,
-        job["codec"],
-    ]
-    lines = [
-        ("job", job["job_id"]),
-        ("status", f"{job['status']} ({job['percent']:g}%, "
-                   f"{job['processed_frames']}/{job['total_frames']} frames)"),
-        ("source", f"{job['video_source']} ({job['source_type']})"),
-        ("mode", f"{job['mode']} {json.dumps(job['options'], sort_keys=True)}"),
-        ("video", ", ".join(v for v in video if v) or None),
-        ("created", job["created_at"]),
-        ("started", job["started_at"]),
-        ("finished", job["finished_at"]),
-        ("elapsed", None if job["elapsed_seconds"] is None else f"{job['elapsed_seconds']:g} s"),
-        ("attempts", str(job["attempts"])),
-        ("error", job["error_message"]),
-    ]  # fmt: skip
-    for name, value in lines:
-        if value is not None:
-            print(f"{name:<9} {value}")
-    return 0
-
-
-def _cancel(server: Server, args: argparse.Namespace, fields: dict[str, Any]) -> int:
-    answer = server.call("DELETE", f"/job/{quote(args.job_id, safe='')}")
-    if args.json:
-        _print_json(answer)
-    else:
-        print(answer["message"])
-    return 0
-
-
-COMMANDS = {
-    "submit": _submit,
-    "download": _download,
-    "jobs": _jobs,
-    "status": _status,
-    "cancel": _cancel,
-}
-
-
-def run(args: argparse.Namespace, fields: dict[str, Any]) -> int:
-    """Run one client command (``fields``: the job options ``vfe submit`` sends); every
-    failure becomes a message on stderr and an exit code."""
-    try:
-        server = Server(args.server, args.api_key)
-        try:
-            return COMMANDS[args.command](server, args, fields)
-        finally:
-            server.close()
-    except ClientError as exc:
-        print(f"vfe: {exc.message}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        print("vfe: interrupted", file=sys.stderr)
-        return INTERRUPTED
