@@ -335,6 +335,7 @@ async def test_real_answers_conform_to_the_document(client: AppClient, media: Me
         ("GET", f"/frames/{job_id}?offset=-1", "/frames/{job_id}", 422, {}),
         ("GET", f"/frames/{job_id}/999999_9.000.jpg", "/frames/{job_id}/{name}", 404, {}),
         ("GET", "/dashboard/recent-frames?since_minutes=nan", "/dashboard/recent-frames", 422, {}),
+        ("POST", f"/job/{job_id}/webhook", "/job/{job_id}/webhook", 404, {}),  # it has none
         ("DELETE", f"/job/{job_id}", "/job/{job_id}", 200, {}),
         ("DELETE", f"/job/{job_id}", "/job/{job_id}", 404, {}),
         ("GET", f"/job/{job_id}/frames.zip", "/job/{job_id}/frames.zip", 404, {}),

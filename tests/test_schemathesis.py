@@ -32,6 +32,7 @@ from vfe.api import EXAMPLE_SOURCE
 pytestmark = pytest.mark.live
 
 KEY = "schemathesis-key"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SEED = 20261124
 CHECKS = (
     "not_a_server_error",
@@ -48,7 +49,10 @@ def test_schemathesis_finds_nothing(
 ):
     (videos / EXAMPLE_SOURCE).parent.mkdir(parents=True, exist_ok=True)
     place(media.standard(), videos, EXAMPLE_SOURCE)
-    server = live_server(API_KEYS=KEY, MAX_CONCURRENT_JOBS="2")
+    # Every job gets a webhook to a local address the server may not reach: each fails at
+    # its one attempt, so POST /job/{job_id}/webhook has failed webhooks to send again.
+    server = live_server(API_KEYS=KEY, MAX_CONCURRENT_JOBS="2", WEBHOOK_URL="http://127.0.0.1:9/",
+                         WEBHOOK_SECRET=SECRET, WEBHOOK_MAX_ATTEMPTS="1")  # fmt: skip
     argv = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
         "--checks", ",".join(CHECKS),

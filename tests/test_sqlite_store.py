@@ -168,6 +168,36 @@ async def test_migration_3_adds_progress_and_keeps_the_jobs(db_path: Path) -> No
         await store.close()
 
 
+async def test_migration_8_drops_settled_webhooks_of_deleted_jobs(db_path: Path) -> None:
+    make_database_at(db_path, 7)
+    con = sqlite3.connect(db_path)
+    try:
+        con.execute(
+            "INSERT INTO jobs (id, status, video_source, source_type, source_path, interval, "
+            "created_at, updated_at) VALUES ('kept-job', 'completed', 'a.mp4', 'path', "
+            "'/srv/videos/a.mp4', 1.0, 100.0, 100.0)"
+        )
+        con.executemany(
+            "INSERT INTO webhooks (job_id, url, job, status, due_at, created_at) "
+            "VALUES (?, 'https://h.example/', '{}', ?, 100.0, 100.0)",
+            [("kept-job", "delivered"), ("deleted-delivered", "delivered"),
+             ("deleted-failed", "failed"), ("deleted-pending", "pending")],
+        )  # fmt: skip
+        con.commit()
+    finally:
+        con.close()
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.close()
+    assert user_version(db_path) == len(MIGRATIONS)
+    con = sqlite3.connect(db_path)
+    try:
+        left = [row[0] for row in con.execute("SELECT job_id FROM webhooks ORDER BY job_id")]
+    finally:
+        con.close()
+    assert left == ["deleted-pending", "kept-job"]  # a pending one is still to be delivered
+
+
 async def test_database_at_version_1_is_migrated_to_the_last_version(db_path: Path) -> None:
     make_database_at(db_path, 1)
     store = SqliteStore(db_path)

@@ -208,8 +208,15 @@ async def test_each_ended_job_gets_one_signed_webhook(
         reused_id = await client.submit(
             place(media.standard(), videos), 1, webhook_url=hook.url("/reused")
         )
-        for job_id in (done_id, failing.id, cancel_id, reused_id):
+        for job_id in (done_id, failing.id, reused_id):
             await delivery_in(client, job_id, "delivered")
+
+        async def cancelled_announced_and_gone() -> bool:
+            announced = any(r.path == "/cancelled" for r in hook.received())
+            return announced and await client.services.store.get_delivery(cancel_id) is None
+
+        # its job was deleted: once delivered, the webhook goes too
+        await wait_until_async(cancelled_announced_and_gone, "the deleted job's webhook")
         status = (await client.http.get(f"/job-status/{done_id}")).json()
         metrics = await metrics_once(client, 'vfe_webhooks_total{outcome="delivered"}', 4)
     hooks = {r.path: r for r in hook.received()}
@@ -279,6 +286,42 @@ async def test_410_gone_stops_at_once(
     assert status["webhook"]["status"] == "gone"
     assert status["webhook"]["last_error"] == "the receiver answered 410"
     assert metric(metrics, 'vfe_webhooks_total{outcome="gone"}') == 1
+
+
+async def test_a_gone_webhook_is_sent_again_on_request(
+    make_client: Any, make_settings: Any, media: Media, videos: Path, receiver: Any
+) -> None:
+    hook = receiver(answers=(410,))  # then 200 for the same webhook-id
+    settings = make_settings(**HOOKS, WEBHOOK_RETRY_SECONDS="0.01")
+    async with make_client(settings) as client:
+        job_id = await client.submit(place(media.standard(), videos), 1, webhook_url=hook.url())
+        await delivery_in(client, job_id, "gone")
+        before = (await client.http.get(f"/job-status/{job_id}")).json()["webhook"]
+        assert before["status"] == "gone"  # and cached so
+        resent = await client.http.post(f"/job/{job_id}/webhook")
+        assert resent.status_code == 200, resent.text
+        view = resent.json()
+        assert (view["status"], view["attempts"]) == ("pending", 0)
+        assert view["last_error"] == "the receiver answered 410"
+        shown = (await client.http.get(f"/job-status/{job_id}")).json()["webhook"]
+        assert shown["status"] in ("pending", "delivered")  # not the cached "gone"
+        done = await delivery_in(client, job_id, "delivered")
+        again = await client.http.post(f"/job/{job_id}/webhook")
+        plain = await client.submit(place(media.standard(), videos, "plain.mp4"), 1)
+        await client.wait(plain)
+        no_hook = await client.http.post(f"/job/{plain}/webhook")
+        unknown = await client.http.post("/job/3f0c0000-0000-4000-8000-000000000000/webhook")
+    assert done.attempts == 1
+    first, second = hook.received()
+    assert (first.status, second.status) == (410, 200)
+    assert second.body == first.body  # the same body and webhook-id: a repeat to drop
+    assert second.headers["webhook-id"] == first.headers["webhook-id"]
+    assert again.status_code == 409
+    assert again.json()["detail"] == (
+        f"The webhook of job {job_id} is delivered: only a failed or gone one is sent again"
+    )
+    assert no_hook.status_code == 404 and "has no webhook" in no_hook.json()["detail"]
+    assert unknown.status_code == 404
 
 
 async def test_private_webhook_refused_at_submit_and_at_every_attempt(

@@ -95,7 +95,8 @@ JOB_NOT_FOUND = error(404, "No such job (also for an id that is not a UUID).")
 NOT_DELETED = "Job not found or could not be cancelled"  # the original service's words
 DELETED_JOB_ID = replace(JOB_ID, not_found=NOT_DELETED)
 JOB_LINKS = {"status": "getJobStatus", "events": "streamJobEvents", "frames": "listFrames",
-             "zip": "downloadFramesZip", "delete": "deleteJob"}  # fmt: skip
+             "zip": "downloadFramesZip", "webhook": "resendWebhook",
+             "delete": "deleteJob"}  # fmt: skip
 
 
 def job_id_param(request: Request) -> str:

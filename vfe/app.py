@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from . import api, docs, ffmpeg, health, openapi, sse, storyboard_api
+from . import api, docs, ffmpeg, health, openapi, sse, storyboard_api, webhook_api
 from . import logging as vfe_logging
 from .auth import ApiKeyMiddleware
 from .cache import FallbackCache, MemoryCache, RedisCache
@@ -231,6 +231,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     dashboard,
     *api.ENDPOINTS,
     *storyboard_api.ENDPOINTS,
+    *webhook_api.ENDPOINTS,
     *sse.ENDPOINTS,
     *health.ENDPOINTS,
     metrics_text,

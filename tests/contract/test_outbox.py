@@ -66,7 +66,6 @@ async def test_webhook_url_default_and_none(store: Store) -> None:
 async def test_claims_lease_and_fence(store: Store) -> None:
     job = hooked(JobStatus.COMPLETED)
     await store.create_job(job)
-    assert await store.delete_job(job.id)  # the webhook outlives its job
     now = time.time()
     first = await store.claim_delivery(now, LEASE)
     assert first is not None and first.job_id == job.id and first.attempts == 1
@@ -95,6 +94,62 @@ async def test_claims_lease_and_fence(store: Store) -> None:
     assert await store.claim_delivery(retry + 10**6, LEASE) is None
     assert await store.next_delivery() is None
     assert not await store.settle_delivery(job.id, 3, pending, due_at=retry)  # settled
+
+
+async def test_a_webhook_goes_with_its_job_once_settled(store: Store) -> None:
+    # deleted while its webhook is pending (cancelled by the delete): still delivered
+    early = hooked(JobStatus.CANCELLED)
+    await store.create_job(early)
+    assert await store.delete_job(early.id)
+    waiting = await store.get_delivery(early.id)
+    assert waiting is not None and waiting.status is DeliveryStatus.PENDING
+    now = time.time()
+    first = await store.claim_delivery(now, LEASE)
+    assert first is not None and first.job_id == early.id
+    pending = DeliveryStatus.PENDING
+    assert await store.settle_delivery(early.id, 1, pending, due_at=now, last_error="503")
+    assert await store.get_delivery(early.id) is not None  # to be tried again: kept
+    second = await store.claim_delivery(now, LEASE)
+    assert second is not None and second.attempts == 2
+    delivered = DeliveryStatus.DELIVERED
+    assert await store.settle_delivery(early.id, 2, delivered, due_at=now, delivered_at=now)
+    assert await store.get_delivery(early.id) is None  # settled, and its job is gone
+    # settled while its job is there: kept, for the job's status; then deleted with it
+    late = hooked(JobStatus.COMPLETED)
+    await store.create_job(late)
+    now = time.time()
+    claimed = await store.claim_delivery(now, LEASE)
+    assert claimed is not None and claimed.job_id == late.id
+    assert await store.settle_delivery(late.id, 1, DeliveryStatus.GONE, due_at=now)
+    kept = await store.get_delivery(late.id)
+    assert kept is not None and kept.status is DeliveryStatus.GONE
+    assert await store.delete_job(late.id)
+    assert await store.get_delivery(late.id) is None
+    assert await store.next_delivery() is None
+
+
+async def test_a_failed_or_gone_webhook_is_sent_again_from_attempt_one(store: Store) -> None:
+    job = hooked(JobStatus.COMPLETED)
+    await store.create_job(job)
+    assert await store.resend_delivery(job.id, time.time()) is None  # pending: not again
+    now = time.time()
+    first = await store.claim_delivery(now, LEASE)
+    assert first is not None and first.attempts == 1
+    gone = DeliveryStatus.GONE
+    assert await store.settle_delivery(job.id, 1, gone, due_at=now, last_error="410")
+    later = now + 50
+    again = await store.resend_delivery(job.id, later)
+    assert again is not None and again.status is DeliveryStatus.PENDING
+    assert (again.attempts, again.due_at, again.last_error) == (0, later, "410")
+    assert again.job == first.job  # the same body
+    assert await store.next_delivery() == later
+    assert await store.claim_delivery(later - 1, LEASE) is None  # not due before
+    second = await store.claim_delivery(later, LEASE)
+    assert second is not None and second.attempts == 1
+    delivered = DeliveryStatus.DELIVERED
+    assert await store.settle_delivery(job.id, 1, delivered, due_at=later, delivered_at=later)
+    assert await store.resend_delivery(job.id, later) is None  # delivered: not again
+    assert await store.resend_delivery("no-such-job", later) is None
 
 
 async def test_concurrent_claims_take_each_attempt_once(store: Store) -> None:

@@ -179,7 +179,8 @@ class Store(Protocol):
 
     async def delete_job(self, job_id: str) -> bool:
         """Delete a job with its frames, idempotency key and holds (objects no other job
-        holds are then left to ``collect``); whether it existed."""
+        holds are then left to ``collect``) and its settled webhook (a pending one stays
+        until it settles); whether it existed."""
         ...
 
     async def add_frames(self, frames: Sequence[Frame]) -> None:
@@ -221,7 +222,8 @@ class Store(Protocol):
     ) -> bool:
         """Write the outcome of attempt ``attempt`` (``pending``: try again at ``due_at``)
         and end its lease; False (nothing written) when that attempt is no longer the
-        webhook's current one or the webhook is no longer pending."""
+        webhook's current one or the webhook is no longer pending. A final outcome for a
+        job deleted meanwhile removes the webhook instead: nothing can show it any more."""
         ...
 
     async def release_delivery(self, job_id: str, attempt: int) -> bool:
@@ -229,6 +231,12 @@ class Store(Protocol):
         lease ends and its count goes back down, so the next claim makes it again under
         the same number (a stop uses up none of WEBHOOK_MAX_ATTEMPTS). False when that
         attempt is no longer the webhook's current one or it is no longer pending."""
+        ...
+
+    async def resend_delivery(self, job_id: str, now: float) -> Delivery | None:
+        """Make a ``failed`` or ``gone`` webhook pending again, due at ``now``, its attempts
+        counted from zero (the body stays the one the job ended with); the webhook then, or
+        None when the job has none in those states."""
         ...
 
     async def get_delivery(self, job_id: str) -> Delivery | None: ...

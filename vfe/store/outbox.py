@@ -10,7 +10,9 @@ after. An attempt is claimed with a lease: the row's attempt count goes up and i
 ``FOR UPDATE SKIP LOCKED``; SQLite: one owning process, under the write lock). The
 attempt's outcome is written only under that attempt number (``settle_delivery``), and
 an attempt whose process died is claimed again once its lease is over. SQLite has one
-owner per file, so a lease left by an earlier process ends when the store opens.
+owner per file, so a lease left by an earlier process ends when the store opens. A
+settled webhook goes with its job when the job is deleted; a pending one (the
+``cancelled`` of a job deleted while it ran) stays until it settles, and goes then.
 
 The mixins name what they use of their back-end (``db``, ``_cursor``...); the store
 classes define those.
@@ -34,6 +36,16 @@ if TYPE_CHECKING:
 
 PENDING = DeliveryStatus.PENDING.value
 NEW = "webhooks (job_id, url, job, status, due_at, created_at)"  # a new row's columns
+# What ``delete_job`` removes with the job: its webhook once settled; and what a final
+# outcome removes once its job is gone, since nothing shows it any more. ``{p}``: the
+# back-end's parameter mark; the job id fills each.
+FORGET_SETTLED = "DELETE FROM webhooks WHERE job_id = {p} AND status <> 'pending'"
+FORGET_ORPHAN = FORGET_SETTLED + " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = {p})"
+# A failed or gone webhook, pending again from attempt one (due at; job id)
+RESEND = (
+    "UPDATE webhooks SET status = 'pending', attempts = 0, due_at = {p}, leased_until = NULL, "
+    "delivered_at = NULL WHERE job_id = {p} AND status IN ('failed', 'gone')"
+)
 
 
 def target(job: Job, default: str | None) -> str | None:
@@ -127,6 +139,11 @@ class SqliteOutbox:
         async with self._guard("reading a webhook"):
             return await self._delivery(job_id)
 
+    async def resend_delivery(self, job_id: str, now: float) -> Delivery | None:
+        async with self._transaction("sending a webhook again"):
+            changed = await self._write(RESEND.format(p="?"), (now, job_id))
+            return await self._delivery(job_id) if changed else None
+
     async def settle_delivery(
         self,
         job_id: str,
@@ -143,6 +160,8 @@ class SqliteOutbox:
                 "leased_until = NULL WHERE job_id = ? AND attempts = ? AND status = ?",
                 (status.value, due_at, last_error, delivered_at, job_id, attempt, PENDING),
             )
+            if changed and status is not DeliveryStatus.PENDING:
+                await self._write(FORGET_ORPHAN.format(p="?"), (job_id, job_id))
         return changed > 0
 
     async def release_delivery(self, job_id: str, attempt: int) -> bool:
@@ -207,6 +226,12 @@ class PostgresOutbox:
             row = await cur.fetchone()
         return delivery_from_row(row) if row else None
 
+    async def resend_delivery(self, job_id: str, now: float) -> Delivery | None:
+        async with self._cursor("sending a webhook again") as cur:
+            await cur.execute(RESEND.format(p="%s") + f" RETURNING {WEBHOOKS}", (now, job_id))
+            row = await cur.fetchone()
+        return delivery_from_row(row) if row else None
+
     async def settle_delivery(
         self,
         job_id: str,
@@ -217,14 +242,17 @@ class PostgresOutbox:
         last_error: str | None = None,
         delivered_at: float | None = None,
     ) -> bool:
-        async with self._cursor("recording a webhook attempt") as cur:
+        async with self._cursor("recording a webhook attempt", transaction=True) as cur:
             await cur.execute(
                 "UPDATE webhooks SET status = %s, due_at = %s, last_error = %s, "
                 "delivered_at = %s, leased_until = NULL "
                 "WHERE job_id = %s AND attempts = %s AND status = %s",
                 (status.value, due_at, last_error, delivered_at, job_id, attempt, PENDING),
             )
-            return cur.rowcount > 0
+            changed = cur.rowcount > 0
+            if changed and status is not DeliveryStatus.PENDING:
+                await cur.execute(FORGET_ORPHAN.format(p="%s"), (job_id, job_id))
+            return changed
 
     async def release_delivery(self, job_id: str, attempt: int) -> bool:
         async with self._cursor("giving back a webhook attempt") as cur:

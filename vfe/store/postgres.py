@@ -40,7 +40,7 @@ from . import (
     job_from_row,
     removal,
 )
-from .outbox import PostgresOutbox
+from .outbox import FORGET_SETTLED, PostgresOutbox
 from .schema import COPIED
 from .schema import POSTGRES_MIGRATIONS as MIGRATIONS
 
@@ -383,6 +383,10 @@ class PostgresStore(PostgresOutbox):
             keys = sorted(str(r[0]) for r in await cur.fetchall())
             await cur.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
             deleted = cur.rowcount > 0
+            # Wait for an attempt being settled: its outcome decides whether the webhook goes
+            # (a settle that saw the job still here has left a settled row for this delete).
+            await cur.execute("SELECT 1 FROM webhooks WHERE job_id = %s FOR UPDATE", (job_id,))
+            await cur.execute(FORGET_SETTLED.format(p="%s"), (job_id,))
             if keys:
                 # Marked whether or not another job still holds them: a delete racing this
                 # one would not see these holds go (read committed), and both would skip

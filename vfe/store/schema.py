@@ -109,6 +109,11 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX webhooks_due ON webhooks (due_at) WHERE status = 'pending';
     """,
+    # 8: settled webhooks of deleted jobs, which earlier versions kept, go (see WEBHOOKS).
+    """
+    DELETE FROM webhooks WHERE status <> 'pending'
+        AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = webhooks.job_id);
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -206,11 +211,17 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX webhooks_due ON webhooks (due_at) WHERE status = 'pending';
     """,
+    # 5: settled webhooks of deleted jobs, which earlier versions kept, go (see WEBHOOKS).
+    """
+    DELETE FROM webhooks WHERE status <> 'pending'
+        AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = webhooks.job_id);
+    """,
 )
 
 # The webhook outbox: one row per job that ended with a webhook URL, written in the
 # transaction of its final status. No foreign key to ``jobs``: a job deleted right after
-# it was cancelled is still announced, from ``job`` (its columns as it ended, JSON).
+# it was cancelled is still announced, from ``job`` (its columns as it ended, JSON). A
+# settled row goes with its job; one still pending goes when it settles after.
 # ``attempts`` counts the attempts claimed; ``leased_until`` is when a claimed attempt's
 # owner is taken for dead and the attempt may be claimed again.
 WEBHOOKS = "job_id, url, job, status, attempts, due_at, created_at, last_error, delivered_at"

@@ -42,7 +42,7 @@ from . import (
     job_from_row,
     removal,
 )
-from .outbox import SqliteOutbox
+from .outbox import FORGET_SETTLED, SqliteOutbox
 from .schema import COPIED
 from .schema import SQLITE_MIGRATIONS as MIGRATIONS
 
@@ -405,6 +405,7 @@ class SqliteStore(SqliteOutbox):
             async with self.db.execute("SELECT key FROM holds WHERE job_id = ?", (job_id,)) as cur:
                 keys = [str(r[0]) for r in await cur.fetchall()]
             deleted = await self._write("DELETE FROM jobs WHERE id = ?", (job_id,)) > 0
+            await self._write(FORGET_SETTLED.format(p="?"), (job_id,))
             if keys:  # its holds went with it: mark what nothing holds now for collect
                 now = time.time()
                 await self._write(
