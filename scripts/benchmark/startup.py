@@ -13,8 +13,10 @@ cannot take less than C/N seconds of wall time, however its parts overlap.
 
 (c) The probe-first floor: a bare interpreter's start, vfe's ffprobe run for the frame
 index, then the one-liner, one after another in a shell. vfe plans from the index before
-FFmpeg starts, so with no Python work at all and FFmpeg's cheapest command it cannot beat
-this; its ratio to the one-liner says whether the goal of (b) is in reach at all.
+FFmpeg starts, so a run like vfe's with no Python work and the one-liner as its FFmpeg
+step takes this long; its ratio to the one-liner says whether the goal of (b) is in reach
+for a probe-first run. (vfe may split a long decode between processes, which this does
+not model; a 10 s clip at ``I=1`` is one process.)
 
 Each round runs the five commands ``RUNS_PER_ROUND`` times, interleaved: one run of each
 lasts well under a second, and a single run says little about a fixed cost.
@@ -196,8 +198,8 @@ def bench_startup(inputs: tuple[Video, str], args: argparse.Namespace) -> Startu
             for label, cell in (("pass", result.bare), ("import", result.imported)):
                 cell.runs.append(measure(cell.argv, round_no, log, args.timeout))
                 show(video, round_no, "python", label, cell.runs[-1])
-            extracts = ("vfe", result.vfe), ("ffmpeg", result.ffmpeg), ("probe", result.probe_first)
-            for method, cell in extracts:
+            extracts = {"vfe": result.vfe, "ffmpeg": result.ffmpeg, "probe1st": result.probe_first}
+            for method, cell in extracts.items():
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
                 run = measure(cell.argv, round_no, log, args.timeout)

@@ -124,7 +124,7 @@ class Video:
     duration: float = 0.0
     frame_times: list[float] = field(default_factory=list, repr=False)
     keyframes: list[int] = field(default_factory=list, repr=False)
-    color_space: str | None = None  # the YUV matrix as tagged; None when untagged
+    color_space: str | None = None  # the YUV matrix as tagged (None, "unknown": untagged)
 
     def gop_text(self) -> str:
         gaps = [b - a for a, b in zip(self.keyframes, self.keyframes[1:], strict=False)]
