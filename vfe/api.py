@@ -39,7 +39,7 @@ from .endpoints import (
 from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
 from .models import DeliveryStatus, Job, JobSpec, JobStatus, SourceType
-from .services import services
+from .services import Services, services
 from .sources import Upload, list_videos, receive_upload
 from .storyboard import Storyboard, zip_entries
 from .submit import locate
@@ -102,6 +102,14 @@ JOB_LINKS = {"status": "getJobStatus", "events": "streamJobEvents", "frames": "l
 def job_id_param(request: Request) -> str:
     """The job id of the path, already checked by the route (see ``JOB_ID``)."""
     return str(request.path_params["job_id"])
+
+
+async def stored_job(svc: Services, job_id: str) -> Job:
+    """The job ``job_id``, or 404 ``Job not found``."""
+    job = await svc.store.get_job(job_id)
+    if job is None:
+        raise NotFound("Job not found")
+    return job
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -281,9 +289,7 @@ async def job_status(request: Request) -> Response:
     cached = await svc.cache.get(key)
     if cached is not None:
         return Response(cached, media_type="application/json")
-    job = await svc.store.get_job(job_id)
-    if job is None:
-        raise NotFound("Job not found")
+    job = await stored_job(svc, job_id)
     webhook = await svc.store.get_delivery(job_id) if job.status.finished else None
     body = JobView.of(job, time.time(), webhook).model_dump_json()
     # A read racing an update can store the view from just before it; for a running job
@@ -455,9 +461,7 @@ async def frames_zip(request: Request) -> Response:
     """GET /job/{job_id}/frames.zip: every frame of the job in one zip, in time order."""
     svc = services(request)
     job_id = job_id_param(request)
-    job = await svc.store.get_job(job_id)
-    if job is None:
-        raise NotFound("Job not found")
+    job = await stored_job(svc, job_id)
     frames = await svc.store.list_frames(job_id, 0, ALL_FRAMES)
     board = Storyboard.from_plan(job.plan)
     extra = None if board is None else zip_entries(board, frames, svc.frames.storages)

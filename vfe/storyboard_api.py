@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import storyboard
-from .api import JOB_ID
+from .api import JOB_ID, stored_job
 from .downloads import answers, stored_file
 from .endpoints import Answer, Header, PathParam, endpoint, error, ok
 from .errors import NotFound
@@ -44,9 +44,7 @@ def sheet_url(job_id: str) -> storyboard.SheetUrl:
 
 async def _board(svc: Services, job_id: str) -> tuple[Job, Storyboard]:
     """The job and its storyboard; 404 saying why there is none."""
-    job = await svc.store.get_job(job_id)
-    if job is None:
-        raise NotFound("Job not found")
+    job = await stored_job(svc, job_id)
     if not job.options.get("storyboard"):
         raise NotFound(f"Job {job_id} has no storyboard: submit a job with storyboard: true")
     board = Storyboard.from_plan(job.plan)

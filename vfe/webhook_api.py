@@ -14,7 +14,7 @@ import time
 
 from starlette.requests import Request
 
-from .api import JOB_ID, job_id_param
+from .api import JOB_ID, job_id_param, stored_job
 from .cache import job_key
 from .endpoints import endpoint, error, ok
 from .errors import Conflict, NotFound
@@ -39,9 +39,7 @@ async def resend_webhook(request: Request) -> WebhookView:
     """POST /job/{job_id}/webhook: a ``failed`` or ``gone`` webhook, pending again."""
     svc = services(request)
     job_id = job_id_param(request)
-    job = await svc.store.get_job(job_id)
-    if job is None:
-        raise NotFound("Job not found")
+    job = await stored_job(svc, job_id)
     if not job.status.finished:
         raise Conflict(f"Job {job_id} is {job.status.value}: its webhook is sent when it ends")
     delivery = await svc.store.resend_delivery(job_id, time.time())
