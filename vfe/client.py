@@ -185,17 +185,19 @@ class Server:
                     BAD_ARGUMENT,
                 )
         headers = {"Idempotency-Key": str(uuid.uuid4())}
+        sent: dict[str, Any]
+        if local is None:
+            sent = {"json": {"video_source": path if path is not None else source, **fields}}
+        else:  # multipart fields are text; the server reads them as JSON fields would be
+            sent = {"data": {name: _form_value(value) for name, value in fields.items()}}
         tries, delay = 1, 1.0
         while True:
             try:
                 if local is None:
-                    body = {"video_source": path if path is not None else source, **fields}
-                    return self._post_job(headers, json=body)
-                # Multipart fields are text; the server reads them as JSON fields would be.
-                form = {name: _form_value(value) for name, value in fields.items()}
+                    return self._post_job(headers, **sent)
                 with local.open("rb") as handle:  # httpx sends the file in chunks as it reads
                     files = {"file": (local.name, handle, "application/octet-stream")}
-                    return self._post_job(headers, data=form, files=files)
+                    return self._post_job(headers, files=files, **sent)
             except ClientError as exc:
                 if not exc.transient or tries == SUBMIT_TRIES or not (tries > 1 or exc.connected):
                     if tries > 1:  # the key dies with this process: say where to look

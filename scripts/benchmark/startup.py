@@ -198,7 +198,7 @@ def bench_startup(inputs: tuple[Video, str], args: argparse.Namespace) -> Startu
             for label, cell in (("pass", result.bare), ("import", result.imported)):
                 cell.runs.append(measure(cell.argv, round_no, log, args.timeout))
                 show(video, round_no, "python", label, cell.runs[-1])
-            extracts = {"vfe": result.vfe, "ffmpeg": result.ffmpeg, "probe1st": result.probe_first}
+            extracts = {"vfe": result.vfe, "ffmpeg": result.ffmpeg, "probe": result.probe_first}
             for method, cell in extracts.items():
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
