@@ -11,6 +11,8 @@ process, which spares each an interpreter's start-up.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import email.utils
 import functools
 import hashlib
 import http.server
@@ -434,14 +436,18 @@ def test_an_unreachable_server_exits_3_naming_it(served: Served) -> None:
 class AnswerLosingProxy:
     """A TCP proxy to the server that closes its first connection as soon as the server
     starts to answer on it: the request arrived and was acted on, and its answer is lost
-    on the way back, as when a connection drops or a proxy times out."""
+    on the way back, as when a connection drops or a proxy times out. With ``busy``, the
+    first request is answered that (raw HTTP) instead, and never reaches the server, as a
+    load balancer in front of a busy server answers."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, busy: bytes | None = None) -> None:
         self.port = port
+        self.busy = busy
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.connections = 0
         self.lost = 0  # answers that never reached the client
+        self.arrived: list[float] = []  # when each connection came (time.monotonic)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -451,8 +457,24 @@ class AnswerLosingProxy:
             except OSError:  # closed
                 return
             self.connections += 1
-            lose = self.connections == 1
-            threading.Thread(target=self._pipe, args=(client, lose), daemon=True).start()
+            self.arrived.append(time.monotonic())
+            first = self.connections == 1
+            target = self._answer_busy if first and self.busy else self._pipe
+            threading.Thread(target=target, args=(client, first), daemon=True).start()
+
+    def _answer_busy(self, client: socket.socket, _: bool) -> None:
+        """Read the whole request (its headers and ``Content-Length`` body), then answer
+        ``busy`` and close: unread bytes would make the close a reset."""
+        assert self.busy is not None
+        with client:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += client.recv(1 << 16)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            while length and len(body) < int(length[1]):
+                body += client.recv(1 << 16)
+            client.sendall(self.busy)
 
     def _pipe(self, client: socket.socket, lose: bool) -> None:
         with client, socket.create_connection(("127.0.0.1", self.port)) as upstream:
@@ -491,10 +513,51 @@ def test_a_submit_whose_answer_is_lost_is_sent_again_and_makes_one_job(
         proxy.close()
     assert sent.returncode == 0, sent.stderr
     assert proxy.lost == 1 and proxy.connections == 2
-    assert "; sending it again (same Idempotency-Key)" in sent.stderr
+    assert "; sending it again in 1 s (same Idempotency-Key)" in sent.stderr
     answer = json.loads(sent.stdout)
     assert answer["message"] == "Job already submitted with this Idempotency-Key"
     assert job_ids() - before == {answer["job_id"]}  # the first send's job, and no other
+
+
+def busy_answer(retry_after: str) -> bytes:
+    """The 503 vfe answers when its queue is full, with ``retry_after`` as Retry-After."""
+    body = json.dumps({"detail": "the job queue is full (1 waiting); try again later"})
+    return (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        f"retry-after: {retry_after}\r\ncontent-length: {len(body)}\r\n"
+        f"connection: close\r\n\r\n{body}"
+    ).encode()
+
+
+def test_a_submit_told_to_retry_after_waits_that_long_then_sends_again(
+    served: Served, media: Media
+) -> None:
+    name = place(media.standard(), served.videos)
+    proxy = AnswerLosingProxy(served.server.port, busy=busy_answer("2"))
+    try:
+        sent = vfe(served, "submit", "--path", name, "--interval", "2.5", "--json",
+                   "--server", proxy.url)  # fmt: skip
+    finally:
+        proxy.close()
+    assert sent.returncode == 0, sent.stderr
+    assert "(retry after 2 s); sending it again in 2 s (same Idempotency-Key)" in sent.stderr
+    assert proxy.connections == 2 and proxy.arrived[1] - proxy.arrived[0] >= 2.0
+    assert served.job(json.loads(sent.stdout)["job_id"])["status"] != "failed"
+
+
+def test_a_submit_told_to_retry_much_later_says_so_at_once(served: Served, media: Media) -> None:
+    name = place(media.standard(), served.videos)
+    later = email.utils.format_datetime(  # an HTTP date: about two minutes from now
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=125), usegmt=True
+    )
+    proxy = AnswerLosingProxy(served.server.port, busy=busy_answer(later))
+    try:
+        sent = vfe(served, "submit", "--path", name, "--json", "--server", proxy.url)
+    finally:
+        proxy.close()
+    assert sent.returncode == 1 and proxy.connections == 1
+    assert re.search(r"HTTP 503: the job queue is full .*\(retry after 12\d s\)\n", sent.stderr)
+    assert "sending it again" not in sent.stderr
 
 
 def test_submit_offers_every_job_option_of_extract(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,8 @@ with it httpx) only when a client command runs.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import hashlib
 import json
 import sys
@@ -40,22 +42,45 @@ RECONNECT_LIMIT = 120.0  # seconds ``--wait`` keeps trying to reach a server it 
 FINAL_EVENTS = frozenset({"done", "failed", "cancelled"})
 TRANSIENT_STATUS = frozenset({502, 503, 504})  # a proxy or a server restarting: try again
 SUBMIT_TRIES = 3  # sends of one submit whose answer was lost (1 s, then 2 s apart)
+RETRY_AFTER_LIMIT = 60.0  # the longest Retry-After a submit waits out before sending again
 CHUNK = 1 << 16
 
 
 class ClientError(Exception):
     """A failure a client command reports as one message and an exit code; ``transient``
     when trying again later may succeed (the server unreachable, restarting, or busy);
-    ``connected`` False when no connection was made (nothing was sent)."""
+    ``connected`` False when no connection was made (nothing was sent); ``retry_after`` the
+    seconds the server asked to wait (its ``Retry-After``), when it said."""
 
     def __init__(
-        self, message: str, code: int = FAILED, transient: bool = False, connected: bool = True
+        self,
+        message: str,
+        code: int = FAILED,
+        transient: bool = False,
+        connected: bool = True,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.transient = transient
         self.connected = connected
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds an answer's ``Retry-After`` asks to wait (delay-seconds or an HTTP date,
+    RFC 9110 10.2.3); None when it has none or it cannot be read."""
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _detail(response: httpx.Response) -> str:
@@ -74,8 +99,9 @@ def _detail(response: httpx.Response) -> str:
     message = f"HTTP {response.status_code}: {detail}"
     if response.status_code == 401:
         message += " (give the key with --api-key or VFE_API_KEY)"
-    if response.headers.get("retry-after"):
-        message += f" (retry after {response.headers['retry-after']} s)"
+    wait = _retry_after(response)
+    if wait is not None:
+        message += f" (retry after {wait:.0f} s)"
     return message
 
 
@@ -143,7 +169,7 @@ class Server:
             return
         code = BAD_ARGUMENT if response.status_code == 422 else FAILED
         transient = response.status_code in TRANSIENT_STATUS
-        raise ClientError(_detail(response), code, transient)
+        raise ClientError(_detail(response), code, transient, retry_after=_retry_after(response))
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One request; the answer's JSON object."""
@@ -166,8 +192,10 @@ class Server:
         The request carries an ``Idempotency-Key`` of its own. When its answer is lost (a
         timeout, a dropped connection, a proxy's 502-504) it is sent again with the same
         key, at most ``SUBMIT_TRIES`` times in all: the server answers the job the first
-        one made, never a second job. A server that cannot be reached at the first try is
-        reported at once (nothing was sent).
+        one made, never a second job. A busy server's 503 (a full queue) is sent again
+        after the ``Retry-After`` it asks for, when that is at most ``RETRY_AFTER_LIMIT``.
+        A server that cannot be reached at the first try is reported at once (nothing was
+        sent).
         """
         if (source is None) == (path is None):
             raise ClientError(
@@ -199,13 +227,15 @@ class Server:
                     files = {"file": (local.name, handle, "application/octet-stream")}
                     return self._post_job(headers, files=files, **sent)
             except ClientError as exc:
-                if not exc.transient or tries == SUBMIT_TRIES or not (tries > 1 or exc.connected):
+                wait = max(delay, exc.retry_after or 0.0)  # a busy server says how long
+                give_up = tries == SUBMIT_TRIES or wait > RETRY_AFTER_LIMIT
+                if not exc.transient or give_up or not (tries > 1 or exc.connected):
                     if tries > 1:  # the key dies with this process: say where to look
                         exc.message += " (an earlier send may have made the job: vfe jobs)"
                     raise
-                again = "sending it again (same Idempotency-Key)"
+                again = f"sending it again in {wait:g} s (same Idempotency-Key)"
                 print(f"vfe: {exc.message}; {again}", file=sys.stderr)
-            time.sleep(delay)
+            time.sleep(wait)
             tries, delay = tries + 1, delay * 2
 
     def _post_job(self, headers: dict[str, str], **request: Any) -> dict[str, Any]:
