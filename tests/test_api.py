@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import AppClient, Media, patience, place, stored_frames
+from tests.records import make_job
 from vfe.events import TERMINAL_EVENTS
+from vfe.models import JobStatus
 from vfe.settings import Settings
 
 SOURCE_MESSAGE = "video_source must name a video file inside the server's videos folder"
@@ -417,7 +419,32 @@ async def test_list_jobs_newest_first(client: AppClient, media: Media, videos: P
     await client.wait(second)
     body = (await client.http.get("/jobs", params={"limit": 5})).json()
     assert [j["job_id"] for j in body["jobs"]] == [second, first]
+    assert body["next"] is None
     assert (await client.http.get("/jobs", params={"limit": 0})).status_code == 422
+
+
+async def test_list_jobs_pages_with_next_and_filters_by_status(client: AppClient):
+    """Jobs made straight in the store (a listing needs no run), one cancelled."""
+    store = client.services.store
+    made = [make_job(created_at=1764500000.0 + n / 7) for n in range(5)]
+    for job in made:
+        await store.create_job(job)
+    await store.update_job(made[1].id, status=JobStatus.CANCELLED)
+    seen, params = [], {"limit": 2}
+    while True:
+        body = (await client.http.get("/jobs", params=params)).json()
+        assert body["count"] == len(body["jobs"]) <= 2
+        seen += [j["job_id"] for j in body["jobs"]]
+        if body["next"] is None:
+            break
+        params["before"] = body["next"]
+    assert seen == [j.id for j in reversed(made)]
+    only = (await client.http.get("/jobs", params={"status": "cancelled"})).json()
+    assert [j["job_id"] for j in only["jobs"]] == [made[1].id] and only["next"] is None
+    for bad in ({"status": "done"}, {"before": "yesterday"}, {"before": "1.5_../../etc"}):
+        res = await client.http.get("/jobs", params=bad)
+        assert res.status_code == 422, bad
+        assert res.json()["detail"][0]["loc"] == ["query", next(iter(bad))]
 
 
 # --- recent frames ---------------------------------------------------------------------

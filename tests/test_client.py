@@ -286,6 +286,24 @@ def test_jobs_status_and_cancel_plain_and_as_json(served: Served, clip: Path) ->
     assert "query.limit: Input should be greater than or equal to 1" in bad.stderr
 
 
+def test_jobs_fetches_a_page_at_a_time_and_filters_by_status(
+    served: Served, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = place(clip, served.videos, "paged.mp4")
+    for _ in range(3):  # listed at once, run or not
+        sent = vfe(served, "submit", "--path", name, "--no-reuse", "--quiet")
+        assert sent.returncode == 0, sent.stderr
+    monkeypatch.setattr("vfe.client_commands.JOBS_PAGE", 2)  # three requests for five jobs
+    paged = json.loads(vfe(served, "jobs", "--json", "--limit", "5").stdout)
+    at_once = served.http.get("/jobs", params={"limit": 5}).raise_for_status().json()
+    assert [j["job_id"] for j in paged["jobs"]] == [j["job_id"] for j in at_once["jobs"]]
+    assert paged["count"] == 5 and paged["next"] == at_once["next"]
+    pending = json.loads(vfe(served, "jobs", "--json", "--status", "pending").stdout)
+    assert {j["status"] for j in pending["jobs"]} <= {"pending"}
+    bad = vfe(served, "jobs", "--status", "done")
+    assert bad.returncode == 2 and "query.status: Input should be 'pending'" in bad.stderr
+
+
 def test_download_fetches_the_frames_of_an_earlier_job(
     served: Served, clip: Path, media: Media, tmp_path: Path
 ) -> None:

@@ -303,15 +303,28 @@ async def job_status(request: Request) -> Response:
 
 class JobsQuery(Query):
     limit: int = Field(50, ge=1, le=1000, description="How many jobs (the newest).")
+    status: JobStatus | None = Field(None, description="Only the jobs in this status.")
+    before: str | None = Field(
+        None, max_length=80, pattern=r"^\d+\.\d+_[0-9a-f-]{36}$",
+        description="The `next` of a page: the jobs after that page, newest first.",
+    )  # fmt: skip
 
 
 @endpoint("GET", "/jobs", "listJobs", "Recent jobs, newest first", ok(JobList, "The jobs."),
           query=JobsQuery)  # fmt: skip
 async def list_jobs(request: Request, query: JobsQuery) -> JobList:
-    """GET /jobs: the newest jobs first."""
+    """GET /jobs: the newest jobs first, a page at a time (``next`` as ``before``: keyset
+    paging on ``created_at`` and id, so jobs made or deleted meanwhile shift nothing)."""
     now = time.time()
-    jobs = await services(request).store.list_jobs(limit=query.limit)
-    return JobList(jobs=[JobView.of(j, now) for j in jobs], count=len(jobs))
+    after = None
+    if query.before is not None:
+        created, _, job_id = query.before.partition("_")
+        after = (float(created), job_id)
+    statuses = (query.status,) if query.status is not None else ()
+    jobs = await services(request).store.list_jobs(statuses, query.limit + 1, before=after)
+    page = jobs[: query.limit]
+    more = f"{page[-1].created_at!r}_{page[-1].id}" if len(jobs) > query.limit else None
+    return JobList(jobs=[JobView.of(j, now) for j in page], count=len(page), next=more)
 
 
 class FramesQuery(Query):

@@ -3,16 +3,15 @@
 running server (``vfe/client_commands.py``, which also lists their exit codes).
 ``extract`` and ``submit`` take the same job options, declared once (``_job_options``).
 
-``vfe extract VIDEO --interval 5 --out DIR`` uses the same engine as the service (probe,
-frame index, planner, FFmpeg) with no server, database or cache: it prints the plan it
-chose, shows a progress bar, writes the frames and a ``frames.json`` manifest to DIR.
+``vfe extract VIDEO --interval 5 --out DIR`` uses the service's engine with no server,
+database or cache: it prints its plan, shows a progress bar, writes frames and a
+``frames.json`` manifest to DIR.
 
 Exit codes: 0 done; 1 the video could not be extracted (the message says why); 2 a bad
-setting or argument (the message names it), or a database that another vfe process owns
-or that vfe did not make; 3 when the server's start-up fails (uvicorn's own code). On
-SIGINT/SIGTERM uvicorn shuts down gracefully and then re-raises the signal, so a clean
-stop ends "killed by SIGTERM" (-15, shell 143), as supervisors expect; 0 only when the
-server stops without a signal.
+setting or argument (the message names it), or a database another vfe process owns or
+vfe did not make; 3 the server's start-up failed (uvicorn's code). On SIGINT/SIGTERM
+uvicorn shuts down gracefully, then re-raises the signal: a clean stop ends "killed by
+SIGTERM" (-15, shell 143), as supervisors expect; 0 only when it stops without a signal.
 
 Deliberate oddity: this module imports at its top only what parsing the arguments needs;
 each command imports its own stack when it runs (the engine and pydantic for ``extract``,
@@ -223,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     jobs = commands.add_parser("jobs", parents=[client], help="list a server's recent jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
+    jobs.add_argument("--status", help="only the jobs in this status, such as failed")
     status = commands.add_parser("status", parents=[client], help="show one job of a server")
     status.add_argument("job_id", metavar="JOB", help="the job's id")
     cancel = commands.add_parser(

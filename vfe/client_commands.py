@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 from .client import INTERRUPTED, ClientError, Server
 
+JOBS_PAGE = 1000  # the most jobs one GET /jobs answers
+
 
 class Progress:
     """``--wait``'s bar on stderr (tqdm, imported only when shown): frames done of the
@@ -123,7 +125,18 @@ def _finish(server: Server, job_id: str, args: argparse.Namespace, wait: bool) -
 
 
 def _jobs(server: Server, args: argparse.Namespace, fields: dict[str, Any]) -> int:
-    listing = server.call("GET", "/jobs", params={"limit": args.limit})
+    """The newest ``--limit`` jobs (of ``--status``), fetched ``JOBS_PAGE`` at a time."""
+    params: dict[str, Any] = {"status": args.status} if args.status else {}
+    listing: dict[str, Any] = {"jobs": [], "count": 0, "next": None}
+    while True:
+        left = args.limit - len(listing["jobs"])
+        page = server.call("GET", "/jobs", params={**params, "limit": min(left, JOBS_PAGE)})
+        listing["jobs"] += page["jobs"]
+        listing["next"] = page["next"]
+        if not page["next"] or len(listing["jobs"]) >= args.limit:
+            break
+        params["before"] = page["next"]
+    listing["count"] = len(listing["jobs"])
     if args.json:
         _print_json(listing)
         return 0

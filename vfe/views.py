@@ -224,6 +224,10 @@ def frames_manifest(frames: list[Frame]) -> bytes:
 class JobList(View):
     jobs: list[JobView]
     count: int
+    next: str | None = Field(
+        description="More jobs follow: pass this as `before` for the next page. Null on "
+        "the last page."
+    )
 
 
 class FrameList(View):

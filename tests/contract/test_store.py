@@ -149,6 +149,28 @@ async def test_list_jobs_orders_filters_and_limits(store: Store) -> None:
     assert await store.list_jobs([JobStatus.CANCELLED]) == []
 
 
+async def test_list_jobs_pages_by_created_at_then_id_ties_included(store: Store) -> None:
+    """Five jobs, three made in the same instant: pages of two, each after the last job of
+    the page before, hold every job once, newest first (ties by id, highest first); a job
+    made meanwhile, newer than the first page, shifts nothing."""
+    made = [make_job(created_at=t) for t in (10.0, 20.0, 20.0, 20.0, 30.0)]
+    for job in made:
+        await store.create_job(job)
+    order = sorted(made, key=lambda j: (j.created_at, j.id), reverse=True)
+    pages, before = [], None
+    while page := await store.list_jobs(limit=2, before=before):
+        pages.append([j.id for j in page])
+        before = (page[-1].created_at, page[-1].id)
+        if len(pages) == 1:
+            await store.create_job(make_job(created_at=40.0))
+    assert pages == [[j.id for j in order[i : i + 2]] for i in (0, 2, 4)]
+    failed = make_job(created_at=15.0, status=JobStatus.FAILED)
+    await store.create_job(failed)
+    assert [j.id for j in await store.list_jobs([JobStatus.FAILED], before=(20.0, ""))] == [
+        failed.id
+    ]
+
+
 async def test_delete_job_cascades_to_its_frames_only(store: Store) -> None:
     doomed, kept = make_job(), make_job()
     await store.create_job(doomed)

@@ -174,8 +174,16 @@ class Store(Protocol):
         ...
 
     async def list_jobs(
-        self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
-    ) -> list[Job]: ...
+        self,
+        statuses: Sequence[JobStatus] = (),
+        limit: int = 100,
+        oldest_first: bool = False,
+        before: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        """Jobs by ``created_at`` then id, newest first (or oldest); ``statuses`` only,
+        when given; with ``before`` (a job's ``created_at`` and id), only the jobs after
+        it in the newest-first order: the next page of a listing."""
+        ...
 
     async def delete_job(self, job_id: str) -> bool:
         """Delete a job with its frames, idempotency key and holds (objects no other job
@@ -244,6 +252,15 @@ class Store(Protocol):
     async def next_delivery(self) -> float | None:
         """When the earliest pending webhook may next be claimed (epoch seconds)."""
         ...
+
+
+def jobs_before(before: tuple[float, str] | None, p: str) -> tuple[list[str], list[Any]]:
+    """``list_jobs``'s condition for the jobs after ``before`` newest first, and its
+    parameters (``p`` the dialect's placeholder); none without it."""
+    if before is None:
+        return [], []
+    created, job_id = before
+    return [f"(created_at < {p} OR (created_at = {p} AND id < {p}))"], [created, created, job_id]
 
 
 def job_from_row(row: Sequence[Any]) -> Job:

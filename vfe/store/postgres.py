@@ -38,6 +38,7 @@ from . import (
     frame_from_row,
     frame_row,
     job_from_row,
+    jobs_before,
     removal,
 )
 from .outbox import FORGET_SETTLED, PostgresOutbox
@@ -361,14 +362,19 @@ class PostgresStore(PostgresOutbox):
         return job
 
     async def list_jobs(
-        self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
+        self,
+        statuses: Sequence[JobStatus] = (),
+        limit: int = 100,
+        oldest_first: bool = False,
+        before: tuple[float, str] | None = None,
     ) -> list[Job]:
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
-        params: list[Any] = []
+        where, params = jobs_before(before, "%s")
         if statuses:
-            sql += " WHERE status = ANY(%s)"
+            where.append("status = ANY(%s)")
             params.append([s.value for s in statuses])
-        sql += f" ORDER BY created_at {'ASC' if oldest_first else 'DESC'} LIMIT %s"
+        order = "ASC" if oldest_first else "DESC"
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs{' WHERE ' + ' AND '.join(where) if where else ''}"
+        sql += f" ORDER BY created_at {order}, id {order} LIMIT %s"
         params.append(limit)
         async with self._cursor("listing jobs") as cur:
             await cur.execute(sql, params)

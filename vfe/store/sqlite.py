@@ -40,6 +40,7 @@ from . import (
     frame_from_row,
     frame_row,
     job_from_row,
+    jobs_before,
     removal,
 )
 from .outbox import FORGET_SETTLED, SqliteOutbox
@@ -386,14 +387,19 @@ class SqliteStore(SqliteOutbox):
         return job
 
     async def list_jobs(
-        self, statuses: Sequence[JobStatus] = (), limit: int = 100, oldest_first: bool = False
+        self,
+        statuses: Sequence[JobStatus] = (),
+        limit: int = 100,
+        oldest_first: bool = False,
+        before: tuple[float, str] | None = None,
     ) -> list[Job]:
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
-        params: list[Any] = []
+        where, params = jobs_before(before, "?")
         if statuses:
-            sql += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(s.value for s in statuses)
-        sql += f" ORDER BY created_at {'ASC' if oldest_first else 'DESC'} LIMIT ?"
+        order = "ASC" if oldest_first else "DESC"
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs{' WHERE ' + ' AND '.join(where) if where else ''}"
+        sql += f" ORDER BY created_at {order}, id {order} LIMIT ?"
         params.append(limit)
         async with self._guard("listing jobs"):
             async with self.db.execute(sql, params) as cur:
