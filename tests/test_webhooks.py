@@ -218,6 +218,7 @@ async def test_each_ended_job_gets_one_signed_webhook(
         # its job was deleted: once delivered, the webhook goes too
         await wait_until_async(cancelled_announced_and_gone, "the deleted job's webhook")
         status = (await client.http.get(f"/job-status/{done_id}")).json()
+        listed = (await client.http.get("/jobs")).json()["jobs"]
         metrics = await metrics_once(client, 'vfe_webhooks_total{outcome="delivered"}', 4)
     hooks = {r.path: r for r in hook.received()}
     assert sorted(hooks) == ["/cancelled", "/completed", "/failed", "/reused"]  # one each
@@ -239,6 +240,8 @@ async def test_each_ended_job_gets_one_signed_webhook(
     assert hooks["/completed"].verified() == {**status, "webhook": None}
     assert webhook["status"] == "delivered" and webhook["attempts"] == 1
     assert webhook["last_error"] is None and webhook["delivered_at"] is not None
+    shown = {job["job_id"]: job["webhook"] for job in listed}  # the list shows them too
+    assert shown[done_id] == webhook and shown[failing.id]["status"] == "delivered"
     assert metric(metrics, 'vfe_webhooks_total{outcome="delivered"}') == 4
     assert metric(metrics, 'vfe_webhook_attempts_total{result="ok"}') == 4
 

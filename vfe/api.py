@@ -321,10 +321,13 @@ async def list_jobs(request: Request, query: JobsQuery) -> JobList:
         created, _, job_id = query.before.partition("_")
         after = (float(created), job_id)
     statuses = (query.status,) if query.status is not None else ()
-    jobs = await services(request).store.list_jobs(statuses, query.limit + 1, before=after)
+    store = services(request).store
+    jobs = await store.list_jobs(statuses, query.limit + 1, before=after)
     page = jobs[: query.limit]
+    webhooks = await store.get_deliveries([j.id for j in page if j.status.finished])
     more = f"{page[-1].created_at!r}_{page[-1].id}" if len(jobs) > query.limit else None
-    return JobList(jobs=[JobView.of(j, now) for j in page], count=len(page), next=more)
+    views = [JobView.of(j, now, webhooks.get(j.id)) for j in page]
+    return JobList(jobs=views, count=len(page), next=more)
 
 
 class FramesQuery(Query):

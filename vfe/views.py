@@ -115,7 +115,7 @@ class JobView(View):
     webhook: WebhookView | None = Field(
         default=None,
         description="Its webhook's delivery, once the job has ended (null: no webhook, or "
-        "not ended yet). GET /job-status/{job_id} shows it; job lists and events do not.",
+        "not ended yet). GET /job-status/{job_id} and GET /jobs show it; events do not.",
     )
 
     @classmethod

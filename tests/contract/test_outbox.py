@@ -47,6 +47,19 @@ async def test_each_final_status_write_keeps_one_webhook(store: Store) -> None:
     assert again is not None and again.job.status is JobStatus.FAILED
 
 
+async def test_deliveries_of_many_jobs_at_once(store: Store) -> None:
+    hooked_one, plain, running = hooked(), hooked(url=None), hooked()
+    for job in (hooked_one, plain, running):
+        await store.create_job(job)
+    for job in (hooked_one, plain):
+        await store.update_job(job.id, status=JobStatus.CANCELLED)
+    ids = [hooked_one.id, plain.id, running.id, "no-such-job"]
+    found = await store.get_deliveries(ids)
+    assert found == {hooked_one.id: await store.get_delivery(hooked_one.id)}
+    assert found[hooked_one.id].job.status is JobStatus.CANCELLED
+    assert await store.get_deliveries([]) == {}
+
+
 async def test_webhook_url_default_and_none(store: Store) -> None:
     plain, own = hooked(url=None), hooked(url="https://own.example/")
     for job in (plain, own):

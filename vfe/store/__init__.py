@@ -248,6 +248,9 @@ class Store(Protocol):
         ...
 
     async def get_delivery(self, job_id: str) -> Delivery | None: ...
+    async def get_deliveries(self, job_ids: Sequence[str]) -> dict[str, Delivery]:
+        """The webhooks of those of ``job_ids`` that have one, by job id."""
+        ...
 
     async def next_delivery(self) -> float | None:
         """When the earliest pending webhook may next be claimed (epoch seconds)."""

@@ -139,6 +139,14 @@ class SqliteOutbox:
         async with self._guard("reading a webhook"):
             return await self._delivery(job_id)
 
+    async def get_deliveries(self, job_ids: Sequence[str]) -> dict[str, Delivery]:
+        if not job_ids:
+            return {}
+        sql = f"SELECT {WEBHOOKS} FROM webhooks WHERE job_id IN ({', '.join('?' * len(job_ids))})"
+        async with self._guard("reading webhooks"), self.db.execute(sql, list(job_ids)) as cur:
+            rows = await cur.fetchall()
+        return {str(row[0]): delivery_from_row(row) for row in rows}
+
     async def resend_delivery(self, job_id: str, now: float) -> Delivery | None:
         async with self._transaction("sending a webhook again"):
             changed = await self._write(RESEND.format(p="?"), (now, job_id))
@@ -225,6 +233,15 @@ class PostgresOutbox:
             await cur.execute(f"SELECT {WEBHOOKS} FROM webhooks WHERE job_id = %s", (job_id,))
             row = await cur.fetchone()
         return delivery_from_row(row) if row else None
+
+    async def get_deliveries(self, job_ids: Sequence[str]) -> dict[str, Delivery]:
+        if not job_ids:
+            return {}
+        async with self._cursor("reading webhooks") as cur:
+            sql = f"SELECT {WEBHOOKS} FROM webhooks WHERE job_id = ANY(%s)"
+            await cur.execute(sql, (list(job_ids),))
+            rows = await cur.fetchall()
+        return {str(row[0]): delivery_from_row(row) for row in rows}
 
     async def resend_delivery(self, job_id: str, now: float) -> Delivery | None:
         async with self._cursor("sending a webhook again") as cur:
