@@ -430,15 +430,20 @@ async def test_list_jobs_pages_with_next_and_filters_by_status(client: AppClient
     for job in made:
         await store.create_job(job)
     await store.update_job(made[1].id, status=JobStatus.CANCELLED)
-    seen, params = [], {"limit": 2}
-    while True:
-        body = (await client.http.get("/jobs", params=params)).json()
-        assert body["count"] == len(body["jobs"]) <= 2
-        seen += [j["job_id"] for j in body["jobs"]]
-        if body["next"] is None:
-            break
-        params["before"] = body["next"]
-    assert seen == [j.id for j in reversed(made)]
+
+    async def every_page(**params: Any) -> list[str]:
+        seen = []
+        while True:
+            body = (await client.http.get("/jobs", params={**params, "limit": 2})).json()
+            assert body["count"] == len(body["jobs"]) <= 2
+            seen += [j["job_id"] for j in body["jobs"]]
+            if body["next"] is None:
+                return seen
+            params["before"] = body["next"]
+
+    assert await every_page() == [j.id for j in reversed(made)]
+    pending = [j.id for j in reversed(made) if j is not made[1]]
+    assert await every_page(status="pending") == pending
     only = (await client.http.get("/jobs", params={"status": "cancelled"})).json()
     assert [j["job_id"] for j in only["jobs"]] == [made[1].id] and only["next"] is None
     for bad in ({"status": "done"}, {"before": "yesterday"}, {"before": "1.5_../../etc"}):

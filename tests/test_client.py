@@ -18,6 +18,7 @@ import hashlib
 import http.server
 import io
 import json
+import math
 import os
 import re
 import select
@@ -38,7 +39,7 @@ import pytest
 from tests.conftest import ROOT, LiveServer, Media, free_port, patience, place, vfe_env, wait_until
 from vfe.auth import UNAUTHORIZED
 from vfe.cli import main
-from vfe.client import ClientError, _events, _unpack
+from vfe.client import ClientError, _events, _retry_after, _unpack
 
 pytestmark = pytest.mark.live
 
@@ -290,16 +291,19 @@ def test_jobs_fetches_a_page_at_a_time_and_filters_by_status(
     served: Served, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = place(clip, served.videos, "paged.mp4")
-    for _ in range(3):  # listed at once, run or not
-        sent = vfe(served, "submit", "--path", name, "--no-reuse", "--quiet")
+    for wait in (False,) * 4 + (True,):  # listed at once, run or not; the last one waited on
+        sent = vfe(served, "submit", "--path", name, "--no-reuse", "--quiet",
+                   *(["--wait"] if wait else []))  # fmt: skip
         assert sent.returncode == 0, sent.stderr
+    completed = sent.stdout.strip()
     monkeypatch.setattr("vfe.client_commands.JOBS_PAGE", 2)  # three requests for five jobs
     paged = json.loads(vfe(served, "jobs", "--json", "--limit", "5").stdout)
     at_once = served.http.get("/jobs", params={"limit": 5}).raise_for_status().json()
     assert [j["job_id"] for j in paged["jobs"]] == [j["job_id"] for j in at_once["jobs"]]
     assert paged["count"] == 5 and paged["next"] == at_once["next"]
-    pending = json.loads(vfe(served, "jobs", "--json", "--status", "pending").stdout)
-    assert {j["status"] for j in pending["jobs"]} <= {"pending"}
+    done = json.loads(vfe(served, "jobs", "--json", "--status", "completed").stdout)
+    assert completed in {j["job_id"] for j in done["jobs"]}
+    assert {j["status"] for j in done["jobs"]} == {"completed"}
     bad = vfe(served, "jobs", "--status", "done")
     assert bad.returncode == 2 and "query.status: Input should be 'pending'" in bad.stderr
 
@@ -576,6 +580,26 @@ def test_a_submit_told_to_retry_much_later_says_so_at_once(served: Served, media
     assert sent.returncode == 1 and proxy.connections == 1
     assert re.search(r"HTTP 503: the job queue is full .*\(retry after 12\d s\)\n", sent.stderr)
     assert "sending it again" not in sent.stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [(b"7", 7.0), (b"0", 0.0), (b" 12 ", 12.0), (b"9" * 400, math.inf), (b"-5", None),
+     (b"+5", None), (b"1.5", None), (b"\xb2", None), ("\u0661".encode(), None), (b"", None),
+     (b"soon", None), (b"Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)  # fmt: skip
+def test_retry_after_reads_delay_seconds_and_http_dates_and_nothing_else(
+    header: bytes, seconds: float | None
+) -> None:
+    """As the header arrives: httpx reads a latin-1 byte as "²", UTF-8 as other digits."""
+    answer = httpx.Response(503, headers={"Retry-After": header} if header else {})
+    assert _retry_after(answer) == seconds
+
+
+def test_retry_after_as_a_date_is_the_whole_seconds_until_then() -> None:
+    then = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=90.2)
+    answer = httpx.Response(503, headers={"Retry-After": email.utils.format_datetime(then)})
+    assert _retry_after(answer) in (90.0, 91.0)  # the header has whole seconds; then ceil
 
 
 def test_submit_offers_every_job_option_of_extract(capsys: pytest.CaptureFixture[str]) -> None:

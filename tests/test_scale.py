@@ -250,7 +250,8 @@ def test_postgresql_restarting_mid_run_is_503_meanwhile_and_every_job_finishes(
         url = server.create_database()
         env = {"DATABASE_URL": url, "STALLED_AFTER_SECONDS": STALLED}
         api = live_server("serve", "--api-only", **env)
-        started += [api, live_server("worker", **env)]
+        started.append(api)
+        started.append(live_server("worker", **env))
         name = place(media.long(), videos)
         jobs = [submit(api, name, 0.5) for _ in range(4)]
         wait_until(lambda: status(api, jobs[0])["processed_frames"] > 0, "a job to run")
@@ -274,6 +275,9 @@ def test_postgresql_restarting_mid_run_is_503_meanwhile_and_every_job_finishes(
             frames = httpx.get(f"{api.url}/frames/{job_id}", timeout=TIMEOUT).json()["frames"]
             assert len(frames) == len({f["index"] for f in frames}) == 40
     finally:
-        for process in started:  # before their database goes, which each would wait for
-            process.stop()
-        server.remove()
+        try:
+            for process in started:  # before their database goes, which each would wait for
+                if process.proc is not None:
+                    process.stop()
+        finally:
+            server.remove()

@@ -16,6 +16,7 @@ from tests.conftest import wait_until_async
 from tests.records import make_frame, make_job
 from vfe.errors import StoreError
 from vfe.models import Job, JobStatus, SourceType
+from vfe.store import jobs_query
 from vfe.store.sqlite import MIGRATIONS, SqliteStore
 
 
@@ -289,3 +290,17 @@ async def test_a_failing_write_never_undoes_a_concurrent_one(store: SqliteStore)
         assert isinstance(results[1], StoreError)
         assert await store.count_frames(job.id) == 50
     assert not store.db.in_transaction
+
+
+@pytest.mark.parametrize("statuses", [(), (JobStatus.FAILED,)])
+async def test_a_page_of_jobs_starts_its_index_range_at_the_cursor(
+    store: SqliteStore, db_path: Path, statuses: tuple[JobStatus, ...]
+) -> None:
+    """``list_jobs`` after a cursor searches an index from there (``created_at<``), and
+    never reads every older job to sort them (a ``SCAN``, or a ``TEMP B-TREE FOR ORDER
+    BY``; ``FOR RIGHT PART OF ORDER BY`` sorts the ids of one ``created_at`` only)."""
+    sql, params = jobs_query(statuses, 50, False, (1000.0, str(uuid.uuid4())), "?")
+    with sqlite3.connect(db_path) as conn:
+        plan = " | ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "SEARCH jobs USING INDEX" in plan and "created_at<" in plan, plan
+    assert "SCAN jobs" not in plan and "TEMP B-TREE FOR ORDER BY" not in plan, plan

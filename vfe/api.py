@@ -305,7 +305,7 @@ class JobsQuery(Query):
     limit: int = Field(50, ge=1, le=1000, description="How many jobs (the newest).")
     status: JobStatus | None = Field(None, description="Only the jobs in this status.")
     before: str | None = Field(
-        None, max_length=80, pattern=r"^\d+\.\d+_[0-9a-f-]{36}$",
+        None, max_length=80, pattern=r"^[0-9]+\.[0-9]+_[0-9a-f-]{36}$",
         description="The `next` of a page: the jobs after that page, newest first.",
     )  # fmt: skip
 

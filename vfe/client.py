@@ -19,6 +19,7 @@ import datetime
 import email.utils
 import hashlib
 import json
+import math
 import sys
 import time
 import uuid
@@ -72,15 +73,16 @@ def _retry_after(response: httpx.Response) -> float | None:
     """The seconds an answer's ``Retry-After`` asks to wait (delay-seconds or an HTTP date,
     RFC 9110 10.2.3); None when it has none or it cannot be read."""
     value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # isdigit alone takes "²", other scripts
+        return float(value) if len(value) < 10 else math.inf  # no wait of 300 years
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # an HTTP date is GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        wait = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+    except (TypeError, ValueError, OverflowError):
         return None
-    if when.tzinfo is None:  # an HTTP date is GMT
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+    return float(math.ceil(max(0.0, wait)))
 
 
 def _detail(response: httpx.Response) -> str:
@@ -101,7 +103,7 @@ def _detail(response: httpx.Response) -> str:
         message += " (give the key with --api-key or VFE_API_KEY)"
     wait = _retry_after(response)
     if wait is not None:
-        message += f" (retry after {wait:.0f} s)"
+        message += f" (retry after {wait:.0f} s)" if wait < math.inf else " (retry much later)"
     return message
 
 

@@ -132,8 +132,8 @@ def _jobs(server: Server, args: argparse.Namespace, fields: dict[str, Any]) -> i
         left = args.limit - len(listing["jobs"])
         page = server.call("GET", "/jobs", params={**params, "limit": min(left, JOBS_PAGE)})
         listing["jobs"] += page["jobs"]
-        listing["next"] = page["next"]
-        if not page["next"] or len(listing["jobs"]) >= args.limit:
+        listing["next"] = page.get("next")  # an older server has none: one page
+        if not listing["next"] or len(listing["jobs"]) >= args.limit:
             break
         params["before"] = page["next"]
     listing["count"] = len(listing["jobs"])

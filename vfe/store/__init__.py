@@ -257,13 +257,29 @@ class Store(Protocol):
         ...
 
 
-def jobs_before(before: tuple[float, str] | None, p: str) -> tuple[list[str], list[Any]]:
-    """``list_jobs``'s condition for the jobs after ``before`` newest first, and its
-    parameters (``p`` the dialect's placeholder); none without it."""
-    if before is None:
-        return [], []
-    created, job_id = before
-    return [f"(created_at < {p} OR (created_at = {p} AND id < {p}))"], [created, created, job_id]
+def jobs_query(
+    statuses: Sequence[JobStatus],
+    limit: int,
+    oldest_first: bool,
+    before: tuple[float, str] | None,
+    p: str,
+) -> tuple[str, list[Any]]:
+    """``list_jobs``'s SELECT and its parameters, ``p`` the dialect's placeholder. The
+    bound ``created_at <= before`` lets either database start its index range at the
+    cursor (an OR alone read every older job: 1.7 s at 300,000 jobs on SQLite)."""
+    where, params = [], []
+    if before is not None:
+        if oldest_first:
+            raise ValueError("before pages a newest-first listing only")
+        created, job_id = before
+        where.append(f"created_at <= {p} AND (created_at < {p} OR id < {p})")
+        params += [created, created, job_id]
+    if statuses:
+        where.append(f"status IN ({', '.join([p] * len(statuses))})")
+        params += [s.value for s in statuses]
+    order = "ASC" if oldest_first else "DESC"
+    sql = f"SELECT {JOB_COLUMNS} FROM jobs{' WHERE ' + ' AND '.join(where) if where else ''}"
+    return f"{sql} ORDER BY created_at {order}, id {order} LIMIT {p}", [*params, limit]
 
 
 def job_from_row(row: Sequence[Any]) -> Job:

@@ -38,7 +38,7 @@ from . import (
     frame_from_row,
     frame_row,
     job_from_row,
-    jobs_before,
+    jobs_query,
     removal,
 )
 from .outbox import FORGET_SETTLED, PostgresOutbox
@@ -368,14 +368,7 @@ class PostgresStore(PostgresOutbox):
         oldest_first: bool = False,
         before: tuple[float, str] | None = None,
     ) -> list[Job]:
-        where, params = jobs_before(before, "%s")
-        if statuses:
-            where.append("status = ANY(%s)")
-            params.append([s.value for s in statuses])
-        order = "ASC" if oldest_first else "DESC"
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs{' WHERE ' + ' AND '.join(where) if where else ''}"
-        sql += f" ORDER BY created_at {order}, id {order} LIMIT %s"
-        params.append(limit)
+        sql, params = jobs_query(statuses, limit, oldest_first, before, "%s")
         async with self._cursor("listing jobs") as cur:
             await cur.execute(sql, params)
             rows = await cur.fetchall()

@@ -40,7 +40,7 @@ from . import (
     frame_from_row,
     frame_row,
     job_from_row,
-    jobs_before,
+    jobs_query,
     removal,
 )
 from .outbox import FORGET_SETTLED, SqliteOutbox
@@ -393,14 +393,7 @@ class SqliteStore(SqliteOutbox):
         oldest_first: bool = False,
         before: tuple[float, str] | None = None,
     ) -> list[Job]:
-        where, params = jobs_before(before, "?")
-        if statuses:
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(s.value for s in statuses)
-        order = "ASC" if oldest_first else "DESC"
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs{' WHERE ' + ' AND '.join(where) if where else ''}"
-        sql += f" ORDER BY created_at {order}, id {order} LIMIT ?"
-        params.append(limit)
+        sql, params = jobs_query(statuses, limit, oldest_first, before, "?")
         async with self._guard("listing jobs"):
             async with self.db.execute(sql, params) as cur:
                 rows = await cur.fetchall()
