@@ -19,6 +19,7 @@ import uuid
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,18 @@ class Clips:
         return self._make(
             "ext-rot90.mp4", "-i", str(self.g10()), "-c", "copy", "-metadata:s:v:0", "rotate=90"
         )
+
+    def anamorphic(self, rotate: int = 0) -> Path:
+        """The short-GOP clip with 4:3 pixels, as HDV has (320x240 coded, 427x240 shown),
+        with rotation metadata too when asked."""
+        wide = self._make(
+            "ext-sar43.mp4", "-i", str(self.g10()), "-vf", "setsar=4/3", "-c:v", "libx264",
+            "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "10",
+        )  # fmt: skip
+        if not rotate:
+            return wide
+        return self._make(f"ext-sar43-rot{rotate}.mp4", "-i", str(wide), "-c", "copy",
+                          "-metadata:s:v:0", f"rotate={rotate}")  # fmt: skip
 
     def mpegts(self) -> Path:
         """The B-frame clip remuxed to MPEG-TS: the container starts at 1.4 s or so."""
@@ -335,6 +348,32 @@ async def test_rotated_clip_comes_out_upright(clips: Clips, tmp_path: Path) -> N
         assert (frame.width, frame.height) == (240, 320)
     assert image_size(result.path(result.frames[0])) == (240, 320)
     check_pixels(result, want, tmp_path, [1])  # the reference autorotates too
+
+
+def pixel_aspect(path: Path) -> str:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=sample_aspect_ratio", "-of",
+         "csv=p=0", str(path)],
+        capture_output=True, check=True, text=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(("rotate", "shown"), [(0, (427, 240)), (90, (240, 427))])
+async def test_non_square_pixels_come_out_as_they_display(
+    clips: Clips, tmp_path: Path, rotate: int, shown: tuple[int, int]
+) -> None:
+    """4:3 pixels (HDV, PAL and NTSC DV have others) are shown wider than coded: frames
+    are that shape, with square pixels, so no viewer stretches them again."""
+    result = await extract(tmp_path, clips.anamorphic(rotate), 1.0)
+    assert (result.info.width, result.info.height, result.info.sar) == (*shown, Fraction(4, 3))
+    check_exact(result)
+    assert {(f.width, f.height) for f in result.frames} == {shown}
+    first = result.path(result.frames[0])
+    assert image_size(first) == shown and pixel_aspect(first) == "1:1"
+    boxed = await extract(tmp_path / "boxed", clips.anamorphic(rotate), 2.0,
+                          output=Output(width=160, height=160))  # fmt: skip
+    assert {(f.width, f.height) for f in boxed.frames} == {(160, 90) if rotate == 0 else (90, 160)}
 
 
 async def test_vp9_webm(clips: Clips, tmp_path: Path) -> None:

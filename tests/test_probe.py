@@ -168,6 +168,30 @@ def test_parse_plain() -> None:
     assert info == VideoInfo(10.0, 30.0, 640, 480, 0, "h264", "yuv420p", 0.0)
 
 
+@pytest.mark.parametrize(
+    ("size", "sar", "rotate", "shown", "matrix"),
+    [((1440, 1080), "4:3", None, (1920, 1080), "bt709"),  # HDV
+     ((720, 576), "16:15", None, (768, 576), "smpte170m"),  # PAL DV: 576 lines is SD
+     ((720, 480), "8:9", "90", (480, 640), "smpte170m"),  # NTSC DV, turned
+     ((1024, 576), "4:3", None, (1365, 576), "smpte170m"),  # SD coded, wide shown
+     ((640, 480), "0:1", None, (640, 480), "smpte170m"),  # unknown: square
+     ((640, 480), "1000:1", None, (640, 480), "smpte170m"),  # absurd: square
+     ((640, 480), "N/A", None, (640, 480), "smpte170m")],
+)  # fmt: skip
+def test_parse_makes_pixels_square_by_the_width_and_picks_the_matrix_by_the_coded_size(
+    size: tuple[int, int],
+    sar: str,
+    rotate: str | None,
+    shown: tuple[int, int],
+    matrix: str,
+) -> None:
+    tags = {"tags": {"rotate": rotate}} if rotate else {}
+    stream = video(width=size[0], height=size[1], sample_aspect_ratio=sar, **tags)
+    info = parse(doc(stream))
+    assert (info.width, info.height) == shown and info.assumed_matrix == matrix
+    assert info.squared == (None if info.sar == 1 else shown)
+
+
 def test_parse_skips_cover_art_and_audio() -> None:
     cover = video(codec_name="mjpeg", width=600, height=600, disposition={"attached_pic": 1})
     audio = {"codec_type": "audio", "codec_name": "aac", "duration": "10.0"}

@@ -81,15 +81,25 @@ def _decoded(
     return decoded
 
 
-def _kept(decoded: Any, select_expr: str, matrix: str | None, tonemap: bool) -> Any:
+def _kept(
+    decoded: Any,
+    select_expr: str,
+    matrix: str | None,
+    tonemap: bool,
+    squared: tuple[int, int] | None = None,
+) -> Any:
     """The frames ``select_expr`` keeps, their times reported (``showinfo``), an untagged
-    source's ``matrix`` stated, tone-mapped when asked (an HDR source): the pictures both
-    the frames written and the quality scans start from."""
+    source's ``matrix`` stated, tone-mapped when asked (an HDR source), scaled to
+    ``squared`` (``VideoInfo.squared``: non-square pixels shown as they display, marked
+    square so no viewer stretches them again): the pictures both the frames written and
+    the quality scans start from."""
     stream = decoded.filter("select", select_expr).filter("showinfo")
     if matrix is not None:  # untagged: say what the conversions after this should assume
         stream = stream.filter("setparams", colorspace=matrix)
     if tonemap:  # the kept frames only: a cost per frame kept
         stream = tonemapped(stream)
+    if squared is not None:
+        stream = stream.filter("scale", *squared).filter("setsar", 1)
     return stream
 
 
@@ -108,6 +118,7 @@ def frames_argv(
     hdr: bool = False,
     measure: str | None = None,
     matrix: str | None = None,
+    squared: tuple[int, int] | None = None,
 ) -> list[str]:
     """argv that decodes ``source`` and writes the frames ``select_expr`` keeps.
 
@@ -126,7 +137,8 @@ def frames_argv(
     ``measure`` (an image2 pattern like ``pattern``'s, ``.pgm``) adds a second output of
     the same frames, numbered alike: each as ``quality.SIDE`` square full-range grey, for
     its metrics, taken before the output resize. ``matrix`` is the YUV matrix of an
-    untagged source (``VideoInfo.assumed_matrix``). JPEG and WebP frames are written in
+    untagged source (``VideoInfo.assumed_matrix``); ``squared`` the size non-square pixels
+    display at (``VideoInfo.squared``). JPEG and WebP frames are written in
     BT.601 YUV, which is how every decoder reads them; the source's matrix (BT.709 for HD)
     is converted to it, or their colours would shift.
     """
@@ -138,7 +150,7 @@ def frames_argv(
         branches = decoded.split()
         decoded = branches[0]
         counter = ffmpeg_python.output(branches[1], "-", f="null", **{"c:v": "wrapped_avframe"})
-    stream = _kept(decoded, select_expr, matrix, hdr and output.tonemap)
+    stream = _kept(decoded, select_expr, matrix, hdr and output.tonemap, squared)
     grey = None
     if measure is not None:
         branches = stream.split()
@@ -213,15 +225,17 @@ def scan_argv(
     hdr: bool = False,
     tonemap: bool = True,
     matrix: str | None = None,
+    squared: tuple[int, int] | None = None,
 ) -> list[str]:
     """argv that decodes ``source`` and writes each frame ``select_expr`` keeps to stdout
     as raw grey (``greyscale``), with its time on stderr (``showinfo``): the pictures the
     quality metrics read, without encoding a frame. Seeking, ``-copyts`` and ``stop_at``
-    as in ``frames_argv``; tone mapping and an untagged ``matrix`` too, so the metrics
-    match the frames written."""
+    as in ``frames_argv``; tone mapping, an untagged ``matrix`` and ``squared`` too, so the
+    metrics match the frames written."""
     import ffmpeg as ffmpeg_python
 
-    stream = _kept(_decoded(source, seek, threads, stop_at), select_expr, matrix, hdr and tonemap)
+    decoded = _decoded(source, seek, threads, stop_at)
+    stream = _kept(decoded, select_expr, matrix, hdr and tonemap, squared)
     out = ffmpeg_python.output(
         greyscale(stream), "pipe:1", f="rawvideo", pix_fmt="gray", fps_mode="passthrough"
     )

@@ -32,7 +32,9 @@ HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Facts about a video's first video stream, as displayed (rotation applied)."""
+    """Facts about a video's first video stream, as displayed: rotation applied, and
+    non-square pixels (``sar``, width over height of one pixel, as coded) made square by
+    widening or narrowing the picture, as players do (1440x1080 at 4:3 shows 1920x1080)."""
 
     duration: float
     fps: float | None
@@ -49,6 +51,7 @@ class VideoInfo:
     frames: int | None = None  # as the container's header states it, when it does
     color_transfer: str | None = None  # as tagged, e.g. "bt709", "smpte2084" (PQ)
     color_space: str | None = None  # the YUV matrix as tagged, e.g. "bt709", "smpte170m"
+    sar: Fraction = Fraction(1)  # a coded pixel's width over its height (1: square)
 
     @property
     def hdr(self) -> bool:
@@ -58,18 +61,37 @@ class VideoInfo:
     @property
     def assumed_matrix(self) -> str | None:
         """The YUV matrix to read this video with when it is untagged (``assumed_matrix``)."""
-        return assumed_matrix(self.color_space, self.width, self.height, self.rotation)
+        return assumed_matrix(self.color_space, self.width, self.height, self.rotation, self.sar)
+
+    @property
+    def squared(self) -> tuple[int, int] | None:
+        """The displayed width and height the frames are scaled to when the pixels are
+        not square (``sar``); None when they are."""
+        return None if self.sar == 1 else (self.width, self.height)
 
 
-def assumed_matrix(color_space: str | None, width: int, height: int, rotation: int) -> str | None:
+def assumed_matrix(
+    color_space: str | None, width: int, height: int, rotation: int, sar: Fraction = Fraction(1)
+) -> str | None:
     """The YUV matrix to read an untagged video with, as players do (mpv, browsers):
-    BT.709 from 1280 px wide or over 576 lines as coded (before ``rotation``, the
-    displayed size being ``width`` x ``height``), else BT.601; None when it is tagged."""
+    BT.709 from 1280 px wide or over 576 lines as coded (before ``rotation`` and ``sar``,
+    the displayed size being ``width`` x ``height``), else BT.601; None when it is tagged."""
     if color_space not in (None, "", "unknown", "unspecified"):
         return None
     if rotation in (90, 270):
         width, height = height, width
+    width = round(width / sar)
     return "bt709" if width >= 1280 or height > 576 else "smpte170m"
+
+
+def _sar(value: Any) -> Fraction:
+    """ffprobe's ``sample_aspect_ratio`` ("4:3"); 1 when absent, unknown ("0:1") or absurd
+    (beyond 1:8 to 8:1, which no real video has)."""
+    try:
+        sar = Fraction(str(value).replace(":", "/"))
+    except (ValueError, ZeroDivisionError):
+        return Fraction(1)
+    return sar if Fraction(1, 8) <= sar <= 8 else Fraction(1)
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -133,6 +155,8 @@ def parse(document: dict[str, Any]) -> VideoInfo:
     duration = own or finite_or_none(fmt.get("duration"))
     if not duration or duration <= 0:
         raise ExtractionError("cannot tell how long the video is; the file may be truncated")
+    sar = _sar(stream.get("sample_aspect_ratio"))
+    width = max(1, round(width * sar))  # the lines stay; each is as wide as it shows
     rotation = _rotation(stream)
     if rotation in (90, 270):
         width, height = height, width
@@ -152,6 +176,7 @@ def parse(document: dict[str, Any]) -> VideoInfo:
         frames=_count(stream.get("nb_frames")),
         color_transfer=stream.get("color_transfer"),
         color_space=stream.get("color_space"),
+        sar=sar,
     )
 
 

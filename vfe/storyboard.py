@@ -238,7 +238,7 @@ def sheets_argv(
     ``first`` on) into ``sheets`` JPEG sheets of ``columns`` x ``rows`` tiles, written to
     ``out`` (an image2 pattern numbered from 0). Inputs are the service's own frame files
     (local files only); ``tile`` fills the cells of a last, short sheet with black."""
-    # Downscaled as the picture is seen (RGB, area-averaged) and kept at full chroma
+    # Scaled as the picture is seen (RGB, area-averaged) and kept at full chroma
     # (4:4:4): sheets of 4:2:0 tiles smear every coloured edge, a tile being small.
     scale = f"format=rgb24,scale={lay.tile_width}:{lay.tile_height}:flags=area,format=yuvj444p"
     return [
