@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -205,6 +206,27 @@ async def test_source_removed_before_the_run_fails_clearly(
         done = await client.wait(job.id)
     assert done["status"] == "failed"
     assert done["error_message"] == "the video file is no longer there"
+
+
+async def test_a_file_replaced_between_submit_and_run_fails_the_job_clearly(
+    make_client: Any, make_settings: Any, media: Media, videos: Path
+) -> None:
+    """The request was checked against the file as submitted; a different video in its
+    place (longer, here) would give frames nobody asked for, so the run refuses it."""
+    name = place(media.standard(), videos, "replaced.mp4")
+    async with make_client(make_settings(MAX_CONCURRENT_JOBS="1")) as client:
+        blocker = await client.submit(place(media.slow(), videos), 0.04)  # runs first
+        job_id = await client.submit(name, 1)
+        pending = (await client.http.get(f"/job-status/{job_id}")).json()
+        assert pending["status"] == "pending" and pending["duration"] > 0  # known at once
+        (videos / name).unlink()  # a new file, not the cached clip written over
+        shutil.copyfile(media.long(), videos / name)
+        assert (await client.http.delete(f"/job/{blocker}")).status_code == 200
+        done = await client.wait(job_id)
+    assert done["status"] == "failed" and done["processed_frames"] == 0
+    was = f"it was {pending['duration']:g} s, {pending['fps']:g} fps, h264, it is 20 s"
+    assert done["error_message"].startswith(f"the video file changed after the job was "
+                                             f"submitted ({was}")  # fmt: skip
 
 
 async def test_unexpected_crash_in_extraction_fails_the_job_without_leaking(

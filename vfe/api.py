@@ -247,8 +247,8 @@ async def submit_job(request: Request) -> Response:
             message += 'same options); send "reuse": false to extract afresh'
         else:
             field = "file" if source.type is SourceType.UPLOAD else None
-            await desk.admit(spec, source.path, field)
-            made = await desk.submit(spec, source, idempotency)
+            video = await desk.admit(spec, source.path, field)
+            made = await desk.submit(spec, source, idempotency, video)
         job, created = made
         if not created:  # the same request, made by a racing twin
             raise _Repeat(job)

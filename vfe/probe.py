@@ -63,6 +63,11 @@ class VideoInfo:
         """The YUV matrix to read this video with when it is untagged (``assumed_matrix``)."""
         return assumed_matrix(self.color_space, self.width, self.height, self.rotation, self.sar)
 
+    def facts(self) -> dict[str, Any]:
+        """What a job stores of its video (its status shows them, its run checks them)."""
+        return {"duration": self.duration, "fps": self.fps, "width": self.width,
+                "height": self.height, "codec": self.codec}  # fmt: skip
+
     @property
     def squared(self) -> tuple[int, int] | None:
         """The displayed width and height the frames are scaled to when the pixels are

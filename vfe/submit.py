@@ -255,13 +255,14 @@ class Submissions:
                 f"MIN_FREE_DISK_MB, {self.settings.min_free_disk_mb:g} MiB); try again later"
             )
 
-    async def admit(self, spec: JobSpec, source: Path, field: str | None = None) -> None:
+    async def admit(self, spec: JobSpec, source: Path, field: str | None = None) -> dict[str, Any]:
         """Refuse, before a job is recorded, what would only fail later: a file FFmpeg
         cannot read as a video (``BadRequest``, naming ``field``: ``video_source`` or, for
         an upload, ``file``), a video longer or larger than the limits, a window that
         starts past the end or catches no frame, or a job that would write more than
         ``MAX_FRAMES_PER_JOB`` frames (``ValidationFailed``). The probe is cached, so the
-        run does not pay for it twice."""
+        run does not pay for it twice. Returns the video's facts, for the job: its run
+        checks that it reads the same video."""
         field = field or "video_source"
         limits = self.settings
         await self.check_disk()
@@ -298,7 +299,7 @@ class Submissions:
             raise ValidationFailed.one(["body", "start"], f"{past} ({info.duration:.3f} s)")
         sampling = sampling_from(spec.options(), spec.interval)
         if sampling.mode is Mode.SCENE:
-            return  # its frames are found while decoding; the run caps them
+            return info.facts()  # its frames are found while decoding; the run caps them
         plan = await asyncio.to_thread(make_plan, sampling, info, index)
         field = {Mode.BEST: "count", Mode.KEYFRAMES: "mode"}.get(sampling.mode, sampling.mode)
         if plan.total == 0:
@@ -310,17 +311,20 @@ class Submissions:
                          f"frames; this server writes at most {limits.max_frames_per_job} "
                          "a job (MAX_FRAMES_PER_JOB): sample less often, narrow start/end, "
                          "or set max_frames")  # fmt: skip
+        return info.facts()
 
     async def submit(
         self,
         spec: JobSpec,
         source: Source,
         idempotency: tuple[str, str] | None = None,
+        video: dict[str, Any] | None = None,
     ) -> tuple[Job, bool]:
         """Record a job and queue it, in one transaction; ``Unavailable`` (503) when the
         queue is full or the service is stopping. Returns the job and whether this call
-        made it. An upload or a download is stored first (once per content: its key is
-        its SHA-256) and held by the job; the caller removes its own copy afterwards.
+        made it; ``video``, the facts ``admit`` found, is stored with it. An upload or a
+        download is stored first (once per content: its key is its SHA-256) and held by
+        the job; the caller removes its own copy afterwards.
 
         With ``idempotency`` (key, request fingerprint): when the key already made a job
         (also by a request racing this one), that job is returned and nothing new is
@@ -340,8 +344,9 @@ class Submissions:
             await storage.put_file(name, source.path)
             source_path = key
         job = self._new_job(
-            spec, source, self.reuse_key(spec, source), time.time(), source_path=source_path
-        )
+            spec, source, self.reuse_key(spec, source), time.time(), source_path=source_path,
+            **(video or {}),
+        )  # fmt: skip
 
         async def enqueue(connection: Any) -> None:
             await self.queue.enqueue(job.id, connection)

@@ -42,7 +42,7 @@ from .models import Frame, Job, JobStatus, Mode
 from .output import output_from
 from .planner import Strategy, sampling_from
 from .planner import plan as make_plan
-from .probe import inspect
+from .probe import VideoInfo, inspect
 from .quality import choice_from
 from .queue import RunAgain
 from .settings import Settings
@@ -200,6 +200,7 @@ class JobRunner:
         if not exists:
             raise ExtractionError("the video file is no longer there")
         info, index = await inspect(source, self.settings.max_frames_per_video)
+        _check_unchanged(job, info)
         sampling = sampling_from(job.options, job.interval)
         if sampling.mode is Mode.SCENE:  # frames found, not planned: cap them here
             cap = min(sampling.max_frames or math.inf, self.settings.max_frames_per_job)
@@ -213,11 +214,7 @@ class JobRunner:
             plan=plan.describe(),
             total_frames=max(plan.total, job.processed_frames),
             progress=(job.progress or 0.0) if decoding else None,  # a retry never goes back
-            duration=info.duration,
-            fps=info.fps,
-            width=info.width,
-            height=info.height,
-            codec=info.codec,
+            **info.facts(),
         )
         self.publish("progress", job)
         before = {f.index for f in await self.store.list_frames(job.id, 0, 10**9)}
@@ -302,3 +299,23 @@ class JobRunner:
     def publish(self, event: str, job: Job) -> None:
         view = JobView.of(job, time.time()).model_dump(mode="json")
         self.bus.publish(Event(event, job.id, view))
+
+
+def _check_unchanged(job: Job, info: VideoInfo) -> None:
+    """``ExtractionError`` when the video is not the one the job was accepted for: a file
+    of the videos folder replaced between submit and run (its length, frame rate or codec
+    differ from what submit probed). Its request was checked against the old file, so its
+    frames would not be what was asked for, or none at all."""
+    if job.duration is None:  # accepted by a version that stored no facts: nothing to hold
+        return
+    was, now = (job.duration, job.fps, job.codec), (info.duration, info.fps, info.codec)
+    if was != now:
+        raise ExtractionError(
+            f"the video file changed after the job was submitted (it was {_facts(*was)}, it "
+            f"is {_facts(*now)} now); submit the job again for the new file"
+        )
+
+
+def _facts(duration: float, fps: float | None, codec: str | None) -> str:
+    rate = f", {fps:g} fps" if fps else ""
+    return f"{duration:g} s{rate}, {codec}"
