@@ -446,7 +446,12 @@ async def test_list_jobs_pages_with_next_and_filters_by_status(client: AppClient
     assert await every_page(status="pending") == pending
     only = (await client.http.get("/jobs", params={"status": "cancelled"})).json()
     assert [j["job_id"] for j in only["jobs"]] == [made[1].id] and only["next"] is None
-    for bad in ({"status": "done"}, {"before": "yesterday"}, {"before": "1.5_../../etc"}):
+    for bad in (
+        {"status": "done"},
+        {"before": "yesterday"},
+        {"before": "1.5_../../etc"},
+        {"before": "1.0_" + "-" * 36},
+    ):
         res = await client.http.get("/jobs", params=bad)
         assert res.status_code == 422, bad
         assert res.json()["detail"][0]["loc"] == ["query", next(iter(bad))]
@@ -772,6 +777,11 @@ async def test_timestamps_that_all_miss_the_video_are_422(
     assert res.status_code == 422, res.text
     assert res.json()["detail"][0]["loc"] == ["body", "timestamps"]
     assert "no frame of the video" in res.json()["detail"][0]["msg"]
+    # a window that catches no frame blames the window, not the sampling
+    late = {"video_source": name, "start": 3.99, "interval": 1}  # the last frame is at 3.96
+    res = await client.http.post("/video-job", json=late)
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"][0]["loc"] == ["body", "start"]
 
 
 async def test_scene_threshold_alone_implies_scene_mode(

@@ -232,6 +232,16 @@ def test_extract_errors_have_clear_exit_codes(
     with pytest.raises(SystemExit) as exited:
         main(["extract", str(media.standard()), "--interval", "1", "--count", "2", "--out", out])
     assert exited.value.code == 2
+    # what the server refuses with a 422 (nothing to extract) is refused here too, not a
+    # run that writes no frame and exits 0
+    for args, told in (
+        (["--start", "50"], "bad argument start: start (50 s) is at or past"),
+        (["--timestamps", "50,60"], "bad argument timestamps: no frame of the"),
+        (["--scene", "--start", "50"], "bad argument start: start (50 s)"),
+    ):
+        assert main(["extract", str(media.standard()), *args, "--out", out]) == 2, args
+        assert told in capsys.readouterr().err
+    assert not (tmp_path / "out" / "frames.json").exists()
 
 
 def test_python_m_vfe_extract_quiet(media: Any, tmp_path: Path, videos: Path) -> None:

@@ -66,6 +66,7 @@ _MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 SPEC_FIELDS = frozenset(JobSpec.model_fields)
 EXAMPLE_SOURCE = "talks/keynote.mp4"  # the README's example; the schemathesis test has it
 
+UUID_PATTERN = "[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"  # a job id, as vfe writes them
 JOB_ID = PathParam(
     "job_id",
     {"type": "string", "format": "uuid"},
@@ -305,7 +306,7 @@ class JobsQuery(Query):
     limit: int = Field(50, ge=1, le=1000, description="How many jobs (the newest).")
     status: JobStatus | None = Field(None, description="Only the jobs in this status.")
     before: str | None = Field(
-        None, max_length=80, pattern=r"^[0-9]+\.[0-9]+_[0-9a-f-]{36}$",
+        None, max_length=80, pattern=rf"^[0-9]+\.[0-9]+_{UUID_PATTERN}$",
         description="The `next` of a page: the jobs after that page, newest first.",
     )  # fmt: skip
 

@@ -279,16 +279,18 @@ async def extract(
     from .extractor import Extractor
     from .frames import FolderFrames
     from .output import output_from
+    from .planner import nothing_planned, sampling_from
     from .planner import plan as make_plan
-    from .planner import sampling_from
     from .probe import inspect
     from .quality import choice_from
     from .views import FrameView
 
     info, index = await (probing or inspect(source))
-    plan = await asyncio.to_thread(
-        make_plan, sampling_from(spec.options(), spec.interval), info, index
-    )
+    sampling = sampling_from(spec.options(), spec.interval)
+    plan = await asyncio.to_thread(make_plan, sampling, info, index)
+    if nothing := nothing_planned(sampling, info, None if plan.scene is not None else plan):
+        print(f"vfe: bad argument {nothing[0]}: {nothing[1]}", file=sys.stderr)  # as a 422
+        return 2
     if not quiet:
         print(f"plan: {json.dumps(plan.describe())}", flush=True)
     job_id = str(uuid.uuid4())
@@ -336,14 +338,8 @@ async def extract(
     await asyncio.to_thread((out / "frames.json").write_text, text)
     if not quiet:
         elapsed = time.perf_counter() - started
-        left = [
-            f"{n} {what}"
-            for n, what in (
-                (outcome.rejected, "targets rejected"),
-                (outcome.dropped, "duplicates dropped"),
-            )
-            if n
-        ]
+        counts = ((outcome.rejected, "targets rejected"), (outcome.dropped, "duplicates dropped"))
+        left = [f"{n} {what}" for n, what in counts if n]
         extra = f" ({', '.join(left)})" if left else ""
         print(f"wrote {written} frames{extra} to {out} in {elapsed:.2f} s", flush=True)
     return 0

@@ -393,6 +393,26 @@ def _seek_point(index: FrameIndex, frame: int) -> float | None:
     return key if key > (index.times[0] if index.times else 0.0) else None
 
 
+def nothing_planned(
+    sampling: Sampling, info: VideoInfo, plan: Plan | None
+) -> tuple[str, str] | None:
+    """Why a job of ``sampling`` on this video would make no frame, as the field to blame
+    and a message (the server's 422, ``vfe extract``'s refusal); None when it makes some.
+    ``plan`` is None in scene mode, whose frames are found while decoding."""
+    if sampling.start >= info.duration:
+        past = f"start ({sampling.start:g} s) is at or past the end of the video"
+        return "start", f"{past} ({info.duration:.3f} s)"
+    if plan is None or plan.total:
+        return None
+    windowed = sampling.start > 0 or sampling.end is not None
+    field = "start" if windowed else NAMED_BY.get(sampling.mode, sampling.mode.value)
+    return field, (f"no frame of the video falls on what this asks for (the video lasts "
+                   f"{info.duration:.3f} s): check the times, start and end")  # fmt: skip
+
+
+NAMED_BY = {Mode.BEST: "count", Mode.KEYFRAMES: "mode"}  # the field a mode's frames are asked by
+
+
 def sampling_from(options: dict[str, Any], interval: float) -> Sampling:
     """The ``Sampling`` of a stored job (its options, as ``JobSpec`` validated them)."""
     return Sampling(

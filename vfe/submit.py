@@ -38,8 +38,8 @@ from .errors import (
 from .events import Event
 from .frames import FrameStore
 from .models import Job, JobSpec, JobStatus, Mode, SourceType
+from .planner import NAMED_BY, nothing_planned, sampling_from
 from .planner import plan as make_plan
-from .planner import sampling_from
 from .probe import TooManyFrames, inspect, probe
 from .queue import JobQueue, Stop
 from .settings import Settings
@@ -294,18 +294,16 @@ class Submissions:
             raise _limit(where, f"the video is {info.width}x{info.height}; this server takes "
                          f"at most {limits.max_frame_pixels} pixels a frame "
                          "(MAX_FRAME_PIXELS)")  # fmt: skip
-        if spec.start >= info.duration:
-            past = f"start ({spec.start:g} s) is at or past the end of the video"
-            raise ValidationFailed.one(["body", "start"], f"{past} ({info.duration:.3f} s)")
         sampling = sampling_from(spec.options(), spec.interval)
-        if sampling.mode is Mode.SCENE:
-            return info.facts()  # its frames are found while decoding; the run caps them
-        plan = await asyncio.to_thread(make_plan, sampling, info, index)
-        field = {Mode.BEST: "count", Mode.KEYFRAMES: "mode"}.get(sampling.mode, sampling.mode)
-        if plan.total == 0:
-            nothing = (f"no frame of the video falls on what this asks for (the video lasts "
-                       f"{info.duration:.3f} s): check the times, start and end")  # fmt: skip
-            raise ValidationFailed.one(["body", field], nothing)
+        plan = None
+        if sampling.mode is not Mode.SCENE and sampling.start < info.duration:
+            plan = await asyncio.to_thread(make_plan, sampling, info, index)
+        nothing = nothing_planned(sampling, info, plan)
+        if nothing is not None:
+            raise ValidationFailed.one(["body", nothing[0]], nothing[1])
+        if plan is None:
+            return info.facts()  # scene: its frames are found while decoding; the run caps them
+        field = NAMED_BY.get(sampling.mode, sampling.mode)
         if plan.total > limits.max_frames_per_job:
             raise _limit(["body", field], f"the job would write {plan.total} "
                          f"frames; this server writes at most {limits.max_frames_per_job} "
