@@ -322,8 +322,12 @@ class AppClient:
         return self.app.state.services
 
     async def submit(self, video_source: str, interval: float = 1.0, **fields: Any) -> str:
+        """POST a job; ``interval`` is sent unless ``fields`` choose another mode (a mode's
+        field given in another mode is refused)."""
+        other = {"mode", "fps", "count", "timestamps", "scene_threshold"} & set(fields)
+        sampling = {} if other else {"interval": interval}
         res = await self.http.post(
-            "/video-job", json={"video_source": video_source, "interval": interval, **fields}
+            "/video-job", json={"video_source": video_source, **sampling, **fields}
         )
         assert res.status_code == 200, res.text
         job_id: str = res.json()["job_id"]

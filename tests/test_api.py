@@ -825,6 +825,18 @@ async def test_scene_threshold_alone_implies_scene_mode(
         ({"min_gap": 2}, ["body"], "value_error", "apply to mode scene only"),
         ({"mode": "fps", "fps": 1, "scene_threshold": 0.5}, ["body"], "value_error",
          "scene_threshold and min_gap apply to mode scene only"),
+        # a mode's field given in another mode would be dropped in silence: refused
+        ({"mode": "interval", "count": 3}, ["body"], "value_error",
+         "count applies to mode count and best only (this job is mode interval): leave it out"),
+        ({"fps": 2, "interval": 3}, ["body"], "value_error",
+         "interval applies to mode interval only (this job is mode fps)"),
+        ({"timestamps": [1, 2], "interval": 3}, ["body"], "value_error",
+         "interval applies to mode interval only (this job is mode timestamps)"),
+        ({"mode": "fps", "fps": 1, "timestamps": [1]}, ["body"], "value_error",
+         "timestamps applies to mode timestamps only (this job is mode fps)"),
+        ({"mode": "keyframes", "interval": 3}, ["body"], "value_error",
+         "interval applies to mode interval only (this job is mode keyframes)"),
+        ({"mode": "scene", "fps": 3}, ["body"], "value_error", "fps applies to mode fps only"),
     ],
 )  # fmt: skip
 async def test_bad_scene_fields_are_422_naming_the_field(

@@ -1141,9 +1141,10 @@ async def test_bad_quality_fields_are_422(
     assert words in error["msg"]
 
 
-async def test_a_best_job_with_no_stretch_on_the_video_names_count(
+async def test_a_best_job_whose_window_holds_no_frame_names_start(
     client: AppClient, clips: Clips, videos: Path
 ) -> None:
+    """No stretch of the window has a frame: the window is what to change."""
     name = place(clips.black(), videos)
     res = await client.http.post(
         "/video-job", json={"video_source": name, "mode": "best", "count": 3, "end": 0.01,
@@ -1151,7 +1152,7 @@ async def test_a_best_job_with_no_stretch_on_the_video_names_count(
     )  # fmt: skip
     assert res.status_code == 422, res.text
     [error] = res.json()["detail"]
-    assert error["loc"] == ["body", "count"]
+    assert error["loc"] == ["body", "start"]
     assert "no frame of the video" in error["msg"]
 
 

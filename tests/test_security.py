@@ -38,7 +38,9 @@ def outside(tmp_path: Path) -> Path:
 
 
 async def submit(app: AppClient, **body: Any) -> httpx.Response:
-    return await app.http.post("/video-job", json={"interval": 1, **body})
+    """POST a job, at interval 1 unless ``body`` names a mode."""
+    sampling = {} if "mode" in body else {"interval": 1}
+    return await app.http.post("/video-job", json={**sampling, **body})
 
 
 def assert_refused_path(res: httpx.Response) -> None:

@@ -72,6 +72,11 @@ class SourceType(StrEnum):
         return self is not SourceType.PATH
 
 
+# The sampling fields that belong to some modes only (scene's are checked on their own).
+MODE_FIELDS = {"interval": (Mode.INTERVAL,), "fps": (Mode.FPS,), "count": (Mode.COUNT, Mode.BEST),
+               "timestamps": (Mode.TIMESTAMPS,)}  # fmt: skip
+
+
 class JobSpec(BaseModel):
     """What a client asks for: a video and a sampling rule."""
 
@@ -247,6 +252,11 @@ class JobSpec(BaseModel):
             self.reject = sorted(set(self.reject)) or None
         if self.mode is not Mode.SCENE and (self.scene_threshold, self.min_gap) != (None, None):
             raise ValueError("scene_threshold and min_gap apply to mode scene only")
+        for name, modes in MODE_FIELDS.items():  # given, and then unused: say so
+            if name in self.model_fields_set and self.mode not in modes:
+                them = " and ".join(m.value for m in modes)
+                raise ValueError(f"{name} applies to mode {them} only (this job is mode "
+                                 f"{self.mode.value}): leave it out")  # fmt: skip
         if self.end is not None and self.end - self.start < MIN_INTERVAL:
             raise ValueError(f"end must be at least {MIN_INTERVAL:g} s after start")
         return self
