@@ -85,6 +85,34 @@ async def test_upload_multipart_runs_and_delete_removes_upload(
     assert list(settings.uploads_path.iterdir()) == []
 
 
+async def test_a_list_field_given_twice_adds_up_and_any_other_is_422(
+    client: AppClient, media: Media, videos: Path
+):
+    """Checkboxes and many HTTP clients send a list as the same name again."""
+    name = place(media.standard(), videos)
+    twice = [("video_source", name), ("reject", "black"), ("reject", "flat"),
+             ("timestamps", "0.5"), ("timestamps", "1,1.5")]  # fmt: skip
+    form = {"content": "&".join(f"{k}={v}" for k, v in twice),
+            "headers": {"Content-Type": "application/x-www-form-urlencoded"}}  # fmt: skip
+    for how in ({"params": twice}, form, {"data": {"reuse": "false"}, "params": twice},
+                {"files": [(k, (None, v)) for k, v in twice]}):  # fmt: skip
+        res = await client.http.post("/video-job", **how)
+        assert res.status_code == 200, (how, res.text)
+        options = (await client.http.get(f"/job-status/{res.json()['job_id']}")).json()["options"]
+        assert options["reject"] == ["black", "flat"], how
+        assert options["timestamps"] == [0.5, 1.0, 1.5], how
+    for where, how in (("query", {"params": [("video_source", name), ("interval", "3"),
+                                               ("interval", "4")]}),
+                       ("body", {"files": [("video_source", (None, name)),
+                                           ("interval", (None, "3")),
+                                           ("interval", (None, "4"))]})):  # fmt: skip
+        res = await client.http.post("/video-job", **how)
+        assert res.status_code == 422, res.text
+        [error] = res.json()["detail"]
+        assert error["loc"] == [where, "interval"]
+        assert error["msg"] == "interval is given more than once"
+
+
 async def test_upload_over_limit_is_413_and_leaves_nothing(
     make_client: Any, make_settings: Any, media: Media
 ):

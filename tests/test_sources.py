@@ -176,7 +176,7 @@ async def test_fields_and_file_streamed_to_disk(uploads: Path, chunk_size: int) 
     upload = await receive_upload(
         CONTENT_TYPE, str(len(body)), chunks(body, chunk_size), uploads, 10 * 1024 * 1024
     )
-    assert upload.fields == {"interval": "2.5", "note": "héllo"}
+    assert upload.fields == [("interval", "2.5"), ("note", "héllo")]
     assert upload.filename == "clip.mp4"
     assert upload.size == len(video)
     assert upload.path is not None and upload.path.parent == uploads
@@ -188,7 +188,7 @@ async def test_fields_and_file_streamed_to_disk(uploads: Path, chunk_size: int) 
 async def test_fields_only(uploads: Path) -> None:
     body = multipart([("video_source", b"clip.mp4", None), ("interval", b"1", None)])
     upload = await receive_upload(CONTENT_TYPE, None, chunks(body), uploads, 1000)
-    assert upload.fields == {"video_source": "clip.mp4", "interval": "1"}
+    assert upload.fields == [("video_source", "clip.mp4"), ("interval", "1")]
     assert upload.path is None and upload.filename is None and upload.size == 0
     assert stored(uploads) == []
 

@@ -40,7 +40,7 @@ from .errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from .frames import FRAME_NAME, is_job_id
 from .models import DeliveryStatus, Job, JobSpec, JobStatus, SourceType
 from .services import Services, services
-from .sources import Upload, list_videos, receive_upload
+from .sources import Upload, list_videos, receive_upload, text_fields
 from .storyboard import Storyboard, zip_entries
 from .submit import locate
 from .views import (
@@ -140,9 +140,10 @@ async def _body_fields(request: Request, content_type: str, limit: int) -> dict[
         "application/x-www-form-urlencoded"
     ) and not body.lstrip().startswith(b"{"):
         try:
-            return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
+            pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True)
         except (UnicodeDecodeError, ValueError):
             raise BadRequest("the form body is not valid (name=value pairs joined by &)") from None
+        return text_fields(pairs, "body")
     try:
         data = json.loads(body, parse_int=_json_int)
     except RecursionError:
@@ -201,7 +202,8 @@ async def submit_job(request: Request) -> Response:
     key: str | None = IDEMPOTENCY_KEY.read(request)
     content_type = request.headers.get("content-type", "")
     # Unknown query parameters are ignored (a cache-buster such as _=123); the body's are not.
-    data: dict[str, Any] = {k: v for k, v in request.query_params.items() if k in SPEC_FIELDS}
+    query = [(k, v) for k, v in request.query_params.multi_items() if k in SPEC_FIELDS]
+    data: dict[str, Any] = text_fields(query, "query")
     origin = {name: "query" for name in data}
     upload = None
     if content_type.startswith("multipart/form-data"):
@@ -212,8 +214,9 @@ async def submit_job(request: Request) -> Response:
             svc.settings.uploads_path,
             svc.settings.max_upload_bytes,
         )
-        data.update(upload.fields)
-        origin.update({name: "body" for name in upload.fields})
+        multipart = text_fields(upload.fields, "body")
+        data.update(multipart)
+        origin.update({name: "body" for name in multipart})
     else:
         body = await _body_fields(request, content_type, svc.settings.max_body_bytes)
         data.update(body)

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -275,6 +275,13 @@ class JobSpec(BaseModel):
         options = {k: v for k, v in self.options().items() if k not in NOT_SHAPING}
         text = json.dumps([source_identity, options], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+# The fields that take a list: a form or query string may give them more than once.
+LIST_FIELDS = frozenset(
+    name for name, info in JobSpec.model_fields.items()
+    if any(get_origin(t) is list for t in (info.annotation, *get_args(info.annotation)))
+)  # fmt: skip
 
 
 @dataclass

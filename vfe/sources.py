@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,8 +22,8 @@ from typing import IO, Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .errors import BadRequest, PayloadTooLarge
-from .models import JobSpec
+from .errors import BadRequest, PayloadTooLarge, ValidationFailed
+from .models import LIST_FIELDS, JobSpec
 
 _NOT_FOUND = (
     "video_source must name a video file inside the server's videos folder "
@@ -101,11 +101,25 @@ def display_name(filename: str | None) -> str:
     return cleaned[:255] or "upload"
 
 
+def text_fields(pairs: Iterable[tuple[str, str]], where: str) -> dict[str, str]:
+    """A query string's or a form's fields by name. A list field (``timestamps``,
+    ``reject``) given again adds to it, as checkboxes and many clients send a list; any
+    other field given twice is a 422 (which value was meant cannot be told)."""
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            if name not in LIST_FIELDS:
+                raise ValidationFailed.one([where, name], f"{name} is given more than once")
+            value = f"{fields[name]},{value}"
+        fields[name] = value
+    return fields
+
+
 @dataclass
 class Upload:
     """A multipart request: its text fields and, if there was one, the stored file."""
 
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: list[tuple[str, str]] = field(default_factory=list)  # in order, repeats kept
     path: Path | None = None
     filename: str | None = None
     size: int = 0
@@ -178,7 +192,7 @@ class _Receiver:
 
     def on_part_end(self) -> None:
         if not self.is_file:
-            self.upload.fields[self.name] = self.buffer.decode("utf-8", "replace")
+            self.upload.fields.append((self.name, self.buffer.decode("utf-8", "replace")))
 
     def on_end(self) -> None:
         self.ended = True
