@@ -52,7 +52,8 @@ from .views import FrameView, JobView
 log = logging.getLogger("vfe.jobs")
 
 PROGRESS_EVERY = 1.0  # seconds between progress events of one job
-STORAGE_TRIES = 3  # runs of a job that lose the object store before it fails
+STORAGE_TRIES = 5  # runs of a job (for any reason) after which losing the store fails it
+STORAGE_WAIT = 60.0  # seconds a run that lost the object store waits for it to answer again
 
 
 class JobRunner:
@@ -112,14 +113,14 @@ class JobRunner:
         except StoreUnavailable:  # the database is away: not the job's fault, run it again
             log.warning("the database went away during a run", extra={"job_id": job_id})
             raise RunAgain from None
-        except StorageUnavailable as exc:  # the bucket is away: a few more runs, then fail
+        except StorageUnavailable as exc:  # the bucket is away: wait for it, run again
             log.warning("the object store failed during a run", extra={"job_id": job_id})
-            if attempt < STORAGE_TRIES:
+            back = await self._storage_back()
+            if back and attempt < STORAGE_TRIES:
                 raise RunAgain from None
-            await self._settle(
-                job_id, attempt, JobStatus.FAILED,
-                f"{exc.detail} (gave up after {attempt} runs)", "failed",
-            )  # fmt: skip
+            why = f"gave up after {attempt} runs" if back else (
+                f"it did not answer again within {STORAGE_WAIT:g} s")  # fmt: skip
+            await self._settle(job_id, attempt, JobStatus.FAILED, f"{exc.detail} ({why})", "failed")
         except TimeoutError:
             limit = self.settings.job_timeout_seconds
             await self._settle(
@@ -187,6 +188,19 @@ class JobRunner:
             raise RunAgain from None  # unrecorded: the job runs again when it is back
         except StoreError:
             log.exception("could not record job status", extra={"job_id": job_id})
+
+    async def _storage_back(self) -> bool:
+        """Wait until the object store answers again (checked every 1 to 5 s), for up to
+        ``STORAGE_WAIT`` s: a blip of a few seconds must not use up a job's runs, which
+        its own retries (3 within 10 s a request) can do in under a second."""
+        deadline = time.monotonic() + STORAGE_WAIT
+        pause = 1.0
+        while not await self.frames.storages.ping():
+            if time.monotonic() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(5.0, pause * 2)
+        return True
 
     async def _extract(self, job: Job) -> None:
         attempt = job.attempts
