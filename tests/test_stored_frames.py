@@ -326,6 +326,9 @@ async def test_a_run_that_loses_the_bucket_waits_for_it_and_lists_only_whole_fra
             assert "object store" in done["error_message"]
             assert "it did not answer again within 4 s" in done["error_message"]
             listed = await frames_of(app, job_id)
+            assert listed  # the zip of them, with the bucket away: a 503 before it starts
+            zipped = await app.http.get(f"/job/{job_id}/frames.zip")
+            assert zipped.status_code == 503 and "object store" in zipped.json()["detail"]
             await asyncio.to_thread(server.start)  # back: every listed frame is whole
             for frame in listed:
                 assert hashlib.sha256(await image(app, frame)).hexdigest() == frame["checksum"]

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .cache import RECENT_GENERATION, job_key, recent_key
-from .downloads import answers, stored_file
+from .downloads import answers, begun, stored_file
 from .endpoints import (
     Answer,
     Body,
@@ -486,10 +486,10 @@ async def frames_zip(request: Request) -> Response:
     board = Storyboard.from_plan(job.plan)
     extra = None if board is None else zip_entries(board, frames, svc.frames.storages)
     disposition = f'attachment; filename="vfe-{job_id}-frames.zip"'
+    # its first frame read before the answer starts: a store that is away is a 503 then
+    zipped = await begun(svc.frames.zip_stream(frames, frames_manifest, extra))
     return StreamingResponse(
-        svc.frames.zip_stream(frames, frames_manifest, extra),
-        media_type="application/zip",
-        headers={"Content-Disposition": disposition},
+        zipped, media_type="application/zip", headers={"Content-Disposition": disposition}
     )
 
 

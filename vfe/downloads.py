@@ -30,6 +30,20 @@ def answers(media: tuple[str, ...], what: str) -> tuple[Answer, ...]:
     )  # fmt: skip
 
 
+async def begun(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks`` with the first one read already, so a failure to start (a store that is
+    away: ``StorageUnavailable``, a 503) is raised before the answer begins, not as a
+    ``200`` cut short."""
+    first = await anext(chunks, b"")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return body()
+
+
 async def stored_file(
     request: Request,
     stored: tuple[Storage, str],
