@@ -30,6 +30,13 @@ def answers(media: tuple[str, ...], what: str) -> tuple[Answer, ...]:
     )  # fmt: skip
 
 
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` or is ``*``, compared weakly as RFC 9110
+    13.1.2 has it for GET (``W/"…"`` matches ``"…"``)."""
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
 async def begun(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """``chunks`` with the first one read already, so a failure to start (a store that is
     away: ``StorageUnavailable``, a 503) is raised before the answer begins, not as a
@@ -61,7 +68,7 @@ async def stored_file(
     storage, name = stored
     etag = f'"{checksum}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+    if _matches(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers=headers)
     path = storage.local_path(name)
     if path is not None:
