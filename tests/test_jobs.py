@@ -219,6 +219,7 @@ async def test_a_file_replaced_between_submit_and_run_fails_the_job_clearly(
         job_id = await client.submit(name, 1)
         pending = (await client.http.get(f"/job-status/{job_id}")).json()
         assert pending["status"] == "pending" and pending["duration"] > 0  # known at once
+        assert pending["total_frames"] == 2 and pending["processed_frames"] == 0  # 2 s at 1
         (videos / name).unlink()  # a new file, not the cached clip written over
         shutil.copyfile(media.long(), videos / name)
         assert (await client.http.delete(f"/job/{blocker}")).status_code == 200

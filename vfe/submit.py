@@ -261,8 +261,8 @@ class Submissions:
         an upload, ``file``), a video longer or larger than the limits, a window that
         starts past the end or catches no frame, or a job that would write more than
         ``MAX_FRAMES_PER_JOB`` frames (``ValidationFailed``). The probe is cached, so the
-        run does not pay for it twice. Returns the video's facts, for the job: its run
-        checks that it reads the same video."""
+        run does not pay for it twice. Returns the video's facts and the frames planned,
+        for the job (its status shows them while it waits; its run checks the facts)."""
         field = field or "video_source"
         limits = self.settings
         await self.check_disk()
@@ -309,7 +309,7 @@ class Submissions:
                          f"frames; this server writes at most {limits.max_frames_per_job} "
                          "a job (MAX_FRAMES_PER_JOB): sample less often, narrow start/end, "
                          "or set max_frames")  # fmt: skip
-        return info.facts()
+        return {**info.facts(), "total_frames": plan.total}
 
     async def submit(
         self,
