@@ -103,6 +103,9 @@ async def test_configure_writes_json_lines_to_log_path(configured: Settings) -> 
         request_id.reset(token)
     log.debug("not at INFO")
     logging.getLogger("uvicorn.error").info("from uvicorn")
+    # the database libraries' warnings (PostgreSQL lost), not their routine INFO
+    logging.getLogger("psycopg.pool").warning("error connecting in %r", "vfe")
+    logging.getLogger("procrastinate.worker").info("a job started")
     vfe_logging.shutdown()  # flushes the writer thread
 
     entries = read_lines(configured.log_path)
@@ -113,7 +116,11 @@ async def test_configure_writes_json_lines_to_log_path(configured: Settings) -> 
     assert job[0]["logger"] == "vfe.jobs"
     assert not any(e["msg"] == "not at INFO" for e in entries)
     assert any(e["logger"] == "uvicorn.error" and e["msg"] == "from uvicorn" for e in entries)
+    lost = [e for e in entries if e["logger"] == "psycopg.pool"]
+    assert [(e["level"], e["msg"]) for e in lost] == [("warning", "error connecting in 'vfe'")]
+    assert not any(e["logger"].startswith("procrastinate") for e in entries)
     assert logging.getLogger("vfe").handlers == []
+    assert logging.getLogger("psycopg").handlers == [] and logging.getLogger("psycopg").propagate
 
 
 async def test_logged_exception_keeps_its_traceback_apart(configured: Settings) -> None:

@@ -73,8 +73,14 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+# Libraries that log on their own when the scaled-out layout loses PostgreSQL: their
+# INFO is per job and per connection, so only their warnings and errors are kept.
+LIBRARIES = ("psycopg", "procrastinate")
+
+
 def configure(settings: Settings) -> None:
-    """Send vfe's and uvicorn's logs as JSON to stdout and ``LOG_PATH``. Idempotent."""
+    """Send vfe's and uvicorn's logs as JSON to stdout and ``LOG_PATH``, and the warnings
+    of ``LIBRARIES``. Idempotent."""
     shutdown()
     formatter = JsonFormatter()
     stdout = logging.StreamHandler(sys.stdout)
@@ -96,6 +102,11 @@ def configure(settings: Settings) -> None:
         logger.handlers = [front] if name in ("vfe", "uvicorn") else []
         logger.setLevel(settings.log_level)
         logger.propagate = name == "uvicorn.error"
+    for name in LIBRARIES:  # their warnings and errors (a lost database), as JSON too
+        logger = logging.getLogger(name)
+        logger.handlers = [front]
+        logger.setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+        logger.propagate = False
 
 
 def shutdown() -> None:
@@ -106,8 +117,10 @@ def shutdown() -> None:
         for handler in _listener.handlers:
             handler.close()
         _listener = None
-    for name in ("vfe", "uvicorn"):
+    for name in ("vfe", "uvicorn", *LIBRARIES):
         logging.getLogger(name).handlers = []
+    for name in LIBRARIES:  # back to Python's default: through the root logger
+        logging.getLogger(name).propagate = True
 
 
 access = logging.getLogger("vfe.http")
