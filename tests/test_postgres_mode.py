@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import Media, place, wait_until_async
@@ -67,6 +68,14 @@ async def test_a_full_queue_is_503_and_records_nothing(
         assert "queue is full" in res.json()["detail"]
         jobs = (await client.http.get("/jobs")).json()["jobs"]
         assert len(jobs) == 1
+        # deleted while it waits: its queue entry goes too (no cancelled row left behind)
+        assert (await client.http.delete(f"/job/{jobs[0]['job_id']}")).status_code == 200
+        async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE args->>'job_id' = %s",
+                (jobs[0]["job_id"],),
+            )
+            assert await cur.fetchone() == (0,)
 
 
 def test_api_only_and_worker_need_postgresql(tmp_path: Path) -> None:

@@ -296,8 +296,10 @@ class ProcrastinateQueue:
     async def cancel(self, job_id: str) -> Stop:
         entries = await self._entries(job_id)
         async with _guard("cancelling a job's run"):
-            for entry_id, _status, _worker in entries:
-                await self.app.job_manager.cancel_job_by_id_async(entry_id, abort=True)
+            for entry_id, _status, _worker in entries:  # a waiting entry goes (no row left)
+                await self.app.job_manager.cancel_job_by_id_async(
+                    entry_id, abort=True, delete_job=True
+                )
         if not any(status == "doing" for _, status, _ in entries):
             return Stop.NO_RUN
         deadline = time.monotonic() + CANCEL_WAIT
