@@ -85,8 +85,9 @@ def _retry_after(response: httpx.Response) -> float | None:
     return float(math.ceil(max(0.0, wait)))
 
 
-def _detail(response: httpx.Response) -> str:
-    """The server's ``detail`` of an error answer (each ``loc: msg`` of a 422)."""
+def _detail(response: httpx.Response, wait: float | None) -> str:
+    """The server's ``detail`` of an error answer (each ``loc: msg`` of a 422), with the
+    ``wait`` its ``Retry-After`` asks for (``_retry_after``)."""
     try:
         detail = response.json()["detail"]
     except (ValueError, KeyError, TypeError):  # not vfe's answer: a proxy's, or not vfe
@@ -101,7 +102,6 @@ def _detail(response: httpx.Response) -> str:
     message = f"HTTP {response.status_code}: {detail}"
     if response.status_code == 401:
         message += " (give the key with --api-key or VFE_API_KEY)"
-    wait = _retry_after(response)
     if wait is not None:
         message += f" (retry after {wait:.0f} s)" if wait < math.inf else " (retry much later)"
     return message
@@ -171,7 +171,8 @@ class Server:
             return
         code = BAD_ARGUMENT if response.status_code == 422 else FAILED
         transient = response.status_code in TRANSIENT_STATUS
-        raise ClientError(_detail(response), code, transient, retry_after=_retry_after(response))
+        wait = _retry_after(response)  # read once: a date's seconds change as time passes
+        raise ClientError(_detail(response, wait), code, transient, retry_after=wait)
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One request; the answer's JSON object."""
