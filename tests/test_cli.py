@@ -150,7 +150,8 @@ def test_serve_runs_and_stops_cleanly_on_sigterm(tmp_path: Path, videos: Path) -
 
 
 def test_start_up_failure_exits_3(tmp_path: Path, videos: Path) -> None:
-    """A database newer than this vfe stops start-up: uvicorn's code 3, and no hang."""
+    """A database newer than this vfe stops start-up: uvicorn's code 3, no hang, and one
+    line saying why where the person who started it looks, not a traceback."""
     env = vfe_env(tmp_path, videos, PORT=str(free_port()))
     database = Path(env["DATABASE_PATH"])
     database.parent.mkdir(parents=True)
@@ -159,7 +160,11 @@ def test_start_up_failure_exits_3(tmp_path: Path, videos: Path) -> None:
     con.close()
     result = run_module(env, "serve")
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "newer than this vfe" in result.stdout + result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith("vfe cannot start:")]
+    assert len(said) == 1 and "newer than this vfe" in said[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    logged = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert any(r["level"] == "error" and r["msg"] == said[0] for r in logged), result.stdout
 
 
 # --- vfe extract --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ starts at import time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, docs, ffmpeg, health, openapi, sse, storyboard_api, webhook_api
 from . import logging as vfe_logging
@@ -118,6 +121,42 @@ async def _adopt_legacy(frames: FrameStore, store: Store) -> None:
                     "tries again", exc_info=True)  # fmt: skip
 
 
+def _startup_failed(
+    app: Starlette,
+    kind: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """Exit callback of the lifespan's resources: a start-up stopped by a cause vfe
+    explains (a ``VfeError``: the database unreachable or newer than this vfe, …) is
+    logged as one line and kept for ``StartupReport``; other failures keep their
+    traceback."""
+    if isinstance(exc, VfeError) and getattr(app.state, "services", None) is None:
+        log.error("vfe cannot start: %s", exc.detail)
+        app.state.startup_failure = str(exc.detail)
+
+
+class StartupReport:
+    """ASGI layer: the server is told a start-up failure ``_startup_failed``
+    kept as that one line ("vfe cannot start: …") instead of Starlette's traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def report(message: Message) -> None:
+            failure = getattr(scope["app"].state, "startup_failure", None)
+            if message["type"] == "lifespan.startup.failed" and failure:
+                message = {**message, "message": f"vfe cannot start: {failure}"}
+            await send(message)
+
+        await self.app(scope, receive, report)
+
+
 async def _cancelled(task: asyncio.Future[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -135,6 +174,7 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
         async with AsyncExitStack() as resources:
             resources.callback(vfe_logging.shutdown)
             resources.callback(log.info, "vfe stopped")
+            resources.push(functools.partial(_startup_failed, app))  # before "vfe stopped"
             # before any job is touched; SQLite only: PostgreSQL is shared by design
             owner = DataOwner(settings.database_path, enabled=settings.postgres_url is None)
             owner.acquire()
@@ -214,6 +254,7 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> Starlette:
             Middleware(MetricsMiddleware, metrics=metrics),  # outermost: counts 401s and 500s
             Middleware(vfe_logging.RequestIdMiddleware),
             Middleware(ApiKeyMiddleware, keys=settings.keys),
+            Middleware(StartupReport),  # lifespan only
         ],
         exception_handlers={
             VfeError: vfe_error,

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StoreError, StoreUnavailable
@@ -50,6 +51,16 @@ MIGRATION_LOCK = 0x76666500  # pg_advisory_xact_lock key: "vfe" and a zero
 
 Cursor = psycopg.AsyncCursor[Any]
 ExtraSchema = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+
+
+def where(url: str) -> str:
+    """``host:port/dbname`` of a connection string, without its user or password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "DATABASE_URL"
+    host = str(parts.get("host") or "localhost")
+    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
 
 
 class PostgresStore(PostgresOutbox):
@@ -115,8 +126,15 @@ class PostgresStore(PostgresOutbox):
         not answer within ``CONNECT_TIMEOUT``)."""
         self._open = True
         try:
-            async with self._guard("opening the database"):
+            try:
                 await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            except PoolTimeout as exc:
+                raise StoreUnavailable(
+                    f"PostgreSQL at {where(self.url)} did not accept a connection within "
+                    f"{CONNECT_TIMEOUT:g} s (the log's warnings say why): check that it "
+                    "runs and that DATABASE_URL names it, its user and its password"
+                ) from exc
+            async with self._guard("opening the database"):
                 await self._migrate()
         except BaseException:
             await self.close()
