@@ -21,6 +21,7 @@ import obstore
 import pytest
 from obstore.store import S3Store
 
+import vfe
 from tests.conftest import AppClient, Media, patience, place, stored_frames, wait_until_async
 from vfe.settings import Settings
 
@@ -89,7 +90,7 @@ async def image(client: AppClient, frame: dict[str, Any]) -> bytes:
 
 
 async def test_the_same_job_again_completes_at_once_with_the_same_frames(
-    app: AppClient, media: Media, videos: Path
+    app: AppClient, media: Media, videos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = Bucket(app.settings)
     name = place(media.standard(), videos)
@@ -120,6 +121,11 @@ async def test_the_same_job_again_completes_at_once_with_the_same_frames(
         f["checksum"] for f in theirs
     ]
     assert await bucket.total() == before
+    # frames made another way (a new frames revision, the same version) are not reused
+    monkeypatch.setattr(vfe, "FRAMES_REVISION", vfe.FRAMES_REVISION + 1)
+    newer = await post(app, video_source=name, interval=0.5)
+    assert newer["status"] == "pending"
+    assert (await app.wait(newer["job_id"]))["plan"]["strategy"] != "reused"
 
 
 async def test_other_options_on_the_same_video_share_identical_frames(

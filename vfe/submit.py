@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, fetch, webhooks
+import vfe
+
+from . import fetch, webhooks
 from .cache import WORST_CALL_SECONDS
 from .errors import (
     BadRequest,
@@ -375,8 +377,10 @@ class Submissions:
 
     def reuse_key(self, spec: JobSpec, source: Source) -> str:
         """The job's reuse key: its source's identity and options, with what else shapes
-        its frames here (this vfe's version, and the cap on a scene job's frames)."""
-        made_by = f"vfe {__version__}; MAX_FRAMES_PER_JOB {self.settings.max_frames_per_job}"
+        its frames here (this vfe's version and frames revision, and the cap on a scene job's
+        frames)."""
+        made_by = (f"vfe {vfe.__version__} frames {vfe.FRAMES_REVISION}; "
+                   f"MAX_FRAMES_PER_JOB {self.settings.max_frames_per_job}")  # fmt: skip
         return spec.reuse_key(f"{source.identity}; {made_by}")
 
     async def reuse(
