@@ -293,6 +293,19 @@ async def test_version_of_an_unusual_build_is_its_first_line(
     assert await ffmpeg.version() is None
 
 
+async def test_version_is_asked_once_per_binary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs"
+    write_script(tmp_path, "ffmpeg", f"echo x >> {runs}; echo 'ffmpeg version 7.1 x'\n")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert [await ffmpeg.version() for _ in range(3)] == ["7.1"] * 3
+    assert runs.read_text().count("x") == 1
+    write_script(tmp_path, "ffmpeg", f"echo x >> {runs}; echo 'ffmpeg version 7.1.1 y'\n")
+    assert await ffmpeg.version() == "7.1.1"  # replaced (an upgrade): asked again
+    assert runs.read_text().count("x") == 2
+
+
 def test_frames_argv_starts_with_global_args_and_has_no_shell(tmp_path: Path) -> None:
     pattern = str(tmp_path / "%06d.jpg")
     source = "/videos/a b;rm -rf ~ $(x).mp4"

@@ -283,15 +283,28 @@ def strip_level(line: str) -> tuple[str, str]:
     return match.group(1), line[match.end() :]
 
 
+_VERSIONS: dict[tuple[str, int, int], str] = {}  # (path, mtime, size) of a binary: its version
+
+
 async def version() -> str | None:
-    """FFmpeg's version string, or None when FFmpeg is missing or broken."""
+    """FFmpeg's version string, or None when FFmpeg is missing or broken. Asked once per
+    binary file in a process (every app start asks; the test suite starts hundreds)."""
+    try:
+        path = binary("ffmpeg")
+        stat = os.stat(path)
+    except (ExtractionError, OSError):
+        return None
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key in _VERSIONS:
+        return _VERSIONS[key]
     try:
         async with asyncio.timeout(VERSION_TIMEOUT):
-            done = await run([binary("ffmpeg"), "-hide_banner", "-version"])
+            done = await run([path, "-hide_banner", "-version"])
     except (ExtractionError, TimeoutError):
         return None
     first = done.stdout.decode("utf-8", "replace").splitlines()[:1]
     if done.returncode != 0 or not first:
         return None
     parts = first[0].split()
-    return parts[2] if len(parts) > 2 and parts[0] == "ffmpeg" else first[0]
+    _VERSIONS[key] = parts[2] if len(parts) > 2 and parts[0] == "ffmpeg" else first[0]
+    return _VERSIONS[key]
