@@ -22,6 +22,7 @@ from tests.conftest import free_port, patience
 BUCKET = "vfe"
 ACCESS_KEY = "vfe-test"
 SECRET_KEY = "vfe-test-secret"
+READER_KEY, READER_SECRET = "vfe-reader", "vfe-reader-secret"  # may read and list only
 PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "volume.port.public",
     "filer.port", "filer.port.grpc", "filer.port.public", "s3.port", "s3.port.grpc",
@@ -48,6 +49,10 @@ class SeaweedServer:
             "name": "vfe",
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }, {
+            "name": "reader",
+            "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+            "actions": ["Read", "List"],
         }]}  # fmt: skip
         (self.folder / "s3.json").write_text(json.dumps(identities))
         self.proc: subprocess.Popen[bytes] | None = None

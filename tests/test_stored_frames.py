@@ -294,6 +294,27 @@ async def test_an_unreachable_bucket_refuses_new_jobs_with_a_503(
         assert (await app.http.get("/health/ready")).status_code == 503
 
 
+async def test_a_bucket_that_refuses_writes_fails_the_job_at_once_saying_why(
+    make_settings: Callable[..., Settings], s3_server: Any, media: Media, videos: Path
+) -> None:
+    """A key that may list but not write (a 403, not an outage): the job fails on its
+    first run, naming the settings to fix, instead of waiting for a bucket that is there."""
+    from tests.seaweed import READER_KEY, READER_SECRET
+
+    env = s3_server.vfe_env(f"ro-{uuid.uuid4().hex[:8]}")
+    env.update(AWS_ACCESS_KEY_ID=READER_KEY, AWS_SECRET_ACCESS_KEY=READER_SECRET)
+    async with AppClient(make_settings(**env)) as app:
+        job_id = (await post(app, video_source=place(media.standard(), videos), interval=1))[
+            "job_id"
+        ]
+        done = await app.wait(job_id, limit=30)
+        assert done["status"] == "failed" and done["attempts"] == 1, done
+        assert "refused vfe's access key" in done["error_message"]
+        assert "AWS_ACCESS_KEY_ID" in done["error_message"]
+        assert READER_SECRET not in done["error_message"]
+        assert await frames_of(app, job_id) == []
+
+
 @pytest.mark.parametrize("away", [1.5, None])  # back after 1.5 s; never back
 async def test_a_run_that_loses_the_bucket_waits_for_it_and_lists_only_whole_frames(
     make_settings: Callable[..., Settings], media: Media, videos: Path,

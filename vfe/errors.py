@@ -106,6 +106,13 @@ class StorageUnavailable(StorageError):
     status = 503
 
 
+class StorageRefused(StorageError):
+    """The object store answers but refuses vfe's credentials for an operation (HTTP
+    403): a setting to fix, not an outage to wait out."""
+
+    status = 500
+
+
 class ExtractionError(VfeError):
     """FFmpeg or ffprobe could not do the job; the message is safe to show on the job."""
 

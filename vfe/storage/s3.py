@@ -3,8 +3,9 @@ through obstore (one async API over Rust's object_store: multipart uploads, stre
 reads, presigned URLs, retries with backoff).
 
 Keys live under the URL's prefix (``s3://bucket/prefix``). Every obstore error is
-translated here: a missing object is ``FileNotFoundError`` (or None from ``head``), and
-anything else is ``StorageUnavailable``, naming neither the endpoint nor the keys.
+translated here: a missing object is ``FileNotFoundError`` (or None from ``head``), a
+refusal of the key (a 403 on an operation) ``StorageRefused``, and anything else
+``StorageUnavailable``, naming neither the endpoint nor the keys.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import obstore
-from obstore.exceptions import BaseError, NotFoundError
+from obstore.exceptions import (
+    BaseError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from obstore.store import S3Store
 
-from ..errors import StorageUnavailable
+from ..errors import StorageError, StorageRefused, StorageUnavailable
 from . import ObjectInfo, checked_key
 
 TIMEOUT = "10s"  # one request to the store, connecting included
@@ -35,6 +41,12 @@ def _guard(what: str) -> Iterator[None]:
         yield
     except NotFoundError as exc:
         raise FileNotFoundError(what) from exc
+    except (PermissionDeniedError, UnauthenticatedError) as exc:
+        raise StorageRefused(
+            f"the object store refused vfe's access key while {what} ({type(exc).__name__}): "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be right and allowed to read, "
+            "write, list and delete under STORAGE_URL"
+        ) from exc
     except BaseError as exc:
         raise StorageUnavailable(
             f"the object store failed while {what} ({type(exc).__name__}); try again shortly"
@@ -134,6 +146,6 @@ class S3Storage:
         try:
             async for _ in self.keys("vfe-ping/"):
                 break
-        except StorageUnavailable:
+        except StorageError:  # away, or refusing the key
             return False
         return True
