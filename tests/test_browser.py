@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -851,6 +852,25 @@ def test_health_panel_shows_the_workers_of_the_scaled_layout(
         for server in (worker, api):
             if server is not None:
                 server.stop()
+
+
+def test_health_panel_shows_a_disk_below_its_floor(browser: Browser, tmp_path: Path):
+    """Below MIN_FREE_DISK_MB new jobs are refused (507): the disk and the service say so."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    floor = shutil.disk_usage(tmp_path).free // 2**20 + 1024
+    server = start_server(tmp_path, videos, MIN_FREE_DISK_MB=str(floor))
+    page, _ = open_page(browser, DESKTOP)
+    try:
+        page.goto(server.url)
+        disk = by_id(page, "health-disk")
+        expect(disk).to_have_attribute("data-state", "down")
+        expect(disk).to_have_attribute("title", re.compile(f"floor of {floor} MB"))
+        expect(by_id(page, "health-status")).to_have_attribute("data-state", "down")
+        expect(by_id(page, "health-status")).to_have_text("service unhealthy")
+    finally:
+        page.context.close()
+        server.stop()
 
 
 def test_health_panel_follows_redis(browser: Browser, tmp_path: Path):

@@ -45,8 +45,10 @@ async def test_a_nearly_full_disk_refuses_new_jobs_with_507(
         assert (await app.http.get("/jobs")).json()["count"] == 0
         ready = await app.http.get("/health/ready")
         assert ready.status_code == 503 and ready.json()["disk"] is False
-        health = (await app.http.get("/health")).json()
-        assert health["disk"]["min_free_mb"] == float(f"{floor:.0f}")
+        health = await app.http.get("/health")  # it cannot take jobs: unhealthy
+        assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+        assert health.json()["disk"]["ok"] is False
+        assert health.json()["disk"]["min_free_mb"] == float(f"{floor:.0f}")
 
 
 async def test_a_job_that_fills_the_disk_fails_cleanly_and_lists_only_whole_frames(

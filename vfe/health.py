@@ -44,9 +44,11 @@ async def health(request: Request) -> Response:
     seen = await svc.jobs.look() if database_ok else svc.jobs.seen  # no second wait
     backend = await svc.cache.check()
     ffmpeg_ok = ffmpeg.installed()
-    free_mb = round(await svc.frames.free_bytes() / 1024 / 1024, 1)
+    free = await svc.frames.free_bytes()
+    disk_ok = free >= svc.settings.min_free_disk_bytes  # as submit and the runs judge it
     storage_ok = await svc.frames.storages.ping()
-    can_serve = database_ok and storage_ok and ffmpeg_ok and svc.jobs.submissions.accepting
+    can_serve = (database_ok and storage_ok and ffmpeg_ok and disk_ok
+                 and svc.jobs.submissions.accepting)  # fmt: skip
     stats = svc.cache.stats
     view = Health(
         status="healthy" if can_serve else "unhealthy",
@@ -73,7 +75,11 @@ async def health(request: Request) -> Response:
             running=sum(w.running for w in seen.workers),
             last_heartbeat=moment(seen.last_heartbeat) if seen.last_heartbeat else None,
         ),
-        disk=DiskHealth(free_mb=free_mb, min_free_mb=svc.settings.min_free_disk_mb),
+        disk=DiskHealth(
+            ok=disk_ok,
+            free_mb=round(free / 1024 / 1024, 1),
+            min_free_mb=svc.settings.min_free_disk_mb,
+        ),
     )
     return answer(view, 200 if can_serve else 503)
 

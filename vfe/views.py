@@ -331,6 +331,7 @@ class JobsHealth(View):
 
 
 class DiskHealth(View):
+    ok: bool = Field(description="At least min_free_mb free: jobs are taken (else 507).")
     free_mb: float
     min_free_mb: float
 

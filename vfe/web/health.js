@@ -24,8 +24,11 @@ function describe(health) {
   const max = queue.max ?? Infinity;
   const free = disk.free_mb;
   let diskState = 'warn';
-  if (typeof free === 'number') {
-    diskState = free < FULL_DISK_MB ? 'down' : free < LOW_DISK_MB ? 'warn' : 'ok';
+  if (disk.ok === false) {
+    diskState = 'down'; // below MIN_FREE_DISK_MB: new jobs are refused
+  } else if (typeof free === 'number') {
+    const full = disk.ok === undefined && free < FULL_DISK_MB; // an older server: no disk.ok
+    diskState = full ? 'down' : free < LOW_DISK_MB ? 'warn' : 'ok';
   }
   return {
     database: database.ok ? ['ok', { sqlite: 'SQLite', postgresql: 'PostgreSQL' }[database.backend] ?? 'ok'] : ['down', 'unavailable'],
@@ -35,7 +38,11 @@ function describe(health) {
       depth >= max ? 'down' : depth >= 0.8 * max ? 'warn' : 'ok',
       `${depth} waiting · ${running}/${jobs.max_concurrent ?? '?'} running`,
     ],
-    disk: [diskState, typeof free === 'number' ? `${bytes(free * 1024 * 1024)} free` : 'unknown'],
+    disk: [
+      diskState,
+      typeof free === 'number' ? `${bytes(free * 1024 * 1024)} free` : 'unknown',
+      disk.ok === false ? `Below the server's floor of ${disk.min_free_mb} MB: new jobs are refused` : '',
+    ],
     workers: describeWorkers(health.workers, queue.backend),
   };
 }
