@@ -246,7 +246,14 @@ def test_extract_errors_have_clear_exit_codes(
     ):
         assert main(["extract", str(media.standard()), *args, "--out", out]) == 2, args
         assert told in capsys.readouterr().err
-    assert not (tmp_path / "out" / "frames.json").exists()
+    assert not (tmp_path / "out").exists()  # a refusal writes nothing, not even the folder
+    # an --out that cannot be a folder: a bad argument, said in one line
+    (tmp_path / "a-file").write_text("")
+    for where in (tmp_path / "a-file", tmp_path / "a-file" / "under"):
+        assert main(["extract", str(media.standard()), "--out", str(where)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"vfe: bad argument --out: cannot make the folder {where} (")
+        assert "Traceback" not in err
 
 
 def test_python_m_vfe_extract_quiet(media: Any, tmp_path: Path, videos: Path) -> None:
