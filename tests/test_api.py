@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import os
+import subprocess
 import time
 import uuid
 from datetime import datetime
@@ -914,11 +915,15 @@ async def test_videos_lists_the_video_files_a_job_may_name(
     (videos / "escape.mp4").symlink_to(outside)  # points out: not listed
     (videos / "inside.mp4").symlink_to(videos / "b.mp4")  # stays inside: listed
     (videos / "broken.mp4").symlink_to(videos / "gone.mp4")
+    raw = ["-f", "lavfi", "-i", "testsrc2=s=64x48:d=0.5", "-pix_fmt", "yuv420p"]
+    argv = ["ffmpeg", "-v", "error", *raw, str(videos / "raw.y4m")]
+    await asyncio.to_thread(subprocess.run, argv, check=True)
     res = await client.http.get("/videos")
     assert res.status_code == 200
     body = res.json()
-    assert [v["path"] for v in body["videos"]] == ["b.mp4", "inside.mp4", "talks/2026/keynote.MKV"]
-    assert body["count"] == 3 and body["truncated"] is False
+    listed = ["b.mp4", "inside.mp4", "raw.y4m", "talks/2026/keynote.MKV"]
+    assert [v["path"] for v in body["videos"]] == listed  # every format vfe reads
+    assert body["count"] == 4 and body["truncated"] is False
     first = body["videos"][0]
     assert first["size_bytes"] == media.standard().stat().st_size
     assert first["modified_at"].endswith("+00:00")
