@@ -336,6 +336,33 @@ async def test_mpegts_index_starts_at_zero(media: Any) -> None:
     assert rounded(index.times) == rounded(mp4.times)  # the same frames, the same times
 
 
+async def test_a_container_duration_counting_a_start_offset_is_the_videos_own(
+    media: Any,
+) -> None:
+    """A Matroska file whose timestamps start at 5 s states 7 s for 2 s of video (its
+    stream states none): the length is where the frames end."""
+    source = media.clip("index-g10.mp4", duration=2, gop=10)
+    clip = remux(source, media.folder / "offset.mkv", "-output_ts_offset", "5")
+    info, index = await probe.inspect(clip)
+    assert not info.own_duration and index.end is not None
+    assert info.duration == index.end == pytest.approx(2.0, abs=0.05)
+
+
+async def test_raw_streams_are_timed_by_their_frames_or_refused_saying_why(
+    media: Any,
+) -> None:
+    source = media.clip("index-g10.mp4", duration=2, gop=10)
+    # raw MPEG-4 Part 2 has times on its packets but states no duration: taken from them
+    raw_m4v = remux(source, media.folder / "raw.m4v", "-c:v", "mpeg4", "-f", "m4v")
+    info, index = await probe.inspect(raw_m4v)
+    assert info.duration == index.end == pytest.approx(2.0, abs=0.05)
+    assert len(index.times) == 50
+    # raw H.264 has no time at all: refused, saying what to do
+    raw_h264 = remux(source, media.folder / "raw.h264", "-f", "h264")
+    with pytest.raises(ExtractionError, match=r"raw H\.264 stream.*-c copy FILE\.mp4"):
+        await probe.inspect(raw_h264)
+
+
 def test_frame_index_lookups() -> None:
     index = probe.FrameIndex((0.0, 0.04, 0.08, 0.12, 0.16), (0.0, 0.08))
     assert [index.first_at_or_after(t) for t in (-1, 0.0, 0.01, 0.04, 0.0399999, 0.16)] == [

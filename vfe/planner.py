@@ -105,6 +105,9 @@ class Plan:
     threads: int | None = None  # decoding threads per process; None lets FFmpeg choose
     scene: tuple[float, float, float, float | None] | None = None  # threshold, gap, window
     window_end: float | None = None  # the window's end asked for, if any (timeline seconds)
+    # keyframes mode on an index of decode times with B-frames: the frames kept are the
+    # decoded keyframes (FFmpeg's ``key``), each answering the latest target before it
+    by_key: bool = False
 
     def target_index(self, timestamp: float) -> int:
         """Index of the latest target at or before ``timestamp`` (a frame's own time)."""
@@ -134,7 +137,7 @@ class Plan:
                 f"gt(scene,{threshold!r})*gte(t-prev_selected_t+{EPSILON},{gap!r}))"
             )
             return expr if end is None else f"{expr}*lt(t+{EPSILON},{end + offset!r})"
-        if self.strategy is Strategy.KEYFRAMES:
+        if self.strategy is Strategy.KEYFRAMES or self.by_key:
             first = self.targets[group.targets[0]] + offset
             # ``key`` too: some decoders (VP9) ignore -skip_frame and pass every frame on.
             return f"gte(t+{EPSILON},{first!r})*key"
@@ -306,10 +309,11 @@ def plan(
     decoded = sum(r.decoded for r in select_runs)
     work = [start_frames + r.decoded for r in select_runs]
     seconds = max(sum(work) / parallel, max(work)) * frame_seconds
+    by_key = sampling.mode is Mode.KEYFRAMES and index.decode_times  # (B-frames, here)
     return Plan(strategy=strategy, groups=groups, decoded_frames=decoded,
                 estimated_seconds=seconds, parallel=parallel,
                 threads=1 if parallel > 1 else None,  # the memory model is single-threaded
-                **common)  # fmt: skip
+                by_key=by_key, **common)  # fmt: skip
 
 
 def _scene_plan(

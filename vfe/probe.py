@@ -16,7 +16,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -142,8 +142,13 @@ def _on_time_base(seconds: Any, time_base: Any) -> float:
     return float(round(Fraction(str(start)) / base) * base)
 
 
-def parse(document: dict[str, Any]) -> VideoInfo:
-    """Turn ffprobe's JSON into ``VideoInfo``; ``ExtractionError`` if there is no video."""
+RAW_STREAMS = {"h264": "H.264", "hevc": "HEVC"}  # demuxers of streams with no timestamps
+
+
+def parse(document: dict[str, Any], need_duration: bool = True) -> VideoInfo:
+    """Turn ffprobe's JSON into ``VideoInfo``; ``ExtractionError`` if there is no video.
+    Without ``need_duration`` a file that states no duration gets 0.0, for the caller to
+    fill from the frame index (``_IndexReader``: a raw MPEG-4 or MPEG-2 stream)."""
     streams = [
         s
         for s in document.get("streams") or []
@@ -159,7 +164,9 @@ def parse(document: dict[str, Any]) -> VideoInfo:
     own = finite_or_none(stream.get("duration"))
     duration = own or finite_or_none(fmt.get("duration"))
     if not duration or duration <= 0:
-        raise ExtractionError("cannot tell how long the video is; the file may be truncated")
+        if need_duration:
+            raise ExtractionError(_no_duration(fmt))
+        duration = 0.0
     sar = _sar(stream.get("sample_aspect_ratio"))
     width = max(1, round(width * sar))  # the lines stay; each is as wide as it shows
     rotation = _rotation(stream)
@@ -183,6 +190,17 @@ def parse(document: dict[str, Any]) -> VideoInfo:
         color_space=stream.get("color_space"),
         sar=sar,
     )
+
+
+def _no_duration(fmt: dict[str, Any]) -> str:
+    """Why a video with no duration is refused: a raw H.264/HEVC stream carries no
+    timestamps at all (FFmpeg makes some up as it decodes); anything else is cut short."""
+    raw = RAW_STREAMS.get(str(fmt.get("format_name")))
+    if raw is not None:
+        return (f"the file is a raw {raw} stream, with no container and no timestamps, so no "
+                "frame has a time; put it in a container first (ffmpeg -i FILE -c copy "
+                "FILE.mp4), then submit that")  # fmt: skip
+    return "cannot tell how long the video is; the file may be truncated"
 
 
 def _argv(path: Path, *sections: str) -> list[str]:
@@ -229,6 +247,11 @@ class FrameIndex:
     times: Sequence[float]  # an ``array("d")`` when read from a file: 8 bytes a frame
     keyframes: Sequence[float]
     end: float | None = None  # where the last frame ends (its time plus its duration)
+    # Some packet had no presentation time (AVI, raw MPEG-2), so its decode time stands
+    # in: with B-frames the times are the right ones, but a keyframe is shown later than
+    # the time it is listed at (by the reordering), so keyframes are picked by FFmpeg's
+    # own flag as they are decoded (``Plan.by_key``).
+    decode_times: bool = False
 
     def first_at_or_after(self, target: float) -> int | None:
         """Position in ``times`` of the first frame at or after ``target``, if any."""
@@ -325,6 +348,7 @@ class _IndexReader:
         self.max_frames = max_frames
         self.stamps = array("q")  # each packet's pts (its dts when it has none), time base
         self.keys = array("q")
+        self.decode_times = False  # some packet had a dts and no pts
         self.last_end: int | None = None  # the latest stamp + duration
         self.rest: list[bytes] = []  # everything after the packets
         self.in_packets = False
@@ -349,8 +373,15 @@ class _IndexReader:
             document = {}
         if code != 0 or not isinstance(document, dict) or not document.get("format"):
             raise ExtractionError("the file is not a video FFmpeg can read")
-        info = parse(document)
+        info = parse(document, need_duration=False)
         index = self.index(info)
+        if not info.own_duration and index.end is not None and index.end > 0:
+            # the container's duration may be the audio's, or count a start offset (a
+            # Matroska file starting at 5 s states 9 s for 4 s of video): the frames' own
+            # end is the video's length; a file that states none gets it this way too
+            info = replace(info, duration=index.end)
+        if info.duration <= 0:
+            raise ExtractionError(_no_duration(document.get("format") or {}))
         check_complete(info, index)
         return info, index
 
@@ -381,9 +412,12 @@ class _IndexReader:
         flags = str(packet.get("flags", ""))
         if "D" in flags:
             return True  # to be discarded (edit lists): never shown
-        stamp = packet.get("pts", packet.get("dts"))
+        stamp = packet.get("pts")
         if not isinstance(stamp, int):
-            return True
+            stamp = packet.get("dts")
+            if not isinstance(stamp, int):
+                return True
+            self.decode_times = True
         if self.max_frames is not None and len(self.stamps) >= self.max_frames:
             self.too_many = True
             return False
@@ -412,7 +446,7 @@ class _IndexReader:
         times = array("d", sorted(map(seconds, self.stamps)))
         keys = array("d", sorted(map(seconds, self.keys)))
         end = None if self.last_end is None else seconds(self.last_end)
-        return FrameIndex(times, keys, end)
+        return FrameIndex(times, keys, end, self.decode_times)
 
 
 async def _cache_key(path: Path) -> tuple[str, int, int]:

@@ -178,11 +178,14 @@ class _Run(_Decode):
         if self.measure:
             greys = [grey for *_, grey in ready]
             metrics = [*await _off_loop(functools.partial(_measure, greys))]
+        # a scene's frame, or a keyframe found by its flag (its target is its decode
+        # time), answers itself
+        itself = self.scene or self.plan.by_key
         batch = [
             Candidate(
                 index=index,
                 timestamp=timestamp,
-                target_time=timestamp if self.scene else self.plan.target_time(index),
+                target_time=timestamp if itself else self.plan.target_time(index),
                 file=file,
                 metrics=m,
             )

@@ -35,7 +35,7 @@ MAX_PARTS = len(JobSpec.model_fields) + 1  # every field once, and the file
 MAX_LISTED = 1000  # videos GET /videos lists at most
 VIDEO_SUFFIXES = frozenset(  # the usual names of what ffmpeg.DEMUXERS reads
     ".mp4 .m4v .mov .mkv .webm .avi .ts .mts .m2ts .mpg .mpeg .m2v .vob .flv .wmv .asf .3gp "
-    ".3g2 .mj2 .ogv .ogg .mxf .ivf .h264 .264 .hevc .h265 .265 .gif .dv .nut .y4m".split()
+    ".3g2 .mj2 .ogv .ogg .mxf .ivf .gif .dv .nut .y4m".split()  # not raw H.264/HEVC: untimed
 )
 
 
