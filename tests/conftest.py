@@ -125,9 +125,10 @@ def reference_frames(path: Path) -> tuple[tuple[Decimal, bool], ...]:
     (start,) = ffprobe("-show_entries", "format=start_time")
     lines = ffprobe("-select_streams", "v:0", "-show_frames",
                     "-show_entries", "frame=key_frame,best_effort_timestamp_time")  # fmt: skip
-    # side data (an SEI message) may follow the fields on a line, after a comma; an AVI
-    # states no start, and the last frames of one with B-frames get no time (N/A): left out
-    rows = [line.split(",") for line in lines if line.strip()]
+    # side data (an SEI message) may follow the fields on a line, after a comma, or take
+    # lines of its own (MPEG-2's "GOP timecode,…"); an AVI states no start, and the last
+    # frames of one with B-frames get no time (N/A): left out
+    rows = [line.split(",") for line in lines if line.split(",")[0] in ("0", "1")]
     zero = Decimal(0 if start == "N/A" else start)
     frames = sorted((Decimal(t) - zero, key == "1") for key, t, *_ in rows if t != "N/A")
     assert frames, "the reference decode found no frames"

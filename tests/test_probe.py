@@ -205,6 +205,15 @@ def test_parse_skips_cover_art_and_audio() -> None:
         parse({"streams": None, "format": None})
 
 
+@pytest.mark.parametrize(
+    ("order", "interlaced"),
+    [("tt", True), ("bb", True), ("tb", True), ("bt", True), ("progressive", False),
+     ("unknown", False), (None, False)],
+)  # fmt: skip
+def test_parse_field_order(order: str | None, interlaced: bool) -> None:
+    assert parse(doc(video(field_order=order))).interlaced is interlaced
+
+
 def test_parse_duration_falls_back_to_the_container() -> None:
     assert parse(doc(video(duration=None), fmt={"duration": "12.5"})).duration == 12.5
     assert parse(doc(video(duration="N/A"), fmt={"duration": "7"})).duration == 7.0

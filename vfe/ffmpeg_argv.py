@@ -38,6 +38,11 @@ GLOBAL_ARGS = (
 TONEMAP = {"tonemap": "mobius", "param": 0.5, "desat": 0}
 NOMINAL_PEAK = 100  # nits of 1.0 in linear light
 
+# An interlaced frame's first field, its other lines filled in by edge-directed spatial
+# interpolation: each kept frame alone (temporal deinterlacers such as yadif need the
+# frames around it, which ``select`` has dropped), and only frames marked interlaced.
+DEINTERLACE = {"mode": "frame", "parity": "auto", "deint": "interlaced"}
+
 
 # The YUV range each lossy format is read with (JPEG: full, JFIF; WebP: limited); both
 # are read with the BT.601 matrix.
@@ -87,13 +92,16 @@ def _kept(
     matrix: str | None,
     tonemap: bool,
     squared: tuple[int, int] | None = None,
+    interlaced: bool = False,
 ) -> Any:
-    """The frames ``select_expr`` keeps, their times reported (``showinfo``), an untagged
-    source's ``matrix`` stated, tone-mapped when asked (an HDR source), scaled to
-    ``squared`` (``VideoInfo.squared``: non-square pixels shown as they display, marked
-    square so no viewer stretches them again): the pictures both the frames written and
-    the quality scans start from."""
+    """The frames ``select_expr`` keeps, their times reported (``showinfo``), deinterlaced
+    when the video is (``VideoInfo.interlaced``), an untagged source's ``matrix`` stated,
+    tone-mapped when asked (an HDR source), scaled to ``squared`` (``VideoInfo.squared``:
+    non-square pixels shown as they display, marked square so no viewer stretches them
+    again): the pictures both the frames written and the quality scans start from."""
     stream = decoded.filter("select", select_expr).filter("showinfo")
+    if interlaced:  # a player shows the first field at the frame's time, not both woven
+        stream = stream.filter("estdif", **DEINTERLACE)
     if matrix is not None:  # untagged: say what the conversions after this should assume
         stream = stream.filter("setparams", colorspace=matrix)
     if tonemap:  # the kept frames only: a cost per frame kept
@@ -119,6 +127,7 @@ def frames_argv(
     measure: str | None = None,
     matrix: str | None = None,
     squared: tuple[int, int] | None = None,
+    interlaced: bool = False,
 ) -> list[str]:
     """argv that decodes ``source`` and writes the frames ``select_expr`` keeps.
 
@@ -150,7 +159,7 @@ def frames_argv(
         branches = decoded.split()
         decoded = branches[0]
         counter = ffmpeg_python.output(branches[1], "-", f="null", **{"c:v": "wrapped_avframe"})
-    stream = _kept(decoded, select_expr, matrix, hdr and output.tonemap, squared)
+    stream = _kept(decoded, select_expr, matrix, hdr and output.tonemap, squared, interlaced)
     grey = None
     if measure is not None:
         branches = stream.split()
@@ -226,16 +235,17 @@ def scan_argv(
     tonemap: bool = True,
     matrix: str | None = None,
     squared: tuple[int, int] | None = None,
+    interlaced: bool = False,
 ) -> list[str]:
     """argv that decodes ``source`` and writes each frame ``select_expr`` keeps to stdout
     as raw grey (``greyscale``), with its time on stderr (``showinfo``): the pictures the
     quality metrics read, without encoding a frame. Seeking, ``-copyts`` and ``stop_at``
-    as in ``frames_argv``; tone mapping, an untagged ``matrix`` and ``squared`` too, so the
-    metrics match the frames written."""
+    as in ``frames_argv``; tone mapping, an untagged ``matrix``, ``squared`` and
+    ``interlaced`` too, so the metrics match the frames written."""
     import ffmpeg as ffmpeg_python
 
     decoded = _decoded(source, seek, threads, stop_at)
-    stream = _kept(decoded, select_expr, matrix, hdr and tonemap, squared)
+    stream = _kept(decoded, select_expr, matrix, hdr and tonemap, squared, interlaced)
     out = ffmpeg_python.output(
         greyscale(stream), "pipe:1", f="rawvideo", pix_fmt="gray", fps_mode="passthrough"
     )

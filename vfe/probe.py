@@ -52,6 +52,7 @@ class VideoInfo:
     color_transfer: str | None = None  # as tagged, e.g. "bt709", "smpte2084" (PQ)
     color_space: str | None = None  # the YUV matrix as tagged, e.g. "bt709", "smpte170m"
     sar: Fraction = Fraction(1)  # a coded pixel's width over its height (1: square)
+    interlaced: bool = False  # its fields are stored woven (ffprobe's field_order tt/bb/tb/bt)
 
     @property
     def hdr(self) -> bool:
@@ -142,6 +143,7 @@ def _on_time_base(seconds: Any, time_base: Any) -> float:
     return float(round(Fraction(str(start)) / base) * base)
 
 
+INTERLACED = frozenset({"tt", "bb", "tb", "bt"})  # field orders of interlaced video
 RAW_STREAMS = {"h264": "H.264", "hevc": "HEVC"}  # demuxers of streams with no timestamps
 
 
@@ -189,6 +191,7 @@ def parse(document: dict[str, Any], need_duration: bool = True) -> VideoInfo:
         color_transfer=stream.get("color_transfer"),
         color_space=stream.get("color_space"),
         sar=sar,
+        interlaced=stream.get("field_order") in INTERLACED,
     )
 
 

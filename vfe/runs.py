@@ -314,6 +314,7 @@ class JobRuns:
             hdr=self.info.hdr,
             matrix=self.info.assumed_matrix,
             squared=self.info.squared,
+            interlaced=self.info.interlaced,
             measure=str(self.work / f"{prefix}%06d.pgm") if self.measure else None,
         )
         argv = await ffmpeg_argv.spill_long_graph(argv, self.work / f"{prefix}graph.txt")
@@ -390,7 +391,7 @@ class JobRuns:
                     stop_at=None if scan.stop_at is None else scan.stop_at + self.offset,
                     threads=1 if parallel > 1 else None, hdr=self.info.hdr,
                     tonemap=self.output.tonemap, matrix=self.info.assumed_matrix,
-                    squared=self.info.squared,
+                    squared=self.info.squared, interlaced=self.info.interlaced,
                 )  # fmt: skip
                 argv = await ffmpeg_argv.spill_long_graph(
                     argv, self.work / f"s{number_of_pass}_{number:04d}_graph.txt"
