@@ -934,6 +934,22 @@ async def test_videos_lists_the_video_files_a_job_may_name(
         assert job.status_code == 200, job.text
 
 
+async def test_a_video_that_states_no_length_is_timed_by_its_frames(
+    client: AppClient, videos: Path
+) -> None:
+    """A WebM written to a pipe (as a browser's MediaRecorder writes one) states no
+    duration anywhere: it is accepted, and its length is where its frames end."""
+    argv = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=160x120:r=25:d=2",
+            "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-f", "webm",
+            "pipe:1"]  # fmt: skip
+    made = await asyncio.to_thread(subprocess.run, argv, capture_output=True, check=True)
+    (videos / "recorded.webm").write_bytes(made.stdout)
+    job_id = await client.submit("recorded.webm", interval=0.5)
+    done = await client.wait(job_id)
+    assert done["status"] == "completed", done
+    assert done["duration"] == pytest.approx(2.0, abs=0.05) and done["total_frames"] == 4
+
+
 def test_list_videos_stops_at_its_limit(tmp_path: Path) -> None:
     from vfe.sources import list_videos
 

@@ -34,7 +34,7 @@ from vfe.frames import FrameStore, frame_name
 from vfe.models import Frame, ImageFormat, Mode
 from vfe.output import Output
 from vfe.planner import Sampling, Strategy
-from vfe.runs import _Run
+from vfe.runs import JobRuns, _Run
 from vfe.storage import Storages
 from vfe.storage.local import LocalStorage
 
@@ -369,6 +369,15 @@ async def test_interlaced_frames_are_shown_as_a_player_shows_them(
     result = await extract(tmp_path, clip, Sampling(mode=Mode.TIMESTAMPS, timestamps=(0.52, 1.2)))
     assert result.info.interlaced
     want = check_exact(result)
+    # each process's input ends at the frame after its last (the deinterlacer lets a
+    # frame go only when the next one comes), not at the end of the video
+    runs = JobRuns(clip, result.info, Output(), tmp_path)
+    for group in result.plan.groups:
+        assert group.until is not None
+        assert runs._stop_at(result.plan, group) == group.until + result.info.container_start
+    progressive = JobRuns(clip, dataclasses.replace(result.info, interlaced=False), Output(),
+                          tmp_path)  # fmt: skip
+    assert progressive._stop_at(result.plan, result.plan.groups[0]) is None
     for frame, expected in zip(result.frames, want, strict=True):
         woven = decode_reference(clip, expected.frame_number, tmp_path / "woven.jpg")
         (tmp_path / "woven.jpg").write_bytes(woven)

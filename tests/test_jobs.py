@@ -24,7 +24,7 @@ from tests.conftest import (
     stored_frames,
     wait_until_async,
 )
-from vfe.errors import StoreError
+from vfe.errors import ExtractionError, StoreError
 from vfe.events import Event
 from vfe.extractor import Extractor
 from vfe.models import Frame, Job, JobStatus, SourceType
@@ -228,6 +228,19 @@ async def test_a_file_replaced_between_submit_and_run_fails_the_job_clearly(
     was = f"it was {pending['duration']:g} s, {pending['fps']:g} fps, h264, it is 20 s"
     assert done["error_message"].startswith(f"the video file changed after the job was "
                                              f"submitted ({was}")  # fmt: skip
+
+
+def test_a_length_a_few_ms_off_is_the_same_video() -> None:
+    """A job accepted by a version that took a Matroska file's length from its container
+    (a few ms off its frames' end) still runs; a length a second off does not."""
+    from tests.records import make_job
+    from vfe.probe import VideoInfo
+    from vfe.worker import _check_unchanged
+
+    job = make_job(duration=10.023, fps=25.0, codec="h264")
+    _check_unchanged(job, VideoInfo(10.0, 25.0, 640, 360, 0, "h264", "yuv420p", 0.0))
+    with pytest.raises(ExtractionError, match="changed after the job was submitted"):
+        _check_unchanged(job, VideoInfo(11.0, 25.0, 640, 360, 0, "h264", "yuv420p", 0.0))
 
 
 async def test_unexpected_crash_in_extraction_fails_the_job_without_leaking(

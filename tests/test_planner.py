@@ -3,6 +3,7 @@ against brute force by evaluating them with FFmpeg's semantics over crafted fram
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -325,11 +326,29 @@ def test_keyframes_plan() -> None:
     p = plan(Sampling(mode=Mode.KEYFRAMES, start=0.5, max_frames=2), info(4.0), INDEX_4S)
     assert p.strategy is Strategy.KEYFRAMES
     assert p.targets == (1.0, 2.0) and p.total == 2 and p.decoded_frames == 2
-    assert p.groups == (Group(seek=1.0, targets=(0, 1), frames=2, decoded=2),)
+    # it may stop at the frame after its last (an interlaced source's must: Group.until)
+    assert p.groups == (Group(seek=1.0, targets=(0, 1), frames=2, decoded=2, until=2.04),)
     assert p.select_expr(p.groups[0]) == f"gte(t+{EPSILON},1.0)*key"
     assert p.select_expr(p.groups[0], 1.5) == f"gte(t+{EPSILON},2.5)*key"
     first = plan(Sampling(mode=Mode.KEYFRAMES), info(4.0), INDEX_4S)
     assert first.groups[0].seek is None  # the first keyframe is the first frame
+
+
+def test_each_group_may_end_at_the_frame_after_its_last() -> None:
+    """``until``: the next frame's time (None after the video's last frame); for keyframes
+    listed at decode times (``by_key``), the next keyframe's, since each is shown later."""
+    pieces = plan(Sampling(interval=1.0), info(4.0, HUGE), INDEX_4S, cpus=2)
+    assert len(pieces.groups) > 1
+    for group in pieces.groups:
+        last = INDEX_4S.first_at_or_after(pieces.targets[group.targets[-1]])
+        assert last is not None and group.until == INDEX_4S.times[last + 1]
+    to_the_end = plan(Sampling(mode=Mode.TIMESTAMPS, timestamps=(3.96,)), info(4.0), INDEX_4S)
+    assert to_the_end.groups[0].until is None  # 3.96 is the last frame
+    decoded = FrameIndex(INDEX_4S.times, INDEX_4S.keyframes, decode_times=True)
+    with_b_frames = dataclasses.replace(info(4.0), has_b_frames=2)
+    keys = plan(Sampling(mode=Mode.KEYFRAMES), with_b_frames, decoded, cpus=2)
+    assert keys.by_key and [g.until for g in keys.groups][-1] is None
+    assert all(g.until in INDEX_4S.keyframes for g in keys.groups[:-1])
 
 
 def test_scene_plan_decodes_the_window_in_one_process() -> None:

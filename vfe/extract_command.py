@@ -165,8 +165,9 @@ def command(args: argparse.Namespace) -> int:
     except VfeError as exc:
         print(f"vfe: {exc.detail}", file=sys.stderr)
         return 1
-    except OSError as exc:  # writing the frames (a full or read-only disk)
-        print(f"vfe: {exc.strerror or exc}: {exc.filename or args.out}", file=sys.stderr)
+    except OSError as exc:  # writing the frames (a full or read-only disk), a closed pipe
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"vfe: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vfe: interrupted; FFmpeg stopped", file=sys.stderr)

@@ -26,7 +26,8 @@ from .views import (
     moment,
 )
 
-UNAVAILABLE = "It cannot (database or storage down, FFmpeg missing, shutting down)."
+UNAVAILABLE = ("It cannot (database or storage down, FFmpeg missing, less than "
+               "MIN_FREE_DISK_MB free, shutting down).")  # fmt: skip
 
 
 @endpoint(

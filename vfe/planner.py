@@ -86,6 +86,10 @@ class Group:
     targets: tuple[int, ...]  # positions in Plan.targets
     frames: int  # distinct frames it writes (it stops after them)
     decoded: int  # frames it decodes
+    # the time of the frame after its last (None: the video's end): where its input may
+    # end, which an interlaced source needs (its deinterlacer holds a frame back until
+    # the next kept one or the end, so -frames:v alone would decode on to the end)
+    until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,7 @@ def plan(
             targets=tuple(i for i, _ in answered),
             frames=total,
             decoded=total,
+            until=_until(index, answered[-1][1], by_key=False),
         )
         seconds = PROCESS_START_SECONDS + total * frame_seconds
         return Plan(strategy=Strategy.KEYFRAMES, groups=(group,), decoded_frames=total,
@@ -296,12 +301,14 @@ def plan(
             spans_gops = any(inner_keys(r, key_positions) for r in runs)
             strategy = Strategy.MIXED if spans_gops else Strategy.SEEK
             select_runs = pieces
+    by_key = sampling.mode is Mode.KEYFRAMES and index.decode_times  # (B-frames, here)
     groups = tuple(
         Group(
             seek=_seek_point(index, run.frames_at[0]),
             targets=tuple(run.targets),
             frames=run.frames,
             decoded=run.decoded,
+            until=_until(index, run.frames_at[-1], by_key),
         )
         for run in select_runs
     )
@@ -309,7 +316,6 @@ def plan(
     decoded = sum(r.decoded for r in select_runs)
     work = [start_frames + r.decoded for r in select_runs]
     seconds = max(sum(work) / parallel, max(work)) * frame_seconds
-    by_key = sampling.mode is Mode.KEYFRAMES and index.decode_times  # (B-frames, here)
     return Plan(strategy=strategy, groups=groups, decoded_frames=decoded,
                 estimated_seconds=seconds, parallel=parallel,
                 threads=1 if parallel > 1 else None,  # the memory model is single-threaded
@@ -389,6 +395,16 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     except (OSError, ValueError):
         pass  # no cgroup v2 quota: the affinity count stands
     return cpus
+
+
+def _until(index: FrameIndex, frame: int, by_key: bool) -> float | None:
+    """``Group.until`` for a group whose last frame is at position ``frame``: the next
+    frame's time; with ``by_key`` (keyframes listed at decode times, shown a little
+    later) the next keyframe's. None when there is none."""
+    if by_key:
+        i = bisect.bisect_right(index.keyframes, index.times[frame] + EPSILON)
+        return index.keyframes[i] if i < len(index.keyframes) else None
+    return index.times[frame + 1] if frame + 1 < len(index.times) else None
 
 
 def _seek_point(index: FrameIndex, frame: int) -> float | None:

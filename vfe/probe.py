@@ -234,8 +234,11 @@ async def _ffprobe(path: Path, *sections: str, limit: float) -> dict[str, Any]:
 
 async def probe(path: Path) -> VideoInfo:
     """Run ffprobe on ``path`` (a local file) and return what its headers say: quick,
-    since no packet is read (``inspect`` reads them all)."""
-    return parse(await _ffprobe(path, "-show_format", "-show_streams", limit=PROBE_TIMEOUT))
+    since no packet is read (``inspect`` reads them all). A file that states no duration
+    has 0.0 here: ``inspect`` takes it from the frames (a WebM from a browser's
+    MediaRecorder states none)."""
+    document = await _ffprobe(path, "-show_format", "-show_streams", limit=PROBE_TIMEOUT)
+    return parse(document, need_duration=False)
 
 
 @dataclass(frozen=True)

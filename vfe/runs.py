@@ -284,6 +284,16 @@ class JobRuns:
         plan = await asyncio.to_thread(make_plan, sampling, self.info, index, processes)
         await self.extract(plan, on_candidates)
 
+    def _stop_at(self, plan: Plan, group: Group) -> float | None:
+        """Where a group's input ends on the filters' timeline: the scene window's end;
+        for an interlaced source the frame after its last (``Group.until``), so the
+        deinterlacer lets its last frame go; else nowhere (``-frames:v`` stops it)."""
+        if plan.end is not None:
+            return plan.end + self.offset
+        if self.info.interlaced and group.until is not None:
+            return group.until + self.offset
+        return None
+
     async def _run_group(
         self,
         plan: Plan,
@@ -309,7 +319,7 @@ class JobRuns:
             max_frames=group.frames or None,  # scene mode: a cap, if any
             keyframes_only=plan.strategy is Strategy.KEYFRAMES,
             threads=plan.threads,
-            stop_at=None if plan.end is None else plan.end + self.offset,
+            stop_at=self._stop_at(plan, group),
             count_decoded=scene,
             hdr=self.info.hdr,
             matrix=self.info.assumed_matrix,

@@ -315,6 +315,9 @@ class JobRunner:
         self.bus.publish(Event(event, job.id, view))
 
 
+SAME_LENGTH = 0.1  # seconds two probes of one video's length may differ by
+
+
 def _check_unchanged(job: Job, info: VideoInfo) -> None:
     """``ExtractionError`` when the video is not the one the job was accepted for: a file
     of the videos folder replaced between submit and run (its length, frame rate or codec
@@ -323,6 +326,10 @@ def _check_unchanged(job: Job, info: VideoInfo) -> None:
     if job.duration is None:  # accepted by a version that stored no facts: nothing to hold
         return
     was, now = (job.duration, job.fps, job.codec), (info.duration, info.fps, info.codec)
+    # lengths within a tenth of a second are the same video (a version before this one
+    # took a Matroska file's length from its container, a few ms off its frames' end)
+    if abs(job.duration - info.duration) < SAME_LENGTH:
+        now = (job.duration, *now[1:])
     if was != now:
         raise ExtractionError(
             f"the video file changed after the job was submitted (it was {_facts(*was)}, it "

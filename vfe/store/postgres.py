@@ -11,6 +11,7 @@ transaction also installs the queue's schema (``extra_schema``), when a queue as
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -59,8 +60,9 @@ def where(url: str) -> str:
         parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "DATABASE_URL"
-    host = str(parts.get("host") or "localhost")
-    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
+    host = parts.get("host") or os.environ.get("PGHOST") or "the local socket"
+    port = parts.get("port") or os.environ.get("PGPORT") or 5432
+    return f"{host}:{port}/{parts.get('dbname') or ''}"
 
 
 class PostgresStore(PostgresOutbox):
