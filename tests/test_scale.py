@@ -165,11 +165,11 @@ def test_thirty_jobs_on_three_workers_one_killed_each_completes_once(
     ]
     everything = SseReader(f"{api.url}/events")
     if storage == "s3":
-        jobs = {upload(api, media.long() if n % 5 == 0 else media.standard(), 0.5):
-                (40 if n % 5 == 0 else 4) for n in range(30)}  # fmt: skip
+        jobs = {upload(api, media.long() if n % 10 == 0 else media.standard(), 0.5):
+                (40 if n % 10 == 0 else 4) for n in range(30)}  # fmt: skip
     else:
         short, long = place(media.standard(), videos), place(media.long(), videos)
-        jobs = {submit(api, long if n % 5 == 0 else short, 0.5): (40 if n % 5 == 0 else 4)
+        jobs = {submit(api, long if n % 10 == 0 else short, 0.5): (40 if n % 10 == 0 else 4)
                 for n in range(30)}  # fmt: skip
     # kill a worker in the middle of a long job, FFmpeg and all
     victim = wait_until(lambda: next((w for w in workers if ffmpeg_children(w)), None),
