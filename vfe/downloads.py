@@ -39,9 +39,10 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 async def begun(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """``chunks`` with the first one read already, so a failure to start (a store that is
-    away: ``StorageUnavailable``, a 503) is raised before the answer begins, not as a
+    away: ``StorageUnavailable``, a 503; an object that has gone: ``FileNotFoundError``;
+    nothing at all: ``StopAsyncIteration``) is raised before the answer begins, not as a
     ``200`` cut short."""
-    first = await anext(chunks, b"")
+    first = await anext(chunks)
 
     async def body() -> AsyncIterator[bytes]:
         yield first
@@ -84,15 +85,8 @@ async def stored_file(
         headers["Content-Length"] = str(size)
         if request.method == "HEAD":  # the size is known: nothing to fetch
             return Response(media_type=media_type, headers=headers)
-    chunks = storage.read(name)
     try:
-        first = await anext(chunks)  # a missing object is a 404, not a cut response
+        body = await begun(storage.read(name))  # a missing object is a 404, not a cut response
     except (FileNotFoundError, StopAsyncIteration):
         raise NotFound(missing) from None
-
-    async def body() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in chunks:
-            yield chunk
-
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
+    return StreamingResponse(body, media_type=media_type, headers=headers)

@@ -46,7 +46,7 @@ async def health(request: Request) -> Response:
     backend = await svc.cache.check()
     ffmpeg_ok = ffmpeg.installed()
     free = await svc.frames.free_bytes()
-    disk_ok = free >= svc.settings.min_free_disk_bytes  # as submit and the runs judge it
+    disk_ok = await svc.jobs.disk_ok()  # as /health/ready, submit and the runs judge it
     storage_ok = await svc.frames.storages.ping()
     can_serve = (database_ok and storage_ok and ffmpeg_ok and disk_ok
                  and svc.jobs.submissions.accepting)  # fmt: skip

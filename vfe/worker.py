@@ -328,9 +328,8 @@ def _check_unchanged(job: Job, info: VideoInfo) -> None:
     was, now = (job.duration, job.fps, job.codec), (info.duration, info.fps, info.codec)
     # lengths within a tenth of a second are the same video (a version before this one
     # took a Matroska file's length from its container, a few ms off its frames' end)
-    if abs(job.duration - info.duration) < SAME_LENGTH:
-        now = (job.duration, *now[1:])
-    if was != now:
+    same_length = abs(job.duration - info.duration) < SAME_LENGTH
+    if not same_length or was[1:] != now[1:]:
         raise ExtractionError(
             f"the video file changed after the job was submitted (it was {_facts(*was)}, it "
             f"is {_facts(*now)} now); submit the job again for the new file"
